@@ -1,0 +1,32 @@
+//! Custody's API, shared by the webhook, the controller and the offline CLI.
+//!
+//! Data flows one way through Custody: the webhook and the CLI read [`CustodyPolicy`] objects and
+//! workload annotations (the [`vocabulary`]) and decide admission; the controller reads the same
+//! policies, follows rollouts and writes [`RollbackRecord`]s, whose template
+//! [`fingerprint`](fingerprint::template_fingerprint) the webhook then uses to keep a reverted
+//! revision out. This crate holds only types and pure functions: no client, no runtime, no I/O.
+
+pub mod fingerprint;
+pub mod generate;
+pub mod policy;
+pub mod record;
+pub mod selection;
+pub mod vocabulary;
+
+pub use fingerprint::{TemplateFingerprint, template_fingerprint};
+pub use policy::{
+    AnnotationRule, CustodyPolicy, CustodyPolicySpec, CustodyPolicyStatus, EnforcementMode,
+    FailurePolicy, IdentitySet, Identities, MatchRules, NamespaceMatch, RollbackSettings,
+    WorkloadKind,
+};
+pub use selection::Target;
+pub use record::{
+    RecordAction, RevisionSnapshot, RollbackRecord, RollbackRecordSpec, RollbackRecordStatus,
+    Signal, SignalReason, WorkloadRef,
+};
+pub use vocabulary::{Actor, AnnotationKey, RollbackMode, Vocabulary};
+
+/// The API group of every Custody resource.
+pub const GROUP: &str = "custody.dev";
+/// The API version of every Custody resource.
+pub const VERSION: &str = "v1alpha1";
