@@ -112,7 +112,7 @@ fn keep(at: Position, key: &str, value: &Value) -> bool {
         Position::TemplateMetadata if key == "labels" || key == "annotations" => {
             value.as_object().is_some_and(|m| {
                 m.iter()
-                    .any(|(k, v)| !(key == "labels" && k == POD_TEMPLATE_HASH_LABEL) && !v.is_null())
+                    .any(|(k, v)| !(v.is_null() || key == "labels" && k == POD_TEMPLATE_HASH_LABEL))
             })
         }
         _ => true,
@@ -155,7 +155,8 @@ mod tests {
 
     #[test]
     fn key_order_and_nulls_do_not_matter() {
-        let a = json!({"spec": {"containers": [{"image": "web:1", "name": "web"}]}, "metadata": {}});
+        let a =
+            json!({"spec": {"containers": [{"image": "web:1", "name": "web"}]}, "metadata": {}});
         let b = json!({"metadata": {"labels": {}, "annotations": null}, "spec": {"containers": [{"name": "web", "image": "web:1", "command": null}]}});
         assert_eq!(template_fingerprint(&a), template_fingerprint(&b));
     }
@@ -164,7 +165,10 @@ mod tests {
     fn a_changed_image_changes_the_fingerprint() {
         let mut other = template();
         other["spec"]["containers"][0]["image"] = json!("web:2");
-        assert_ne!(template_fingerprint(&other), template_fingerprint(&template()));
+        assert_ne!(
+            template_fingerprint(&other),
+            template_fingerprint(&template())
+        );
     }
 
     #[test]

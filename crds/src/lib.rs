@@ -16,14 +16,14 @@ pub mod vocabulary;
 pub use fingerprint::{TemplateFingerprint, template_fingerprint};
 pub use policy::{
     AnnotationRule, CustodyPolicy, CustodyPolicySpec, CustodyPolicyStatus, EnforcementMode,
-    FailurePolicy, IdentitySet, Identities, MatchRules, NamespaceMatch, RollbackSettings,
+    FailurePolicy, Identities, IdentitySet, MatchRules, NamespaceMatch, RollbackSettings,
     WorkloadKind,
 };
-pub use selection::Target;
 pub use record::{
     RecordAction, RevisionSnapshot, RollbackRecord, RollbackRecordSpec, RollbackRecordStatus,
     Signal, SignalReason, WorkloadRef,
 };
+pub use selection::Target;
 pub use vocabulary::{Actor, AnnotationKey, RollbackMode, Vocabulary};
 
 /// The API group of every Custody resource.

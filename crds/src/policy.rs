@@ -107,7 +107,18 @@ pub fn default_annotation_rules() -> Vec<AnnotationRule> {
 
 /// How strictly a policy is applied. Ordered from the weakest to the strongest.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 pub enum EnforcementMode {
     /// Admit and record the violation as an audit annotation.
@@ -138,7 +149,18 @@ impl fmt::Display for EnforcementMode {
 
 /// What to answer when the webhook cannot decide. Ordered from the weakest to the strongest.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 pub enum FailurePolicy {
     /// Admit, with a warning that the policy could not be evaluated.
@@ -159,7 +181,9 @@ impl FailurePolicy {
 }
 
 /// The workload kinds Custody judges.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum WorkloadKind {
     /// apps/v1 Deployment.
     Deployment,

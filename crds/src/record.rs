@@ -123,7 +123,9 @@ pub struct RevisionSnapshot {
 }
 
 /// Why a revision counts as regressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum SignalReason {
     /// New-revision pods stayed not Ready past the window.
     NotReady,

@@ -157,13 +157,34 @@ mod tests {
             match_labels: None,
         };
         assert!(label_selector_matches(&LabelSelector::default(), &l));
-        assert!(label_selector_matches(&sel(vec![expr("env", "In", &["prod", "stage"])]), &l));
-        assert!(!label_selector_matches(&sel(vec![expr("env", "In", &["dev"])]), &l));
-        assert!(label_selector_matches(&sel(vec![expr("env", "NotIn", &["dev"])]), &l));
-        assert!(label_selector_matches(&sel(vec![expr("x", "NotIn", &["dev"])]), &l));
-        assert!(label_selector_matches(&sel(vec![expr("team", "Exists", &[])]), &l));
-        assert!(!label_selector_matches(&sel(vec![expr("team", "DoesNotExist", &[])]), &l));
-        assert!(!label_selector_matches(&sel(vec![expr("team", "Bogus", &[])]), &l));
+        assert!(label_selector_matches(
+            &sel(vec![expr("env", "In", &["prod", "stage"])]),
+            &l
+        ));
+        assert!(!label_selector_matches(
+            &sel(vec![expr("env", "In", &["dev"])]),
+            &l
+        ));
+        assert!(label_selector_matches(
+            &sel(vec![expr("env", "NotIn", &["dev"])]),
+            &l
+        ));
+        assert!(label_selector_matches(
+            &sel(vec![expr("x", "NotIn", &["dev"])]),
+            &l
+        ));
+        assert!(label_selector_matches(
+            &sel(vec![expr("team", "Exists", &[])]),
+            &l
+        ));
+        assert!(!label_selector_matches(
+            &sel(vec![expr("team", "DoesNotExist", &[])]),
+            &l
+        ));
+        assert!(!label_selector_matches(
+            &sel(vec![expr("team", "Bogus", &[])]),
+            &l
+        ));
         let pairs = LabelSelector {
             match_labels: Some(labels(&[("env", "prod")])),
             match_expressions: None,

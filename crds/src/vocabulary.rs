@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_PREFIX: &str = "custody.dev/";
 
 /// Every annotation key Custody knows, without its prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum AnnotationKey {
     /// Who made this revision: `human`, `agent` or `automation`.
@@ -83,6 +85,22 @@ impl AnnotationKey {
             AnnotationKey::Oncall => "payments-oncall@acme.dev",
             AnnotationKey::Rollback => "auto",
             AnnotationKey::QuarantineOverride => "fixed config drift, verified by jane",
+        }
+    }
+
+    /// What the annotation records, in words, for denial messages.
+    pub const fn purpose(self) -> &'static str {
+        match self {
+            AnnotationKey::Actor => "who made this revision (human, agent or automation)",
+            AnnotationKey::Agent => "which AI agent made this revision",
+            AnnotationKey::Model => "the model behind the agent",
+            AnnotationKey::SourceRepo => "the repository this revision was built from",
+            AnnotationKey::SourceCommit => "the commit this revision was built from",
+            AnnotationKey::PipelineRun => "the pipeline run or agent session that delivered it",
+            AnnotationKey::Owner => "the team that owns the workload",
+            AnnotationKey::Oncall => "how to reach whoever is on call for it",
+            AnnotationKey::Rollback => "what Custody may do when the revision regresses",
+            AnnotationKey::QuarantineOverride => "why a human re-admits a reverted template",
         }
     }
 
@@ -340,7 +358,11 @@ mod tests {
             (AnnotationKey::SourceCommit, "main", false),
             (AnnotationKey::Oncall, "team@acme.dev", true),
             (AnnotationKey::Oncall, "@payments-oncall", true),
-            (AnnotationKey::Oncall, "https://pager.acme.dev/payments", true),
+            (
+                AnnotationKey::Oncall,
+                "https://pager.acme.dev/payments",
+                true,
+            ),
             (AnnotationKey::Oncall, "bob", false),
             (AnnotationKey::Oncall, "bob@localhost", false),
             (AnnotationKey::Rollback, "unsafe", true),
@@ -349,7 +371,11 @@ mod tests {
             (AnnotationKey::Owner, "  ", false),
         ];
         for (key, value, ok) in cases {
-            assert_eq!(key.check_builtin_format(value).is_ok(), *ok, "{key}={value:?}");
+            assert_eq!(
+                key.check_builtin_format(value).is_ok(),
+                *ok,
+                "{key}={value:?}"
+            );
         }
     }
 

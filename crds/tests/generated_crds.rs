@@ -18,7 +18,10 @@ fn committed_crds_match_the_types() {
 fn generated_yaml_reads_back_as_the_same_crd() {
     use kube::CustomResourceExt;
     let docs = custody_crds::generate::crd_documents().unwrap();
-    let expected = [custody_crds::CustodyPolicy::crd(), custody_crds::RollbackRecord::crd()];
+    let expected = [
+        custody_crds::CustodyPolicy::crd(),
+        custody_crds::RollbackRecord::crd(),
+    ];
     for ((name, yaml), crd) in docs.iter().zip(expected) {
         let parsed: CustomResourceDefinition = serde_saphyr::from_str(yaml).unwrap();
         assert_eq!(

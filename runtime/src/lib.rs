@@ -12,5 +12,5 @@ pub mod shutdown;
 
 pub use admin::{AdminError, serve as serve_admin};
 pub use logging::LogFormat;
-pub use readiness::{ReadyHandle, Readiness};
+pub use readiness::{Readiness, ReadyHandle};
 pub use shutdown::shutdown_token;

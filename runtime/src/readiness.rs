@@ -3,10 +3,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+type Conditions = Vec<(String, Arc<AtomicBool>)>;
+
 /// A set of named conditions. The process is ready when every registered condition is.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    conditions: Arc<Mutex<Vec<(String, Arc<AtomicBool>)>>>,
+    conditions: Arc<Mutex<Conditions>>,
 }
 
 /// The handle that flips one condition.

@@ -1,1 +1,12 @@
-//! placeholder
+//! Custody's admission side: the pure engine, the AdmissionReview codec, the HTTPS server and
+//! the offline `custody check`.
+//!
+//! Data flows one way: a body is decoded ([`review::decode`], borrowing), judged
+//! ([`engine::evaluate`] against a compiled [`engine::PolicySet`] and the live
+//! [`engine::Context`]), and encoded ([`review::encode`]). The server feeds the context from
+//! watches; `custody check` feeds it from files. Both run the same engine.
+
+pub mod check;
+pub mod engine;
+pub mod review;
+pub mod server;

@@ -1,0 +1,192 @@
+//! `custody check`: the admission engine on manifest files, with no cluster.
+//!
+//! Files (or stdin) are read into documents with their positions ([`load`]), policies come from
+//! CustodyPolicy files or the built-in default, and every object is judged as a CREATE by a
+//! configurable identity, exactly as the webhook would judge it. CustodyPolicy documents among
+//! the manifests are judged as the webhook's policy endpoint would.
+
+pub mod load;
+mod report;
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use custody_crds::{CustodyPolicy, Vocabulary, WorkloadKind};
+use serde_json::Value;
+
+use crate::engine::{
+    Context, Decision, PolicyError, PolicySet, QuarantineIndex, evaluate, validate_policy,
+};
+use crate::review::{AdmissionRequest, GroupVersionKind, Operation, UserInfo};
+pub use load::{LoadError, Origin};
+pub use report::{Report, Summary};
+
+/// Who the objects are checked as, and under which policies.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// CustodyPolicy files or directories; empty means the built-in default policy.
+    pub policies: Vec<PathBuf>,
+    /// The requester's user name.
+    pub user: String,
+    /// The requester's groups.
+    pub groups: Vec<String>,
+    /// The namespace of objects that do not name one.
+    pub namespace: String,
+    /// The annotation keys.
+    pub vocabulary: Vocabulary,
+}
+
+/// One object's verdict.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectResult {
+    /// Where it came from.
+    pub origin: Origin,
+    /// `Kind` or `Kind.group`.
+    pub kind: String,
+    /// Its namespace, if namespaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// The engine's decision.
+    pub decision: Decision,
+}
+
+/// Reads, judges and reports. Never fails: every problem ends up in the report.
+pub fn run(paths: &[PathBuf], stdin: &mut dyn std::io::Read, options: &CheckOptions) -> Report {
+    let (policies, policy_errors, policy_load_errors) = load_policies(&options.policies, stdin);
+    let loaded = load::load_paths(paths, stdin);
+    let quarantine = QuarantineIndex::default();
+    let ctx = Context {
+        vocabulary: &options.vocabulary,
+        namespace_labels: None,
+        quarantine: &quarantine,
+    };
+    let results = loaded
+        .objects
+        .into_iter()
+        .enumerate()
+        .map(|(i, (origin, object))| judge(i, origin, &object, &policies, &ctx, options))
+        .collect();
+    let mut errors = policy_load_errors;
+    errors.extend(loaded.errors);
+    Report {
+        results,
+        errors,
+        policy_errors,
+        policies: policies.iter().map(|p| p.name.clone()).collect(),
+    }
+}
+
+fn load_policies(
+    paths: &[PathBuf],
+    stdin: &mut dyn std::io::Read,
+) -> (PolicySet, Vec<PolicyError>, Vec<LoadError>) {
+    if paths.is_empty() {
+        return (PolicySet::builtin_default(), Vec::new(), Vec::new());
+    }
+    let loaded = load::load_paths(paths, stdin);
+    let mut errors = loaded.errors;
+    let mut policies = Vec::new();
+    for (origin, value) in loaded.objects {
+        if value.get("kind").and_then(Value::as_str) != Some("CustodyPolicy") {
+            errors.push(LoadError {
+                origin,
+                message: "policy files may only hold CustodyPolicy objects".to_string(),
+            });
+            continue;
+        }
+        match serde_json::from_value::<CustodyPolicy>(value) {
+            Ok(p) => policies.push(p),
+            Err(e) => errors.push(LoadError {
+                origin,
+                message: format!("not a valid CustodyPolicy: {e}"),
+            }),
+        }
+    }
+    let (set, policy_errors) = PolicySet::compile(policies);
+    (set, policy_errors, errors)
+}
+
+fn judge(
+    index: usize,
+    origin: Origin,
+    object: &Value,
+    policies: &PolicySet,
+    ctx: &Context<'_>,
+    options: &CheckOptions,
+) -> ObjectResult {
+    let str_at = |path: &[&str]| {
+        let mut v = object;
+        for p in path {
+            v = v.get(p).unwrap_or(&Value::Null);
+        }
+        v.as_str().unwrap_or_default().to_string()
+    };
+    let api_version = str_at(&["apiVersion"]);
+    let kind = str_at(&["kind"]);
+    let (group, version) = api_version
+        .split_once('/')
+        .unwrap_or(("", api_version.as_str()));
+    let name = match (
+        str_at(&["metadata", "name"]),
+        str_at(&["metadata", "generateName"]),
+    ) {
+        (n, _) if !n.is_empty() => n,
+        (_, g) if !g.is_empty() => format!("{g}<generated>"),
+        _ => "<unnamed>".to_string(),
+    };
+    let is_policy = group == custody_crds::GROUP && kind == "CustodyPolicy";
+    let namespaced = !is_policy && kind != "Namespace";
+    let namespace = namespaced.then(|| {
+        Some(str_at(&["metadata", "namespace"]))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| options.namespace.clone())
+    });
+    let decision = match serde_json::value::to_raw_value(object) {
+        Ok(raw) => {
+            let request = AdmissionRequest {
+                uid: Cow::Owned(format!("custody-check-{}", index + 1)),
+                kind: GroupVersionKind {
+                    group: Cow::Borrowed(group),
+                    version: Cow::Borrowed(version),
+                    kind: Cow::Borrowed(kind.as_str()),
+                },
+                sub_resource: None,
+                operation: Operation::Create,
+                namespace: namespace.as_deref().map(Cow::Borrowed),
+                name: Some(Cow::Borrowed(name.as_str())),
+                user_info: UserInfo {
+                    username: Cow::Borrowed(options.user.as_str()),
+                    groups: options
+                        .groups
+                        .iter()
+                        .map(|g| Cow::Borrowed(g.as_str()))
+                        .collect(),
+                },
+                dry_run: true,
+                object: Some(&raw),
+                old_object: None,
+            };
+            if is_policy {
+                validate_policy(&request)
+            } else {
+                evaluate(policies, &request, ctx)
+            }
+        }
+        Err(e) => Decision::invalid(format!("cannot re-encode the object: {e}")),
+    };
+    let kind_label = if group.is_empty() || WorkloadKind::from_group_kind(group, &kind).is_some() {
+        kind.clone()
+    } else {
+        format!("{kind}.{group}")
+    };
+    ObjectResult {
+        origin,
+        kind: kind_label,
+        namespace,
+        name,
+        decision,
+    }
+}

@@ -1,0 +1,314 @@
+//! The admission engine: `(policies, request, context) -> Decision`, pure.
+//!
+//! A request is first sorted out (operation, subresource, kind, controller-created objects are
+//! admitted without judgement), then the policies that select the workload are found, their
+//! rules run, and the violations are combined by mode into one decision: Enforce denies, Warn
+//! admits with kubectl warnings, Audit admits and records. Rules that concern the revision rather
+//! than a policy's vocabulary (stale provenance, quarantine) run once, under the strictest mode
+//! among the selecting policies.
+
+mod decision;
+mod object;
+mod policies;
+mod policy_review;
+mod quarantine;
+mod rules;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target};
+use custody_crds::{EnforcementMode, FailurePolicy, Vocabulary, WorkloadKind};
+
+pub use decision::{Decision, Outcome, Violation, ViolationCode};
+pub use object::WorkloadObject;
+pub use policies::{CompiledPolicy, PolicyError, PolicySet, identity_matches};
+pub use policy_review::validate_policy;
+pub use quarantine::{QuarantineEntry, QuarantineIndex};
+
+use crate::review::{AdmissionRequest, Operation};
+use rules::{QuarantineOutcome, Subject};
+
+/// What the engine knows besides the request.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// The annotation keys in force.
+    pub vocabulary: &'a Vocabulary,
+    /// The labels of the request's namespace, when known. When unknown (a namespace created a
+    /// moment ago, or the offline CLI), the namespace is judged by the label the apiserver always
+    /// sets, `kubernetes.io/metadata.name`.
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
+    /// Templates the controller reverted.
+    pub quarantine: &'a QuarantineIndex,
+}
+
+/// Judges a workload admission request.
+pub fn evaluate(
+    policies: &PolicySet,
+    request: &AdmissionRequest<'_>,
+    ctx: &Context<'_>,
+) -> Decision {
+    let prepared = match prepare(request) {
+        Prepared::Done(decision) => return decision,
+        Prepared::Judge(p) => p,
+    };
+    let Prepared2 {
+        kind,
+        object,
+        namespace,
+    } = prepared;
+    let labels = object.metadata.labels.clone().unwrap_or_default();
+    let fallback_labels;
+    let namespace_labels = match ctx.namespace_labels {
+        Some(labels) => labels,
+        None => {
+            fallback_labels =
+                BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string())]);
+            &fallback_labels
+        }
+    };
+    let target = Target {
+        kind,
+        namespace: &namespace,
+        namespace_labels,
+        labels: &labels,
+    };
+    let user = &request.user_info;
+    let mut selecting = policies.selecting(&target, &user.username, &user.groups);
+    if selecting.is_empty() {
+        return Decision::skipped(None);
+    }
+    // Strictest first, so deduplication keeps the strictest policy's violation.
+    selecting.sort_by(|a, b| b.spec.mode.cmp(&a.spec.mode).then(a.name.cmp(&b.name)));
+    let strictest = (selecting[0].name.as_str(), selecting[0].spec.mode);
+    let object_name = format!("{kind} {namespace}/{}", object.display_name());
+    let subject = Subject {
+        vocabulary: ctx.vocabulary,
+        object: &object,
+        username: &user.username,
+        groups: &user.groups,
+    };
+
+    let mut violations: Vec<Violation> = Vec::new();
+    for policy in &selecting {
+        let found = rules::annotation_rules(policy, &subject)
+            .into_iter()
+            .chain(rules::actor_cross_check(policy, &subject));
+        for v in found {
+            if !violations
+                .iter()
+                .any(|seen| seen.code == v.code && seen.field == v.field)
+            {
+                violations.push(v);
+            }
+        }
+    }
+
+    let mut extra_warnings = Vec::new();
+    let mut extra_audit = BTreeMap::new();
+    match revision_checks(
+        request,
+        kind,
+        &object,
+        &subject,
+        &object_name,
+        ctx,
+        &selecting,
+        strictest,
+    ) {
+        Ok(RevisionFindings {
+            violations: found,
+            override_note,
+        }) => {
+            violations.extend(found);
+            if let Some((record, reason)) = override_note {
+                extra_warnings.push(format!(
+                    "custody: re-admitting a quarantined template (RollbackRecord {record:?}) on a human override: {reason}"
+                ));
+                extra_audit.insert(
+                    "quarantine-override".to_string(),
+                    format!("{record}: {reason}"),
+                );
+            }
+        }
+        Err(decision) => return decision,
+    }
+
+    let names: Vec<&str> = selecting.iter().map(|p| p.name.as_str()).collect();
+    let mut decision = Decision::judged(&object_name, strictest.1, violations, &names);
+    decision.warnings.extend(extra_warnings);
+    decision.audit_annotations.extend(extra_audit);
+    decision
+}
+
+struct RevisionFindings {
+    violations: Vec<Violation>,
+    override_note: Option<(String, String)>,
+}
+
+/// Stale provenance (UPDATE) and quarantine, which concern the revision rather than a policy.
+#[allow(clippy::too_many_arguments)]
+fn revision_checks(
+    request: &AdmissionRequest<'_>,
+    kind: WorkloadKind,
+    object: &WorkloadObject<'_>,
+    subject: &Subject<'_, '_>,
+    object_name: &str,
+    ctx: &Context<'_>,
+    selecting: &[&CompiledPolicy],
+    strictest: (&str, EnforcementMode),
+) -> Result<RevisionFindings, Decision> {
+    let mut findings = RevisionFindings {
+        violations: Vec::new(),
+        override_note: None,
+    };
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    let namespace = request.namespace.as_deref().unwrap_or_default();
+    let entries = ctx.quarantine.entries(namespace, kind, name);
+    let is_update = request.operation == Operation::Update;
+    if !is_update && entries.is_empty() {
+        return Ok(findings);
+    }
+    let invalid = |e: serde_json::Error| {
+        Decision::invalid(format!(
+            "cannot read the pod template of {object_name}: {e}"
+        ))
+    };
+    let template = object.pod_template(kind).map_err(invalid)?;
+    let mut template_changed = true;
+    if is_update && let Some(raw_old) = request.old_object {
+        let old = WorkloadObject::parse(raw_old)
+            .map_err(|e| Decision::invalid(format!("cannot read the old {object_name}: {e}")))?;
+        let old_template = old.pod_template(kind).map_err(invalid)?;
+        template_changed = object::templates_differ(template, old_template);
+        findings.violations.extend(rules::stale_provenance(
+            subject,
+            &old,
+            template,
+            old_template,
+            strictest,
+        ));
+    }
+    if template_changed && !entries.is_empty() {
+        let agent_requester = selecting
+            .iter()
+            .any(|p| identity_matches(&p.spec.identities.agents, subject.username, subject.groups));
+        match rules::quarantine(
+            subject,
+            object_name,
+            entries,
+            template,
+            agent_requester,
+            strictest,
+        ) {
+            QuarantineOutcome::Clear => {}
+            QuarantineOutcome::Denied(v) => findings.violations.push(v),
+            QuarantineOutcome::Overridden { record, reason } => {
+                findings.override_note = Some((record, reason));
+            }
+        }
+    }
+    Ok(findings)
+}
+
+enum Prepared<'a> {
+    Done(Decision),
+    Judge(Prepared2<'a>),
+}
+
+struct Prepared2<'a> {
+    kind: WorkloadKind,
+    object: WorkloadObject<'a>,
+    namespace: Cow<'a, str>,
+}
+
+/// Sorts out requests that are not judged, and parses the object of those that are.
+fn prepare<'a>(request: &AdmissionRequest<'a>) -> Prepared<'a> {
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return Prepared::Done(Decision::skipped(None));
+    }
+    if request
+        .sub_resource
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        // scale and status change no template and no provenance.
+        return Prepared::Done(Decision::skipped(None));
+    }
+    let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) else {
+        let gk = if request.kind.group.is_empty() {
+            request.kind.kind.to_string()
+        } else {
+            format!("{}.{}", request.kind.kind, request.kind.group)
+        };
+        return Prepared::Done(Decision::skipped(Some(format!(
+            "custody: {gk} is not a workload kind Custody judges; admitted without checks"
+        ))));
+    };
+    let Some(raw) = request.object else {
+        return Prepared::Done(Decision::invalid(format!(
+            "the {} request for {kind} has no object",
+            request.operation.as_str()
+        )));
+    };
+    let object = match WorkloadObject::parse(raw) {
+        Ok(object) => object,
+        Err(e) => {
+            return Prepared::Done(Decision::invalid(format!(
+                "cannot read the {kind} object: {e}"
+            )));
+        }
+    };
+    if object.controller().is_some() {
+        // Created and updated by its controller (a Deployment's ReplicaSet, a Job's Pod): the
+        // owner was judged when it was applied, and blocking here would wedge the rollout.
+        return Prepared::Done(Decision::skipped(None));
+    }
+    let namespace = request
+        .namespace
+        .clone()
+        .or_else(|| object.metadata.namespace.clone())
+        .unwrap_or(Cow::Borrowed("default"));
+    Prepared::Judge(Prepared2 {
+        kind,
+        object,
+        namespace,
+    })
+}
+
+impl PolicySet {
+    /// The strictest failure policy among the policies that would judge `request`: what to
+    /// answer when the webhook cannot decide. `Ignore` when no policy selects it.
+    pub fn failure_policy_for(
+        &self,
+        request: &AdmissionRequest<'_>,
+        ctx: &Context<'_>,
+    ) -> FailurePolicy {
+        let strictest = |it: &mut dyn Iterator<Item = &CompiledPolicy>| {
+            it.map(|p| p.spec.failure_policy)
+                .max()
+                .unwrap_or(FailurePolicy::Ignore)
+        };
+        match prepare(request) {
+            Prepared::Done(d) if d.outcome == Outcome::Invalid => strictest(&mut self.iter()),
+            Prepared::Done(_) => FailurePolicy::Ignore,
+            Prepared::Judge(p) => {
+                let labels = p.object.metadata.labels.clone().unwrap_or_default();
+                let fallback =
+                    BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), p.namespace.to_string())]);
+                let target = Target {
+                    kind: p.kind,
+                    namespace: &p.namespace,
+                    namespace_labels: ctx.namespace_labels.unwrap_or(&fallback),
+                    labels: &labels,
+                };
+                let user = &request.user_info;
+                strictest(
+                    &mut self
+                        .selecting(&target, &user.username, &user.groups)
+                        .into_iter(),
+                )
+            }
+        }
+    }
+}

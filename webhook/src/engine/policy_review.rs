@@ -1,0 +1,120 @@
+//! Admission of CustodyPolicy objects themselves: a policy that would fail to compile, or an
+//! update that weakens a policy without saying so, is refused when it is applied.
+
+use custody_crds::CustodyPolicy;
+use custody_crds::policy::ACKNOWLEDGE_WEAKENING;
+
+use super::decision::{Decision, Outcome, Violation, ViolationCode};
+use super::policies::CompiledPolicy;
+use crate::review::{AdmissionRequest, Operation};
+
+/// Judges a CustodyPolicy CREATE or UPDATE.
+pub fn validate_policy(request: &AdmissionRequest<'_>) -> Decision {
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return Decision::skipped(None);
+    }
+    if request.kind.kind != "CustodyPolicy" {
+        return Decision::invalid(format!(
+            "the policy endpoint judges CustodyPolicy objects, not {}",
+            request.kind.kind
+        ));
+    }
+    let Some(raw) = request.object else {
+        return Decision::invalid("the CustodyPolicy request has no object".to_string());
+    };
+    let policy: CustodyPolicy = match serde_json::from_str(raw.get()) {
+        Ok(p) => p,
+        Err(e) => {
+            return refuse(
+                request,
+                vec![format!("the object is not a valid CustodyPolicy: {e}")],
+                ViolationCode::InvalidPolicy,
+            );
+        }
+    };
+    if let Err(error) = CompiledPolicy::compile(&policy) {
+        return refuse(request, error.problems, ViolationCode::InvalidPolicy);
+    }
+    if request.operation == Operation::Update
+        && let Some(old_raw) = request.old_object
+        && let Ok(old) = serde_json::from_str::<CustodyPolicy>(old_raw.get())
+        && let Some(problem) = unacknowledged_weakening(&old, &policy)
+    {
+        return refuse(
+            request,
+            vec![problem],
+            ViolationCode::UnacknowledgedWeakening,
+        );
+    }
+    Decision::skipped(None).with_outcome(Outcome::Allowed)
+}
+
+/// Whether `new` lowers the mode or the failure policy of `old` without a fresh acknowledgement.
+fn unacknowledged_weakening(old: &CustodyPolicy, new: &CustodyPolicy) -> Option<String> {
+    let mut weakened = Vec::new();
+    if new.spec.mode < old.spec.mode {
+        weakened.push(format!("mode {} -> {}", old.spec.mode, new.spec.mode));
+    }
+    if new.spec.failure_policy < old.spec.failure_policy {
+        weakened.push(format!(
+            "failurePolicy {} -> {}",
+            old.spec.failure_policy.as_str(),
+            new.spec.failure_policy.as_str()
+        ));
+    }
+    if weakened.is_empty() {
+        return None;
+    }
+    let ack = |p: &CustodyPolicy| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ACKNOWLEDGE_WEAKENING))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    match (ack(old), ack(new)) {
+        (old_ack, Some(new_ack)) if old_ack.as_deref() != Some(new_ack.as_str()) => None,
+        _ => Some(format!(
+            "this update weakens the policy ({}); to confirm, set the annotation {ACKNOWLEDGE_WEAKENING}: \"<why>\" in the same update, with a reason not used before",
+            weakened.join(", ")
+        )),
+    }
+}
+
+fn refuse(request: &AdmissionRequest<'_>, problems: Vec<String>, code: ViolationCode) -> Decision {
+    let name = request.name.as_deref().unwrap_or("<unnamed>");
+    let mut message = format!("Custody refused CustodyPolicy {name:?}:");
+    for p in &problems {
+        message.push_str("\n- ");
+        message.push_str(p);
+    }
+    let violations = problems
+        .into_iter()
+        .map(|p| Violation {
+            code,
+            key: None,
+            field: p
+                .split(':')
+                .next()
+                .filter(|f| f.starts_with("spec.") || f.starts_with("metadata."))
+                .unwrap_or("spec")
+                .to_string(),
+            value: None,
+            policy: name.to_string(),
+            mode: custody_crds::EnforcementMode::Enforce,
+            message: p,
+            fix: String::new(),
+        })
+        .collect();
+    Decision {
+        allowed: false,
+        code: 422,
+        message: Some(message),
+        violations,
+        warnings: Vec::new(),
+        audit_annotations: Default::default(),
+        outcome: Outcome::Denied,
+        mode: Some(custody_crds::EnforcementMode::Enforce),
+    }
+}

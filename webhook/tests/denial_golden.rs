@@ -1,0 +1,137 @@
+//! Golden denial messages: what a person or an agent reads. Regenerate with
+//! `CUSTODY_BLESS=1 cargo test -p custody-webhook --test denial_golden` and review the diff.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::PathBuf;
+
+use custody_crds::{
+    CustodyPolicy, RecordAction, RevisionSnapshot, RollbackRecord, RollbackRecordSpec,
+    SignalReason, WorkloadKind, WorkloadRef,
+};
+use custody_webhook::engine::{PolicySet, QuarantineIndex};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::json;
+use support::*;
+
+fn check_golden(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("CUSTODY_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "golden {name} differs (CUSTODY_BLESS=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}"
+    );
+}
+
+#[test]
+fn unannotated_deployment() {
+    let d = judge(&fixture("deployment-create-unannotated.json"));
+    check_golden("unannotated-deployment", d.message.as_deref().unwrap());
+}
+
+#[test]
+fn agent_without_agent_name_and_bad_commit() {
+    let mut annotations = agent_annotations();
+    annotations
+        .as_object_mut()
+        .unwrap()
+        .remove("custody.dev/agent");
+    annotations["custody.dev/source-commit"] = json!("main");
+    let body = review_of(
+        "CREATE",
+        &deployment("web", annotations, "web:1"),
+        None,
+        "jane",
+        &[],
+    );
+    let d = judge(&body);
+    check_golden(
+        "agent-missing-name-bad-commit",
+        d.message.as_deref().unwrap(),
+    );
+}
+
+#[test]
+fn stale_provenance() {
+    let d = judge(&fixture(
+        "deployment-update-image-changed-provenance-unchanged.json",
+    ));
+    check_golden("stale-provenance", d.message.as_deref().unwrap());
+}
+
+#[test]
+fn quarantined_template() {
+    let v2 = deployment("web", agent_annotations(), "web:2");
+    let fingerprint = custody_crds::template_fingerprint(&v2["spec"]["template"]);
+    let record = RollbackRecord {
+        metadata: kube::api::ObjectMeta {
+            name: Some("web-r2-7d9f8b6c".into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        },
+        spec: RollbackRecordSpec {
+            workload: WorkloadRef {
+                kind: WorkloadKind::Deployment,
+                name: "web".into(),
+                uid: None,
+            },
+            action: RecordAction::Reverted,
+            reason: SignalReason::NotReady,
+            from: RevisionSnapshot {
+                revision: "2".into(),
+                template_fingerprint: fingerprint.to_string(),
+                ..Default::default()
+            },
+            to: None,
+            signals: vec![],
+            policy: "default".into(),
+            explanation: "reverted".into(),
+            revision_seen_at: None,
+            regression_detected_at: Time(jiff_now()),
+            acted_at: Time(jiff_now()),
+        },
+        status: None,
+    };
+    let quarantine = QuarantineIndex::from_records([&record]);
+    let body = review_of(
+        "CREATE",
+        &v2,
+        None,
+        "system:serviceaccount:argocd:argocd-application-controller",
+        &[],
+    );
+    let d = judge_with(&body, &PolicySet::builtin_default(), &quarantine);
+    check_golden("quarantined", d.message.as_deref().unwrap());
+}
+
+#[test]
+fn policy_refused() {
+    let policy = json!({
+        "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
+        "metadata": {"name": "strict"},
+        "spec": {"annotations": [{"key": "owner", "pattern": "^(team-"}]}
+    });
+    let _: CustodyPolicy = serde_json::from_value(policy.clone()).unwrap();
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "kind": {"group": "custody.dev", "version": "v1alpha1", "kind": "CustodyPolicy"},
+            "operation": "CREATE", "name": "strict", "userInfo": {"username": "jane"}, "object": policy}
+    });
+    let request_body = body.to_string();
+    let request = custody_webhook::review::decode(request_body.as_bytes()).unwrap();
+    let d = custody_webhook::engine::validate_policy(&request);
+    assert!(!d.allowed);
+    check_golden("policy-refused", d.message.as_deref().unwrap());
+}
+
+fn jiff_now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::from_second(1_795_000_000).unwrap()
+}
