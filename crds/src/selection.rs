@@ -76,32 +76,46 @@ pub fn label_selector_matches(selector: &LabelSelector, labels: &BTreeMap<String
 /// Shell-style glob over a whole string: `*` matches any run of characters, `?` one character,
 /// everything else itself.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    if !pattern.contains(['*', '?']) {
+        return pattern == text;
+    }
+    if pattern.is_ascii() && text.is_ascii() {
+        // Bytes are characters here: match without allocating (this runs on every admission).
+        glob_match_units(pattern.as_bytes(), text.as_bytes())
+    } else {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        glob_match_units(&p, &t)
+    }
+}
+
+fn glob_match_units<T: Copy + PartialEq + From<u8>>(p: &[T], t: &[T]) -> bool {
+    let star = T::from(b'*');
+    let any = T::from(b'?');
     let (mut pi, mut ti) = (0, 0);
     // Where the last `*` was, and how much of the text it has swallowed so far.
-    let mut star: Option<(usize, usize)> = None;
+    let mut backtrack: Option<(usize, usize)> = None;
     while ti < t.len() {
         match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
+            Some(&c) if c == star => {
+                backtrack = Some((pi, ti));
                 pi += 1;
             }
-            Some(&c) if c == '?' || c == t[ti] => {
+            Some(&c) if c == any || c == t[ti] => {
                 pi += 1;
                 ti += 1;
             }
-            _ => match star {
+            _ => match backtrack {
                 Some((sp, st)) => {
                     pi = sp + 1;
                     ti = st + 1;
-                    star = Some((sp, st + 1));
+                    backtrack = Some((sp, st + 1));
                 }
                 None => return false,
             },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == star)
 }
 
 #[cfg(test)]
@@ -135,6 +149,10 @@ mod tests {
             ("*a*b*", "xxbxxaxx", false),
             ("", "", true),
             ("", "x", false),
+            ("é*", "ecole", false),
+            ("é*", "étude", true),
+            ("?cole", "école", true),
+            ("team-?", "team-é", true),
         ];
         for (pattern, text, want) in cases {
             assert_eq!(glob_matches(pattern, text), want, "{pattern} vs {text}");

@@ -1,1 +1,140 @@
-fn main() {}
+//! Engine throughput on one core: decode + evaluate + encode of realistic AdmissionReviews.
+//!
+//! `cargo bench -p custody-webhook --bench engine` prints reviews per second and latency
+//! percentiles per scenario, and the process's peak RSS. Numbers, not assertions.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use custody_crds::{CustodyPolicy, Vocabulary};
+use custody_webhook::engine::{Context, PolicySet, QuarantineIndex, evaluate};
+use custody_webhook::review;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/admission")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn example_policies() -> PolicySet {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policy.yaml");
+    let text = std::fs::read_to_string(path).expect("examples/policy.yaml");
+    let policies: Vec<CustodyPolicy> = text
+        .split("\n---\n")
+        .map(|doc| serde_saphyr::from_str(doc).expect("a CustodyPolicy"))
+        .collect();
+    let (set, errors) = PolicySet::compile(policies);
+    assert!(errors.is_empty(), "{errors:?}");
+    set
+}
+
+fn many_policies(n: usize) -> PolicySet {
+    let policies = (0..n).map(|i| {
+        let mut spec = custody_crds::CustodyPolicySpec::default();
+        spec.match_rules.namespaces.include = vec![format!("team-{i}-*"), "shop".to_string()];
+        CustodyPolicy::new(&format!("policy-{i:03}"), spec)
+    });
+    PolicySet::compile(policies).0
+}
+
+fn run(name: &str, body: &[u8], policies: &PolicySet) {
+    let vocabulary = Vocabulary::default();
+    let quarantine = QuarantineIndex::default();
+    let ctx = Context {
+        vocabulary: &vocabulary,
+        namespace_labels: None,
+        quarantine: &quarantine,
+    };
+    let once = || {
+        let request = review::decode(black_box(body)).expect("decodes");
+        let decision = evaluate(policies, &request, &ctx);
+        black_box(review::encode(&request.uid, &decision))
+    };
+    // Warm up, then time batches of 100 so the clock is read far less often than the work runs.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(300) {
+        once();
+    }
+    const BATCH: u32 = 100;
+    let mut per_review_ns = Vec::new();
+    let start = Instant::now();
+    let mut reviews = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        let t = Instant::now();
+        for _ in 0..BATCH {
+            once();
+        }
+        per_review_ns.push(t.elapsed().as_nanos() as f64 / f64::from(BATCH));
+        reviews += u64::from(BATCH);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    per_review_ns.sort_by(f64::total_cmp);
+    let pct = |p: f64| per_review_ns[((per_review_ns.len() as f64 - 1.0) * p) as usize] / 1000.0;
+    println!(
+        "{name:<58} {:>6} B  {:>9.0} reviews/s  p50 {:>6.2} µs  p99 {:>6.2} µs",
+        body.len(),
+        reviews as f64 / elapsed,
+        pct(0.50),
+        pct(0.99),
+    );
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+}
+
+fn main() {
+    // `cargo test --benches` runs this with --bench absent; keep that quick.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("engine bench: run with `cargo bench -p custody-webhook --bench engine`");
+        return;
+    }
+    let builtin = PolicySet::builtin_default();
+    let example = example_policies();
+    let hundred = many_policies(100);
+    println!("one core, decode + evaluate + encode per review (batches of 100 timed)");
+    run(
+        "create, agent-annotated Deployment, built-in policy",
+        &fixture("deployment-create-agent-annotated.json"),
+        &builtin,
+    );
+    run(
+        "create, agent-annotated Deployment, examples/policy.yaml",
+        &fixture("deployment-create-agent-annotated.json"),
+        &example,
+    );
+    run(
+        "create, unannotated Deployment (denied), built-in policy",
+        &fixture("deployment-create-unannotated.json"),
+        &builtin,
+    );
+    run(
+        "update, image + provenance changed, built-in policy",
+        &fixture("deployment-update-image-and-provenance-changed.json"),
+        &builtin,
+    );
+    run(
+        "update, stale provenance (denied), built-in policy",
+        &fixture("deployment-update-image-changed-provenance-unchanged.json"),
+        &builtin,
+    );
+    run(
+        "create, Pod by ReplicaSet controller (skipped)",
+        &fixture("pod-create-by-replicaset-controller.json"),
+        &builtin,
+    );
+    run(
+        "create, agent-annotated Deployment, 100 matching policies",
+        &fixture("deployment-create-agent-annotated.json"),
+        &hundred,
+    );
+    if let Some(kib) = peak_rss_kib() {
+        println!("peak RSS {:.1} MiB", kib as f64 / 1024.0);
+    }
+}

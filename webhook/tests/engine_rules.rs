@@ -781,16 +781,40 @@ fn malformed_objects_are_rejected_with_a_reason() {
             "operation": "CREATE", "userInfo": {"username": "jane"}, "object": {"metadata": "not-an-object"}}
     })
     .to_string();
+    let error = review::decode(body.as_bytes()).unwrap_err().to_string();
+    assert!(
+        error.contains("not a valid AdmissionReview") && error.contains("Metadata"),
+        "{error}"
+    );
+
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "operation": "UPDATE", "userInfo": {"username": "jane"},
+            "object": {"metadata": {"name": "web", "annotations": agent_annotations()}, "spec": "not-a-spec"},
+            "oldObject": deployment("web", agent_annotations(), "web:1")}
+    })
+    .to_string();
+    let d = judge(body.as_bytes());
+    assert_eq!(
+        (d.allowed, d.code, d.outcome),
+        (false, 400, Outcome::Invalid),
+        "{d:?}"
+    );
+    assert!(d.message.unwrap().contains("cannot read the pod template"));
+
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "operation": "CREATE", "userInfo": {"username": "jane"}}
+    })
+    .to_string();
     let d = judge(body.as_bytes());
     assert_eq!(
         (d.allowed, d.code, d.outcome),
         (false, 400, Outcome::Invalid)
     );
-    assert!(
-        d.message
-            .unwrap()
-            .contains("cannot read the Deployment object")
-    );
+    assert!(d.message.unwrap().contains("has no object"));
 
     for (body, expected) in [
         ("{", "not a valid AdmissionReview"),

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::engine::{
     Context, Decision, PolicyError, PolicySet, QuarantineIndex, evaluate, validate_policy,
 };
-use crate::review::{AdmissionRequest, GroupVersionKind, Operation, UserInfo};
+use crate::review::{AdmissionRequest, GroupVersionKind, Operation, UserInfo, WorkloadObject};
 pub use load::{LoadError, Origin};
 pub use report::{Report, Summary};
 
@@ -144,8 +144,13 @@ fn judge(
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| options.namespace.clone())
     });
-    let decision = match serde_json::value::to_raw_value(object) {
-        Ok(raw) => {
+    let raw = serde_json::value::to_raw_value(object);
+    let view = raw
+        .as_ref()
+        .map_err(|e| e.to_string())
+        .and_then(|raw| WorkloadObject::parse(raw).map_err(|e| e.to_string()));
+    let decision = match view {
+        Ok(view) => {
             let request = AdmissionRequest {
                 uid: Cow::Owned(format!("custody-check-{}", index + 1)),
                 kind: GroupVersionKind {
@@ -166,7 +171,7 @@ fn judge(
                         .collect(),
                 },
                 dry_run: true,
-                object: Some(&raw),
+                object: Some(view),
                 old_object: None,
             };
             if is_policy {
@@ -175,7 +180,7 @@ fn judge(
                 evaluate(policies, &request, ctx)
             }
         }
-        Err(e) => Decision::invalid(format!("cannot re-encode the object: {e}")),
+        Err(e) => Decision::invalid(format!("cannot read the object: {e}")),
     };
     let kind_label = if group.is_empty() || WorkloadKind::from_group_kind(group, &kind).is_some() {
         kind.clone()

@@ -8,7 +8,6 @@
 //! among the selecting policies.
 
 mod decision;
-mod object;
 mod policies;
 mod policy_review;
 mod quarantine;
@@ -21,12 +20,11 @@ use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target};
 use custody_crds::{EnforcementMode, FailurePolicy, Vocabulary, WorkloadKind};
 
 pub use decision::{Decision, Outcome, Violation, ViolationCode};
-pub use object::WorkloadObject;
 pub use policies::{CompiledPolicy, PolicyError, PolicySet, identity_matches};
 pub use policy_review::validate_policy;
 pub use quarantine::{QuarantineEntry, QuarantineIndex};
 
-use crate::review::{AdmissionRequest, Operation};
+use crate::review::{AdmissionRequest, Operation, WorkloadObject, templates_differ};
 use rules::{QuarantineOutcome, Subject};
 
 /// What the engine knows besides the request.
@@ -84,7 +82,7 @@ pub fn evaluate(
     let object_name = format!("{kind} {namespace}/{}", object.display_name());
     let subject = Subject {
         vocabulary: ctx.vocabulary,
-        object: &object,
+        annotations: rules::Annotations::read(ctx.vocabulary, object),
         username: &user.username,
         groups: &user.groups,
     };
@@ -176,14 +174,12 @@ fn revision_checks(
     };
     let template = object.pod_template(kind).map_err(invalid)?;
     let mut template_changed = true;
-    if is_update && let Some(raw_old) = request.old_object {
-        let old = WorkloadObject::parse(raw_old)
-            .map_err(|e| Decision::invalid(format!("cannot read the old {object_name}: {e}")))?;
+    if is_update && let Some(old) = request.old_object.as_ref() {
         let old_template = old.pod_template(kind).map_err(invalid)?;
-        template_changed = object::templates_differ(template, old_template);
+        template_changed = templates_differ(template, old_template);
         findings.violations.extend(rules::stale_provenance(
             subject,
-            &old,
+            old,
             template,
             old_template,
             strictest,
@@ -211,19 +207,19 @@ fn revision_checks(
     Ok(findings)
 }
 
-enum Prepared<'a> {
+enum Prepared<'r, 'a> {
     Done(Decision),
-    Judge(Prepared2<'a>),
+    Judge(Prepared2<'r, 'a>),
 }
 
-struct Prepared2<'a> {
+struct Prepared2<'r, 'a> {
     kind: WorkloadKind,
-    object: WorkloadObject<'a>,
+    object: &'r WorkloadObject<'a>,
     namespace: Cow<'a, str>,
 }
 
 /// Sorts out requests that are not judged, and parses the object of those that are.
-fn prepare<'a>(request: &AdmissionRequest<'a>) -> Prepared<'a> {
+fn prepare<'r, 'a>(request: &'r AdmissionRequest<'a>) -> Prepared<'r, 'a> {
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return Prepared::Done(Decision::skipped(None));
     }
@@ -245,19 +241,11 @@ fn prepare<'a>(request: &AdmissionRequest<'a>) -> Prepared<'a> {
             "custody: {gk} is not a workload kind Custody judges; admitted without checks"
         ))));
     };
-    let Some(raw) = request.object else {
+    let Some(object) = request.object.as_ref() else {
         return Prepared::Done(Decision::invalid(format!(
             "the {} request for {kind} has no object",
             request.operation.as_str()
         )));
-    };
-    let object = match WorkloadObject::parse(raw) {
-        Ok(object) => object,
-        Err(e) => {
-            return Prepared::Done(Decision::invalid(format!(
-                "cannot read the {kind} object: {e}"
-            )));
-        }
     };
     if object.controller().is_some() {
         // Created and updated by its controller (a Deployment's ReplicaSet, a Job's Pod): the

@@ -6,7 +6,7 @@ use custody_crds::policy::ACKNOWLEDGE_WEAKENING;
 
 use super::decision::{Decision, Outcome, Violation, ViolationCode};
 use super::policies::CompiledPolicy;
-use crate::review::{AdmissionRequest, Operation};
+use crate::review::{AdmissionRequest, Operation, WorkloadObject};
 
 /// Judges a CustodyPolicy CREATE or UPDATE.
 pub fn validate_policy(request: &AdmissionRequest<'_>) -> Decision {
@@ -19,10 +19,10 @@ pub fn validate_policy(request: &AdmissionRequest<'_>) -> Decision {
             request.kind.kind
         ));
     }
-    let Some(raw) = request.object else {
+    let Some(object) = request.object.as_ref() else {
         return Decision::invalid("the CustodyPolicy request has no object".to_string());
     };
-    let policy: CustodyPolicy = match serde_json::from_str(raw.get()) {
+    let policy = match read_policy(object) {
         Ok(p) => p,
         Err(e) => {
             return refuse(
@@ -36,8 +36,8 @@ pub fn validate_policy(request: &AdmissionRequest<'_>) -> Decision {
         return refuse(request, error.problems, ViolationCode::InvalidPolicy);
     }
     if request.operation == Operation::Update
-        && let Some(old_raw) = request.old_object
-        && let Ok(old) = serde_json::from_str::<CustodyPolicy>(old_raw.get())
+        && let Some(old) = request.old_object.as_ref()
+        && let Ok(old) = read_policy(old)
         && let Some(problem) = unacknowledged_weakening(&old, &policy)
     {
         return refuse(
@@ -47,6 +47,22 @@ pub fn validate_policy(request: &AdmissionRequest<'_>) -> Decision {
         );
     }
     Decision::skipped(None).with_outcome(Outcome::Allowed)
+}
+
+/// Rebuilds the policy from the borrowed view: its name, the acknowledgement annotation (the only
+/// annotation the rules read) and its spec.
+fn read_policy(object: &WorkloadObject<'_>) -> Result<CustodyPolicy, serde_json::Error> {
+    let spec = match object.spec {
+        Some(raw) => serde_json::from_str(raw.get())?,
+        None => serde_json::from_str("null")?,
+    };
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    let mut policy = CustodyPolicy::new(name, spec);
+    if let Some(ack) = object.annotation(ACKNOWLEDGE_WEAKENING) {
+        policy.metadata.annotations =
+            Some([(ACKNOWLEDGE_WEAKENING.to_string(), ack.into_owned())].into());
+    }
+    Ok(policy)
 }
 
 /// Whether `new` lowers the mode or the failure policy of `old` without a fresh acknowledgement.

@@ -6,21 +6,41 @@ use custody_crds::{Actor, AnnotationKey, EnforcementMode, Vocabulary, template_f
 use serde_json::value::RawValue;
 
 use super::decision::{Violation, ViolationCode};
-use super::object::{WorkloadObject, templates_differ};
 use super::policies::{CompiledPolicy, CompiledRule, identity_matches};
 use super::quarantine::QuarantineEntry;
+use crate::review::{WorkloadObject, templates_differ};
+
+/// The vocabulary's annotations of one object, read once: every rule of every policy looks them
+/// up by key, so they are unescaped a single time per request.
+pub(crate) struct Annotations<'a>([Option<Cow<'a, str>>; AnnotationKey::ALL.len()]);
+
+impl<'a> Annotations<'a> {
+    pub(crate) fn read(vocabulary: &Vocabulary, object: &WorkloadObject<'a>) -> Self {
+        let mut values: [Option<Cow<'a, str>>; AnnotationKey::ALL.len()] = Default::default();
+        for (name, raw) in object.metadata.annotations.iter().flatten() {
+            if let Some(key) = vocabulary.parse_key(name) {
+                values[key as usize] = serde_json::from_str::<Cow<'a, str>>(raw.get()).ok();
+            }
+        }
+        Self(values)
+    }
+
+    pub(crate) fn get(&self, key: AnnotationKey) -> Option<&str> {
+        self.0[key as usize].as_deref()
+    }
+}
 
 /// What every rule may look at.
 pub(crate) struct Subject<'s, 'a> {
     pub vocabulary: &'s Vocabulary,
-    pub object: &'s WorkloadObject<'a>,
+    pub annotations: Annotations<'a>,
     pub username: &'s str,
     pub groups: &'s [Cow<'a, str>],
 }
 
 impl Subject<'_, '_> {
     fn value(&self, key: AnnotationKey) -> Option<Cow<'_, str>> {
-        self.object.annotation(self.vocabulary.key(key))
+        self.annotations.get(key).map(Cow::Borrowed)
     }
 
     fn actor(&self) -> Option<Actor> {
@@ -187,7 +207,8 @@ pub(crate) fn stale_provenance(
     const REVISION_KEYS: [AnnotationKey; 2] =
         [AnnotationKey::SourceCommit, AnnotationKey::PipelineRun];
     let vocabulary = subject.vocabulary;
-    let old_values = REVISION_KEYS.map(|k| old.annotation(vocabulary.key(k)));
+    let old_annotations = Annotations::read(vocabulary, old);
+    let old_values = REVISION_KEYS.map(|k| old_annotations.get(k).map(Cow::Borrowed));
     if old_values.iter().all(Option::is_none) {
         // No provenance to go stale; the annotation rules report what is missing.
         return None;

@@ -1,18 +1,18 @@
 //! The AdmissionReview wire format (`admission.k8s.io/v1`): a borrowed decode of the request and
 //! the encode of the response.
 //!
-//! Decoding borrows from the request body and leaves `object` and `oldObject` as raw JSON: the
-//! engine reads only the few fields it judges, so a 6 KB review never becomes a tree of
-//! allocations on the admission hot path.
+//! Decoding is one pass over the body that borrows from it: `object` and `oldObject` are read
+//! into [`WorkloadObject`] views (metadata parsed, annotation values and the spec left raw), so a
+//! 6 KB review never becomes a tree of allocations on the admission hot path.
 
+mod object;
+mod response;
+
+pub use object::{Metadata, OwnerReference, WorkloadObject, templates_differ};
+pub use response::encode;
+
+use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-
-use crate::engine::Decision;
 
 /// The only AdmissionReview version Custody registers for.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -46,10 +46,10 @@ pub struct AdmissionRequest<'a> {
     pub dry_run: bool,
     /// The object as it would be stored (absent on DELETE).
     #[serde(borrow, default)]
-    pub object: Option<&'a RawValue>,
+    pub object: Option<WorkloadObject<'a>>,
     /// The object as it is stored (UPDATE and DELETE).
     #[serde(borrow, default)]
-    pub old_object: Option<&'a RawValue>,
+    pub old_object: Option<WorkloadObject<'a>>,
 }
 
 /// An object kind.
@@ -114,7 +114,16 @@ struct Envelope<'a> {
     #[serde(borrow, default)]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    request: Option<&'a RawValue>,
+    request: Option<AdmissionRequest<'a>>,
+}
+
+/// Only the type fields, to explain a body that is not a v1 AdmissionReview.
+#[derive(Deserialize)]
+struct TypeOnly<'a> {
+    #[serde(rename = "apiVersion", borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
 }
 
 /// Why a body is not an AdmissionReview Custody can answer.
@@ -140,120 +149,32 @@ pub enum DecodeError {
 
 /// Decodes an AdmissionReview body, borrowing from it.
 pub fn decode(body: &[u8]) -> Result<AdmissionRequest<'_>, DecodeError> {
-    let envelope: Envelope<'_> = serde_json::from_slice(body)?;
-    let kind = envelope.kind.unwrap_or_default();
-    let api_version = envelope.api_version.unwrap_or_default();
-    if kind != "AdmissionReview" || api_version != API_VERSION {
-        return Err(DecodeError::WrongType {
+    let envelope: Envelope<'_> = match serde_json::from_slice(body) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            // A request of another version may not even have our shape: say which it is.
+            if let Ok(t) = serde_json::from_slice::<TypeOnly<'_>>(body) {
+                check_type(t.kind, t.api_version)?;
+            }
+            return Err(error.into());
+        }
+    };
+    check_type(envelope.kind, envelope.api_version)?;
+    envelope.request.ok_or(DecodeError::NoRequest)
+}
+
+fn check_type(
+    kind: Option<Cow<'_, str>>,
+    api_version: Option<Cow<'_, str>>,
+) -> Result<(), DecodeError> {
+    let kind = kind.unwrap_or_default();
+    let api_version = api_version.unwrap_or_default();
+    if kind == "AdmissionReview" && api_version == API_VERSION {
+        Ok(())
+    } else {
+        Err(DecodeError::WrongType {
             kind: kind.into_owned(),
             api_version: api_version.into_owned(),
-        });
-    }
-    let request = envelope.request.ok_or(DecodeError::NoRequest)?;
-    Ok(serde_json::from_str(request.get())?)
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseReview<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: Response<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Response<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<Status<'a>>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    audit_annotations: &'a BTreeMap<String, String>,
-}
-
-#[derive(Serialize)]
-struct Status<'a> {
-    status: &'static str,
-    code: u16,
-    reason: &'static str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<Details<'a>>,
-}
-
-#[derive(Serialize)]
-struct Details<'a> {
-    causes: Vec<Cause<'a>>,
-}
-
-#[derive(Serialize)]
-struct Cause<'a> {
-    reason: &'static str,
-    message: &'a str,
-    field: &'a str,
-}
-
-/// Encodes the AdmissionReview response for `decision`.
-///
-/// A denial carries the human message in `status.message` and one `status.details.causes`
-/// entry per violation (reason = the violation code, field = where to fix it), which the
-/// apiserver passes through to the client unchanged: an agent can act on them without parsing
-/// prose.
-pub fn encode(uid: &str, decision: &Decision) -> Vec<u8> {
-    let status = (!decision.allowed).then(|| Status {
-        status: "Failure",
-        code: decision.code,
-        reason: reason_for(decision.code),
-        message: decision.message.as_deref().unwrap_or("denied by Custody"),
-        details: (!decision.violations.is_empty()).then(|| Details {
-            causes: decision
-                .violations
-                .iter()
-                .filter(|v| v.blocks())
-                .map(|v| Cause {
-                    reason: v.code.as_str(),
-                    message: &v.message,
-                    field: &v.field,
-                })
-                .collect(),
-        }),
-    });
-    let review = ResponseReview {
-        api_version: API_VERSION,
-        kind: "AdmissionReview",
-        response: Response {
-            uid,
-            allowed: decision.allowed,
-            status,
-            warnings: &decision.warnings,
-            audit_annotations: &decision.audit_annotations,
-        },
-    };
-    // Serializing these plain structs cannot fail; fall back to a minimal denial if it ever did.
-    serde_json::to_vec(&review).unwrap_or_else(|error| minimal_denial(uid, &error))
-}
-
-fn minimal_denial(uid: &str, error: &dyn fmt::Display) -> Vec<u8> {
-    let message = format!("Custody could not encode its answer: {error}");
-    serde_json::json!({
-        "apiVersion": API_VERSION,
-        "kind": "AdmissionReview",
-        "response": {"uid": uid, "allowed": false, "status": {"code": 500, "message": message}}
-    })
-    .to_string()
-    .into_bytes()
-}
-
-fn reason_for(code: u16) -> &'static str {
-    match code {
-        400 => "BadRequest",
-        403 => "Forbidden",
-        422 => "Invalid",
-        500 => "InternalError",
-        503 => "ServiceUnavailable",
-        _ => "Forbidden",
+        })
     }
 }
