@@ -107,7 +107,7 @@ pub fn evaluate(
     match revision_checks(
         request,
         kind,
-        &object,
+        object,
         &subject,
         &object_name,
         ctx,
