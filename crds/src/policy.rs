@@ -50,6 +50,7 @@ pub struct CustodyPolicySpec {
     /// the built-in set applies: actor, source-repo, source-commit, owner and oncall, plus agent
     /// when the actor is an agent.
     #[serde(default = "default_annotation_rules")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
     pub annotations: Vec<AnnotationRule>,
 
     /// Who the agents and the delivery systems are, to cross-check the declared actor.
@@ -388,12 +389,15 @@ pub struct RollbackSettings {
     /// Seconds a started pod of the new revision may stay not Ready before it counts as a
     /// regression.
     #[serde(default = "default_not_ready_seconds")]
+    #[schemars(range(min = 1))]
     pub not_ready_seconds: u32,
     /// Container restarts of a new-revision pod at which it counts as a regression.
     #[serde(default = "default_restart_threshold")]
+    #[schemars(range(min = 1))]
     pub restart_threshold: u32,
     /// Seconds a new-revision pod may wait on ImagePullBackOff or ErrImagePull.
     #[serde(default = "default_image_pull_seconds")]
+    #[schemars(range(min = 1))]
     pub image_pull_seconds: u32,
     /// Seconds a fully available revision must stay so before it is marked healthy (the revert
     /// target of later regressions).
