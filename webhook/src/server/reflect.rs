@@ -1,0 +1,116 @@
+//! The watches that keep the live state current: CustodyPolicies and RollbackRecords are
+//! compiled into new snapshots on every change; namespaces are kept as metadata only.
+
+use std::sync::Arc;
+
+use custody_crds::{CustodyPolicy, RollbackRecord};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as watch};
+use kube::{Api, Client, Resource};
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{CacheLabels, Metrics};
+use super::state::{Cache, LiveState};
+
+/// Runs the three watches until `shutdown`.
+pub async fn run(
+    client: Client,
+    state: Arc<LiveState>,
+    namespace_writer: reflector::store::Writer<PartialObjectMeta<Namespace>>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let policies = {
+        let (reader, writer) = reflector::store::<CustodyPolicy>();
+        let stream = reflector(
+            writer,
+            watch(Api::all(client.clone()), watcher::Config::default()),
+        );
+        let state = state.clone();
+        drive(
+            stream,
+            Cache::Policies,
+            state.clone(),
+            metrics.clone(),
+            move || {
+                state.rebuild_policies(reader.state());
+            },
+        )
+    };
+    let records = {
+        let (reader, writer) = reflector::store::<RollbackRecord>();
+        let stream = reflector(
+            writer,
+            watch(Api::all(client.clone()), watcher::Config::default()),
+        );
+        let state = state.clone();
+        drive(
+            stream,
+            Cache::Records,
+            state.clone(),
+            metrics.clone(),
+            move || {
+                state.rebuild_quarantine(reader.state());
+            },
+        )
+    };
+    let namespaces = {
+        let stream = reflector(
+            namespace_writer,
+            // Api<PartialObjectMeta<_>> asks for metadata only: labels, not whole namespaces.
+            watch(
+                Api::<PartialObjectMeta<Namespace>>::all(client),
+                watcher::Config::default(),
+            ),
+        );
+        drive(stream, Cache::Namespaces, state, metrics, || {})
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = futures::future::join3(policies, records, namespaces) => {}
+    }
+}
+
+/// Follows one watch: `changed` runs after the store has applied each change (and once the
+/// initial list is complete), and the cache counts as synced from then on. A watch error is
+/// logged and counted; the watcher re-lists with backoff, and the last good state keeps serving.
+async fn drive<K, S>(
+    stream: S,
+    cache: Cache,
+    state: Arc<LiveState>,
+    metrics: Metrics,
+    changed: impl Fn(),
+) where
+    K: Resource + Clone,
+    S: Stream<Item = Result<Event<K>, watcher::Error>>,
+{
+    let stream = stream.default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::InitDone) => {
+                changed();
+                state.set_synced(cache, true);
+                tracing::info!(cache = cache.as_str(), "cache synced");
+            }
+            Ok(Event::Apply(_) | Event::Delete(_)) => changed(),
+            Ok(Event::Init | Event::InitApply(_)) => {}
+            Err(error) => {
+                metrics
+                    .watch_errors
+                    .get_or_create(&CacheLabels {
+                        cache: cache.as_str(),
+                    })
+                    .inc();
+                tracing::warn!(cache = cache.as_str(), %error, "watch failed; retrying with backoff, serving the last known state");
+            }
+        }
+    }
+}
+
+/// Keeps the type of a namespace store nameable for callers.
+pub type NamespaceStore = Store<PartialObjectMeta<Namespace>>;

@@ -1,0 +1,180 @@
+//! The admission endpoints: decode, judge, encode. Nothing here blocks or awaits once the body
+//! is in: evaluation is pure and reads lock-free snapshots of the live state.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use custody_crds::{FailurePolicy, Vocabulary, WorkloadKind};
+
+use super::metrics::Metrics;
+use super::state::LiveState;
+use crate::engine::{Context, Decision, evaluate, validate_policy};
+use crate::review::{self, AdmissionRequest};
+
+/// What the handlers share.
+pub struct AppState {
+    /// The cluster's policies, quarantine and namespaces.
+    pub live: Arc<LiveState>,
+    /// The annotation keys.
+    pub vocabulary: Vocabulary,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// What to answer before the caches have synced.
+    pub failure_before_sync: FailurePolicy,
+    /// The largest body accepted, for the 413 message.
+    pub max_body_bytes: usize,
+}
+
+/// `POST /validate`: workloads.
+pub async fn validate(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer(&app, body, |request| judge_workload(&app, request))
+}
+
+/// `POST /validate-policy`: CustodyPolicy objects.
+pub async fn validate_policy_route(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer(&app, body, |request| (validate_policy(request), "policy"))
+}
+
+fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, &'static str) {
+    let kind = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind)
+        .map_or("other", WorkloadKind::as_str);
+    let live = &app.live;
+    let policies = live.policies();
+    let quarantine = live.quarantine();
+    let namespace = request
+        .namespace
+        .as_deref()
+        .and_then(|ns| live.namespace(ns));
+    let ctx = Context {
+        vocabulary: &app.vocabulary,
+        namespace_labels: namespace.as_ref().and_then(|n| n.metadata.labels.as_ref()),
+        quarantine: &quarantine,
+    };
+    if !live.is_synced() {
+        // Policies may not be known yet; the flag says what the operator wants meanwhile.
+        return (
+            Decision::unavailable(
+                app.failure_before_sync,
+                "Custody's policy caches have not synced yet",
+            ),
+            kind,
+        );
+    }
+    (evaluate(&policies, request, &ctx), kind)
+}
+
+fn answer(
+    app: &AppState,
+    body: Result<Bytes, BytesRejection>,
+    judge: impl FnOnce(&AdmissionRequest<'_>) -> (Decision, &'static str),
+) -> Response {
+    let started = Instant::now();
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_rejected(app, &rejection),
+    };
+    let request = match review::decode(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            app.metrics.reject("malformed");
+            tracing::warn!(%error, "malformed AdmissionReview");
+            return plain(StatusCode::BAD_REQUEST, format!("{error}\n"));
+        }
+    };
+    let (decision, kind) = judge(&request);
+    let encoded = review::encode(&request.uid, &decision);
+    app.metrics.observe(
+        kind,
+        request.operation.as_str(),
+        &decision,
+        started.elapsed().as_secs_f64(),
+    );
+    log_decision(&request, &decision);
+    ([(header::CONTENT_TYPE, "application/json")], encoded).into_response()
+}
+
+fn log_decision(request: &AdmissionRequest<'_>, decision: &Decision) {
+    if decision.allowed && decision.warnings.is_empty() {
+        return;
+    }
+    let codes: Vec<&str> = decision
+        .violations
+        .iter()
+        .map(|v| v.code.as_str())
+        .collect();
+    let fields: Vec<&str> = decision
+        .violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    let object = request
+        .object
+        .as_ref()
+        .map(|o| o.display_name())
+        .or_else(|| request.name.clone())
+        .unwrap_or_default();
+    if decision.allowed {
+        tracing::info!(
+            uid = %request.uid,
+            user = %request.user_info.username,
+            kind = %request.kind.kind,
+            namespace = request.namespace.as_deref().unwrap_or_default(),
+            name = %object,
+            outcome = decision.outcome.as_str(),
+            violations = ?codes,
+            fields = ?fields,
+            "admitted with warnings"
+        );
+    } else {
+        tracing::info!(
+            uid = %request.uid,
+            user = %request.user_info.username,
+            kind = %request.kind.kind,
+            namespace = request.namespace.as_deref().unwrap_or_default(),
+            name = %object,
+            dry_run = request.dry_run,
+            outcome = decision.outcome.as_str(),
+            violations = ?codes,
+            fields = ?fields,
+            "denied"
+        );
+    }
+}
+
+fn body_rejected(app: &AppState, rejection: &BytesRejection) -> Response {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        app.metrics.reject("too_large");
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the AdmissionReview is larger than the webhook accepts ({} bytes, --max-body-bytes)\n",
+                app.max_body_bytes
+            ),
+        );
+    }
+    app.metrics.reject("unreadable");
+    plain(
+        rejection.status(),
+        format!("cannot read the request body: {rejection}\n"),
+    )
+}
+
+fn plain(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
+}

@@ -1,0 +1,152 @@
+//! The live state the handlers read: compiled policies, the quarantine index and namespace
+//! labels, each swapped or updated by its watch and read lock-free per request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use custody_crds::{CustodyPolicy, RollbackRecord};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+
+use super::metrics::Metrics;
+use crate::engine::{PolicySet, QuarantineIndex};
+
+/// What the webhook knows of the cluster.
+pub struct LiveState {
+    policies: ArcSwap<PolicySet>,
+    quarantine: ArcSwap<QuarantineIndex>,
+    namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+    synced: [AtomicBool; 3],
+    metrics: Metrics,
+}
+
+/// The caches the webhook waits for before it judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cache {
+    /// CustodyPolicies.
+    Policies = 0,
+    /// Namespace metadata.
+    Namespaces = 1,
+    /// RollbackRecords.
+    Records = 2,
+}
+
+impl Cache {
+    /// The metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Cache::Policies => "custodypolicies",
+            Cache::Namespaces => "namespaces",
+            Cache::Records => "rollbackrecords",
+        }
+    }
+}
+
+impl LiveState {
+    /// Empty state, not synced: the watches fill it. Returns the namespace store's writer.
+    pub fn watched(
+        metrics: Metrics,
+    ) -> (
+        Arc<Self>,
+        reflector::store::Writer<PartialObjectMeta<Namespace>>,
+    ) {
+        let (reader, writer) = reflector::store();
+        let state = Self {
+            policies: ArcSwap::from_pointee(PolicySet::default()),
+            quarantine: ArcSwap::from_pointee(QuarantineIndex::default()),
+            namespaces: Some(reader),
+            synced: Default::default(),
+            metrics,
+        };
+        (Arc::new(state), writer)
+    }
+
+    /// Fixed state, already synced: for tests, benchmarks and running without a cluster.
+    pub fn fixed(policies: PolicySet, quarantine: QuarantineIndex, metrics: Metrics) -> Arc<Self> {
+        let state = Self {
+            policies: ArcSwap::from_pointee(PolicySet::default()),
+            quarantine: ArcSwap::from_pointee(QuarantineIndex::default()),
+            namespaces: None,
+            synced: [
+                AtomicBool::new(true),
+                AtomicBool::new(true),
+                AtomicBool::new(true),
+            ],
+            metrics,
+        };
+        state.set_policies(policies, 0);
+        state.set_quarantine(quarantine);
+        Arc::new(state)
+    }
+
+    /// The policies in force.
+    pub fn policies(&self) -> arc_swap::Guard<Arc<PolicySet>> {
+        self.policies.load()
+    }
+
+    /// The quarantine in force.
+    pub fn quarantine(&self) -> arc_swap::Guard<Arc<QuarantineIndex>> {
+        self.quarantine.load()
+    }
+
+    /// The cached metadata of a namespace, if known.
+    pub fn namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
+        self.namespaces.as_ref()?.get(&ObjectRef::new(name))
+    }
+
+    /// Whether every cache has synced.
+    pub fn is_synced(&self) -> bool {
+        self.synced.iter().all(|s| s.load(Ordering::Acquire))
+    }
+
+    /// Marks a cache as synced (or not, while it re-lists after an error).
+    pub fn set_synced(&self, cache: Cache, synced: bool) {
+        self.synced[cache as usize].store(synced, Ordering::Release);
+        self.metrics
+            .cache_synced
+            .get_or_create(&super::metrics::CacheLabels {
+                cache: cache.as_str(),
+            })
+            .set(i64::from(synced));
+    }
+
+    /// Swaps in compiled policies.
+    pub fn set_policies(&self, policies: PolicySet, invalid: usize) {
+        self.metrics.policies_loaded.set(to_i64(policies.len()));
+        self.metrics.policies_invalid.set(to_i64(invalid));
+        self.policies.store(Arc::new(policies));
+    }
+
+    /// Rebuilds the policies from a snapshot of the cache, logging the invalid ones.
+    pub fn rebuild_policies(&self, snapshot: Vec<Arc<CustodyPolicy>>) {
+        let (set, errors) = PolicySet::compile(snapshot.iter().map(|p| (**p).clone()));
+        for error in &errors {
+            tracing::warn!(policy = %error.policy, problems = ?error.problems, "CustodyPolicy is invalid and is not enforced");
+        }
+        tracing::info!(
+            policies = set.len(),
+            invalid = errors.len(),
+            "policies reloaded"
+        );
+        self.set_policies(set, errors.len());
+    }
+
+    /// Swaps in a quarantine index.
+    pub fn set_quarantine(&self, quarantine: QuarantineIndex) {
+        self.metrics
+            .quarantined_workloads
+            .set(to_i64(quarantine.len()));
+        self.quarantine.store(Arc::new(quarantine));
+    }
+
+    /// Rebuilds the quarantine from a snapshot of the RollbackRecord cache.
+    pub fn rebuild_quarantine(&self, snapshot: Vec<Arc<RollbackRecord>>) {
+        self.set_quarantine(QuarantineIndex::from_records(snapshot.iter().map(|r| &**r)));
+    }
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
