@@ -55,6 +55,13 @@ struct Args {
     /// Log format.
     #[arg(long, env = "CUSTODY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
+    /// Serve without a cluster: policies from --policy files (or the built-in default), no
+    /// quarantine. For local development and benchmarks.
+    #[arg(long)]
+    standalone: bool,
+    /// CustodyPolicy files or directories for --standalone.
+    #[arg(long = "policy", value_name = "PATH", requires = "standalone")]
+    policies: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -87,17 +94,22 @@ async fn main() -> anyhow::Result<()> {
     let readiness = Readiness::new();
     let synced = readiness.register("policy caches");
 
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
-    let (live, namespace_writer) = LiveState::watched(metrics.clone());
-    tokio::spawn(server::reflect::run(
-        client,
-        live.clone(),
-        namespace_writer,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let live = if args.standalone {
+        standalone_state(&args.policies, metrics.clone())?
+    } else {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+        let (live, namespace_writer) = LiveState::watched(metrics.clone());
+        tokio::spawn(server::reflect::run(
+            client,
+            live.clone(),
+            namespace_writer,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        live
+    };
     tokio::spawn(follow_sync(live.clone(), synced, shutdown.clone()));
     let admin = tokio::spawn(custody_runtime::serve_admin(
         args.admin_listen,
@@ -127,6 +139,26 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     admin.await.context("the admin server task failed")??;
     Ok(())
+}
+
+fn standalone_state(paths: &[PathBuf], metrics: Metrics) -> anyhow::Result<Arc<LiveState>> {
+    let (policies, invalid, unreadable) =
+        custody_webhook::check::load_policies(paths, &mut std::io::empty());
+    if let Some(error) = unreadable.first() {
+        anyhow::bail!("cannot read the policies: {error}");
+    }
+    if let Some(error) = invalid.first() {
+        anyhow::bail!("{error}");
+    }
+    tracing::info!(
+        policies = policies.len(),
+        "standalone: serving policies from files"
+    );
+    Ok(LiveState::fixed(
+        policies,
+        custody_webhook::engine::QuarantineIndex::default(),
+        metrics,
+    ))
 }
 
 /// Mirrors cache sync into readiness: the pod is Ready only while it can judge.

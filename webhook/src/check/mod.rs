@@ -79,7 +79,9 @@ pub fn run(paths: &[PathBuf], stdin: &mut dyn std::io::Read, options: &CheckOpti
     }
 }
 
-fn load_policies(
+/// Reads CustodyPolicy files (the built-in default when `paths` is empty) and compiles them.
+/// Returns the set, the policies that failed to compile, and the documents that could not be read.
+pub fn load_policies(
     paths: &[PathBuf],
     stdin: &mut dyn std::io::Read,
 ) -> (PolicySet, Vec<PolicyError>, Vec<LoadError>) {
