@@ -43,7 +43,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn pki(dir: &PathBuf) -> CertificateDer<'static> {
+fn pki(dir: &std::path::Path) -> CertificateDer<'static> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
