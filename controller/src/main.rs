@@ -1,1 +1,164 @@
-fn main() {}
+//! `custody-controller`: the rollback operator. Wiring only: flags, client, Lease, admin port,
+//! and the controller loop from the library.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use custody_controller::leader::{self, LeaseConfig};
+use custody_controller::metrics::Metrics;
+use custody_controller::notify::Notifier;
+use custody_controller::reconcile::{self, RunConfig};
+use custody_crds::Vocabulary;
+use custody_runtime::{LogFormat, Readiness};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "custody-controller",
+    version,
+    about = "Custody's rollback operator"
+)]
+struct Args {
+    /// Plain-HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "CUSTODY_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    admin_listen: SocketAddr,
+    /// The annotation prefix.
+    #[arg(long, env = "CUSTODY_ANNOTATION_PREFIX", default_value = custody_crds::vocabulary::DEFAULT_PREFIX)]
+    annotation_prefix: String,
+    /// Record and alert what would be reverted, without reverting (overrides every policy).
+    #[arg(long, env = "CUSTODY_DRY_RUN")]
+    dry_run: bool,
+    /// The coordination.k8s.io Lease replicas compete for.
+    #[arg(long, env = "CUSTODY_LEASE_NAME", default_value = "custody-controller")]
+    lease_name: String,
+    /// The Lease's namespace (the controller's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "custody-system")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease and in Events.
+    #[arg(long, env = "POD_NAME", default_value = "custody-controller")]
+    identity: String,
+    /// Seconds a Lease holder keeps the Lease without renewing.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Run without leader election (a single replica only).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Notification attempts per record.
+    #[arg(long, default_value_t = 5)]
+    notify_attempts: u32,
+    /// Log format.
+    #[arg(long, env = "CUSTODY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    custody_runtime::logging::init(args.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let shutdown = custody_runtime::shutdown_token();
+
+    let mut registry = Registry::with_prefix("custody");
+    let metrics = Metrics::register(&mut registry);
+    let readiness = Readiness::new();
+    let caches = readiness.register("controller caches");
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+
+    let admin = tokio::spawn(custody_runtime::serve_admin(
+        args.admin_listen,
+        Arc::new(registry),
+        readiness,
+        shutdown.clone(),
+    ));
+
+    let (_keep_leading, leader, lease_task) = if args.no_leader_election {
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        (Some(tx), rx, None)
+    } else {
+        let config = LeaseConfig {
+            name: args.lease_name,
+            namespace: args.lease_namespace,
+            identity: args.identity.clone(),
+            duration_seconds: args.lease_duration_seconds,
+            grace_seconds: (args.lease_duration_seconds / 3).max(2),
+        };
+        let (rx, task) = leader::elect(client.clone(), &config)
+            .await
+            .context("cannot start leader election")?;
+        (None, rx, Some(task))
+    };
+    tokio::spawn(follow_leadership(
+        leader.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let notifier = match Notifier::new(
+        metrics.clone(),
+        args.notify_attempts,
+        Duration::from_millis(500),
+    ) {
+        Ok(n) => Some(n),
+        Err(error) => {
+            tracing::warn!(%error, "notifications disabled");
+            None
+        }
+    };
+    let config = RunConfig {
+        vocabulary: Vocabulary::with_prefix(&args.annotation_prefix),
+        dry_run: args.dry_run,
+        identity: args.identity,
+        notifier,
+    };
+    reconcile::run(client, config, metrics, leader, caches, shutdown.clone()).await;
+
+    // Dropping every receiver makes the lease task release the Lease.
+    if let Some(task) = lease_task {
+        match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(Ok(_))) => tracing::info!("lease released"),
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "lease release failed"),
+            Ok(Err(error)) => tracing::warn!(%error, "lease task failed"),
+            Err(_) => tracing::warn!("lease release timed out"),
+        }
+    }
+    shutdown.cancel();
+    admin.await.context("the admin server task failed")??;
+    Ok(())
+}
+
+/// Mirrors leadership into the metric, until shutdown (when its receiver must go, so that the
+/// Lease is released).
+async fn follow_leadership(
+    mut leader: tokio::sync::watch::Receiver<bool>,
+    metrics: Metrics,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let leading = *leader.borrow_and_update();
+        metrics.leader.set(i64::from(leading));
+        tracing::info!(leading, "leadership");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = leader.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from(["custody-controller", "--dry-run"]).unwrap();
+        assert!(args.dry_run);
+        assert_eq!(args.admin_listen.port(), 9090);
+    }
+}

@@ -1,0 +1,132 @@
+//! The RollbackRecord of a verdict: what happened, to which revisions, on what evidence. Its
+//! name is deterministic, so a second create after a restart is a no-op.
+
+use custody_crds::{
+    AnnotationKey, RecordAction, RevisionSnapshot, RollbackRecord, RollbackRecordSpec, Signal,
+    Vocabulary, WorkloadKind, WorkloadRef, template_fingerprint,
+};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use serde_json::Value;
+
+use crate::decide::Verdict;
+use crate::observe::{DeploymentState, Revision};
+
+/// The record's name: the workload, the revision and a fingerprint prefix, DNS-safe.
+pub fn record_name(workload: &str, revision: &Revision) -> String {
+    let fp = template_fingerprint(&revision.template);
+    let short = fp
+        .as_str()
+        .trim_start_matches("sha256:")
+        .get(..10)
+        .unwrap_or_default()
+        .to_string();
+    let suffix = format!("-r{}-{short}", revision.number);
+    let max_prefix = 253 - suffix.len();
+    let prefix: String = workload.chars().take(max_prefix).collect();
+    format!("{prefix}{suffix}")
+}
+
+/// The images of a pod template.
+pub fn images(template: &Value) -> Vec<String> {
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| template["spec"][k].as_array().into_iter().flatten())
+        .filter_map(|c| c["image"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn snapshot(revision: &Revision, vocabulary: &Vocabulary) -> RevisionSnapshot {
+    let get = |k: AnnotationKey| revision.annotations.get(vocabulary.key(k)).cloned();
+    RevisionSnapshot {
+        revision: revision.number.to_string(),
+        revision_object: Some(revision.name.clone()),
+        template_fingerprint: template_fingerprint(&revision.template).to_string(),
+        images: images(&revision.template),
+        actor: get(AnnotationKey::Actor).and_then(|a| a.parse().ok()),
+        agent: get(AnnotationKey::Agent),
+        model: get(AnnotationKey::Model),
+        source_commit: get(AnnotationKey::SourceCommit),
+        source_repo: get(AnnotationKey::SourceRepo),
+        pipeline_run: get(AnnotationKey::PipelineRun),
+    }
+}
+
+/// Builds the record of `verdict`. The record is owned by the Deployment, so it goes when the
+/// Deployment does (and with it the quarantine).
+pub fn build(
+    deployment: &DeploymentState,
+    verdict: &Verdict,
+    action: RecordAction,
+    policy: &str,
+    vocabulary: &Vocabulary,
+    revision_seen_at: Option<Timestamp>,
+    now: Timestamp,
+) -> RollbackRecord {
+    let signals = verdict
+        .findings
+        .iter()
+        .map(|f| Signal {
+            reason: f.reason,
+            message: f.message.clone(),
+            since: Time(f.since),
+            pod: f.pod.clone(),
+            container: f.container.clone(),
+        })
+        .collect();
+    RollbackRecord {
+        metadata: ObjectMeta {
+            name: Some(record_name(&deployment.name, &verdict.from)),
+            namespace: Some(deployment.namespace.clone()),
+            labels: Some(
+                [
+                    (
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "custody".to_string(),
+                    ),
+                    (
+                        "custody.dev/workload".to_string(),
+                        truncate_label(&deployment.name),
+                    ),
+                ]
+                .into(),
+            ),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: deployment.name.clone(),
+                uid: deployment.uid.clone(),
+                controller: Some(false),
+                block_owner_deletion: Some(false),
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: RollbackRecordSpec {
+            workload: WorkloadRef {
+                kind: WorkloadKind::Deployment,
+                name: deployment.name.clone(),
+                uid: Some(deployment.uid.clone()),
+            },
+            action,
+            reason: verdict.reason,
+            from: snapshot(&verdict.from, vocabulary),
+            to: verdict.to.as_ref().map(|r| snapshot(r, vocabulary)),
+            signals,
+            policy: policy.to_string(),
+            explanation: verdict.explanation.clone(),
+            revision_seen_at: revision_seen_at.map(Time),
+            regression_detected_at: Time(verdict.detected_at),
+            acted_at: Time(now),
+        },
+        status: None,
+    }
+}
+
+fn truncate_label(value: &str) -> String {
+    value
+        .chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(['-', '.', '_'])
+        .to_string()
+}

@@ -1,0 +1,468 @@
+//! The rollback decision, case by case: each case is a situation a real rollout gets into.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use custody_controller::decide::{Action, decide};
+use custody_controller::observe::{ContainerState, DeploymentState, Observed, PodState, Revision};
+use custody_crds::{Actor, RollbackSettings, SignalReason, Vocabulary};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).unwrap()
+}
+
+const NOW: i64 = 1000;
+
+fn template(image: &str) -> Value {
+    json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}})
+}
+
+fn rs_template(image: &str, hash: &str) -> Value {
+    let mut t = template(image);
+    t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+    t
+}
+
+fn annotations(actor: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut a: BTreeMap<String, String> = [
+        ("custody.dev/actor", actor),
+        ("custody.dev/agent", "claude-code/1.0"),
+        ("custody.dev/source-commit", "abcdef1"),
+        ("deployment.kubernetes.io/revision", "x"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        a.insert(k.to_string(), v.to_string());
+    }
+    a
+}
+
+fn revision(n: i64, image: &str, actor: &str, extra: &[(&str, &str)]) -> Revision {
+    Revision {
+        name: format!("web-{n}"),
+        number: n,
+        template: rs_template(image, &format!("h{n}")),
+        annotations: annotations(actor, extra),
+        created: Some(t(0)),
+    }
+}
+
+fn healthy_mark() -> (&'static str, &'static str) {
+    ("custody.dev/healthy-since", "2027-01-15T08:00:00Z")
+}
+
+fn pod(rs: &str, i: u32, ready: bool, since: i64) -> PodState {
+    PodState {
+        name: format!("{rs}-pod{i}"),
+        replica_set: rs.to_string(),
+        started: Some(t(since)),
+        ready,
+        ready_changed: Some(t(since)),
+        terminating: false,
+        containers: vec![ContainerState {
+            name: "web".into(),
+            restarts: 0,
+            waiting: None,
+        }],
+    }
+}
+
+/// A Deployment of 3 replicas at `image`, the rollout state given.
+fn deployment(image: &str, updated: i32, available: i32, total: i32) -> DeploymentState {
+    DeploymentState {
+        name: "web".into(),
+        namespace: "shop".into(),
+        uid: "uid-web".into(),
+        resource_version: "42".into(),
+        generation: 2,
+        observed_generation: 2,
+        paused: false,
+        replicas: 3,
+        updated_replicas: updated,
+        available_replicas: available,
+        total_replicas: total,
+        max_unavailable: 0,
+        progress_deadline_exceeded_since: None,
+        unavailable_since: None,
+        template: template(image),
+        annotations: BTreeMap::new(),
+    }
+}
+
+fn run(observed: &Observed) -> Action {
+    decide(
+        observed,
+        &RollbackSettings::default(),
+        &Vocabulary::default(),
+        false,
+        t(NOW),
+    )
+}
+
+/// v1 healthy and marked, v2 by `actor` rolling out with `pods`.
+fn rollout(actor: &str, v2_extra: &[(&str, &str)], pods: Vec<PodState>) -> Observed {
+    Observed {
+        deployment: deployment("web:2", 1, 3, 4),
+        revisions: vec![
+            revision(2, "web:2", actor, v2_extra),
+            revision(1, "web:1", "human", &[healthy_mark()]),
+        ],
+        pods: [
+            vec![
+                pod("web-1", 1, true, 0),
+                pod("web-1", 2, true, 0),
+                pod("web-1", 3, true, 0),
+            ],
+            pods,
+        ]
+        .concat(),
+    }
+}
+
+fn reverts_to(action: &Action) -> Option<(i64, SignalReason)> {
+    match action {
+        Action::Revert(v) => Some((v.to.as_ref().unwrap().number, v.reason)),
+        _ => None,
+    }
+}
+
+#[test]
+fn agent_revision_failing_readiness_past_the_window_is_reverted() {
+    let a = run(&rollout(
+        "agent",
+        &[],
+        vec![pod("web-2", 1, false, NOW - 31)],
+    ));
+    assert_eq!(reverts_to(&a), Some((1, SignalReason::NotReady)), "{a:?}");
+    if let Action::Revert(v) = a {
+        assert_eq!(v.detected_at, t(NOW - 1));
+        assert!(
+            v.explanation.contains("reverting to revision 1"),
+            "{}",
+            v.explanation
+        );
+    }
+}
+
+#[test]
+fn not_ready_within_the_window_waits_until_it_closes() {
+    let a = run(&rollout(
+        "agent",
+        &[],
+        vec![pod("web-2", 1, false, NOW - 10)],
+    ));
+    match a {
+        Action::Wait { after, .. } => assert_eq!(after, std::time::Duration::from_secs(20)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn crash_loops_and_restarts_count_at_once() {
+    let mut crashing = pod("web-2", 1, false, NOW - 2);
+    crashing.containers[0].waiting = Some("CrashLoopBackOff".into());
+    crashing.containers[0].restarts = 1;
+    assert_eq!(
+        reverts_to(&run(&rollout("agent", &[], vec![crashing]))),
+        Some((1, SignalReason::CrashLoop))
+    );
+
+    let mut restarting = pod("web-2", 1, true, NOW - 2);
+    restarting.containers[0].restarts = 3;
+    assert_eq!(
+        reverts_to(&run(&rollout("agent", &[], vec![restarting]))),
+        Some((1, SignalReason::Restarts))
+    );
+
+    let mut two = pod("web-2", 1, true, NOW - 2);
+    two.containers[0].restarts = 2;
+    assert!(matches!(
+        run(&rollout("agent", &[], vec![two])),
+        Action::Wait { .. }
+    ));
+}
+
+#[test]
+fn image_pull_failures_wait_for_their_window() {
+    let mut pulling = pod("web-2", 1, false, NOW - 5);
+    pulling.ready_changed = None;
+    pulling.containers[0].waiting = Some("ImagePullBackOff".into());
+    assert!(matches!(
+        run(&rollout("agent", &[], vec![pulling.clone()])),
+        Action::Wait { .. }
+    ));
+    pulling.started = Some(t(NOW - 40));
+    pulling.ready_changed = Some(t(NOW - 40));
+    let a = run(&rollout("agent", &[], vec![pulling]));
+    assert!(
+        matches!(
+            reverts_to(&a),
+            Some((1, SignalReason::ImagePull | SignalReason::NotReady))
+        ),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn progress_deadline_exceeded_is_a_regression() {
+    let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 5)]);
+    o.deployment.progress_deadline_exceeded_since = Some(t(NOW - 1));
+    assert_eq!(
+        reverts_to(&run(&o)),
+        Some((1, SignalReason::ProgressDeadline))
+    );
+}
+
+#[test]
+fn availability_drop_beyond_the_strategy() {
+    let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 5)]);
+    o.deployment.available_replicas = 1;
+    o.deployment.unavailable_since = Some(t(NOW - 40));
+    assert_eq!(
+        reverts_to(&run(&o)),
+        Some((1, SignalReason::AvailabilityDrop))
+    );
+}
+
+#[test]
+fn a_rollout_in_progress_under_max_surge_waits() {
+    // The new pod is up but not Ready yet (probe delay); old pods serve.
+    let a = run(&rollout(
+        "agent",
+        &[],
+        vec![pod("web-2", 1, false, NOW - 3)],
+    ));
+    assert!(matches!(a, Action::Wait { .. }), "{a:?}");
+}
+
+#[test]
+fn old_revision_pods_failing_are_not_the_new_revisions_fault() {
+    let mut o = rollout("agent", &[], vec![pod("web-2", 1, true, NOW - 100)]);
+    let old = o
+        .pods
+        .iter_mut()
+        .find(|p| p.replica_set == "web-1")
+        .unwrap();
+    old.ready = false;
+    old.ready_changed = Some(t(NOW - 100));
+    old.containers[0].waiting = Some("CrashLoopBackOff".into());
+    assert!(
+        matches!(run(&o), Action::Wait { .. }),
+        "old pods must not trigger a revert"
+    );
+}
+
+#[test]
+fn terminating_pods_of_a_scale_down_do_not_count() {
+    let mut going = pod("web-2", 2, false, NOW - 100);
+    going.terminating = true;
+    let a = run(&rollout(
+        "agent",
+        &[],
+        vec![pod("web-2", 1, true, NOW - 100), going],
+    ));
+    assert!(!matches!(a, Action::Revert(_) | Action::Alert(_)), "{a:?}");
+}
+
+#[test]
+fn a_paused_deployment_is_left_alone() {
+    let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
+    o.deployment.paused = true;
+    assert!(matches!(run(&o), Action::Nothing { .. }));
+}
+
+#[test]
+fn an_unobserved_spec_change_waits_for_the_deployment_controller() {
+    let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
+    o.deployment.generation = 3;
+    assert!(matches!(run(&o), Action::Wait { .. }));
+    let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
+    o.deployment.template = template("web:3");
+    assert!(
+        matches!(run(&o), Action::Wait { .. }),
+        "the ReplicaSet for the new template is not there yet"
+    );
+}
+
+#[test]
+fn a_revision_already_reverted_is_not_reverted_again() {
+    let o = rollout(
+        "agent",
+        &[("custody.dev/reverted-by", "web-r2-abc")],
+        vec![pod("web-2", 1, false, NOW - 100)],
+    );
+    assert!(matches!(run(&o), Action::Nothing { .. }));
+    let o = rollout(
+        "agent",
+        &[("custody.dev/alerted-by", "web-r2-abc")],
+        vec![pod("web-2", 1, false, NOW - 100)],
+    );
+    assert!(matches!(run(&o), Action::Nothing { .. }));
+}
+
+#[test]
+fn several_revisions_in_quick_succession_judge_only_the_newest() {
+    let mut o = rollout("agent", &[], vec![pod("web-3", 1, true, NOW - 1)]);
+    o.deployment.template = template("web:3");
+    o.revisions.insert(0, revision(3, "web:3", "agent", &[]));
+    // web-2's pods crash, but web-2 is no longer the desired revision.
+    let mut crashing = pod("web-2", 1, false, NOW - 100);
+    crashing.containers[0].waiting = Some("CrashLoopBackOff".into());
+    o.pods.push(crashing);
+    assert!(
+        matches!(run(&o), Action::Wait { .. }),
+        "only revision 3 is judged"
+    );
+}
+
+#[test]
+fn without_a_healthy_revision_to_go_back_to_it_alerts() {
+    // revisionHistoryLimit pruned v1; only v2 remains.
+    let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
+    o.revisions.truncate(1);
+    match run(&o) {
+        Action::Alert(v) => {
+            assert!(v.to.is_none());
+            assert!(
+                v.explanation
+                    .contains("no earlier revision is known healthy"),
+                "{}",
+                v.explanation
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // v1 exists but was never marked healthy.
+    let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
+    o.revisions[1]
+        .annotations
+        .remove("custody.dev/healthy-since");
+    assert!(matches!(run(&o), Action::Alert(_)));
+}
+
+#[test]
+fn human_and_automation_revisions_get_an_alert() {
+    for actor in ["human", "automation", "nobody-knows"] {
+        match run(&rollout(
+            actor,
+            &[],
+            vec![pod("web-2", 1, false, NOW - 100)],
+        )) {
+            Action::Alert(v) => assert!(
+                v.explanation.contains("reverts only"),
+                "{actor}: {}",
+                v.explanation
+            ),
+            other => panic!("{actor}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_human_rolling_forward_during_the_agents_rollout_is_not_reverted() {
+    let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
+    o.deployment.template = template("web:3");
+    o.revisions.insert(0, revision(3, "web:3", "human", &[]));
+    o.pods.push(pod("web-3", 1, false, NOW - 100));
+    assert!(
+        matches!(run(&o), Action::Alert(_)),
+        "the human's revision is current: alert, never revert"
+    );
+}
+
+#[test]
+fn rollback_annotations_limit_the_controller() {
+    for (mode, expect) in [("unsafe", "irreversible"), ("alert", "rollback: alert")] {
+        match run(&rollout(
+            "agent",
+            &[("custody.dev/rollback", mode)],
+            vec![pod("web-2", 1, false, NOW - 100)],
+        )) {
+            Action::Alert(v) => {
+                assert!(v.explanation.contains(expect), "{mode}: {}", v.explanation)
+            }
+            other => panic!("{mode}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn dry_run_reports_instead_of_reverting() {
+    let o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
+    let settings = RollbackSettings {
+        dry_run: true,
+        ..Default::default()
+    };
+    for (settings, global) in [(settings, false), (RollbackSettings::default(), true)] {
+        match decide(&o, &settings, &Vocabulary::default(), global, t(NOW)) {
+            Action::Alert(v) => {
+                assert!(v.dry_run);
+                assert_eq!(v.to.unwrap().number, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn revert_actors_come_from_the_policy() {
+    let o = rollout("automation", &[], vec![pod("web-2", 1, false, NOW - 100)]);
+    let settings = RollbackSettings {
+        revert_actors: vec![Actor::Agent, Actor::Automation],
+        ..Default::default()
+    };
+    assert!(matches!(
+        decide(&o, &settings, &Vocabulary::default(), false, t(NOW)),
+        Action::Revert(_)
+    ));
+}
+
+#[test]
+fn a_complete_rollout_is_marked_healthy_after_the_window() {
+    let done = |ready_for: i64| Observed {
+        deployment: deployment("web:2", 3, 3, 3),
+        revisions: vec![
+            revision(2, "web:2", "agent", &[]),
+            revision(1, "web:1", "human", &[healthy_mark()]),
+        ],
+        pods: (1..=3)
+            .map(|i| pod("web-2", i, true, NOW - ready_for))
+            .collect(),
+    };
+    assert!(matches!(run(&done(10)), Action::Wait { .. }));
+    assert_eq!(
+        run(&done(31)),
+        Action::MarkHealthy {
+            revision: "web-2".into()
+        }
+    );
+    let mut marked = done(100);
+    marked.revisions[0]
+        .annotations
+        .insert("custody.dev/healthy-since".into(), "x".into());
+    assert!(matches!(run(&marked), Action::Nothing { .. }));
+}
+
+#[test]
+fn the_revert_target_skips_revisions_with_the_same_template() {
+    // v1 and v3 share a template (v3 was itself an undo); v2 healthy: target is v2... unless
+    // it has the regressed template, in which case an older one is chosen.
+    let mut o = rollout("agent", &[], vec![pod("web-3", 1, false, NOW - 100)]);
+    o.deployment.template = template("web:1");
+    o.revisions.insert(0, revision(3, "web:1", "agent", &[]));
+    o.revisions[2]
+        .annotations
+        .insert("custody.dev/healthy-since".into(), "x".into());
+    o.revisions[1]
+        .annotations
+        .insert("custody.dev/healthy-since".into(), "x".into());
+    match run(&o) {
+        Action::Revert(v) => assert_eq!(v.to.unwrap().number, 2),
+        other => panic!("{other:?}"),
+    }
+    let _ = SignedDuration::ZERO;
+}
