@@ -246,7 +246,7 @@ pub fn observe<'a>(
         .filter(|rs| owned_by(&rs.metadata.owner_references, uid))
         .collect();
     let mut revisions: Vec<Revision> = owned.iter().filter_map(|rs| revision(rs)).collect();
-    revisions.sort_by(|a, b| b.number.cmp(&a.number));
+    revisions.sort_by_key(|r| std::cmp::Reverse(r.number));
     let rs_uids: Vec<&str> = owned
         .iter()
         .filter_map(|rs| rs.metadata.uid.as_deref())
