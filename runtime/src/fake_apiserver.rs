@@ -41,7 +41,7 @@ struct Inner {
     /// Every change, for watches that resume from a resourceVersion.
     history: Vec<Logged>,
     faults: VecDeque<Fault>,
-    requests: Vec<(Method, String)>,
+    requests: Vec<(std::time::Instant, Method, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -172,6 +172,15 @@ impl FakeApiServer {
 
     /// Every request received so far, as (method, path).
     pub fn requests(&self) -> Vec<(Method, String)> {
+        self.lock()
+            .requests
+            .iter()
+            .map(|(_, m, p)| (m.clone(), p.clone()))
+            .collect()
+    }
+
+    /// Every request received so far, with the instant it arrived.
+    pub fn timed_requests(&self) -> Vec<(std::time::Instant, Method, String)> {
         self.lock().requests.clone()
     }
 
@@ -306,7 +315,9 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .unwrap_or_default();
     {
         let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.requests.push((method.clone(), path.clone()));
+        state
+            .requests
+            .push((std::time::Instant::now(), method.clone(), path.clone()));
         if let Some(i) = state
             .faults
             .iter()
@@ -336,7 +347,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         (Method::GET, false) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             watch(&shared, &target, &query)
         }
-        (Method::GET, false) => list(&shared, &target),
+        (Method::GET, false) => list(&shared, &target, &query),
         (Method::GET, true) => get(&shared, &target),
         (Method::POST, false) => create(&shared, &target, &body),
         (Method::PUT, true) => replace(&shared, &target, &body),
@@ -350,7 +361,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     }
 }
 
-fn list(shared: &Shared, target: &Target) -> Response {
+fn list(shared: &Shared, target: &Target, query: &HashMap<String, String>) -> Response {
     let state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
     let items: Vec<&Value> = state
         .objects
@@ -362,11 +373,25 @@ fn list(shared: &Shared, target: &Target) -> Response {
                 .collect()
         })
         .unwrap_or_default();
+    // Paginated like the real apiserver: `limit` items per page, `continue` is the offset.
+    let offset: usize = query
+        .get("continue")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let end = offset.saturating_add(limit).min(items.len());
+    let page = &items[offset.min(end)..end];
+    let mut metadata = json!({"resourceVersion": state.resource_version.to_string()});
+    if end < items.len() {
+        metadata["continue"] = json!(end.to_string());
+    }
     ok_json(
         StatusCode::OK,
-        &json!({"apiVersion": "v1", "kind": "List",
-                "metadata": {"resourceVersion": state.resource_version.to_string()},
-                "items": items}),
+        &json!({"apiVersion": "v1", "kind": "List", "metadata": metadata, "items": page}),
     )
 }
 

@@ -1,0 +1,319 @@
+//! Controller benchmarks against the in-process fake API server. Numbers, not assertions.
+//!
+//! `cargo bench -p custody-controller --bench controller` prints:
+//! - reaction time: from the Pod status change that confirms a regression (a container entering
+//!   CrashLoopBackOff) reaching the API server, to the revert PATCH reaching it; p50 and p99 over
+//!   REACTION_SAMPLES Deployments (default 200);
+//! - memory: the RSS of the release `custody-controller` process with MEMORY_DEPLOYMENTS
+//!   Deployments (default 10000), one ReplicaSet each and three Pods each in its caches.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use custody_controller::metrics::Metrics;
+use custody_controller::reconcile::{self, RunConfig};
+use custody_crds::Vocabulary;
+use custody_runtime::fake_apiserver::FakeApiServer;
+use http::Method;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn ago(seconds: i64) -> String {
+    Timestamp::now()
+        .checked_sub(SignedDuration::from_secs(seconds))
+        .expect("time")
+        .to_string()
+}
+
+fn template(image: &str, hash: Option<&str>) -> Value {
+    let mut labels = json!({"app": "web"});
+    if let Some(h) = hash {
+        labels["pod-template-hash"] = json!(h);
+    }
+    json!({"metadata": {"labels": labels}, "spec": {"containers": [{"name": "web", "image": image,
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}, "ports": [{"containerPort": 8080}]}]}})
+}
+
+fn owner(kind: &str, name: &str, uid: &str) -> Value {
+    json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true}])
+}
+
+fn annotations(actor: &str, revision: u32) -> Value {
+    json!({
+        "custody.dev/actor": actor, "custody.dev/agent": "claude-code/1.0", "custody.dev/model": "claude-sonnet-4",
+        "custody.dev/source-repo": "https://git.example.com/shop/web", "custody.dev/source-commit": format!("{revision:07x}"),
+        "custody.dev/pipeline-run": format!("run-{revision}"), "custody.dev/owner": "team-web",
+        "custody.dev/oncall": "web@example.com", "deployment.kubernetes.io/revision": revision.to_string()
+    })
+}
+
+fn pod(ns: &str, name: &str, rs: &str, rs_uid: &str, ready: bool, waiting: Option<&str>) -> Value {
+    let state = match waiting {
+        Some(reason) => json!({"waiting": {"reason": reason}}),
+        None => json!({"running": {"startedAt": ago(60)}}),
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{ns}-{name}"), "labels": {"app": "web"},
+                     "ownerReferences": owner("ReplicaSet", rs, rs_uid)},
+        "spec": {"containers": [{"name": "web", "image": "web"}], "nodeName": "node-1"},
+        "status": {"phase": "Running", "startTime": ago(60), "podIP": "10.0.0.1",
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": ago(60)}],
+            "containerStatuses": [{"name": "web", "image": "web", "imageID": "", "ready": ready, "restartCount": 1, "state": state}]}
+    })
+}
+
+/// Deployment `name` mid-rollout: v1 healthy, v2 by an agent with one Ready pod.
+fn seed_rollout(api: &FakeApiServer, ns: &str, name: &str) {
+    let uid = format!("uid-{ns}-{name}");
+    api.upsert("apis/apps/v1/deployments", json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "uid": uid, "generation": 2, "annotations": annotations("agent", 2)},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:2", None)},
+        "status": {"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3}
+    }));
+    let mut v1 = annotations("human", 1);
+    v1["custody.dev/healthy-since"] = json!(ago(3600));
+    for (rs, rev, image, ann) in [
+        ("1", 1, "web:1", v1),
+        ("2", 2, "web:2", annotations("agent", 2)),
+    ] {
+        api.upsert("apis/apps/v1/replicasets", json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": format!("{name}-{rs}"), "namespace": ns, "uid": format!("{uid}-rs{rs}"), "annotations": ann,
+                         "ownerReferences": owner("Deployment", name, &uid)},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": template(image, Some(&format!("h{rev}")))}
+        }));
+    }
+    api.upsert(
+        "api/v1/pods",
+        pod(
+            ns,
+            &format!("{name}-2-a"),
+            &format!("{name}-2"),
+            &format!("{uid}-rs2"),
+            true,
+            None,
+        ),
+    );
+}
+
+async fn reaction(samples: usize) {
+    let api = FakeApiServer::start().await.expect("fake api");
+    for i in 0..samples {
+        seed_rollout(&api, "bench", &format!("web{i}"));
+    }
+    let client =
+        kube::Client::try_from(kube::Config::new(api.url().parse().expect("url"))).expect("client");
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let (_tx, leader) = tokio::sync::watch::channel(true);
+    let shutdown = CancellationToken::new();
+    let readiness = custody_runtime::Readiness::new();
+    let ready = readiness.register("caches");
+    let config = RunConfig {
+        vocabulary: Vocabulary::default(),
+        dry_run: false,
+        identity: "bench".into(),
+        notifier: None,
+    };
+    tokio::spawn(reconcile::run(
+        client,
+        config,
+        metrics,
+        leader,
+        ready,
+        shutdown.clone(),
+    ));
+    while !readiness.is_ready() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut reactions = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let name = format!("web{i}");
+        let uid = format!("uid-bench-{name}");
+        let before = Instant::now();
+        api.upsert(
+            "api/v1/pods",
+            pod(
+                "bench",
+                &format!("{name}-2-a"),
+                &format!("{name}-2"),
+                &format!("{uid}-rs2"),
+                false,
+                Some("CrashLoopBackOff"),
+            ),
+        );
+        let path = format!("/apis/apps/v1/namespaces/bench/deployments/{name}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let written = loop {
+            let hit = api
+                .timed_requests()
+                .into_iter()
+                .rev()
+                .find(|(at, m, p)| *m == Method::PATCH && *p == path && *at >= before)
+                .map(|(at, _, _)| at);
+            if let Some(at) = hit {
+                break Some(at);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        match written {
+            Some(at) => reactions.push(at.duration_since(before)),
+            None => println!("{name}: no revert within 10 s"),
+        }
+    }
+    shutdown.cancel();
+    reactions.sort();
+    let pct = |p: f64| {
+        reactions
+            .get(((reactions.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "reaction time, status change confirming a regression -> revert written ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        reactions.len(),
+        pct(0.5).as_secs_f64() * 1000.0,
+        pct(0.99).as_secs_f64() * 1000.0,
+        reactions.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+    );
+}
+
+struct Controller(Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn memory(deployments: usize) {
+    let api = FakeApiServer::start().await.expect("fake api");
+    for i in 0..deployments {
+        let ns = format!("team-{}", i % 100);
+        let name = format!("svc{i}");
+        let uid = format!("uid-{ns}-{name}");
+        api.upsert("apis/apps/v1/deployments", json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns, "uid": uid, "generation": 1, "labels": {"app": name},
+                         "annotations": annotations("agent", 1)},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": name}}, "template": template("web:1", None)},
+            "status": {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}
+        }));
+        let mut ann = annotations("agent", 1);
+        ann["custody.dev/healthy-since"] = json!(ago(3600));
+        api.upsert("apis/apps/v1/replicasets", json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": format!("{name}-1"), "namespace": ns, "uid": format!("{uid}-rs1"), "annotations": ann,
+                         "ownerReferences": owner("Deployment", &name, &uid)},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": name}}, "template": template("web:1", Some("h1"))}
+        }));
+        for p in 0..3 {
+            api.upsert(
+                "api/v1/pods",
+                pod(
+                    &ns,
+                    &format!("{name}-1-{p}"),
+                    &format!("{name}-1"),
+                    &format!("{uid}-rs1"),
+                    true,
+                    None,
+                ),
+            );
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("custody-ctrl-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: '{}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: fake, user: u}}}}]\ncurrent-context: c\n",
+        api.url()
+    )).expect("kubeconfig");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let child = Controller(
+        Command::new(env!("CARGO_BIN_EXE_custody-controller"))
+            .args(["--no-leader-election", "--admin-listen", &admin.to_string()])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start custody-controller"),
+    );
+    let pid = child.0.id();
+    let started = Instant::now();
+    // Ready once every cache has synced.
+    loop {
+        let ready = tokio::net::TcpStream::connect(admin).await.is_ok() && readyz(admin).await;
+        if ready || started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let synced = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!(
+        "memory: custody-controller RSS {:.1} MiB with {deployments} Deployments, {deployments} ReplicaSets and {} Pods cached (synced in {:.1} s)",
+        rss_kib(pid) as f64 / 1024.0,
+        deployments * 3,
+        synced.as_secs_f64()
+    );
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn readyz(admin: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else {
+        return false;
+    };
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "controller bench: run with `cargo bench -p custody-controller --bench controller`"
+        );
+        return;
+    }
+    let samples = std::env::var("REACTION_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let deployments = std::env::var("MEMORY_DEPLOYMENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(reaction(samples));
+    runtime.block_on(memory(deployments));
+}
