@@ -8,6 +8,7 @@
 //! ([`revert`]), the marks, the Event, the metrics ([`metrics`]) and the notification
 //! ([`notify`]). Only the Lease holder ([`leader`]) acts; every replica keeps its caches warm.
 
+pub mod certs;
 pub mod decide;
 pub mod health;
 pub mod index;

@@ -52,6 +52,24 @@ struct Args {
     /// Log format.
     #[arg(long, env = "CUSTODY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
+    /// Manage the webhook's serving certificate in this Secret (without cert-manager).
+    #[arg(long, env = "CUSTODY_WEBHOOK_CERT_SECRET")]
+    webhook_cert_secret: Option<String>,
+    /// The webhook Service the certificate is for.
+    #[arg(long, default_value = "custody-webhook")]
+    webhook_service: String,
+    /// The namespace of the Secret and the Service.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "custody-system")]
+    webhook_namespace: String,
+    /// A ValidatingWebhookConfiguration whose caBundle follows the CA; repeatable.
+    #[arg(long = "webhook-configuration", value_name = "NAME")]
+    webhook_configurations: Vec<String>,
+    /// Validity of the serving certificate, in days.
+    #[arg(long, default_value_t = 90)]
+    cert_validity_days: u64,
+    /// Rotate the serving certificate when fewer days than this remain.
+    #[arg(long, default_value_t = 30)]
+    cert_renew_before_days: u64,
 }
 
 #[tokio::main]
@@ -92,6 +110,24 @@ async fn main() -> anyhow::Result<()> {
             .context("cannot start leader election")?;
         (None, rx, Some(task))
     };
+    if let Some(secret) = &args.webhook_cert_secret {
+        let config = custody_controller::certs::CertConfig {
+            namespace: args.webhook_namespace.clone(),
+            secret_name: secret.clone(),
+            service_name: args.webhook_service.clone(),
+            webhook_configurations: args.webhook_configurations.clone(),
+            validity: Duration::from_secs(args.cert_validity_days * 24 * 3600),
+            renew_before: Duration::from_secs(args.cert_renew_before_days * 24 * 3600),
+        };
+        // Every replica runs it: writes are resourceVersion-guarded, and the webhook must get a
+        // certificate even while no replica holds the Lease.
+        tokio::spawn(custody_controller::certs::run(
+            client.clone(),
+            config,
+            Duration::from_secs(60),
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(follow_leadership(
         leader.clone(),
         metrics.clone(),
