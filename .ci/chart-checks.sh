@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Chart and manifest checks: helm lint, renders of several values sets validated against the
+# Kubernetes 1.28 and 1.37 schemas, CustodyPolicies validated against the generated CRD schema,
+# and drift checks for the chart's CRD copies and deploy/. Needs the tools from .ci/tools.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f .tools/env.sh ] && . .tools/env.sh
+for tool in helm kubernetes-validate check-jsonschema; do
+  command -v "$tool" >/dev/null || { echo "chart-checks: $tool not found; run .ci/tools.sh" >&2; exit 1; }
+done
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail=0
+problem() { echo "chart-checks: $*" >&2; fail=1; }
+
+echo "--- CRD copies in the chart match crds/generated"
+for f in crds/generated/*.yaml; do
+  cmp -s "$f" "charts/custody/crds/$(basename "$f")" || problem "charts/custody/crds/$(basename "$f") differs from $f: cp crds/generated/*.yaml charts/custody/crds/"
+done
+
+echo "--- helm lint --strict"
+helm lint --strict charts/custody >/dev/null || problem "helm lint --strict failed"
+
+# Values sets: name and --set flags.
+sets=(
+  "default|"
+  "cert-manager|--set certificates.certManager.enabled=true"
+  "cert-manager-cluster-issuer|--set certificates.certManager.enabled=true --set certificates.certManager.issuerRef.name=corp-ca --set certificates.certManager.issuerRef.kind=ClusterIssuer"
+  "permissive|--set webhook.failurePolicy=Ignore --set controller.dryRun=true --set defaultPolicy.mode=Warn --set metrics.serviceMonitor.enabled=true --set webhook.excludeNamespaces={sandbox,legacy}"
+  "no-default-policy|--set defaultPolicy.enabled=false --set webhook.replicas=3 --set webhook.podDisruptionBudget.enabled=false"
+)
+# The Kubernetes kinds kubernetes-validate knows; CRD-defined kinds are checked separately.
+for entry in "${sets[@]}"; do
+  name=${entry%%|*}
+  flags=${entry#*|}
+  echo "--- render: $name"
+  # shellcheck disable=SC2086
+  if ! helm template custody charts/custody -n custody-system --include-crds $flags > "$work/$name.yaml"; then
+    problem "helm template failed for $name"
+    continue
+  fi
+  # shellcheck disable=SC2086
+  helm lint --strict charts/custody $flags >/dev/null || problem "helm lint --strict failed for $name"
+  python3 - "$work/$name.yaml" "$work/$name" <<'PY'
+import os, sys
+src, out = sys.argv[1], sys.argv[2]
+os.makedirs(out + "-core", exist_ok=True)
+os.makedirs(out + "-custom", exist_ok=True)
+docs = [d for d in open(src).read().split("\n---") if "kind:" in d]
+custom = ("CustodyPolicy", "Certificate", "Issuer", "ServiceMonitor")
+for i, d in enumerate(docs):
+    kind = next((l.split(":", 1)[1].strip() for l in d.splitlines() if l.startswith("kind:")), "")
+    target = out + ("-custom" if kind in custom else "-core")
+    with open(os.path.join(target, f"{i:03d}-{kind}.yaml"), "w") as f:
+        f.write(d.lstrip("-\n") + "\n")
+PY
+  for version in 1.28.0 1.37.0; do
+    kubernetes-validate --strict --quiet -k "$version" "$work/$name-core"/*.yaml \
+      || problem "kubernetes-validate --strict -k $version failed for $name"
+  done
+  for policy in "$work/$name-custom"/*-CustodyPolicy.yaml; do
+    [ -e "$policy" ] || continue
+    cp "$policy" "$work/policies-$name-$(basename "$policy")"
+  done
+done
+
+echo "--- CustodyPolicies against the CRD schema"
+python3 - crds/generated/custodypolicies.custody.dev.yaml "$work/custodypolicy.schema.json" <<'PY'
+import json, sys
+try:
+    import yaml
+except ImportError:
+    sys.exit("pyyaml missing")
+crd = yaml.safe_load(open(sys.argv[1]))
+schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+json.dump(schema, open(sys.argv[2], "w"))
+PY
+python3 - examples/policy.yaml "$work" <<'PY'
+import sys, yaml
+for i, d in enumerate(yaml.safe_load_all(open(sys.argv[1]))):
+    if d and d.get("kind") == "CustodyPolicy":
+        yaml.safe_dump(d, open(f"{sys.argv[2]}/policies-example-{i}.yaml", "w"))
+PY
+count=$(ls "$work"/policies-*.yaml 2>/dev/null | wc -l)
+[ "$count" -gt 0 ] || problem "no CustodyPolicy found to validate"
+check-jsonschema --schemafile "$work/custodypolicy.schema.json" "$work"/policies-*.yaml \
+  || problem "a CustodyPolicy does not match the CRD schema"
+
+echo "--- deploy/ is rendered from the chart"
+bash deploy/render.sh "$work/custody.yaml"
+cmp -s "$work/custody.yaml" deploy/custody.yaml || problem "deploy/custody.yaml is stale: run deploy/render.sh"
+
+if [ "$fail" -ne 0 ]; then
+  echo "chart-checks: FAILED" >&2
+  exit 1
+fi
+echo "chart-checks: ok ($count CustodyPolicies, ${#sets[@]} values sets)"

