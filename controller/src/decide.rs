@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use custody_crds::{
     Actor, AnnotationKey, RollbackMode, RollbackSettings, SignalReason, Vocabulary,
-    template_fingerprint,
 };
 use jiff::Timestamp;
 
@@ -97,7 +96,7 @@ pub fn decide(
             why: "no ReplicaSet yet".into(),
         };
     };
-    if template_fingerprint(&current.template) != template_fingerprint(&d.template) {
+    if current.fingerprint != d.template_fingerprint {
         return Action::Wait {
             after: Duration::from_secs(1),
             why: "the newest ReplicaSet does not carry the Deployment's template yet".into(),
@@ -188,10 +187,7 @@ pub fn decide(
         .revisions
         .iter()
         .skip(1)
-        .find(|r| {
-            marked(r, marks::HEALTHY_SINCE)
-                && template_fingerprint(&r.template) != template_fingerprint(&current.template)
-        })
+        .find(|r| marked(r, marks::HEALTHY_SINCE) && r.fingerprint != current.fingerprint)
         .cloned();
     let value = |key: AnnotationKey| current.annotations.get(vocabulary.key(key));
     let actor = value(AnnotationKey::Actor).and_then(|a| a.parse::<Actor>().ok());

@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
+use custody_crds::template_fingerprint;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -56,8 +59,9 @@ pub struct DeploymentState {
     pub progress_deadline_exceeded_since: Option<Timestamp>,
     /// Since when Available=False, if so.
     pub unavailable_since: Option<Timestamp>,
-    /// The pod template, as JSON.
-    pub template: Value,
+    /// The fingerprint of its pod template (the template itself is not kept: a revert takes
+    /// the target ReplicaSet's).
+    pub template_fingerprint: String,
     /// Its annotations.
     pub annotations: BTreeMap<String, String>,
 }
@@ -69,13 +73,41 @@ pub struct Revision {
     pub name: String,
     /// The revision number.
     pub number: i64,
-    /// Its pod template, `pod-template-hash` label included (the fingerprint ignores it).
-    pub template: Value,
+    /// Its pod template as JSON text, `pod-template-hash` label included. Kept as text (a few
+    /// hundred bytes) rather than a tree: it is read only to revert or record.
+    pub template: Arc<str>,
+    /// The template's fingerprint (which ignores `pod-template-hash`).
+    pub fingerprint: String,
     /// Its annotations: the Deployment controller copies the Deployment's onto it, so these are
     /// the provenance of this revision.
     pub annotations: BTreeMap<String, String>,
     /// When it was created.
     pub created: Option<Timestamp>,
+}
+
+impl Revision {
+    /// A revision from its parts.
+    pub fn new(
+        name: String,
+        number: i64,
+        template: &Value,
+        annotations: BTreeMap<String, String>,
+        created: Option<Timestamp>,
+    ) -> Self {
+        Self {
+            name,
+            number,
+            template: Arc::from(template.to_string()),
+            fingerprint: template_fingerprint(template).to_string(),
+            annotations,
+            created,
+        }
+    }
+
+    /// The pod template as JSON.
+    pub fn template_value(&self) -> Value {
+        serde_json::from_str(&self.template).unwrap_or(Value::Null)
+    }
 }
 
 /// What the decision reads of a Pod.
@@ -162,9 +194,12 @@ pub fn deployment_state(d: &Deployment) -> DeploymentState {
         max_unavailable,
         progress_deadline_exceeded_since,
         unavailable_since,
-        template: spec
-            .map(|s| serde_json::to_value(&s.template).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null),
+        template_fingerprint: template_fingerprint(
+            &spec
+                .map(|s| serde_json::to_value(&s.template).unwrap_or(Value::Null))
+                .unwrap_or(Value::Null),
+        )
+        .to_string(),
         annotations: d.metadata.annotations.clone().unwrap_or_default(),
     }
 }
@@ -173,18 +208,19 @@ pub fn deployment_state(d: &Deployment) -> DeploymentState {
 pub fn revision(rs: &ReplicaSet) -> Option<Revision> {
     let annotations = rs.metadata.annotations.clone().unwrap_or_default();
     let number = annotations.get(REVISION_ANNOTATION)?.parse().ok()?;
-    Some(Revision {
-        name: rs.metadata.name.clone().unwrap_or_default(),
+    let template = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    Some(Revision::new(
+        rs.metadata.name.clone().unwrap_or_default(),
         number,
-        template: rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.as_ref())
-            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null),
+        &template,
         annotations,
-        created: ts(&rs.metadata.creation_timestamp),
-    })
+        ts(&rs.metadata.creation_timestamp),
+    ))
 }
 
 /// Reduces a Pod; `None` when no ReplicaSet controls it.

@@ -3,7 +3,7 @@
 
 use custody_crds::{
     AnnotationKey, RecordAction, RevisionSnapshot, RollbackRecord, RollbackRecordSpec, Signal,
-    Vocabulary, WorkloadKind, WorkloadRef, template_fingerprint,
+    Vocabulary, WorkloadKind, WorkloadRef,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -14,9 +14,8 @@ use crate::observe::{DeploymentState, Revision};
 
 /// The record's name: the workload, the revision and a fingerprint prefix, DNS-safe.
 pub fn record_name(workload: &str, revision: &Revision) -> String {
-    let fp = template_fingerprint(&revision.template);
-    let short = fp
-        .as_str()
+    let short = revision
+        .fingerprint
         .trim_start_matches("sha256:")
         .get(..10)
         .unwrap_or_default()
@@ -41,8 +40,8 @@ fn snapshot(revision: &Revision, vocabulary: &Vocabulary) -> RevisionSnapshot {
     RevisionSnapshot {
         revision: revision.number.to_string(),
         revision_object: Some(revision.name.clone()),
-        template_fingerprint: template_fingerprint(&revision.template).to_string(),
-        images: images(&revision.template),
+        template_fingerprint: revision.fingerprint.clone(),
+        images: images(&revision.template_value()),
         actor: get(AnnotationKey::Actor).and_then(|a| a.parse().ok()),
         agent: get(AnnotationKey::Agent),
         model: get(AnnotationKey::Model),

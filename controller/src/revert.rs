@@ -26,7 +26,7 @@ const PROVENANCE: [AnnotationKey; 6] = [
 
 /// The target revision's template, ready to be the Deployment's.
 pub fn template_of(revision: &Revision) -> Value {
-    let mut template = revision.template.clone();
+    let mut template = revision.template_value();
     if let Some(labels) = template
         .get_mut("metadata")
         .and_then(|m| m.get_mut("labels"))

@@ -42,13 +42,17 @@ fn annotations(actor: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> 
 }
 
 fn revision(n: i64, image: &str, actor: &str, extra: &[(&str, &str)]) -> Revision {
-    Revision {
-        name: format!("web-{n}"),
-        number: n,
-        template: rs_template(image, &format!("h{n}")),
-        annotations: annotations(actor, extra),
-        created: Some(t(0)),
-    }
+    Revision::new(
+        format!("web-{n}"),
+        n,
+        &rs_template(image, &format!("h{n}")),
+        annotations(actor, extra),
+        Some(t(0)),
+    )
+}
+
+fn fingerprint(image: &str) -> String {
+    custody_crds::template_fingerprint(&template(image)).to_string()
 }
 
 fn healthy_mark() -> (&'static str, &'static str) {
@@ -88,7 +92,7 @@ fn deployment(image: &str, updated: i32, available: i32, total: i32) -> Deployme
         max_unavailable: 0,
         progress_deadline_exceeded_since: None,
         unavailable_since: None,
-        template: template(image),
+        template_fingerprint: fingerprint(image),
         annotations: BTreeMap::new(),
     }
 }
@@ -281,7 +285,7 @@ fn an_unobserved_spec_change_waits_for_the_deployment_controller() {
     o.deployment.generation = 3;
     assert!(matches!(run(&o), Action::Wait { .. }));
     let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
-    o.deployment.template = template("web:3");
+    o.deployment.template_fingerprint = fingerprint("web:3");
     assert!(
         matches!(run(&o), Action::Wait { .. }),
         "the ReplicaSet for the new template is not there yet"
@@ -307,7 +311,7 @@ fn a_revision_already_reverted_is_not_reverted_again() {
 #[test]
 fn several_revisions_in_quick_succession_judge_only_the_newest() {
     let mut o = rollout("agent", &[], vec![pod("web-3", 1, true, NOW - 1)]);
-    o.deployment.template = template("web:3");
+    o.deployment.template_fingerprint = fingerprint("web:3");
     o.revisions.insert(0, revision(3, "web:3", "agent", &[]));
     // web-2's pods crash, but web-2 is no longer the desired revision.
     let mut crashing = pod("web-2", 1, false, NOW - 100);
@@ -365,7 +369,7 @@ fn human_and_automation_revisions_get_an_alert() {
 #[test]
 fn a_human_rolling_forward_during_the_agents_rollout_is_not_reverted() {
     let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
-    o.deployment.template = template("web:3");
+    o.deployment.template_fingerprint = fingerprint("web:3");
     o.revisions.insert(0, revision(3, "web:3", "human", &[]));
     o.pods.push(pod("web-3", 1, false, NOW - 100));
     assert!(
@@ -452,7 +456,7 @@ fn the_revert_target_skips_revisions_with_the_same_template() {
     // v1 and v3 share a template (v3 was itself an undo); v2 healthy: target is v2... unless
     // it has the regressed template, in which case an older one is chosen.
     let mut o = rollout("agent", &[], vec![pod("web-3", 1, false, NOW - 100)]);
-    o.deployment.template = template("web:1");
+    o.deployment.template_fingerprint = fingerprint("web:1");
     o.revisions.insert(0, revision(3, "web:1", "agent", &[]));
     o.revisions[2]
         .annotations
