@@ -81,6 +81,7 @@ struct Running {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     metrics: Metrics,
+    readiness: custody_runtime::Readiness,
 }
 
 fn start(api: &FakeApiServer, dry_run: bool) -> Running {
@@ -89,7 +90,8 @@ fn start(api: &FakeApiServer, dry_run: bool) -> Running {
     let metrics = Metrics::register(&mut registry);
     let (tx, leader) = tokio::sync::watch::channel(true);
     let shutdown = CancellationToken::new();
-    let ready = custody_runtime::Readiness::new().register("caches");
+    let readiness = custody_runtime::Readiness::new();
+    let ready = readiness.register("caches");
     let config = RunConfig {
         vocabulary: Vocabulary::default(),
         dry_run,
@@ -107,6 +109,7 @@ fn start(api: &FakeApiServer, dry_run: bool) -> Running {
         shutdown,
         task,
         metrics,
+        readiness,
     }
 }
 
