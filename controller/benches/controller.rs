@@ -255,7 +255,10 @@ async fn memory(deployments: usize) {
         Command::new(env!("CARGO_BIN_EXE_custody-controller"))
             .args(["--no-leader-election", "--admin-listen", &admin.to_string()])
             .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .expect("start custody-controller"),

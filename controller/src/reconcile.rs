@@ -301,11 +301,7 @@ async fn revert_to(
         &record,
     )
     .await;
-    if let Some(url) = &settings.notify_url
-        && let Some(notifier) = &ctx.notifier
-    {
-        notifier.spawn(url.clone(), record);
-    }
+    notify(ctx, settings, record);
     Ok(())
 }
 
@@ -367,12 +363,17 @@ async fn alert(
         &record,
     )
     .await;
+    notify(ctx, settings, record);
+    Ok(())
+}
+
+/// Sends the record to the policy's notification URL, in the background.
+fn notify(ctx: &Context, settings: &RollbackSettings, record: RollbackRecord) {
     if let Some(url) = &settings.notify_url
         && let Some(notifier) = &ctx.notifier
     {
         notifier.spawn(url.clone(), record);
     }
-    Ok(())
 }
 
 async fn publish(

@@ -154,6 +154,10 @@ async fn an_agent_regression_is_reverted_once_with_record_event_and_marks() {
         eventually(Duration::from_secs(10), || image(&api) == "web:1").await,
         "no revert"
     );
+    assert!(
+        eventually(Duration::from_secs(10), || controller.readiness.is_ready()).await,
+        "the controller never reported its caches synced"
+    );
 
     let deployment = api.get(DEPLOYMENTS, "shop", "web").unwrap();
     let annotations = &deployment["metadata"]["annotations"];

@@ -7,6 +7,18 @@ mod support;
 use custody_webhook::engine::{Outcome, ViolationCode};
 use support::{fixture, fixture_dir, judge};
 
+/// What the built-in policy reports for an object with no custody annotations.
+const UNANNOTATED: &[(ViolationCode, &str)] = &[
+    (ViolationCode::MissingAnnotation, "custody.dev/actor"),
+    (ViolationCode::MissingAnnotation, "custody.dev/source-repo"),
+    (
+        ViolationCode::MissingAnnotation,
+        "custody.dev/source-commit",
+    ),
+    (ViolationCode::MissingAnnotation, "custody.dev/owner"),
+    (ViolationCode::MissingAnnotation, "custody.dev/oncall"),
+];
+
 /// (fixture, allowed, outcome, violation codes with the annotation each concerns)
 const CASES: &[(&str, bool, Outcome, &[(ViolationCode, &str)])] = &[
     (
@@ -19,46 +31,19 @@ const CASES: &[(&str, bool, Outcome, &[(ViolationCode, &str)])] = &[
         "deployment-create-unannotated.json",
         false,
         Outcome::Denied,
-        &[
-            (ViolationCode::MissingAnnotation, "custody.dev/actor"),
-            (ViolationCode::MissingAnnotation, "custody.dev/source-repo"),
-            (
-                ViolationCode::MissingAnnotation,
-                "custody.dev/source-commit",
-            ),
-            (ViolationCode::MissingAnnotation, "custody.dev/owner"),
-            (ViolationCode::MissingAnnotation, "custody.dev/oncall"),
-        ],
+        UNANNOTATED,
     ),
     (
         "deployment-create-dry-run-unannotated.json",
         false,
         Outcome::Denied,
-        &[
-            (ViolationCode::MissingAnnotation, "custody.dev/actor"),
-            (ViolationCode::MissingAnnotation, "custody.dev/source-repo"),
-            (
-                ViolationCode::MissingAnnotation,
-                "custody.dev/source-commit",
-            ),
-            (ViolationCode::MissingAnnotation, "custody.dev/owner"),
-            (ViolationCode::MissingAnnotation, "custody.dev/oncall"),
-        ],
+        UNANNOTATED,
     ),
     (
         "deployment-create-server-side-apply-unannotated.json",
         false,
         Outcome::Denied,
-        &[
-            (ViolationCode::MissingAnnotation, "custody.dev/actor"),
-            (ViolationCode::MissingAnnotation, "custody.dev/source-repo"),
-            (
-                ViolationCode::MissingAnnotation,
-                "custody.dev/source-commit",
-            ),
-            (ViolationCode::MissingAnnotation, "custody.dev/owner"),
-            (ViolationCode::MissingAnnotation, "custody.dev/oncall"),
-        ],
+        UNANNOTATED,
     ),
     (
         "deployment-update-image-and-provenance-changed.json",
@@ -123,16 +108,7 @@ const CASES: &[(&str, bool, Outcome, &[(ViolationCode, &str)])] = &[
         "pod-create-bare-unannotated.json",
         false,
         Outcome::Denied,
-        &[
-            (ViolationCode::MissingAnnotation, "custody.dev/actor"),
-            (ViolationCode::MissingAnnotation, "custody.dev/source-repo"),
-            (
-                ViolationCode::MissingAnnotation,
-                "custody.dev/source-commit",
-            ),
-            (ViolationCode::MissingAnnotation, "custody.dev/owner"),
-            (ViolationCode::MissingAnnotation, "custody.dev/oncall"),
-        ],
+        UNANNOTATED,
     ),
     (
         "statefulset-create-human-missing-provenance.json",
@@ -162,31 +138,13 @@ const CASES: &[(&str, bool, Outcome, &[(ViolationCode, &str)])] = &[
         "daemonset-create-unannotated.json",
         false,
         Outcome::Denied,
-        &[
-            (ViolationCode::MissingAnnotation, "custody.dev/actor"),
-            (ViolationCode::MissingAnnotation, "custody.dev/source-repo"),
-            (
-                ViolationCode::MissingAnnotation,
-                "custody.dev/source-commit",
-            ),
-            (ViolationCode::MissingAnnotation, "custody.dev/owner"),
-            (ViolationCode::MissingAnnotation, "custody.dev/oncall"),
-        ],
+        UNANNOTATED,
     ),
     (
         "job-create-unannotated.json",
         false,
         Outcome::Denied,
-        &[
-            (ViolationCode::MissingAnnotation, "custody.dev/actor"),
-            (ViolationCode::MissingAnnotation, "custody.dev/source-repo"),
-            (
-                ViolationCode::MissingAnnotation,
-                "custody.dev/source-commit",
-            ),
-            (ViolationCode::MissingAnnotation, "custody.dev/owner"),
-            (ViolationCode::MissingAnnotation, "custody.dev/oncall"),
-        ],
+        UNANNOTATED,
     ),
 ];
 
