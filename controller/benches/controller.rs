@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use custody_controller::metrics::Metrics;
-use custody_controller::reconcile::{self, RunConfig};
+use custody_controller::run::{self, RunConfig};
 use custody_crds::Vocabulary;
 use custody_runtime::fake_apiserver::FakeApiServer;
 use http::Method;
@@ -118,7 +118,7 @@ async fn reaction(samples: usize) {
         identity: "bench".into(),
         notifier: None,
     };
-    tokio::spawn(reconcile::run(
+    tokio::spawn(run::run(
         client,
         config,
         metrics,
@@ -190,17 +190,28 @@ struct Controller(Child);
 
 impl Drop for Controller {
     fn drop(&mut self) {
+        // SIGTERM first, so the controller (or a profiler wrapping it) exits cleanly.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         })
         .unwrap_or(0)
@@ -252,16 +263,20 @@ async fn memory(deployments: usize) {
         .and_then(|l| l.local_addr())
         .expect("port");
     let child = Controller(
-        Command::new(env!("CARGO_BIN_EXE_custody-controller"))
-            .args(["--no-leader-election", "--admin-listen", &admin.to_string()])
-            .env("KUBECONFIG", &kubeconfig)
-            .env(
-                "RUST_LOG",
-                std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start custody-controller"),
+        // CUSTODY_CONTROLLER_BIN measures another build (or a profiler wrapping one).
+        Command::new(
+            std::env::var("CUSTODY_CONTROLLER_BIN")
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_custody-controller").to_string()),
+        )
+        .args(["--no-leader-election", "--admin-listen", &admin.to_string()])
+        .env("KUBECONFIG", &kubeconfig)
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start custody-controller"),
     );
     let pid = child.0.id();
     let started = Instant::now();
@@ -274,10 +289,19 @@ async fn memory(deployments: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let synced = started.elapsed();
+    if !readyz(admin).await {
+        println!(
+            "memory: custody-controller NOT READY after {:.0} s; no number",
+            synced.as_secs_f64()
+        );
+        return;
+    }
+    // Every Deployment is reconciled once after the sync; let that settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!(
-        "memory: custody-controller RSS {:.1} MiB with {deployments} Deployments, {deployments} ReplicaSets and {} Pods cached (synced in {:.1} s)",
-        rss_kib(pid) as f64 / 1024.0,
+        "memory: custody-controller RSS {:.1} MiB (peak {:.1} MiB) with {deployments} Deployments, {deployments} ReplicaSets and {} Pods cached (synced in {:.1} s)",
+        status_kib(pid, "VmRSS:") as f64 / 1024.0,
+        status_kib(pid, "VmHWM:") as f64 / 1024.0,
         deployments * 3,
         synced.as_secs_f64()
     );

@@ -11,7 +11,8 @@ use jiff::Timestamp;
 use crate::health::{Finding, findings};
 use crate::observe::{Observed, Revision};
 
-/// Annotations the controller writes on ReplicaSets, after the vocabulary prefix.
+/// Annotations the controller writes on revisions (ReplicaSets, ControllerRevisions), after the
+/// vocabulary prefix.
 pub mod marks {
     /// On a revision that stayed fully available for the policy's window: the revert target.
     pub const HEALTHY_SINCE: &str = "healthy-since";
@@ -21,7 +22,7 @@ pub mod marks {
     pub const ALERTED: &str = "alerted-by";
 }
 
-/// What to do about one Deployment.
+/// What to do about one workload.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Nothing to do until something changes.
@@ -38,7 +39,7 @@ pub enum Action {
     },
     /// Mark the current revision healthy: it becomes the target of later reverts.
     MarkHealthy {
-        /// The ReplicaSet.
+        /// The ReplicaSet or ControllerRevision.
         revision: String,
     },
     /// Revert to `to`.
@@ -71,7 +72,7 @@ pub fn mark(vocabulary: &Vocabulary, name: &str) -> String {
     format!("{}{name}", vocabulary.prefix())
 }
 
-/// Decides what to do about one Deployment.
+/// Decides what to do about one workload's rollout.
 pub fn decide(
     observed: &Observed,
     settings: &RollbackSettings,
@@ -79,7 +80,7 @@ pub fn decide(
     global_dry_run: bool,
     now: Timestamp,
 ) -> Action {
-    let d = &observed.deployment;
+    let d = &observed.workload;
     if d.paused {
         return Action::Nothing {
             why: "the Deployment is paused".into(),
@@ -88,18 +89,24 @@ pub fn decide(
     if d.observed_generation < d.generation {
         return Action::Wait {
             after: Duration::from_secs(1),
-            why: "the Deployment controller has not observed the latest spec yet".into(),
+            why: format!(
+                "the {} controller has not observed the latest spec yet",
+                d.kind.as_str()
+            ),
         };
     }
     let Some(current) = observed.revisions.first() else {
         return Action::Nothing {
-            why: "no ReplicaSet yet".into(),
+            why: "no revision yet".into(),
         };
     };
     if current.fingerprint != d.template_fingerprint {
         return Action::Wait {
             after: Duration::from_secs(1),
-            why: "the newest ReplicaSet does not carry the Deployment's template yet".into(),
+            why: format!(
+                "the newest revision does not carry the {}'s template yet",
+                d.kind.as_str()
+            ),
         };
     }
     let marked = |rev: &Revision, name: &str| rev.annotations.contains_key(&mark(vocabulary, name));
@@ -119,14 +126,15 @@ pub fn decide(
     let pods: Vec<_> = observed
         .pods
         .iter()
-        .filter(|p| p.replica_set == current.name)
+        .filter(|p| p.revision == current.pod_key)
         .collect();
     let found = findings(d, &pods, settings, now);
     let confirmed: Vec<&Finding> = found.iter().filter(|f| f.confirmed(now)).collect();
 
     if confirmed.is_empty() {
-        let complete = d.updated_replicas >= d.replicas
-            && d.total_replicas == d.updated_replicas
+        // A StatefulSet's partition keeps that many replicas at older revisions on purpose.
+        let complete = d.updated_replicas >= d.replicas - d.partition
+            && d.total_replicas - d.updated_replicas <= d.partition
             && d.available_replicas >= d.replicas
             && pods.iter().filter(|p| !p.terminating).all(|p| p.ready);
         if complete {

@@ -1,10 +1,10 @@
-//! Health signals of one revision, from its pods and the Deployment's conditions. Pure: the
+//! Health signals of one revision, from its pods and the workload's status. Pure: the
 //! clock comes in as `now`.
 
 use custody_crds::{RollbackSettings, SignalReason};
 use jiff::{SignedDuration, Timestamp};
 
-use crate::observe::{DeploymentState, PodState};
+use crate::observe::{PodState, WorkloadState};
 
 /// One observation that counts against the revision, with when it started and when it crosses
 /// its window (immediately for crash loops and restart thresholds).
@@ -41,7 +41,7 @@ fn after(since: Timestamp, seconds: u32) -> Timestamp {
 /// confirmed or still within its window. Terminating pods do not count: a scale-down is not a
 /// regression.
 pub fn findings(
-    deployment: &DeploymentState,
+    workload: &WorkloadState,
     pods: &[&PodState],
     settings: &RollbackSettings,
     now: Timestamp,
@@ -101,7 +101,7 @@ pub fn findings(
             });
         }
     }
-    if let Some(since) = deployment.progress_deadline_exceeded_since {
+    if let Some(since) = workload.progress_deadline_exceeded_since {
         out.push(Finding {
             reason: SignalReason::ProgressDeadline,
             message: "the Deployment reports Progressing=False (ProgressDeadlineExceeded)".into(),
@@ -111,16 +111,24 @@ pub fn findings(
             container: None,
         });
     }
-    let floor = deployment.replicas - deployment.max_unavailable;
-    if let Some(since) = deployment.unavailable_since
-        && deployment.available_replicas < floor
+    let floor = workload.replicas - workload.max_unavailable;
+    // Only Deployments report Available=False; for the others the regression starts when the
+    // first of the revision's pods went unready.
+    let unavailable_since = workload.unavailable_since.or_else(|| {
+        live.iter()
+            .filter(|p| !p.ready)
+            .filter_map(|p| p.ready_changed.or(p.started))
+            .min()
+    });
+    if let Some(since) = unavailable_since
+        && workload.available_replicas < floor
         && live.iter().any(|p| !p.ready)
     {
         out.push(Finding {
             reason: SignalReason::AvailabilityDrop,
             message: format!(
                 "{} of {} replicas available, below the {} the rollout strategy allows",
-                deployment.available_replicas, deployment.replicas, floor
+                workload.available_replicas, workload.replicas, floor
             ),
             since,
             confirmed_at: after(since, settings.not_ready_seconds),

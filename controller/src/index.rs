@@ -1,48 +1,382 @@
-//! The caches the decision reads, kept small: managedFields are dropped from everything, and
-//! Pods keep only metadata and status (the decision never reads a Pod's spec).
+//! The controller's cache: every workload, revision and Pod it follows, reduced on arrival to the
+//! few hundred bytes the decision reads ([`crate::observe`]), and linked by owner UID so that
+//! gathering one rollout costs what that rollout holds, not what the cluster holds.
+//!
+//! It is fed by watch events. A watch (re)starts with `Init`, lists everything as `InitApply`
+//! and ends the list with `InitDone`: rows are kept through a relist and those the new list did
+//! not mention are dropped at its end, so a reconnect neither empties the cache for a moment
+//! nor keeps deleted objects. Each event answers which workloads it concerns, so the controller
+//! can look at exactly those.
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// Drops what no decision reads from a Deployment.
-pub fn trim_deployment(d: &mut Deployment) {
-    d.managed_fields_mut().clear();
+use custody_crds::{Vocabulary, WorkloadKind};
+use kube::Resource;
+use kube::runtime::watcher::Event;
+use tokio::sync::watch;
+
+use crate::compact::{AnnotationKeys, StoredPod, StoredRevision, StoredWorkload, Uid, uid};
+use crate::observe::{self, Observed, WorkloadState};
+use crate::slim::{SlimControllerRevision, SlimPod, SlimReplicaSet};
+
+/// A workload, by what the Controller knows it by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WorkloadKey {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: WorkloadKind,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
 }
 
-/// Drops what no decision reads from a ReplicaSet.
-pub fn trim_replica_set(rs: &mut ReplicaSet) {
-    rs.managed_fields_mut().clear();
-}
-
-/// Drops what no decision reads from a Pod: its spec and managedFields.
-pub fn trim_pod(pod: &mut Pod) {
-    pod.managed_fields_mut().clear();
-    pod.spec = None;
-    if let Some(annotations) = pod.metadata.annotations.as_mut() {
-        annotations.retain(|k, _| !k.starts_with("kubectl.kubernetes.io/"));
+impl WorkloadKey {
+    fn of(stored: &StoredWorkload) -> Self {
+        let (kind, namespace, name) = stored.identity();
+        Self {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
     }
 }
 
-/// The Deployment that controls a ReplicaSet, if any.
-pub fn deployment_of_replica_set(rs: &ReplicaSet) -> Option<ObjectRef<Deployment>> {
-    let owner = rs
-        .owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "Deployment")?;
-    Some(ObjectRef::new(&owner.name).within(&rs.namespace()?))
+/// One watch feeding the cache; each relists on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feed {
+    /// apps/v1 Deployments.
+    Deployments,
+    /// apps/v1 StatefulSets.
+    StatefulSets,
+    /// apps/v1 DaemonSets.
+    DaemonSets,
+    /// apps/v1 ReplicaSets.
+    ReplicaSets,
+    /// apps/v1 ControllerRevisions.
+    ControllerRevisions,
+    /// v1 Pods.
+    Pods,
 }
 
-/// The Deployment that controls a Pod, through its ReplicaSet in the cache.
-pub fn deployment_of_pod(
-    pod: &Pod,
-    replica_sets: &Store<ReplicaSet>,
-) -> Option<ObjectRef<Deployment>> {
-    let owner = pod
-        .owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "ReplicaSet")?;
-    let rs = replica_sets.get(&ObjectRef::new(&owner.name).within(&pod.namespace()?))?;
-    deployment_of_replica_set(&rs)
+impl Feed {
+    const COUNT: usize = 6;
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+struct Row<V> {
+    owner: Uid,
+    feed: Feed,
+    epoch: u32,
+    value: V,
+}
+
+/// Rows by UID, and the UIDs of each owner's rows.
+struct Table<V> {
+    rows: HashMap<Uid, Row<V>>,
+    by_owner: HashMap<Uid, Vec<Uid>>,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Self {
+            rows: HashMap::new(),
+            by_owner: HashMap::new(),
+        }
+    }
+}
+
+impl<V> Table<V> {
+    fn insert(&mut self, uid: Uid, row: Row<V>) {
+        let owner = row.owner;
+        match self.rows.insert(uid, row) {
+            Some(old) if old.owner == owner => {}
+            Some(old) => {
+                self.unlink(uid, old.owner);
+                self.by_owner.entry(owner).or_default().push(uid);
+            }
+            None => self.by_owner.entry(owner).or_default().push(uid),
+        }
+    }
+
+    fn unlink(&mut self, uid: Uid, owner: Uid) {
+        if let Some(uids) = self.by_owner.get_mut(&owner) {
+            uids.retain(|u| *u != uid);
+            if uids.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
+    }
+
+    fn remove(&mut self, uid: Uid) -> Option<Row<V>> {
+        let row = self.rows.remove(&uid)?;
+        self.unlink(uid, row.owner);
+        Some(row)
+    }
+
+    /// The rows of `feed` that the relist numbered `epoch` did not mention.
+    fn stale(&self, feed: Feed, epoch: u32) -> Vec<Uid> {
+        self.rows
+            .iter()
+            .filter(|(_, r)| r.feed == feed && r.epoch != epoch)
+            .map(|(uid, _)| *uid)
+            .collect()
+    }
+
+    fn owned(&self, owner: Uid) -> impl Iterator<Item = (Uid, &V)> {
+        self.by_owner
+            .get(&owner)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| self.rows.get(uid).map(|r| (*uid, &r.value)))
+    }
+}
+
+#[derive(Default)]
+struct Tables {
+    workloads: Table<StoredWorkload>,
+    revisions: Table<StoredRevision>,
+    pods: Table<StoredPod>,
+    /// The current relist of each feed.
+    epochs: [u32; Feed::COUNT],
+    /// Which feeds have finished a list.
+    listed: [bool; Feed::COUNT],
+}
+
+impl Tables {
+    /// The workload a row owned by `owner` concerns: `owner` itself, or the owner of the
+    /// revision `owner` (a Pod's ReplicaSet).
+    fn workload_of(&self, owner: Uid) -> Option<WorkloadKey> {
+        let workload = self
+            .revisions
+            .rows
+            .get(&owner)
+            .map_or(owner, |revision| revision.owner);
+        self.workloads
+            .rows
+            .get(&workload)
+            .map(|w| WorkloadKey::of(&w.value))
+    }
+}
+
+/// Where each kind of row lives.
+trait Stored: Sized {
+    fn table(t: &mut Tables) -> &mut Table<Self>;
+}
+
+impl Stored for StoredWorkload {
+    fn table(t: &mut Tables) -> &mut Table<Self> {
+        &mut t.workloads
+    }
+}
+
+impl Stored for StoredRevision {
+    fn table(t: &mut Tables) -> &mut Table<Self> {
+        &mut t.revisions
+    }
+}
+
+impl Stored for StoredPod {
+    fn table(t: &mut Tables) -> &mut Table<Self> {
+        &mut t.pods
+    }
+}
+
+/// The cache. Cheap to lock: no I/O happens under the lock, and reading copies out one rollout.
+pub struct Cache {
+    tables: Mutex<Tables>,
+    vocabulary: Vocabulary,
+    keys: AnnotationKeys,
+    synced: watch::Sender<bool>,
+}
+
+impl Cache {
+    /// An empty cache that keeps the annotations of `vocabulary` the controller reads.
+    pub fn new(vocabulary: Vocabulary) -> Self {
+        Self {
+            tables: Mutex::new(Tables::default()),
+            keys: AnnotationKeys::new(&vocabulary),
+            vocabulary,
+            synced: watch::Sender::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        // Every write leaves the tables consistent before it can panic, so a poisoned lock is
+        // still usable.
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether every feed has listed once.
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    /// Resolves once every feed has listed once.
+    pub async fn synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// How many workloads the cache follows.
+    pub fn workload_count(&self) -> usize {
+        self.lock().workloads.rows.len()
+    }
+
+    /// How many workloads, revisions and Pods the cache holds.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        let t = self.lock();
+        (
+            t.workloads.rows.len(),
+            t.revisions.rows.len(),
+            t.pods.rows.len(),
+        )
+    }
+
+    /// The rollout of the workload whose UID is `workload_uid`, if the cache has it.
+    pub fn observe(&self, workload_uid: &str) -> Option<Observed> {
+        let uid = uid(workload_uid);
+        let t = self.lock();
+        let workload = t.workloads.rows.get(&uid)?.value.state(&self.keys);
+        let mut revisions = Vec::new();
+        let mut pods = Vec::new();
+        for (revision_uid, revision) in t.revisions.owned(uid) {
+            revisions.push(revision.revision(&self.keys));
+            let owner_key = Some(revision.pod_key());
+            pods.extend(t.pods.owned(revision_uid).map(|(_, p)| p.pod(owner_key)));
+        }
+        pods.extend(t.pods.owned(uid).map(|(_, p)| p.pod(None)));
+        drop(t);
+        Some(Observed::assemble(
+            workload,
+            revisions,
+            pods,
+            &self.vocabulary,
+        ))
+    }
+
+    /// Applies one event of a workload feed (the Controller triggers on those itself).
+    pub fn apply_workload<K: Resource>(
+        &self,
+        feed: Feed,
+        event: &Event<K>,
+        reduce: impl Fn(&K, &Vocabulary) -> WorkloadState,
+    ) {
+        self.apply(feed, event, |object: &K| {
+            let id = uid(object.meta().uid.as_deref()?);
+            Some((
+                id,
+                id,
+                StoredWorkload::new(reduce(object, &self.vocabulary), &self.keys),
+            ))
+        });
+    }
+
+    /// Applies one ReplicaSet event; answers the Deployment it concerns.
+    pub fn apply_replica_set(&self, event: &Event<SlimReplicaSet>) -> Vec<WorkloadKey> {
+        self.apply(Feed::ReplicaSets, event, |rs: &SlimReplicaSet| {
+            let (owner, revision) = observe::replica_set_revision(rs, &self.vocabulary)?;
+            let id = uid(rs.metadata.uid.as_deref()?);
+            Some((
+                id,
+                uid(&owner.uid),
+                StoredRevision::new(revision, &self.keys),
+            ))
+        })
+    }
+
+    /// Applies one ControllerRevision event; answers the workload it concerns.
+    pub fn apply_controller_revision(
+        &self,
+        event: &Event<SlimControllerRevision>,
+    ) -> Vec<WorkloadKey> {
+        self.apply(
+            Feed::ControllerRevisions,
+            event,
+            |cr: &SlimControllerRevision| {
+                let (owner, revision) = observe::controller_revision(cr, &self.vocabulary)?;
+                let id = uid(cr.metadata.uid.as_deref()?);
+                Some((
+                    id,
+                    uid(&owner.uid),
+                    StoredRevision::new(revision, &self.keys),
+                ))
+            },
+        )
+    }
+
+    /// Applies one Pod event; answers the workload it concerns.
+    pub fn apply_pod(&self, event: &Event<SlimPod>) -> Vec<WorkloadKey> {
+        self.apply(Feed::Pods, event, |pod: &SlimPod| {
+            let (owner, state) = observe::pod_state(pod)?;
+            let id = uid(pod.metadata.uid.as_deref()?);
+            let by_owner_name = owner.kind == "ReplicaSet";
+            Some((id, uid(&owner.uid), StoredPod::new(state, by_owner_name)))
+        })
+    }
+
+    /// The bookkeeping every feed shares. `reduce` answers the object's UID, its owner's UID
+    /// and what to store, or `None` for an object the cache does not follow (removed, in case
+    /// it used to be followed). Answers the workloads the event concerns.
+    fn apply<K: Resource, V: Stored>(
+        &self,
+        feed: Feed,
+        event: &Event<K>,
+        reduce: impl Fn(&K) -> Option<(Uid, Uid, V)>,
+    ) -> Vec<WorkloadKey> {
+        let mut t = self.lock();
+        let epoch = t.epochs[feed.index()];
+        let remove = |t: &mut Tables, id: Uid| {
+            let row = V::table(t).remove(id)?;
+            t.workload_of(row.owner)
+        };
+        let touched = match event {
+            Event::Apply(object) | Event::InitApply(object) => match reduce(object) {
+                Some((id, owner, value)) => {
+                    let row = Row {
+                        owner,
+                        feed,
+                        epoch,
+                        value,
+                    };
+                    V::table(&mut t).insert(id, row);
+                    t.workload_of(owner).into_iter().collect()
+                }
+                None => object
+                    .meta()
+                    .uid
+                    .as_deref()
+                    .and_then(|u| remove(&mut t, uid(u)))
+                    .into_iter()
+                    .collect(),
+            },
+            Event::Delete(object) => object
+                .meta()
+                .uid
+                .as_deref()
+                .and_then(|u| remove(&mut t, uid(u)))
+                .into_iter()
+                .collect(),
+            Event::Init => {
+                t.epochs[feed.index()] = epoch.wrapping_add(1);
+                Vec::new()
+            }
+            Event::InitDone => {
+                let stale = V::table(&mut t).stale(feed, epoch);
+                let touched = stale
+                    .into_iter()
+                    .filter_map(|id| remove(&mut t, id))
+                    .collect();
+                t.listed[feed.index()] = true;
+                if t.listed.iter().all(|l| *l) {
+                    self.synced.send_replace(true);
+                }
+                touched
+            }
+        };
+        touched
+    }
 }

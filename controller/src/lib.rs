@@ -9,6 +9,7 @@
 //! ([`notify`]). Only the Lease holder ([`leader`]) acts; every replica keeps its caches warm.
 
 pub mod certs;
+pub mod compact;
 pub mod decide;
 pub mod health;
 pub mod index;
@@ -19,3 +20,6 @@ pub mod observe;
 pub mod reconcile;
 pub mod record;
 pub mod revert;
+pub mod run;
+pub mod slim;
+pub mod workload;

@@ -10,7 +10,7 @@ use clap::Parser;
 use custody_controller::leader::{self, LeaseConfig};
 use custody_controller::metrics::Metrics;
 use custody_controller::notify::Notifier;
-use custody_controller::reconcile::{self, RunConfig};
+use custody_controller::run::{self, RunConfig};
 use custody_crds::Vocabulary;
 use custody_runtime::{LogFormat, Readiness};
 use prometheus_client::registry::Registry;
@@ -151,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         identity: args.identity,
         notifier,
     };
-    reconcile::run(client, config, metrics, leader, caches, shutdown.clone()).await;
+    run::run(client, config, metrics, leader, caches, shutdown.clone()).await;
 
     // Dropping every receiver makes the lease task release the Lease.
     if let Some(task) = lease_task {

@@ -1,36 +1,45 @@
-//! The observed state of one Deployment's rollout, as plain data: the Deployment, its
-//! ReplicaSets (revisions) and their Pods, reduced to what the decision reads. Built from the
-//! Kubernetes objects by pure conversion functions, so the decision never touches the API types'
-//! optional-everything shape.
+//! The observed state of one workload's rollout, as plain data: the workload (a Deployment,
+//! StatefulSet or DaemonSet), its revisions (ReplicaSets, or ControllerRevisions) and their
+//! Pods, reduced to what the decision reads. Built from the Kubernetes objects by pure
+//! conversion functions, so the decision never touches the API types' optional-everything
+//! shape, and so the cache keeps a few hundred bytes per object instead of the objects.
 
 use std::collections::BTreeMap;
 
-use std::sync::Arc;
-
-use custody_crds::template_fingerprint;
+use custody_crds::{AnnotationKey, Vocabulary, WorkloadKind, template_fingerprint};
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
+
+use crate::decide::marks;
+use crate::slim::{
+    SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimPod, SlimReplicaSet, SlimStatefulSet,
+};
 
 /// The annotation the Deployment controller puts on each ReplicaSet: its revision number.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 
-/// One Deployment's rollout.
+/// The label StatefulSet and DaemonSet pods carry: which ControllerRevision made them (the
+/// revision's name for a StatefulSet, its hash for a DaemonSet).
+pub const CONTROLLER_REVISION_HASH_LABEL: &str = "controller-revision-hash";
+
+/// One workload's rollout.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
-    /// The Deployment.
-    pub deployment: DeploymentState,
-    /// Its ReplicaSets, newest revision first.
+    /// The workload.
+    pub workload: WorkloadState,
+    /// Its revisions, newest first.
     pub revisions: Vec<Revision>,
-    /// The Pods of those ReplicaSets.
+    /// The Pods of those revisions.
     pub pods: Vec<PodState>,
 }
 
-/// What the decision reads of a Deployment.
+/// What the decision reads of a workload.
 #[derive(Clone, Debug, PartialEq)]
-pub struct DeploymentState {
+pub struct WorkloadState {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: WorkloadKind,
     /// Name.
     pub name: String,
     /// Namespace.
@@ -43,9 +52,9 @@ pub struct DeploymentState {
     pub generation: i64,
     /// `status.observedGeneration`.
     pub observed_generation: i64,
-    /// `spec.paused`.
+    /// `spec.paused` (Deployments only).
     pub paused: bool,
-    /// Desired replicas.
+    /// Desired replicas (a DaemonSet's desired number scheduled).
     pub replicas: i32,
     /// Replicas at the desired revision.
     pub updated_replicas: i32,
@@ -53,40 +62,48 @@ pub struct DeploymentState {
     pub available_replicas: i32,
     /// Replicas of all revisions.
     pub total_replicas: i32,
-    /// The rolling update's maxUnavailable, resolved against `replicas`.
+    /// How many replicas the rollout strategy lets be unavailable, resolved against `replicas`.
     pub max_unavailable: i32,
+    /// Replicas a StatefulSet's partition keeps at older revisions on purpose.
+    pub partition: i32,
     /// Since when Progressing=False with reason ProgressDeadlineExceeded, if so.
     pub progress_deadline_exceeded_since: Option<Timestamp>,
-    /// Since when Available=False, if so.
+    /// Since when Available=False, if so (Deployments only; the others have no such condition).
     pub unavailable_since: Option<Timestamp>,
-    /// The fingerprint of its pod template (the template itself is not kept: a revert takes
-    /// the target ReplicaSet's).
+    /// The fingerprint of its pod template (the template itself is not kept: a revert reads
+    /// the target revision's from the API server).
     pub template_fingerprint: String,
-    /// Its annotations.
+    /// Its provenance annotations (the only ones the controller reads of a workload).
     pub annotations: BTreeMap<String, String>,
+    /// Whether it has any annotation at all, so a revert knows whether the map exists.
+    pub any_annotations: bool,
+    /// Its labels, for policies' object selectors.
+    pub labels: BTreeMap<String, String>,
 }
 
-/// One revision: a ReplicaSet.
+/// One revision: a ReplicaSet of a Deployment, or a ControllerRevision of a StatefulSet or
+/// DaemonSet.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Revision {
-    /// The ReplicaSet's name.
+    /// The ReplicaSet's or ControllerRevision's name.
     pub name: String,
     /// The revision number.
     pub number: i64,
-    /// Its pod template as JSON text, `pod-template-hash` label included. Kept as text (a few
-    /// hundred bytes) rather than a tree: it is read only to revert or record.
-    pub template: Arc<str>,
+    /// What its pods' [`PodState::revision`] reads: the ReplicaSet's name, a StatefulSet
+    /// revision's name, or a DaemonSet revision's hash.
+    pub pod_key: String,
     /// The template's fingerprint (which ignores `pod-template-hash`).
     pub fingerprint: String,
-    /// Its annotations: the Deployment controller copies the Deployment's onto it, so these are
-    /// the provenance of this revision.
+    /// The template's images, for the record.
+    pub images: Vec<String>,
+    /// Its provenance annotations and the controller's marks.
     pub annotations: BTreeMap<String, String>,
     /// When it was created.
     pub created: Option<Timestamp>,
 }
 
 impl Revision {
-    /// A revision from its parts.
+    /// A ReplicaSet-style revision (its pods are known by its name) from its template.
     pub fn new(
         name: String,
         number: i64,
@@ -95,18 +112,21 @@ impl Revision {
         created: Option<Timestamp>,
     ) -> Self {
         Self {
+            pod_key: name.clone(),
             name,
             number,
-            template: Arc::from(template.to_string()),
             fingerprint: template_fingerprint(template).to_string(),
+            images: images(template),
             annotations,
             created,
         }
     }
 
-    /// The pod template as JSON.
-    pub fn template_value(&self) -> Value {
-        serde_json::from_str(&self.template).unwrap_or(Value::Null)
+    /// The same revision, its pods known by `pod_key`.
+    #[must_use]
+    pub fn with_pod_key(mut self, pod_key: impl Into<String>) -> Self {
+        self.pod_key = pod_key.into();
+        self
     }
 }
 
@@ -115,8 +135,8 @@ impl Revision {
 pub struct PodState {
     /// Name.
     pub name: String,
-    /// The ReplicaSet that owns it.
-    pub replica_set: String,
+    /// Which revision made it (see [`Revision::pod_key`]).
+    pub revision: String,
     /// When the kubelet started it.
     pub started: Option<Timestamp>,
     /// Whether it is Ready.
@@ -140,103 +160,366 @@ pub struct ContainerState {
     pub waiting: Option<String>,
 }
 
-fn ts(t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Option<Timestamp> {
-    t.as_ref().map(|t| t.0)
+impl Observed {
+    /// Puts a rollout together: revisions sorted newest first and, for StatefulSets and
+    /// DaemonSets, the workload's provenance carried onto the revision it runs. Their
+    /// ControllerRevisions do not copy the workload's annotations as a Deployment's ReplicaSets
+    /// do, so the workload is the only place the running revision's author is written.
+    pub fn assemble(
+        workload: WorkloadState,
+        mut revisions: Vec<Revision>,
+        pods: Vec<PodState>,
+        vocabulary: &Vocabulary,
+    ) -> Self {
+        revisions.sort_by_key(|r| std::cmp::Reverse(r.number));
+        if workload.kind != WorkloadKind::Deployment
+            && let Some(current) = revisions
+                .iter_mut()
+                .find(|r| r.fingerprint == workload.template_fingerprint)
+        {
+            for key in PROVENANCE {
+                let name = vocabulary.key(key);
+                match workload.annotations.get(name) {
+                    Some(value) => current.annotations.insert(name.to_string(), value.clone()),
+                    None => current.annotations.remove(name),
+                };
+            }
+        }
+        Self {
+            workload,
+            revisions,
+            pods,
+        }
+    }
 }
 
-/// Resolves maxUnavailable (an int or a percentage, rounded down as the Deployment controller
-/// does) against the desired replicas.
-pub fn resolve_max_unavailable(value: Option<&IntOrString>, replicas: i32) -> i32 {
+/// The controlling owner of an object, as the cache links it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Its kind.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its UID.
+    pub uid: String,
+}
+
+/// The controlling owner reference of an object.
+pub fn controller_of(meta: &ObjectMeta) -> Option<Owner> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o: &&OwnerReference| o.controller == Some(true))
+        .map(|o| Owner {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            uid: o.uid.clone(),
+        })
+}
+
+/// The images of a pod template.
+pub fn images(template: &Value) -> Vec<String> {
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| template["spec"][k].as_array().into_iter().flatten())
+        .filter_map(|c| c["image"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn ts(t: Option<&Time>) -> Option<Timestamp> {
+    t.map(|t| t.0)
+}
+
+/// Resolves maxUnavailable (an int or a percentage) against the desired replicas. Deployments
+/// round a percentage down, DaemonSets and StatefulSets up; `default` applies when unset.
+pub fn resolve_max_unavailable(
+    value: Option<&IntOrString>,
+    replicas: i32,
+    round_up: bool,
+    default: i32,
+) -> i32 {
     match value {
         Some(IntOrString::Int(n)) => *n,
         Some(IntOrString::String(s)) => s
             .strip_suffix('%')
             .and_then(|p| p.parse::<i64>().ok())
             .map_or(0, |p| {
-                i32::try_from(i64::from(replicas) * p / 100).unwrap_or(0)
+                let scaled = i64::from(replicas) * p;
+                let value = if round_up {
+                    (scaled + 99) / 100
+                } else {
+                    scaled / 100
+                };
+                i32::try_from(value).unwrap_or(0)
             }),
-        // Kubernetes' default is 25%.
-        None => replicas / 4,
+        None => default,
+    }
+}
+
+/// The provenance of a revision: who made it, from where, and whether it may be reverted.
+pub const PROVENANCE: [AnnotationKey; 7] = [
+    AnnotationKey::Actor,
+    AnnotationKey::Agent,
+    AnnotationKey::Model,
+    AnnotationKey::SourceRepo,
+    AnnotationKey::SourceCommit,
+    AnnotationKey::PipelineRun,
+    AnnotationKey::Rollback,
+];
+
+/// The annotations the controller reads: provenance and its own marks.
+fn read_annotations(meta: &ObjectMeta, vocabulary: &Vocabulary) -> BTreeMap<String, String> {
+    let read = |key: &str| {
+        vocabulary
+            .parse_key(key)
+            .is_some_and(|k| PROVENANCE.contains(&k))
+            || key.strip_prefix(vocabulary.prefix()).is_some_and(|mark| {
+                [marks::HEALTHY_SINCE, marks::REVERTED, marks::ALERTED].contains(&mark)
+            })
+    };
+    meta.annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| read(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The fields every workload kind shares, from its metadata and pod template.
+fn base(
+    kind: WorkloadKind,
+    meta: &ObjectMeta,
+    template: Option<&Value>,
+    vocabulary: &Vocabulary,
+) -> WorkloadState {
+    WorkloadState {
+        kind,
+        name: meta.name.clone().unwrap_or_default(),
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        resource_version: meta.resource_version.clone().unwrap_or_default(),
+        generation: meta.generation.unwrap_or(0),
+        observed_generation: 0,
+        paused: false,
+        replicas: 0,
+        updated_replicas: 0,
+        available_replicas: 0,
+        total_replicas: 0,
+        max_unavailable: 0,
+        partition: 0,
+        progress_deadline_exceeded_since: None,
+        unavailable_since: None,
+        template_fingerprint: template_fingerprint(template.unwrap_or(&Value::Null)).to_string(),
+        annotations: read_annotations(meta, vocabulary),
+        any_annotations: meta.annotations.as_ref().is_some_and(|a| !a.is_empty()),
+        labels: meta.labels.clone().unwrap_or_default(),
     }
 }
 
 /// Reduces a Deployment.
-pub fn deployment_state(d: &Deployment) -> DeploymentState {
-    let spec = d.spec.as_ref();
-    let status = d.status.as_ref();
-    let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
-    let conditions = status.and_then(|s| s.conditions.as_ref());
-    let condition = |type_: &str| conditions.and_then(|c| c.iter().find(|c| c.type_ == type_));
-    let progress_deadline_exceeded_since = condition("Progressing")
-        .filter(|c| c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
-        .and_then(|c| ts(&c.last_transition_time));
-    let unavailable_since = condition("Available")
-        .filter(|c| c.status == "False")
-        .and_then(|c| ts(&c.last_transition_time));
-    let max_unavailable = resolve_max_unavailable(
-        spec.and_then(|s| s.strategy.as_ref())
-            .and_then(|s| s.rolling_update.as_ref())
-            .and_then(|r| r.max_unavailable.as_ref()),
+pub fn deployment_state(d: &SlimDeployment, vocabulary: &Vocabulary) -> WorkloadState {
+    let (spec, status) = (&d.spec, &d.status);
+    let replicas = spec.replicas.unwrap_or(1);
+    let condition = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == type_)
+    };
+    let rolling = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref());
+    WorkloadState {
+        observed_generation: status.observed_generation.unwrap_or(0),
+        paused: spec.paused.unwrap_or(false),
         replicas,
-    );
-    DeploymentState {
-        name: d.metadata.name.clone().unwrap_or_default(),
-        namespace: d.metadata.namespace.clone().unwrap_or_default(),
-        uid: d.metadata.uid.clone().unwrap_or_default(),
-        resource_version: d.metadata.resource_version.clone().unwrap_or_default(),
-        generation: d.metadata.generation.unwrap_or(0),
-        observed_generation: status.and_then(|s| s.observed_generation).unwrap_or(0),
-        paused: spec.and_then(|s| s.paused).unwrap_or(false),
-        replicas,
-        updated_replicas: status.and_then(|s| s.updated_replicas).unwrap_or(0),
-        available_replicas: status.and_then(|s| s.available_replicas).unwrap_or(0),
-        total_replicas: status.and_then(|s| s.replicas).unwrap_or(0),
-        max_unavailable,
-        progress_deadline_exceeded_since,
-        unavailable_since,
-        template_fingerprint: template_fingerprint(
-            &spec
-                .map(|s| serde_json::to_value(&s.template).unwrap_or(Value::Null))
-                .unwrap_or(Value::Null),
+        updated_replicas: status.updated_replicas.unwrap_or(0),
+        available_replicas: status.available_replicas.unwrap_or(0),
+        total_replicas: status.replicas.unwrap_or(0),
+        // Kubernetes' default is 25%, rounded down.
+        max_unavailable: resolve_max_unavailable(
+            rolling.and_then(|r| r.max_unavailable.as_ref()),
+            replicas,
+            false,
+            replicas / 4,
+        ),
+        progress_deadline_exceeded_since: condition("Progressing")
+            .filter(|c| {
+                c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
+            .and_then(|c| ts(c.last_transition_time.as_ref())),
+        unavailable_since: condition("Available")
+            .filter(|c| c.status == "False")
+            .and_then(|c| ts(c.last_transition_time.as_ref())),
+        ..base(
+            WorkloadKind::Deployment,
+            &d.metadata,
+            spec.template.as_ref(),
+            vocabulary,
         )
-        .to_string(),
-        annotations: d.metadata.annotations.clone().unwrap_or_default(),
     }
 }
 
-/// Reduces a ReplicaSet; `None` when it has no revision number (not made by a Deployment).
-pub fn revision(rs: &ReplicaSet) -> Option<Revision> {
-    let annotations = rs.metadata.annotations.clone().unwrap_or_default();
-    let number = annotations.get(REVISION_ANNOTATION)?.parse().ok()?;
-    let template = rs
-        .spec
+/// Reduces a StatefulSet. It rolls one pod at a time unless maxUnavailable says otherwise, and
+/// a partition keeps the lower ordinals at the older revision on purpose.
+pub fn stateful_set_state(s: &SlimStatefulSet, vocabulary: &Vocabulary) -> WorkloadState {
+    let (spec, status) = (&s.spec, &s.status);
+    let replicas = spec.replicas.unwrap_or(1);
+    let rolling = spec
+        .update_strategy
         .as_ref()
-        .and_then(|s| s.template.as_ref())
-        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
-        .unwrap_or(Value::Null);
-    Some(Revision::new(
-        rs.metadata.name.clone().unwrap_or_default(),
-        number,
-        &template,
-        annotations,
-        ts(&rs.metadata.creation_timestamp),
-    ))
+        .and_then(|u| u.rolling_update.as_ref());
+    WorkloadState {
+        observed_generation: status.observed_generation.unwrap_or(0),
+        replicas,
+        updated_replicas: status.updated_replicas.unwrap_or(0),
+        available_replicas: status.available_replicas.unwrap_or(0),
+        total_replicas: status.replicas.unwrap_or(0),
+        max_unavailable: resolve_max_unavailable(
+            rolling.and_then(|r| r.max_unavailable.as_ref()),
+            replicas,
+            true,
+            1,
+        )
+        .max(1),
+        partition: rolling
+            .and_then(|r| r.partition)
+            .unwrap_or(0)
+            .clamp(0, replicas),
+        ..base(
+            WorkloadKind::StatefulSet,
+            &s.metadata,
+            spec.template.as_ref(),
+            vocabulary,
+        )
+    }
 }
 
-/// Reduces a Pod; `None` when no ReplicaSet controls it.
-pub fn pod_state(pod: &Pod) -> Option<PodState> {
-    let owner = pod
+/// Reduces a DaemonSet: its "replicas" are the nodes it should run on.
+pub fn daemon_set_state(d: &SlimDaemonSet, vocabulary: &Vocabulary) -> WorkloadState {
+    let (spec, status) = (&d.spec, &d.status);
+    let desired = status.desired_number_scheduled.unwrap_or(0);
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.rolling_update.as_ref());
+    WorkloadState {
+        observed_generation: status.observed_generation.unwrap_or(0),
+        replicas: desired,
+        updated_replicas: status.updated_number_scheduled.unwrap_or(0),
+        available_replicas: status.number_available.unwrap_or(0),
+        total_replicas: status.current_number_scheduled.unwrap_or(0),
+        max_unavailable: resolve_max_unavailable(
+            rolling.and_then(|r| r.max_unavailable.as_ref()),
+            desired,
+            true,
+            1,
+        ),
+        ..base(
+            WorkloadKind::DaemonSet,
+            &d.metadata,
+            spec.template.as_ref(),
+            vocabulary,
+        )
+    }
+}
+
+/// Reduces a ReplicaSet a Deployment controls; `None` for any other (no revision number, or
+/// not a Deployment's).
+pub fn replica_set_revision(
+    rs: &SlimReplicaSet,
+    vocabulary: &Vocabulary,
+) -> Option<(Owner, Revision)> {
+    let owner = controller_of(&rs.metadata).filter(|o| o.kind == "Deployment")?;
+    let number = rs
         .metadata
-        .owner_references
+        .annotations
+        .as_ref()?
+        .get(REVISION_ANNOTATION)?
+        .parse()
+        .ok()?;
+    let template = rs.spec.template.as_ref().unwrap_or(&Value::Null);
+    let revision = Revision::new(
+        rs.metadata.name.clone().unwrap_or_default(),
+        number,
+        template,
+        read_annotations(&rs.metadata, vocabulary),
+        ts(rs.metadata.creation_timestamp.as_ref()),
+    );
+    Some((owner, revision))
+}
+
+/// The pod template a ControllerRevision holds: the StatefulSet and DaemonSet controllers store
+/// `{"spec": {"template": {..., "$patch": "replace"}}}`.
+pub fn controller_revision_template(data: &Value) -> Option<Value> {
+    let mut template = data.get("spec")?.get("template")?.clone();
+    template.as_object_mut()?.remove("$patch");
+    Some(template)
+}
+
+/// Reduces a ControllerRevision a StatefulSet or DaemonSet controls; `None` for any other.
+pub fn controller_revision(
+    cr: &SlimControllerRevision,
+    vocabulary: &Vocabulary,
+) -> Option<(Owner, Revision)> {
+    let owner =
+        controller_of(&cr.metadata).filter(|o| o.kind == "StatefulSet" || o.kind == "DaemonSet")?;
+    let template = controller_revision_template(cr.data.as_ref()?)?;
+    let name = cr.metadata.name.clone().unwrap_or_default();
+    // A StatefulSet's pods name the revision; a DaemonSet's carry its hash.
+    let pod_key = if owner.kind == "DaemonSet" {
+        cr.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(CONTROLLER_REVISION_HASH_LABEL))
+            .cloned()
+            .or_else(|| {
+                name.strip_prefix(&format!("{}-", owner.name))
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    } else {
+        name.clone()
+    };
+    let revision = Revision::new(
+        name,
+        cr.revision,
+        &template,
+        read_annotations(&cr.metadata, vocabulary),
+        ts(cr.metadata.creation_timestamp.as_ref()),
+    )
+    .with_pod_key(pod_key);
+    Some((owner, revision))
+}
+
+fn ready_condition(pod: &SlimPod) -> Option<&crate::slim::Condition> {
+    pod.status
+        .conditions
         .as_ref()?
         .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "ReplicaSet")?;
-    let status = pod.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+        .find(|c| c.type_ == "Ready")
+}
+
+/// Reduces a Pod a ReplicaSet, StatefulSet or DaemonSet controls; `None` for any other.
+pub fn pod_state(pod: &SlimPod) -> Option<(Owner, PodState)> {
+    let owner = controller_of(&pod.metadata)?;
+    let revision = match owner.kind.as_str() {
+        "ReplicaSet" => owner.name.clone(),
+        "StatefulSet" | "DaemonSet" => pod
+            .metadata
+            .labels
+            .as_ref()?
+            .get(CONTROLLER_REVISION_HASH_LABEL)?
+            .clone(),
+        _ => return None,
+    };
+    let status = &pod.status;
+    let ready = ready_condition(pod);
     let containers = status
-        .and_then(|s| s.container_statuses.as_ref())
+        .container_statuses
+        .as_ref()
         .map(|cs| {
             cs.iter()
                 .map(|c| ContainerState {
@@ -251,75 +534,44 @@ pub fn pod_state(pod: &Pod) -> Option<PodState> {
                 .collect()
         })
         .unwrap_or_default();
-    Some(PodState {
+    let state = PodState {
         name: pod.metadata.name.clone().unwrap_or_default(),
-        replica_set: owner.name.clone(),
-        started: status.and_then(|s| ts(&s.start_time)),
+        revision,
+        started: ts(status.start_time.as_ref()),
         ready: ready.is_some_and(|c| c.status == "True"),
-        ready_changed: ready.and_then(|c| ts(&c.last_transition_time)),
+        ready_changed: ready.and_then(|c| ts(c.last_transition_time.as_ref())),
         terminating: pod.metadata.deletion_timestamp.is_some(),
         containers,
-    })
-}
-
-/// Builds the observed rollout from the objects; ReplicaSets and Pods not owned by the
-/// Deployment are left out.
-pub fn observe<'a>(
-    deployment: &Deployment,
-    replica_sets: impl IntoIterator<Item = &'a ReplicaSet>,
-    pods: impl IntoIterator<Item = &'a Pod>,
-) -> Observed {
-    let uid = deployment.metadata.uid.as_deref();
-    let owned_by =
-        |refs: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
-         uid: Option<&str>| {
-            refs.iter()
-                .flatten()
-                .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
-        };
-    let owned: Vec<&ReplicaSet> = replica_sets
-        .into_iter()
-        .filter(|rs| owned_by(&rs.metadata.owner_references, uid))
-        .collect();
-    let mut revisions: Vec<Revision> = owned.iter().filter_map(|rs| revision(rs)).collect();
-    revisions.sort_by_key(|r| std::cmp::Reverse(r.number));
-    let rs_uids: Vec<&str> = owned
-        .iter()
-        .filter_map(|rs| rs.metadata.uid.as_deref())
-        .collect();
-    let pods = pods
-        .into_iter()
-        .filter(|p| {
-            p.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.controller == Some(true) && rs_uids.contains(&o.uid.as_str()))
-        })
-        .filter_map(pod_state)
-        .collect();
-    Observed {
-        deployment: deployment_state(deployment),
-        revisions,
-        pods,
-    }
+    };
+    Some((owner, state))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn max_unavailable_resolution() {
-        assert_eq!(resolve_max_unavailable(None, 4), 1);
-        assert_eq!(resolve_max_unavailable(Some(&IntOrString::Int(2)), 4), 2);
+        assert_eq!(resolve_max_unavailable(None, 4, false, 1), 1);
         assert_eq!(
-            resolve_max_unavailable(Some(&IntOrString::String("50%".into())), 5),
+            resolve_max_unavailable(Some(&IntOrString::Int(2)), 4, false, 1),
             2
         );
+        let half = IntOrString::String("50%".into());
+        assert_eq!(resolve_max_unavailable(Some(&half), 5, false, 1), 2);
+        assert_eq!(resolve_max_unavailable(Some(&half), 5, true, 1), 3);
+        let bogus = IntOrString::String("bogus".into());
+        assert_eq!(resolve_max_unavailable(Some(&bogus), 5, false, 1), 0);
+    }
+
+    #[test]
+    fn controller_revision_template_drops_the_patch_directive() {
+        let data = json!({"spec": {"template": {"$patch": "replace", "metadata": {"labels": {"app": "db"}}}}});
         assert_eq!(
-            resolve_max_unavailable(Some(&IntOrString::String("bogus".into())), 5),
-            0
+            controller_revision_template(&data),
+            Some(json!({"metadata": {"labels": {"app": "db"}}}))
         );
+        assert_eq!(controller_revision_template(&json!({"spec": {}})), None);
     }
 }

@@ -1,11 +1,11 @@
-//! The I/O shell around the decision: gather the rollout from the caches, decide, act.
+//! The I/O shell around the decision: read the rollout from the cache, decide, act.
 //!
 //! Writes are ordered so that a crash at any point converges to exactly one revert: the record
 //! is created first (idempotent, deterministic name), so the webhook quarantines the template
 //! before anything could re-apply it; the revert is a JSON patch conditioned on the
 //! resourceVersion the decision saw (a conflict means deciding again on fresh state); the
-//! ReplicaSet is marked last. After a restart, a Deployment already moved off the bad revision
-//! has nothing to revert, and one still on it is reverted by the same (idempotent) steps.
+//! revision is marked last. After a restart, a workload already moved off the bad revision has
+//! nothing to revert, and one still on it is reverted by the same (idempotent) steps.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,37 +14,35 @@ use std::time::Duration;
 use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target};
 use custody_crds::{
     CustodyPolicy, RecordAction, RollbackRecord, RollbackSettings, Vocabulary, WorkloadKind,
+    template_fingerprint,
 };
-use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::Value;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::decide::{self, Action, Verdict, marks};
-use crate::index;
+use crate::index::Cache;
 use crate::metrics::{ErrorLabels, Metrics, ReasonLabels};
 use crate::notify::Notifier;
-use crate::observe::{Observed, observe};
+use crate::observe::{self, Observed, PROVENANCE, Revision, WorkloadState};
 use crate::record;
 use crate::revert;
+use crate::slim::{SlimControllerRevision, SlimReplicaSet};
+use crate::workload::Workload;
 
 /// What reconcile needs.
 pub struct Context {
     /// The API client.
     pub client: Client,
-    /// ReplicaSets.
-    pub replica_sets: Store<ReplicaSet>,
-    /// Pods (trimmed).
-    pub pods: Store<Pod>,
+    /// Workloads, revisions and Pods, reduced.
+    pub cache: Arc<Cache>,
     /// CustodyPolicies.
     pub policies: Store<CustodyPolicy>,
     /// Namespace metadata, for policies' namespace selectors.
@@ -66,8 +64,8 @@ pub struct Context {
 /// Why a reconcile failed. The variant names are the metric labels.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Someone changed the Deployment between the decision and the write.
-    #[error("the Deployment changed since the decision; deciding again")]
+    /// Someone changed the workload or its target revision between the decision and the write.
+    #[error("the workload changed since the decision; deciding again")]
     Conflict,
     /// The API server refused or failed a request.
     #[error("API request failed: {0}")]
@@ -94,21 +92,19 @@ fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 409 || s.code == 422)
 }
 
-/// The policy that governs a Deployment: the first selecting policy by name, so the choice is
+/// The policy that governs a workload: the first selecting policy by name, so the choice is
 /// stable; without one, the default settings and the built-in policy's name.
 pub fn governing_policy(
     policies: &[Arc<CustodyPolicy>],
-    deployment: &Deployment,
+    workload: &WorkloadState,
     namespace_labels: Option<&BTreeMap<String, String>>,
 ) -> (String, RollbackSettings) {
-    let ns = deployment.namespace().unwrap_or_default();
-    let fallback = BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), ns.clone())]);
-    let no_labels = BTreeMap::new();
+    let fallback = BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), workload.namespace.clone())]);
     let target = Target {
-        kind: WorkloadKind::Deployment,
-        namespace: &ns,
+        kind: workload.kind,
+        namespace: &workload.namespace,
         namespace_labels: namespace_labels.unwrap_or(&fallback),
-        labels: deployment.metadata.labels.as_ref().unwrap_or(&no_labels),
+        labels: &workload.labels,
     };
     let mut selecting: Vec<&Arc<CustodyPolicy>> = policies
         .iter()
@@ -124,79 +120,62 @@ pub fn governing_policy(
     }
 }
 
-/// Gathers one Deployment's rollout from the caches.
-pub fn gather(deployment: &Deployment, ctx: &Context) -> Observed {
-    let ns = deployment.namespace();
-    let uid = deployment.uid();
-    let replica_sets: Vec<Arc<ReplicaSet>> = ctx
-        .replica_sets
-        .state()
-        .into_iter()
-        .filter(|rs| {
-            rs.namespace() == ns
-                && rs
-                    .owner_references()
-                    .iter()
-                    .any(|o| Some(&o.uid) == uid.as_ref())
-        })
-        .collect();
-    let names: Vec<String> = replica_sets.iter().map(|rs| rs.name_any()).collect();
-    let pods: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| {
-            p.namespace() == ns
-                && p.owner_references()
-                    .iter()
-                    .any(|o| o.kind == "ReplicaSet" && names.contains(&o.name))
-        })
-        .collect();
-    observe(
-        deployment,
-        replica_sets.iter().map(AsRef::as_ref),
-        pods.iter().map(AsRef::as_ref),
-    )
-}
-
-/// Decides about one Deployment and acts on the decision.
-pub async fn reconcile(deployment: Arc<Deployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+/// Decides about one workload of kind `K` and acts on the decision.
+pub async fn reconcile<K: Workload>(
+    object: Arc<PartialObjectMeta<K>>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
     if !*ctx.leader.borrow() {
         // Followers keep their caches warm and look again soon, in case they take over.
         return Ok(Requeue::requeue(Duration::from_secs(5)));
     }
-    let observed = gather(&deployment, &ctx);
-    let ns_meta = ctx
-        .namespaces
-        .get(&ObjectRef::new(&deployment.namespace().unwrap_or_default()));
+    if !ctx.cache.is_synced() {
+        // A decision on half a list could mark a revision healthy whose failing pods are not
+        // listed yet.
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
+    ctx.metrics
+        .watched_workloads
+        .set(i64::try_from(ctx.cache.workload_count()).unwrap_or(i64::MAX));
+    let Some(observed) = object.uid().and_then(|uid| ctx.cache.observe(&uid)) else {
+        return Ok(Requeue::await_change());
+    };
+    act::<K>(&ctx, &observed).await
+}
+
+async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
+    let w = &observed.workload;
+    let ns_meta = ctx.namespaces.get(&ObjectRef::new(&w.namespace));
     let (policy, settings) = governing_policy(
         &ctx.policies.state(),
-        &deployment,
+        w,
         ns_meta.as_ref().and_then(|n| n.metadata.labels.as_ref()),
     );
     let now = Timestamp::now();
-    let action = decide::decide(&observed, &settings, &ctx.vocabulary, ctx.dry_run, now);
-    let (ns, name) = (&observed.deployment.namespace, &observed.deployment.name);
+    let action = decide::decide(observed, &settings, &ctx.vocabulary, ctx.dry_run, now);
+    let (kind, ns, name) = (w.kind.as_str(), &w.namespace, &w.name);
     match action {
         Action::Nothing { why } => {
-            tracing::trace!(namespace = %ns, name = %name, why, "nothing to do");
+            tracing::trace!(kind, namespace = %ns, name = %name, why, "nothing to do");
             Ok(Requeue::await_change())
         }
         Action::Wait { after, why } => {
-            tracing::debug!(namespace = %ns, name = %name, ?after, why, "waiting");
+            tracing::debug!(kind, namespace = %ns, name = %name, ?after, why, "waiting");
             Ok(Requeue::requeue(after))
         }
         Action::MarkHealthy { revision } => {
-            mark(&ctx, ns, &revision, marks::HEALTHY_SINCE, &now.to_string()).await?;
-            tracing::info!(namespace = %ns, name = %name, replicaset = %revision, "revision marked healthy");
+            if let Some(r) = observed.revisions.iter().find(|r| r.name == revision) {
+                mark(ctx, w, r, marks::HEALTHY_SINCE, &now.to_string()).await?;
+                tracing::info!(kind, namespace = %ns, name = %name, revision = %revision, "revision marked healthy");
+            }
             Ok(Requeue::await_change())
         }
         Action::Revert(verdict) => {
-            revert_to(&ctx, &deployment, &observed, &verdict, &policy, &settings).await?;
+            revert_to::<K>(ctx, w, &verdict, &policy, &settings).await?;
             Ok(Requeue::await_change())
         }
         Action::Alert(verdict) => {
-            alert(&ctx, &deployment, &observed, &verdict, &policy, &settings).await?;
+            alert(ctx, w, &verdict, &policy, &settings).await?;
             Ok(Requeue::await_change())
         }
     }
@@ -213,36 +192,89 @@ async fn create_record(ctx: &Context, record: &RollbackRecord) -> Result<(), Err
     }
 }
 
+/// Writes one of the controller's marks on a revision. A ControllerRevision also gets the
+/// provenance of the workload that ran it: unlike a ReplicaSet it does not copy the workload's
+/// annotations, and a later revert to it restores them from there.
 async fn mark(
     ctx: &Context,
-    ns: &str,
-    replica_set: &str,
+    workload: &WorkloadState,
+    revision: &Revision,
     key: &str,
     value: &str,
 ) -> Result<(), Error> {
-    let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = serde_json::json!({"metadata": {"annotations": {decide::mark(&ctx.vocabulary, key): value}}});
-    api.patch(replica_set, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::Api)?;
-    Ok(())
+    let mut annotations = BTreeMap::from([(decide::mark(&ctx.vocabulary, key), value.to_string())]);
+    if workload.kind != WorkloadKind::Deployment {
+        for k in PROVENANCE {
+            let name = ctx.vocabulary.key(k);
+            if let Some(v) = revision.annotations.get(name) {
+                annotations.insert(name.to_string(), v.clone());
+            }
+        }
+    }
+    let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+    let params = PatchParams::default();
+    let result = if workload.kind == WorkloadKind::Deployment {
+        Api::<SlimReplicaSet>::namespaced(ctx.client.clone(), &workload.namespace)
+            .patch(&revision.name, &params, &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+    } else {
+        Api::<SlimControllerRevision>::namespaced(ctx.client.clone(), &workload.namespace)
+            .patch(&revision.name, &params, &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+    };
+    result.map_err(Error::Api)
 }
 
-async fn revert_to(
+/// The target revision's pod template, read fresh: the cache keeps only its fingerprint. A
+/// revision gone (pruned) or changed since the decision means deciding again.
+async fn target_template(
     ctx: &Context,
-    deployment: &Deployment,
-    observed: &Observed,
+    workload: &WorkloadState,
+    to: &Revision,
+) -> Result<Value, Error> {
+    let fetched = if workload.kind == WorkloadKind::Deployment {
+        Api::<SlimReplicaSet>::namespaced(ctx.client.clone(), &workload.namespace)
+            .get(&to.name)
+            .await
+            .map(|rs| rs.spec.template)
+    } else {
+        Api::<SlimControllerRevision>::namespaced(ctx.client.clone(), &workload.namespace)
+            .get(&to.name)
+            .await
+            .map(|cr| {
+                cr.data
+                    .as_ref()
+                    .and_then(observe::controller_revision_template)
+            })
+    };
+    let template = match fetched {
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(Error::Conflict),
+        Err(kube::Error::Api(s)) if s.code == 404 => return Err(Error::Conflict),
+        Err(e) => return Err(Error::Api(e)),
+    };
+    if template_fingerprint(&template).as_str() != to.fingerprint {
+        return Err(Error::Conflict);
+    }
+    Ok(template)
+}
+
+async fn revert_to<K: Workload>(
+    ctx: &Context,
+    w: &WorkloadState,
     verdict: &Verdict,
     policy: &str,
     settings: &RollbackSettings,
 ) -> Result<(), Error> {
-    let d = &observed.deployment;
     let Some(to) = &verdict.to else {
-        return alert(ctx, deployment, observed, verdict, policy, settings).await;
+        return alert(ctx, w, verdict, policy, settings).await;
     };
+    let template = target_template(ctx, w, to).await?;
     let started = Timestamp::now();
     let record = record::build(
-        d,
+        w,
         verdict,
         RecordAction::Reverted,
         policy,
@@ -252,11 +284,17 @@ async fn revert_to(
     );
     let record_name = record.metadata.name.clone().unwrap_or_default();
     create_record(ctx, &record).await?;
-    let patch: json_patch::Patch =
-        serde_json::from_value(revert::patch(d, to, verdict, &record_name, &ctx.vocabulary))?;
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &d.namespace);
+    let patch: json_patch::Patch = serde_json::from_value(revert::patch(
+        w,
+        template,
+        to,
+        verdict,
+        &record_name,
+        &ctx.vocabulary,
+    ))?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &w.namespace);
     match api
-        .patch(&d.name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .patch(&w.name, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
     {
         Ok(_) => {}
@@ -276,51 +314,33 @@ async fn revert_to(
         .inc();
     ctx.metrics.regression_to_revert.observe(seconds);
     tracing::warn!(
-        namespace = %d.namespace, name = %d.name, from = verdict.from.number, to = to.number,
-        reason = verdict.reason.as_str(), record = %record_name, regression_to_revert_seconds = seconds,
-        "reverted"
+        kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name,
+        from = verdict.from.number, to = to.number, reason = verdict.reason.as_str(),
+        record = %record_name, regression_to_revert_seconds = seconds, "reverted"
     );
     // The revert is written; what follows is bookkeeping, and a failure there must not undo it.
-    if let Err(error) = mark(
-        ctx,
-        &d.namespace,
-        &verdict.from.name,
-        marks::REVERTED,
-        &record_name,
-    )
-    .await
-    {
-        tracing::warn!(%error, replicaset = %verdict.from.name, "cannot mark the reverted ReplicaSet");
+    if let Err(error) = mark(ctx, w, &verdict.from, marks::REVERTED, &record_name).await {
+        tracing::warn!(%error, revision = %verdict.from.name, "cannot mark the reverted revision");
     }
-    publish(
-        ctx,
-        deployment,
-        "Reverted",
-        "Revert",
-        &verdict.explanation,
-        &record,
-    )
-    .await;
+    publish(ctx, w, "Reverted", "Revert", &verdict.explanation, &record).await;
     notify(ctx, settings, record);
     Ok(())
 }
 
 async fn alert(
     ctx: &Context,
-    deployment: &Deployment,
-    observed: &Observed,
+    w: &WorkloadState,
     verdict: &Verdict,
     policy: &str,
     settings: &RollbackSettings,
 ) -> Result<(), Error> {
-    let d = &observed.deployment;
     let action = if verdict.dry_run {
         RecordAction::DryRun
     } else {
         RecordAction::Alerted
     };
     let record = record::build(
-        d,
+        w,
         verdict,
         action,
         policy,
@@ -330,14 +350,7 @@ async fn alert(
     );
     let record_name = record.metadata.name.clone().unwrap_or_default();
     create_record(ctx, &record).await?;
-    mark(
-        ctx,
-        &d.namespace,
-        &verdict.from.name,
-        marks::ALERTED,
-        &record_name,
-    )
-    .await?;
+    mark(ctx, w, &verdict.from, marks::ALERTED, &record_name).await?;
     ctx.metrics
         .alerts
         .get_or_create(&ReasonLabels {
@@ -345,24 +358,16 @@ async fn alert(
         })
         .inc();
     tracing::warn!(
-        namespace = %d.namespace, name = %d.name, revision = verdict.from.number,
-        reason = verdict.reason.as_str(), record = %record_name, explanation = %verdict.explanation,
-        "regression reported"
+        kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name,
+        revision = verdict.from.number, reason = verdict.reason.as_str(), record = %record_name,
+        explanation = %verdict.explanation, "regression reported"
     );
     let reason = if verdict.dry_run {
         "WouldRevert"
     } else {
         "Regressed"
     };
-    publish(
-        ctx,
-        deployment,
-        reason,
-        "Alert",
-        &verdict.explanation,
-        &record,
-    )
-    .await;
+    publish(ctx, w, reason, "Alert", &verdict.explanation, &record).await;
     notify(ctx, settings, record);
     Ok(())
 }
@@ -376,9 +381,21 @@ fn notify(ctx: &Context, settings: &RollbackSettings, record: RollbackRecord) {
     }
 }
 
+/// The Event's regarding object: the workload, by UID so it is not confused with a namesake.
+fn reference(w: &WorkloadState) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some(w.kind.as_str().into()),
+        name: Some(w.name.clone()),
+        namespace: Some(w.namespace.clone()),
+        uid: Some(w.uid.clone()),
+        ..ObjectReference::default()
+    }
+}
+
 async fn publish(
     ctx: &Context,
-    deployment: &Deployment,
+    w: &WorkloadState,
     reason: &str,
     action: &str,
     note: &str,
@@ -392,17 +409,17 @@ async fn publish(
         action: action.into(),
         secondary: Some(record.object_ref(&())),
     };
-    if let Err(error) = ctx
-        .recorder
-        .publish(&event, &deployment.object_ref(&()))
-        .await
-    {
+    if let Err(error) = ctx.recorder.publish(&event, &reference(w)).await {
         tracing::warn!(%error, "cannot publish the Event");
     }
 }
 
 /// What to do after a failed reconcile: decide again soon on a conflict, back off otherwise.
-pub fn error_policy(_deployment: Arc<Deployment>, error: &Error, ctx: Arc<Context>) -> Requeue {
+pub fn error_policy<K: Workload>(
+    _object: Arc<PartialObjectMeta<K>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Requeue {
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels {
@@ -416,123 +433,4 @@ pub fn error_policy(_deployment: Arc<Deployment>, error: &Error, ctx: Arc<Contex
             Requeue::requeue(Duration::from_secs(2))
         }
     }
-}
-
-/// Runtime settings of the controller loop.
-pub struct RunConfig {
-    /// The annotation keys.
-    pub vocabulary: Vocabulary,
-    /// Global dry run.
-    pub dry_run: bool,
-    /// This replica's identity, for Events.
-    pub identity: String,
-    /// Where notifications go.
-    pub notifier: Option<Notifier>,
-}
-
-/// Watches Deployments, their ReplicaSets and Pods, policies and namespaces, and reconciles
-/// until `shutdown`.
-pub async fn run(
-    client: Client,
-    config: RunConfig,
-    metrics: Metrics,
-    leader: watch::Receiver<bool>,
-    ready: custody_runtime::ReadyHandle,
-    shutdown: CancellationToken,
-) {
-    let cfg = watcher::Config::default();
-    let (deploy_reader, deploy_writer) = reflector::store::<Deployment>();
-    let deployments = watcher(Api::<Deployment>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .modify(index::trim_deployment)
-        .reflect(deploy_writer)
-        .touched_objects();
-
-    let (rs_reader, rs_writer) = reflector::store::<ReplicaSet>();
-    let rs_triggers = watcher(Api::<ReplicaSet>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .modify(index::trim_replica_set)
-        .reflect(rs_writer)
-        .touched_objects()
-        .filter_map(
-            |rs| async move { rs.ok().and_then(|rs| index::deployment_of_replica_set(&rs)) },
-        );
-
-    let (pod_reader, pod_writer) = reflector::store::<Pod>();
-    let rs_for_pods = rs_reader.clone();
-    let pod_triggers = watcher(Api::<Pod>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .modify(index::trim_pod)
-        .reflect(pod_writer)
-        .touched_objects()
-        .filter_map(move |pod| {
-            let rs = rs_for_pods.clone();
-            async move { pod.ok().and_then(|p| index::deployment_of_pod(&p, &rs)) }
-        });
-
-    let (policy_reader, policy_writer) = reflector::store::<CustodyPolicy>();
-    let policies = watcher(Api::<CustodyPolicy>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .reflect(policy_writer)
-        .for_each(|_| futures::future::ready(()));
-    let (ns_reader, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-    let namespaces = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        cfg,
-    )
-    .default_backoff()
-    .reflect(ns_writer)
-    .for_each(|_| futures::future::ready(()));
-    tokio::spawn(policies);
-    tokio::spawn(namespaces);
-
-    let watched = metrics.watched_workloads.clone();
-    let counting = deploy_reader.clone();
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "custody-controller".into(),
-                instance: Some(config.identity.clone()),
-            },
-        ),
-        client,
-        replica_sets: rs_reader.clone(),
-        pods: pod_reader.clone(),
-        policies: policy_reader.clone(),
-        namespaces: ns_reader,
-        metrics,
-        vocabulary: config.vocabulary,
-        dry_run: config.dry_run,
-        leader,
-        notifier: config.notifier,
-    });
-    let readers = (deploy_reader.clone(), rs_reader, pod_reader, policy_reader);
-    tokio::spawn(async move {
-        let (d, r, p, c) = readers;
-        let synced = async {
-            let _ = tokio::join!(
-                d.wait_until_ready(),
-                r.wait_until_ready(),
-                p.wait_until_ready(),
-                c.wait_until_ready()
-            );
-        };
-        synced.await;
-        ready.set(true);
-        tracing::info!("caches synced");
-    });
-    let shutdown_signal = shutdown.clone();
-    Controller::for_stream(deployments, deploy_reader)
-        .reconcile_on(futures::stream::select(rs_triggers, pod_triggers))
-        .graceful_shutdown_on(async move { shutdown_signal.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| {
-            watched.set(i64::try_from(counting.state().len()).unwrap_or(i64::MAX));
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile trigger failed");
-            }
-            futures::future::ready(())
-        })
-        .await;
 }

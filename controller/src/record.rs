@@ -3,14 +3,13 @@
 
 use custody_crds::{
     AnnotationKey, RecordAction, RevisionSnapshot, RollbackRecord, RollbackRecordSpec, Signal,
-    Vocabulary, WorkloadKind, WorkloadRef,
+    Vocabulary, WorkloadRef,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use serde_json::Value;
 
 use crate::decide::Verdict;
-use crate::observe::{DeploymentState, Revision};
+use crate::observe::{Revision, WorkloadState};
 
 /// The record's name: the workload, the revision and a fingerprint prefix, DNS-safe.
 pub fn record_name(workload: &str, revision: &Revision) -> String {
@@ -26,22 +25,13 @@ pub fn record_name(workload: &str, revision: &Revision) -> String {
     format!("{prefix}{suffix}")
 }
 
-/// The images of a pod template.
-pub fn images(template: &Value) -> Vec<String> {
-    ["initContainers", "containers"]
-        .iter()
-        .flat_map(|k| template["spec"][k].as_array().into_iter().flatten())
-        .filter_map(|c| c["image"].as_str().map(str::to_string))
-        .collect()
-}
-
 fn snapshot(revision: &Revision, vocabulary: &Vocabulary) -> RevisionSnapshot {
     let get = |k: AnnotationKey| revision.annotations.get(vocabulary.key(k)).cloned();
     RevisionSnapshot {
         revision: revision.number.to_string(),
         revision_object: Some(revision.name.clone()),
         template_fingerprint: revision.fingerprint.clone(),
-        images: images(&revision.template_value()),
+        images: revision.images.clone(),
         actor: get(AnnotationKey::Actor).and_then(|a| a.parse().ok()),
         agent: get(AnnotationKey::Agent),
         model: get(AnnotationKey::Model),
@@ -51,10 +41,10 @@ fn snapshot(revision: &Revision, vocabulary: &Vocabulary) -> RevisionSnapshot {
     }
 }
 
-/// Builds the record of `verdict`. The record is owned by the Deployment, so it goes when the
-/// Deployment does (and with it the quarantine).
+/// Builds the record of `verdict`. The record is owned by the workload, so it goes when the
+/// workload does (and with it the quarantine).
 pub fn build(
-    deployment: &DeploymentState,
+    workload: &WorkloadState,
     verdict: &Verdict,
     action: RecordAction,
     policy: &str,
@@ -75,8 +65,8 @@ pub fn build(
         .collect();
     RollbackRecord {
         metadata: ObjectMeta {
-            name: Some(record_name(&deployment.name, &verdict.from)),
-            namespace: Some(deployment.namespace.clone()),
+            name: Some(record_name(&workload.name, &verdict.from)),
+            namespace: Some(workload.namespace.clone()),
             labels: Some(
                 [
                     (
@@ -85,16 +75,16 @@ pub fn build(
                     ),
                     (
                         "custody.dev/workload".to_string(),
-                        truncate_label(&deployment.name),
+                        truncate_label(&workload.name),
                     ),
                 ]
                 .into(),
             ),
             owner_references: Some(vec![OwnerReference {
                 api_version: "apps/v1".into(),
-                kind: "Deployment".into(),
-                name: deployment.name.clone(),
-                uid: deployment.uid.clone(),
+                kind: workload.kind.as_str().into(),
+                name: workload.name.clone(),
+                uid: workload.uid.clone(),
                 controller: Some(false),
                 block_owner_deletion: Some(false),
             }]),
@@ -102,9 +92,9 @@ pub fn build(
         },
         spec: RollbackRecordSpec {
             workload: WorkloadRef {
-                kind: WorkloadKind::Deployment,
-                name: deployment.name.clone(),
-                uid: Some(deployment.uid.clone()),
+                kind: workload.kind,
+                name: workload.name.clone(),
+                uid: Some(workload.uid.clone()),
             },
             action,
             reason: verdict.reason,

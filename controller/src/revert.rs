@@ -1,32 +1,23 @@
-//! The revert write, as `kubectl rollout undo --to-revision` does it: the Deployment's pod
-//! template becomes the target revision's (without its `pod-template-hash` label) and the
-//! revision's provenance annotations come back with it, so the Deployment describes what runs.
-//! The patch is a JSON patch whose first operation tests the resourceVersion the decision saw:
-//! any concurrent change (a human rolling forward) makes it fail with 409, and the controller
-//! decides again on fresh state instead of clobbering it.
+//! The revert write, as `kubectl rollout undo --to-revision` does it: the workload's pod
+//! template becomes the target revision's (without the `pod-template-hash` label a ReplicaSet
+//! adds) and the revision's provenance annotations come back with it, so the workload describes
+//! what runs. The patch is a JSON patch whose first operation tests the resourceVersion the
+//! decision saw: any concurrent change (a human rolling forward) makes it fail, and the
+//! controller decides again on fresh state instead of clobbering it. Because of that test, the
+//! cache's view of the annotations is exact for the version patched, so annotations are set and
+//! removed key by key and the workload's other annotations are left as they are.
 
 use std::collections::BTreeMap;
 
+use custody_crds::Vocabulary;
 use custody_crds::fingerprint::POD_TEMPLATE_HASH_LABEL;
-use custody_crds::{AnnotationKey, Vocabulary};
 use serde_json::{Value, json};
 
 use crate::decide::Verdict;
-use crate::observe::{DeploymentState, Revision};
+use crate::observe::{PROVENANCE, Revision, WorkloadState};
 
-/// Provenance keys restored from the target revision.
-const PROVENANCE: [AnnotationKey; 6] = [
-    AnnotationKey::Actor,
-    AnnotationKey::Agent,
-    AnnotationKey::Model,
-    AnnotationKey::SourceRepo,
-    AnnotationKey::SourceCommit,
-    AnnotationKey::PipelineRun,
-];
-
-/// The target revision's template, ready to be the Deployment's.
-pub fn template_of(revision: &Revision) -> Value {
-    let mut template = revision.template_value();
+/// The target revision's template, ready to be the workload's.
+pub fn template_for_workload(mut template: Value) -> Value {
     if let Some(labels) = template
         .get_mut("metadata")
         .and_then(|m| m.get_mut("labels"))
@@ -37,40 +28,80 @@ pub fn template_of(revision: &Revision) -> Value {
     template
 }
 
-/// The annotations the Deployment carries after the revert.
+/// The vocabulary annotations the workload carries after the revert; `None` for a key to be
+/// removed.
 pub fn annotations_after(
-    deployment: &DeploymentState,
+    workload: &WorkloadState,
     to: &Revision,
     verdict: &Verdict,
     record: &str,
     vocabulary: &Vocabulary,
-) -> BTreeMap<String, String> {
-    let mut out = deployment.annotations.clone();
+) -> BTreeMap<String, Option<String>> {
+    let mut out = BTreeMap::new();
     for key in PROVENANCE {
         let name = vocabulary.key(key);
         match to.annotations.get(name) {
-            Some(v) => out.insert(name.to_string(), v.clone()),
-            None => out.remove(name),
-        };
+            Some(v) => {
+                out.insert(name.to_string(), Some(v.clone()));
+            }
+            None if workload.annotations.contains_key(name) => {
+                out.insert(name.to_string(), None);
+            }
+            None => {}
+        }
     }
     let mark = |k: &str| format!("{}{k}", vocabulary.prefix());
-    out.insert(mark("reverted-from"), verdict.from.number.to_string());
-    out.insert(mark("revert-reason"), verdict.explanation.clone());
-    out.insert(mark("rollback-record"), record.to_string());
+    out.insert(mark("reverted-from"), Some(verdict.from.number.to_string()));
+    out.insert(mark("revert-reason"), Some(verdict.explanation.clone()));
+    out.insert(mark("rollback-record"), Some(record.to_string()));
     out
 }
 
-/// The JSON patch: test the resourceVersion, replace the template and the annotations.
+/// A JSON pointer segment (RFC 6901).
+fn pointer_segment(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The JSON patch: test the resourceVersion, replace the template, set the annotations.
+/// `template` is the target revision's pod template as stored.
 pub fn patch(
-    deployment: &DeploymentState,
+    workload: &WorkloadState,
+    template: Value,
     to: &Revision,
     verdict: &Verdict,
     record: &str,
     vocabulary: &Vocabulary,
 ) -> Value {
-    json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": deployment.resource_version},
-        {"op": "replace", "path": "/spec/template", "value": template_of(to)},
-        {"op": "add", "path": "/metadata/annotations", "value": annotations_after(deployment, to, verdict, record, vocabulary)},
-    ])
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": workload.resource_version}),
+        json!({"op": "replace", "path": "/spec/template", "value": template_for_workload(template)}),
+    ];
+    let annotations = annotations_after(workload, to, verdict, record, vocabulary);
+    if workload.any_annotations {
+        for (key, value) in annotations {
+            let path = format!("/metadata/annotations/{}", pointer_segment(&key));
+            ops.push(match value {
+                Some(v) => json!({"op": "add", "path": path, "value": v}),
+                None => json!({"op": "remove", "path": path}),
+            });
+        }
+    } else {
+        let set: BTreeMap<String, String> = annotations
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": set}));
+    }
+    Value::Array(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointer_segments_escape_slash_and_tilde() {
+        assert_eq!(pointer_segment("custody.dev/actor"), "custody.dev~1actor");
+        assert_eq!(pointer_segment("a~b/c"), "a~0b~1c");
+    }
 }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use custody_controller::decide::{Action, decide};
-use custody_controller::observe::{ContainerState, DeploymentState, Observed, PodState, Revision};
-use custody_crds::{Actor, RollbackSettings, SignalReason, Vocabulary};
+use custody_controller::observe::{ContainerState, Observed, PodState, Revision, WorkloadState};
+use custody_crds::{Actor, RollbackSettings, SignalReason, Vocabulary, WorkloadKind};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
@@ -62,7 +62,7 @@ fn healthy_mark() -> (&'static str, &'static str) {
 fn pod(rs: &str, i: u32, ready: bool, since: i64) -> PodState {
     PodState {
         name: format!("{rs}-pod{i}"),
-        replica_set: rs.to_string(),
+        revision: rs.to_string(),
         started: Some(t(since)),
         ready,
         ready_changed: Some(t(since)),
@@ -76,8 +76,9 @@ fn pod(rs: &str, i: u32, ready: bool, since: i64) -> PodState {
 }
 
 /// A Deployment of 3 replicas at `image`, the rollout state given.
-fn deployment(image: &str, updated: i32, available: i32, total: i32) -> DeploymentState {
-    DeploymentState {
+fn deployment(image: &str, updated: i32, available: i32, total: i32) -> WorkloadState {
+    WorkloadState {
+        kind: WorkloadKind::Deployment,
         name: "web".into(),
         namespace: "shop".into(),
         uid: "uid-web".into(),
@@ -92,8 +93,11 @@ fn deployment(image: &str, updated: i32, available: i32, total: i32) -> Deployme
         max_unavailable: 0,
         progress_deadline_exceeded_since: None,
         unavailable_since: None,
+        partition: 0,
         template_fingerprint: fingerprint(image),
         annotations: BTreeMap::new(),
+        any_annotations: true,
+        labels: BTreeMap::new(),
     }
 }
 
@@ -110,7 +114,7 @@ fn run(observed: &Observed) -> Action {
 /// v1 healthy and marked, v2 by `actor` rolling out with `pods`.
 fn rollout(actor: &str, v2_extra: &[(&str, &str)], pods: Vec<PodState>) -> Observed {
     Observed {
-        deployment: deployment("web:2", 1, 3, 4),
+        workload: deployment("web:2", 1, 3, 4),
         revisions: vec![
             revision(2, "web:2", actor, v2_extra),
             revision(1, "web:1", "human", &[healthy_mark()]),
@@ -214,7 +218,7 @@ fn image_pull_failures_wait_for_their_window() {
 #[test]
 fn progress_deadline_exceeded_is_a_regression() {
     let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 5)]);
-    o.deployment.progress_deadline_exceeded_since = Some(t(NOW - 1));
+    o.workload.progress_deadline_exceeded_since = Some(t(NOW - 1));
     assert_eq!(
         reverts_to(&run(&o)),
         Some((1, SignalReason::ProgressDeadline))
@@ -224,8 +228,8 @@ fn progress_deadline_exceeded_is_a_regression() {
 #[test]
 fn availability_drop_beyond_the_strategy() {
     let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 5)]);
-    o.deployment.available_replicas = 1;
-    o.deployment.unavailable_since = Some(t(NOW - 40));
+    o.workload.available_replicas = 1;
+    o.workload.unavailable_since = Some(t(NOW - 40));
     assert_eq!(
         reverts_to(&run(&o)),
         Some((1, SignalReason::AvailabilityDrop))
@@ -246,11 +250,7 @@ fn a_rollout_in_progress_under_max_surge_waits() {
 #[test]
 fn old_revision_pods_failing_are_not_the_new_revisions_fault() {
     let mut o = rollout("agent", &[], vec![pod("web-2", 1, true, NOW - 100)]);
-    let old = o
-        .pods
-        .iter_mut()
-        .find(|p| p.replica_set == "web-1")
-        .unwrap();
+    let old = o.pods.iter_mut().find(|p| p.revision == "web-1").unwrap();
     old.ready = false;
     old.ready_changed = Some(t(NOW - 100));
     old.containers[0].waiting = Some("CrashLoopBackOff".into());
@@ -275,17 +275,17 @@ fn terminating_pods_of_a_scale_down_do_not_count() {
 #[test]
 fn a_paused_deployment_is_left_alone() {
     let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
-    o.deployment.paused = true;
+    o.workload.paused = true;
     assert!(matches!(run(&o), Action::Nothing { .. }));
 }
 
 #[test]
 fn an_unobserved_spec_change_waits_for_the_deployment_controller() {
     let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
-    o.deployment.generation = 3;
+    o.workload.generation = 3;
     assert!(matches!(run(&o), Action::Wait { .. }));
     let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
-    o.deployment.template_fingerprint = fingerprint("web:3");
+    o.workload.template_fingerprint = fingerprint("web:3");
     assert!(
         matches!(run(&o), Action::Wait { .. }),
         "the ReplicaSet for the new template is not there yet"
@@ -311,7 +311,7 @@ fn a_revision_already_reverted_is_not_reverted_again() {
 #[test]
 fn several_revisions_in_quick_succession_judge_only_the_newest() {
     let mut o = rollout("agent", &[], vec![pod("web-3", 1, true, NOW - 1)]);
-    o.deployment.template_fingerprint = fingerprint("web:3");
+    o.workload.template_fingerprint = fingerprint("web:3");
     o.revisions.insert(0, revision(3, "web:3", "agent", &[]));
     // web-2's pods crash, but web-2 is no longer the desired revision.
     let mut crashing = pod("web-2", 1, false, NOW - 100);
@@ -369,7 +369,7 @@ fn human_and_automation_revisions_get_an_alert() {
 #[test]
 fn a_human_rolling_forward_during_the_agents_rollout_is_not_reverted() {
     let mut o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 100)]);
-    o.deployment.template_fingerprint = fingerprint("web:3");
+    o.workload.template_fingerprint = fingerprint("web:3");
     o.revisions.insert(0, revision(3, "web:3", "human", &[]));
     o.pods.push(pod("web-3", 1, false, NOW - 100));
     assert!(
@@ -428,7 +428,7 @@ fn revert_actors_come_from_the_policy() {
 #[test]
 fn a_complete_rollout_is_marked_healthy_after_the_window() {
     let done = |ready_for: i64| Observed {
-        deployment: deployment("web:2", 3, 3, 3),
+        workload: deployment("web:2", 3, 3, 3),
         revisions: vec![
             revision(2, "web:2", "agent", &[]),
             revision(1, "web:1", "human", &[healthy_mark()]),
@@ -456,7 +456,7 @@ fn the_revert_target_skips_revisions_with_the_same_template() {
     // v1 and v3 share a template (v3 was itself an undo); v2 healthy: target is v2... unless
     // it has the regressed template, in which case an older one is chosen.
     let mut o = rollout("agent", &[], vec![pod("web-3", 1, false, NOW - 100)]);
-    o.deployment.template_fingerprint = fingerprint("web:1");
+    o.workload.template_fingerprint = fingerprint("web:1");
     o.revisions.insert(0, revision(3, "web:1", "agent", &[]));
     o.revisions[2]
         .annotations

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use custody_controller::metrics::Metrics;
-use custody_controller::reconcile::{self, RunConfig};
+use custody_controller::run::{self, RunConfig};
 use custody_crds::Vocabulary;
 use custody_runtime::fake_apiserver::FakeApiServer;
 use http::{Method, StatusCode};
@@ -19,6 +19,9 @@ const REPLICASETS: &str = "apis/apps/v1/replicasets";
 const PODS: &str = "api/v1/pods";
 const RECORDS: &str = "apis/custody.dev/v1alpha1/rollbackrecords";
 const EVENTS: &str = "apis/events.k8s.io/v1/events";
+const STATEFULSETS: &str = "apis/apps/v1/statefulsets";
+const DAEMONSETS: &str = "apis/apps/v1/daemonsets";
+const CONTROLLER_REVISIONS: &str = "apis/apps/v1/controllerrevisions";
 
 fn ago(seconds: i64) -> String {
     Timestamp::now()
@@ -46,9 +49,13 @@ fn provenance(actor: &str, commit: &str) -> Value {
 /// v1 healthy (marked), v2 by `actor` with one pod not Ready for two minutes.
 fn seed(api: &FakeApiServer, actor: &str) {
     let owner = |kind: &str, name: &str, uid: &str| json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true}]);
+    // The Deployment carries annotations nobody at Custody owns; a revert must leave them be.
+    let mut deployment_annotations = provenance(actor, "bbbbbbb");
+    deployment_annotations["custody.dev/model"] = json!("claude-sonnet-4");
+    deployment_annotations["kubectl.kubernetes.io/last-applied-configuration"] = json!("{}");
     api.upsert(DEPLOYMENTS, json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web", "generation": 2, "annotations": provenance(actor, "bbbbbbb")},
+        "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web", "generation": 2, "annotations": deployment_annotations},
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:2", None),
                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}},
         "status": {"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3}
@@ -62,6 +69,7 @@ fn seed(api: &FakeApiServer, actor: &str) {
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:1", Some("h1"))}
     }));
     let mut v2_annotations = provenance(actor, "bbbbbbb");
+    v2_annotations["custody.dev/model"] = json!("claude-sonnet-4");
     v2_annotations["deployment.kubernetes.io/revision"] = json!("2");
     api.upsert(REPLICASETS, json!({
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
@@ -101,7 +109,7 @@ fn start(api: &FakeApiServer, dry_run: bool) -> Running {
     let task = tokio::spawn({
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
         async move {
-            reconcile::run(client, config, metrics, leader, ready, shutdown).await;
+            run::run(client, config, metrics, leader, ready, shutdown).await;
             drop(tx);
         }
     });
@@ -167,6 +175,14 @@ async fn an_agent_regression_is_reverted_once_with_record_event_and_marks() {
     );
     assert_eq!(annotations["custody.dev/actor"], "human");
     assert_eq!(annotations["custody.dev/reverted-from"], "2");
+    assert!(
+        annotations.get("custody.dev/model").is_none(),
+        "provenance the target revision lacks is removed"
+    );
+    assert_eq!(
+        annotations["kubectl.kubernetes.io/last-applied-configuration"], "{}",
+        "annotations outside the vocabulary are left as they were"
+    );
     assert!(
         deployment["spec"]["template"]["metadata"]["labels"]
             .get("pod-template-hash")
@@ -310,6 +326,130 @@ async fn human_regressions_and_dry_runs_are_reported_not_reverted() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(image(&api), "web:2", "{actor}: the spec must not change");
         assert_eq!(deployment_patches(&api), 0);
+        controller.stop().await;
+    }
+}
+
+/// A StatefulSet or DaemonSet `db` whose revision 1 (marked healthy, provenance stamped) runs
+/// one pod, and whose agent-made revision 2 runs one pod in CrashLoopBackOff. A StatefulSet's
+/// pods name their ControllerRevision; a DaemonSet's carry its hash.
+fn seed_revisioned(api: &FakeApiServer, kind: &str) -> &'static str {
+    let (resource, status) = if kind == "StatefulSet" {
+        (
+            STATEFULSETS,
+            json!({"observedGeneration": 2, "replicas": 2, "readyReplicas": 1, "availableReplicas": 1,
+            "updatedReplicas": 1, "currentRevision": "db-h1", "updateRevision": "db-h2"}),
+        )
+    } else {
+        (
+            DAEMONSETS,
+            json!({"observedGeneration": 2, "desiredNumberScheduled": 2, "currentNumberScheduled": 2,
+            "numberReady": 1, "numberAvailable": 1, "updatedNumberScheduled": 1, "numberMisscheduled": 0}),
+        )
+    };
+    api.upsert(resource, json!({
+        "apiVersion": "apps/v1", "kind": kind,
+        "metadata": {"name": "db", "namespace": "shop", "uid": "uid-db", "generation": 2,
+                     "annotations": provenance("agent", "bbbbbbb")},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": template("db:2", None)},
+        "status": status
+    }));
+    let owner = json!([{"apiVersion": "apps/v1", "kind": kind, "name": "db", "uid": "uid-db", "controller": true}]);
+    let mut v1 = provenance("human", "aaaaaaa");
+    v1["custody.dev/healthy-since"] = json!(ago(3600));
+    for (n, image, annotations) in [(1, "db:1", v1), (2, "db:2", json!({}))] {
+        let mut data = template(image, None);
+        data["$patch"] = json!("replace");
+        api.upsert(CONTROLLER_REVISIONS, json!({
+            "apiVersion": "apps/v1", "kind": "ControllerRevision",
+            "metadata": {"name": format!("db-h{n}"), "namespace": "shop", "uid": format!("uid-cr{n}"),
+                         "labels": {"app": "web", "controller-revision-hash": format!("h{n}")},
+                         "annotations": annotations, "ownerReferences": owner},
+            "revision": n,
+            "data": {"spec": {"template": data}}
+        }));
+    }
+    let pod_key = |n: u32| {
+        if kind == "StatefulSet" {
+            format!("db-h{n}")
+        } else {
+            format!("h{n}")
+        }
+    };
+    for (n, ready, state) in [
+        (1, true, json!({"running": {}})),
+        (2, false, json!({"waiting": {"reason": "CrashLoopBackOff"}})),
+    ] {
+        api.upsert(PODS, json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("db-{n}"), "namespace": "shop", "uid": format!("uid-db-{n}"),
+                         "labels": {"app": "web", "controller-revision-hash": pod_key(n)}, "ownerReferences": owner},
+            "spec": {"containers": [{"name": "web", "image": "db"}]},
+            "status": {"startTime": ago(120), "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": ago(120)}],
+                       "containerStatuses": [{"name": "web", "image": "db", "imageID": "", "ready": ready, "restartCount": 4, "state": state}]}
+        }));
+    }
+    resource
+}
+
+#[tokio::test]
+async fn stateful_and_daemon_sets_are_reverted_through_their_controller_revisions() {
+    for kind in ["StatefulSet", "DaemonSet"] {
+        let api = FakeApiServer::start().await.unwrap();
+        let resource = seed_revisioned(&api, kind);
+        let controller = start(&api, false);
+        let workload = || api.get(resource, "shop", "db").unwrap();
+        let image = || workload()["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+        assert!(
+            eventually(Duration::from_secs(10), || image() == "db:1").await,
+            "{kind}: no revert"
+        );
+        let reverted = workload();
+        assert!(
+            reverted["spec"]["template"].get("$patch").is_none(),
+            "{kind}: the revision's patch directive is not part of the template"
+        );
+        let annotations = &reverted["metadata"]["annotations"];
+        assert_eq!(annotations["custody.dev/actor"], "human", "{kind}");
+        assert_eq!(
+            annotations["custody.dev/source-commit"], "aaaaaaa",
+            "{kind}"
+        );
+
+        let records = api.list(RECORDS);
+        assert_eq!(records.len(), 1, "{kind}");
+        let spec = &records[0]["spec"];
+        assert_eq!(spec["workload"]["kind"], kind);
+        assert_eq!(spec["action"], "Reverted");
+        assert_eq!(spec["from"]["revision"], "2");
+        assert_eq!(
+            spec["from"]["actor"], "agent",
+            "{kind}: the workload's provenance is the revision's"
+        );
+        assert_eq!(spec["from"]["sourceCommit"], "bbbbbbb");
+        assert_eq!(spec["to"]["revision"], "1");
+        assert_eq!(spec["signals"][0]["pod"], "db-2");
+        assert_eq!(
+            spec["from"]["templateFingerprint"],
+            custody_crds::template_fingerprint(&template("db:2", None)).to_string(),
+            "{kind}: the webhook's fingerprint of the workload template"
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                let cr = api.get(CONTROLLER_REVISIONS, "shop", "db-h2").unwrap();
+                let a = &cr["metadata"]["annotations"];
+                a["custody.dev/reverted-by"].is_string() && a["custody.dev/actor"] == "agent"
+            })
+            .await,
+            "{kind}: the reverted revision is marked, with its provenance stamped"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let patches = api
+            .requests()
+            .iter()
+            .filter(|(m, p)| *m == Method::PATCH && p.ends_with("/db"))
+            .count();
+        assert_eq!(patches, 1, "{kind}: exactly one revert");
         controller.stop().await;
     }
 }

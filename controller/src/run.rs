@@ -1,0 +1,257 @@
+//! The controller's wiring: one watch per resource feeds the [`Cache`]; one kube-runtime
+//! Controller per workload kind reconciles, triggered by its own watch and by the revisions and
+//! Pods the cache links to it.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+
+use custody_crds::{CustodyPolicy, Vocabulary, WorkloadKind};
+use futures::channel::mpsc;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::index::{Cache, WorkloadKey};
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::reconcile::{Context, error_policy, reconcile};
+use crate::slim::{
+    SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimPod, SlimReplicaSet, SlimStatefulSet,
+};
+use crate::workload::{Workload, skeleton_event};
+
+/// Runtime settings of the controller loop.
+pub struct RunConfig {
+    /// The annotation keys.
+    pub vocabulary: Vocabulary,
+    /// Global dry run.
+    pub dry_run: bool,
+    /// This replica's identity, for Events.
+    pub identity: String,
+    /// Where notifications go.
+    pub notifier: Option<Notifier>,
+}
+
+/// Reconciles of one kind running at once. A reconcile is a few microseconds of decision and,
+/// rarely, a few writes; more in flight would only hold more futures in memory after a resync.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
+type Trigger<K> = mpsc::UnboundedSender<ObjectRef<PartialObjectMeta<K>>>;
+type Triggered<K> = mpsc::UnboundedReceiver<ObjectRef<PartialObjectMeta<K>>>;
+
+/// Routes "look at this workload" to the Controller of its kind.
+#[derive(Clone)]
+struct Triggers {
+    deployments: Trigger<SlimDeployment>,
+    stateful_sets: Trigger<SlimStatefulSet>,
+    daemon_sets: Trigger<SlimDaemonSet>,
+}
+
+impl Triggers {
+    fn send(&self, key: WorkloadKey) {
+        // A closed channel means that Controller has shut down; nothing is left to trigger.
+        let (name, ns) = (&key.name, &key.namespace);
+        let _ = match key.kind {
+            WorkloadKind::Deployment => self
+                .deployments
+                .unbounded_send(ObjectRef::new(name).within(ns))
+                .is_ok(),
+            WorkloadKind::StatefulSet => self
+                .stateful_sets
+                .unbounded_send(ObjectRef::new(name).within(ns))
+                .is_ok(),
+            WorkloadKind::DaemonSet => self
+                .daemon_sets
+                .unbounded_send(ObjectRef::new(name).within(ns))
+                .is_ok(),
+            _ => false,
+        };
+    }
+}
+
+/// Feeds one resource's watch into the cache and triggers the workloads each event concerns.
+async fn feed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    apply: impl Fn(&Event<K>) -> Vec<WorkloadKey>,
+    triggers: Triggers,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut events = pin!(watcher(api, config).default_backoff());
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                for key in apply(&event) {
+                    triggers.send(key);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, resource = %K::plural(&()), "watch failed; retrying");
+            }
+        }
+    }
+}
+
+/// The Controller of one workload kind: its watch fills the cache and a skeleton store.
+fn controller<K: Workload>(
+    client: Client,
+    config: watcher::Config,
+    cache: Arc<Cache>,
+    triggered: Triggered<K>,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> {
+    let (reader, writer) = reflector::store::<PartialObjectMeta<K>>();
+    let workloads = watcher(Api::<K>::all(client), config)
+        .default_backoff()
+        .map_ok(move |event| {
+            cache.apply_workload(K::FEED, &event, K::reduce);
+            skeleton_event(event)
+        })
+        .reflect(writer)
+        .touched_objects();
+    Controller::for_stream(workloads, reader)
+        .with_config(ControllerConfig::default().concurrency(RECONCILE_CONCURRENCY))
+        .reconcile_on(triggered)
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|result| {
+            if let Err(error) = result {
+                tracing::debug!(%error, kind = K::KIND.as_str(), "reconcile trigger failed");
+            }
+            futures::future::ready(())
+        })
+}
+
+/// Watches workloads, their revisions and Pods, policies and namespaces, and reconciles until
+/// `shutdown`.
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    metrics: Metrics,
+    leader: watch::Receiver<bool>,
+    ready: custody_runtime::ReadyHandle,
+    shutdown: CancellationToken,
+) {
+    let cfg = watcher::Config::default();
+    let cache = Arc::new(Cache::new(config.vocabulary.clone()));
+    let mut background = JoinSet::new();
+
+    let (policy_reader, policy_writer) = reflector::store::<CustodyPolicy>();
+    background.spawn(
+        watcher(Api::<CustodyPolicy>::all(client.clone()), cfg.clone())
+            .default_backoff()
+            .reflect(policy_writer)
+            .for_each(|_| futures::future::ready(())),
+    );
+    let (ns_reader, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    background.spawn(
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            cfg.clone(),
+        )
+        .default_backoff()
+        .reflect(ns_writer)
+        .for_each(|_| futures::future::ready(())),
+    );
+
+    let (deployments, triggered_deployments) = mpsc::unbounded();
+    let (stateful_sets, triggered_stateful_sets) = mpsc::unbounded();
+    let (daemon_sets, triggered_daemon_sets) = mpsc::unbounded();
+    let triggers = Triggers {
+        deployments,
+        stateful_sets,
+        daemon_sets,
+    };
+    background.spawn(feed(
+        Api::<SlimReplicaSet>::all(client.clone()),
+        cfg.clone(),
+        {
+            let cache = cache.clone();
+            move |event| cache.apply_replica_set(event)
+        },
+        triggers.clone(),
+    ));
+    background.spawn(feed(
+        Api::<SlimControllerRevision>::all(client.clone()),
+        cfg.clone(),
+        {
+            let cache = cache.clone();
+            move |event| cache.apply_controller_revision(event)
+        },
+        triggers.clone(),
+    ));
+    background.spawn(feed(
+        Api::<SlimPod>::all(client.clone()),
+        cfg.clone(),
+        {
+            let cache = cache.clone();
+            move |event| cache.apply_pod(event)
+        },
+        triggers,
+    ));
+
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "custody-controller".into(),
+                instance: Some(config.identity.clone()),
+            },
+        ),
+        client: client.clone(),
+        cache: cache.clone(),
+        policies: policy_reader.clone(),
+        namespaces: ns_reader.clone(),
+        metrics,
+        vocabulary: config.vocabulary,
+        dry_run: config.dry_run,
+        leader,
+        notifier: config.notifier,
+    });
+    background.spawn({
+        let cache = cache.clone();
+        async move {
+            let _ = tokio::join!(
+                cache.synced(),
+                policy_reader.wait_until_ready(),
+                ns_reader.wait_until_ready()
+            );
+            ready.set(true);
+            let (workloads, revisions, pods) = cache.sizes();
+            tracing::info!(workloads, revisions, pods, "caches synced");
+        }
+    });
+    tokio::join!(
+        controller::<SlimDeployment>(
+            client.clone(),
+            cfg.clone(),
+            cache.clone(),
+            triggered_deployments,
+            ctx.clone(),
+            shutdown.clone(),
+        ),
+        controller::<SlimStatefulSet>(
+            client.clone(),
+            cfg.clone(),
+            cache.clone(),
+            triggered_stateful_sets,
+            ctx.clone(),
+            shutdown.clone(),
+        ),
+        controller::<SlimDaemonSet>(client, cfg, cache, triggered_daemon_sets, ctx, shutdown,),
+    );
+    background.shutdown().await;
+}
