@@ -76,7 +76,9 @@ struct Row<V> {
 
 /// Rows by UID, and the UIDs of each owner's rows.
 struct Table<V> {
-    rows: HashMap<Uid, Row<V>>,
+    // Boxed: a hash table doubles its buckets as it grows, and an empty bucket of a box costs
+    // 8 bytes where an empty bucket of a row costs the row.
+    rows: HashMap<Uid, Box<Row<V>>>,
     by_owner: HashMap<Uid, Vec<Uid>>,
 }
 
@@ -90,7 +92,7 @@ impl<V> Default for Table<V> {
 }
 
 impl<V> Table<V> {
-    fn insert(&mut self, uid: Uid, row: Row<V>) {
+    fn insert(&mut self, uid: Uid, row: Box<Row<V>>) {
         let owner = row.owner;
         match self.rows.insert(uid, row) {
             Some(old) if old.owner == owner => {}
@@ -111,7 +113,7 @@ impl<V> Table<V> {
         }
     }
 
-    fn remove(&mut self, uid: Uid) -> Option<Row<V>> {
+    fn remove(&mut self, uid: Uid) -> Option<Box<Row<V>>> {
         let row = self.rows.remove(&uid)?;
         self.unlink(uid, row.owner);
         Some(row)
@@ -336,12 +338,12 @@ impl Cache {
         let touched = match event {
             Event::Apply(object) | Event::InitApply(object) => match reduce(object) {
                 Some((id, owner, value)) => {
-                    let row = Row {
+                    let row = Box::new(Row {
                         owner,
                         feed,
                         epoch,
                         value,
-                    };
+                    });
                     V::table(&mut t).insert(id, row);
                     t.workload_of(owner).into_iter().collect()
                 }

@@ -3,12 +3,13 @@
 //! name-and-version skeleton, since reconcile reads the cache, never the object.
 
 use std::fmt::Debug;
+use std::marker::PhantomData;
 
 use custody_crds::{Vocabulary, WorkloadKind};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 use serde::de::DeserializeOwned;
 
@@ -61,13 +62,16 @@ impl Workload for SlimDaemonSet {
 /// What the Controller's store keeps of a workload: enough to name it and find it in the cache.
 pub fn skeleton<K: Workload>(object: K) -> PartialObjectMeta<K> {
     let meta = object.meta();
-    ObjectMeta {
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        uid: meta.uid.clone(),
-        ..ObjectMeta::default()
+    PartialObjectMeta {
+        types: None,
+        metadata: ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            ..ObjectMeta::default()
+        },
+        _phantom: PhantomData,
     }
-    .into_request_partial::<K>()
 }
 
 /// The same watch event about the skeleton.
