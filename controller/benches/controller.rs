@@ -108,7 +108,7 @@ async fn reaction(samples: usize) {
         kube::Client::try_from(kube::Config::new(api.url().parse().expect("url"))).expect("client");
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let (_tx, leader) = tokio::sync::watch::channel(true);
+    let (leader_tx, leader) = tokio::sync::watch::channel(true);
     let shutdown = CancellationToken::new();
     let readiness = custody_runtime::Readiness::new();
     let ready = readiness.register("caches");
@@ -118,14 +118,23 @@ async fn reaction(samples: usize) {
         identity: "bench".into(),
         notifier: None,
     };
-    tokio::spawn(run::run(
-        client,
-        config,
-        metrics,
-        leader,
-        ready,
-        shutdown.clone(),
-    ));
+    // The controller runs on one thread of its own, as the binary does; the fake API server and
+    // this loop run on the bench's runtime.
+    let controller_shutdown = shutdown.clone();
+    let controller = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("controller runtime");
+        runtime.block_on(run::run(
+            client,
+            config,
+            metrics,
+            leader,
+            ready,
+            controller_shutdown,
+        ));
+    });
     while !readiness.is_ready() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -170,6 +179,8 @@ async fn reaction(samples: usize) {
         }
     }
     shutdown.cancel();
+    drop(leader_tx);
+    let _ = tokio::task::spawn_blocking(move || controller.join()).await;
     reactions.sort();
     let pct = |p: f64| {
         reactions

@@ -335,7 +335,7 @@ impl Cache {
             let row = V::table(t).remove(id)?;
             t.workload_of(row.owner)
         };
-        let touched = match event {
+        match event {
             Event::Apply(object) | Event::InitApply(object) => match reduce(object) {
                 Some((id, owner, value)) => {
                     let row = Box::new(Row {
@@ -378,7 +378,6 @@ impl Cache {
                 }
                 touched
             }
-        };
-        touched
+        }
     }
 }

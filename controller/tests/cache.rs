@@ -4,8 +4,7 @@
 
 use custody_controller::index::{Cache, Feed, WorkloadKey};
 use custody_controller::slim::{
-    SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimPod, SlimReplicaSet,
-    SlimStatefulSet,
+    SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimPod, SlimReplicaSet, SlimStatefulSet,
 };
 use custody_controller::workload::Workload;
 use custody_crds::{Vocabulary, WorkloadKind};
@@ -34,7 +33,13 @@ fn deployment(name: &str, uid: &str, image: &str) -> SlimDeployment {
     }))
 }
 
-fn replica_set(name: &str, uid: &str, deployment: (&str, &str), revision: u32, image: &str) -> SlimReplicaSet {
+fn replica_set(
+    name: &str,
+    uid: &str,
+    deployment: (&str, &str),
+    revision: u32,
+    image: &str,
+) -> SlimReplicaSet {
     object(json!({
         "metadata": {"name": name, "namespace": "shop", "uid": uid,
                      "annotations": {"deployment.kubernetes.io/revision": revision.to_string(), "custody.dev/actor": "agent"},
@@ -102,7 +107,10 @@ fn a_deployment_gathers_its_replica_sets_and_their_pods_only() {
     let cache = Cache::new(Vocabulary::default());
     list_workloads(
         &cache,
-        vec![deployment("web", "uid-web", "web:2"), deployment("api", "uid-api", "api:1")],
+        vec![
+            deployment("web", "uid-web", "web:2"),
+            deployment("api", "uid-api", "api:1"),
+        ],
     );
     let touched = list(
         |e| cache.apply_replica_set(e),
@@ -116,18 +124,49 @@ fn a_deployment_gathers_its_replica_sets_and_their_pods_only() {
     let touched = list(
         |e| cache.apply_pod(e),
         vec![
-            pod("web-2-a", "uid-p1", owner("ReplicaSet", "web-2", "uid-rs2"), json!({}), false),
-            pod("api-1-a", "uid-p2", owner("ReplicaSet", "api-1", "uid-rs3"), json!({}), true),
-            pod("job-x", "uid-p3", owner("Job", "job", "uid-job"), json!({}), true),
+            pod(
+                "web-2-a",
+                "uid-p1",
+                owner("ReplicaSet", "web-2", "uid-rs2"),
+                json!({}),
+                false,
+            ),
+            pod(
+                "api-1-a",
+                "uid-p2",
+                owner("ReplicaSet", "api-1", "uid-rs3"),
+                json!({}),
+                true,
+            ),
+            pod(
+                "job-x",
+                "uid-p3",
+                owner("Job", "job", "uid-job"),
+                json!({}),
+                true,
+            ),
         ],
     );
     assert_eq!(
         touched,
-        vec![key(WorkloadKind::Deployment, "web"), key(WorkloadKind::Deployment, "api")],
+        vec![
+            key(WorkloadKind::Deployment, "web"),
+            key(WorkloadKind::Deployment, "api")
+        ],
         "the Job's pod concerns no workload"
     );
-    assert!(!cache.is_synced(), "StatefulSets, DaemonSets and ControllerRevisions not listed yet");
-    sync_empty(&cache, &[Feed::StatefulSets, Feed::DaemonSets, Feed::ControllerRevisions]);
+    assert!(
+        !cache.is_synced(),
+        "StatefulSets, DaemonSets and ControllerRevisions not listed yet"
+    );
+    sync_empty(
+        &cache,
+        &[
+            Feed::StatefulSets,
+            Feed::DaemonSets,
+            Feed::ControllerRevisions,
+        ],
+    );
     assert!(cache.is_synced());
     assert_eq!(cache.sizes(), (2, 3, 2), "the Job's pod is not kept");
 
@@ -137,7 +176,10 @@ fn a_deployment_gathers_its_replica_sets_and_their_pods_only() {
     assert_eq!(numbers, vec![2, 1], "newest first");
     assert_eq!(observed.pods.len(), 1);
     assert_eq!(observed.pods[0].revision, "web-2");
-    assert_eq!(observed.revisions[0].fingerprint, observed.workload.template_fingerprint);
+    assert_eq!(
+        observed.revisions[0].fingerprint,
+        observed.workload.template_fingerprint
+    );
     assert_eq!(observed.revisions[0].images, vec!["web:2"]);
     assert_eq!(
         observed.workload.annotations.keys().collect::<Vec<_>>(),
@@ -158,7 +200,10 @@ fn a_pod_listed_before_its_replica_set_is_linked_once_the_replica_set_arrives() 
         json!({}),
         true,
     )));
-    assert!(touched.is_empty(), "no ReplicaSet yet, so no known workload");
+    assert!(
+        touched.is_empty(),
+        "no ReplicaSet yet, so no known workload"
+    );
     let touched = cache.apply_replica_set(&Event::Apply(replica_set(
         "web-1",
         "uid-rs1",
@@ -176,7 +221,13 @@ fn a_relist_drops_what_disappeared_and_reports_whom_it_concerned() {
     list_workloads(&cache, vec![deployment("web", "uid-web", "web:1")]);
     list(
         |e| cache.apply_replica_set(e),
-        vec![replica_set("web-1", "uid-rs1", ("web", "uid-web"), 1, "web:1")],
+        vec![replica_set(
+            "web-1",
+            "uid-rs1",
+            ("web", "uid-web"),
+            1,
+            "web:1",
+        )],
     );
     let rs_owner = owner("ReplicaSet", "web-1", "uid-rs1");
     list(
@@ -194,11 +245,21 @@ fn a_relist_drops_what_disappeared_and_reports_whom_it_concerned() {
     let pods = cache.observe("uid-web").unwrap().pods;
     assert_eq!(pods.len(), 1);
     assert!(!pods[0].ready, "the relisted state replaces the old one");
-    assert!(touched.iter().all(|k| *k == key(WorkloadKind::Deployment, "web")));
+    assert!(
+        touched
+            .iter()
+            .all(|k| *k == key(WorkloadKind::Deployment, "web"))
+    );
     assert_eq!(touched.len(), 2, "pod a re-listed and pod b dropped");
 
     // A deletion, and a Pod that stops being followed (its owner is no workload's).
-    cache.apply_pod(&Event::Delete(pod("a", "uid-a", rs_owner, json!({}), false)));
+    cache.apply_pod(&Event::Delete(pod(
+        "a",
+        "uid-a",
+        rs_owner,
+        json!({}),
+        false,
+    )));
     assert!(cache.observe("uid-web").unwrap().pods.is_empty());
     cache.apply_workload(
         Feed::Deployments,
@@ -208,7 +269,15 @@ fn a_relist_drops_what_disappeared_and_reports_whom_it_concerned() {
     assert!(cache.observe("uid-web").is_none());
 }
 
-fn controller_revision(owner_kind: &str, name: &str, uid: &str, hash: &str, n: i64, image: &str, annotations: Value) -> SlimControllerRevision {
+fn controller_revision(
+    owner_kind: &str,
+    name: &str,
+    uid: &str,
+    hash: &str,
+    n: i64,
+    image: &str,
+    annotations: Value,
+) -> SlimControllerRevision {
     let mut t = template(image);
     t["$patch"] = json!("replace");
     object(json!({
@@ -220,7 +289,8 @@ fn controller_revision(owner_kind: &str, name: &str, uid: &str, hash: &str, n: i
 }
 
 #[test]
-fn stateful_and_daemon_sets_gather_controller_revisions_and_carry_provenance_onto_the_running_one() {
+fn stateful_and_daemon_sets_gather_controller_revisions_and_carry_provenance_onto_the_running_one()
+{
     for kind in ["StatefulSet", "DaemonSet"] {
         let cache = Cache::new(Vocabulary::default());
         let workload = json!({
@@ -239,20 +309,49 @@ fn stateful_and_daemon_sets_gather_controller_revisions_and_carry_provenance_ont
         let touched = list(
             |e| cache.apply_controller_revision(e),
             vec![
-                controller_revision(kind, "db-h1", "uid-cr1", "h1", 1, "db:1",
-                    json!({"custody.dev/actor": "human", "custody.dev/healthy-since": "2027-01-01T00:00:00Z"})),
+                controller_revision(
+                    kind,
+                    "db-h1",
+                    "uid-cr1",
+                    "h1",
+                    1,
+                    "db:1",
+                    json!({"custody.dev/actor": "human", "custody.dev/healthy-since": "2027-01-01T00:00:00Z"}),
+                ),
                 controller_revision(kind, "db-h2", "uid-cr2", "h2", 2, "db:2", json!({})),
             ],
         );
-        let k = if kind == "StatefulSet" { WorkloadKind::StatefulSet } else { WorkloadKind::DaemonSet };
+        let k = if kind == "StatefulSet" {
+            WorkloadKind::StatefulSet
+        } else {
+            WorkloadKind::DaemonSet
+        };
         assert!(touched.contains(&key(k, "db")), "{kind}");
-        let pod_label = |n: u32| if kind == "StatefulSet" { format!("db-h{n}") } else { format!("h{n}") };
+        let pod_label = |n: u32| {
+            if kind == "StatefulSet" {
+                format!("db-h{n}")
+            } else {
+                format!("h{n}")
+            }
+        };
         let db = owner(kind, "db", "uid-db");
         list(
             |e| cache.apply_pod(e),
             vec![
-                pod("db-0", "uid-p0", db.clone(), json!({"controller-revision-hash": pod_label(1)}), true),
-                pod("db-1", "uid-p1", db.clone(), json!({"controller-revision-hash": pod_label(2)}), false),
+                pod(
+                    "db-0",
+                    "uid-p0",
+                    db.clone(),
+                    json!({"controller-revision-hash": pod_label(1)}),
+                    true,
+                ),
+                pod(
+                    "db-1",
+                    "uid-p1",
+                    db.clone(),
+                    json!({"controller-revision-hash": pod_label(2)}),
+                    false,
+                ),
             ],
         );
         let observed = cache.observe("uid-db").unwrap();
@@ -262,12 +361,33 @@ fn stateful_and_daemon_sets_gather_controller_revisions_and_carry_provenance_ont
         }
         let current = &observed.revisions[0];
         assert_eq!(current.number, 2);
-        assert_eq!(current.fingerprint, observed.workload.template_fingerprint, "{kind}: $patch is not part of the template");
-        assert_eq!(current.annotations["custody.dev/actor"], "agent", "{kind}: the workload's provenance");
+        assert_eq!(
+            current.fingerprint, observed.workload.template_fingerprint,
+            "{kind}: $patch is not part of the template"
+        );
+        assert_eq!(
+            current.annotations["custody.dev/actor"], "agent",
+            "{kind}: the workload's provenance"
+        );
         assert_eq!(current.annotations["custody.dev/source-commit"], "bbbbbbb");
-        assert_eq!(observed.revisions[1].annotations["custody.dev/actor"], "human", "{kind}: stamped provenance kept");
-        let of = |p: &str| observed.pods.iter().find(|x| x.name == p).unwrap().revision.clone();
-        assert_eq!(of("db-1"), current.pod_key, "{kind}: pods are matched to their revision");
+        assert_eq!(
+            observed.revisions[1].annotations["custody.dev/actor"], "human",
+            "{kind}: stamped provenance kept"
+        );
+        let of = |p: &str| {
+            observed
+                .pods
+                .iter()
+                .find(|x| x.name == p)
+                .unwrap()
+                .revision
+                .clone()
+        };
+        assert_eq!(
+            of("db-1"),
+            current.pod_key,
+            "{kind}: pods are matched to their revision"
+        );
         assert_eq!(of("db-0"), observed.revisions[1].pod_key);
     }
 }

@@ -470,3 +470,123 @@ fn the_revert_target_skips_revisions_with_the_same_template() {
     }
     let _ = SignedDuration::ZERO;
 }
+
+/// A StatefulSet of 3 replicas whose revision 2 (pods known by the revision's name) rolls out
+/// with `updated` replicas at it; revision 1 is marked healthy.
+fn stateful_set(updated: i32, available: i32, partition: i32, pods: Vec<PodState>) -> Observed {
+    let mut workload = deployment("db:2", updated, available, 3);
+    workload.kind = WorkloadKind::StatefulSet;
+    workload.max_unavailable = 1;
+    workload.partition = partition;
+    Observed {
+        workload,
+        revisions: vec![
+            revision(2, "db:2", "agent", &[]).with_pod_key("db-7f9c"),
+            revision(1, "db:1", "human", &[healthy_mark()]).with_pod_key("db-5b2a"),
+        ],
+        pods,
+    }
+}
+
+fn pod_of(revision: &str, i: u32, ready: bool, since: i64) -> PodState {
+    PodState {
+        name: format!("db-{i}"),
+        ..pod(revision, i, ready, since)
+    }
+}
+
+#[test]
+fn a_stateful_set_revision_is_judged_by_the_pods_labelled_with_it() {
+    let mut crashing = pod_of("db-7f9c", 2, false, NOW - 5);
+    crashing.containers[0].waiting = Some("CrashLoopBackOff".into());
+    let a = run(&stateful_set(
+        1,
+        2,
+        0,
+        vec![
+            pod_of("db-5b2a", 0, true, 0),
+            pod_of("db-5b2a", 1, true, 0),
+            crashing,
+        ],
+    ));
+    assert_eq!(reverts_to(&a), Some((1, SignalReason::CrashLoop)), "{a:?}");
+
+    // The same pod failing at the old revision is not the new revision's fault.
+    let mut old_crashing = pod_of("db-5b2a", 1, false, NOW - 5);
+    old_crashing.containers[0].waiting = Some("CrashLoopBackOff".into());
+    let a = run(&stateful_set(
+        1,
+        2,
+        0,
+        vec![
+            pod_of("db-5b2a", 0, true, 0),
+            old_crashing,
+            pod_of("db-7f9c", 2, true, NOW - 100),
+        ],
+    ));
+    assert!(matches!(a, Action::Wait { .. }), "{a:?}");
+}
+
+#[test]
+fn a_stateful_set_partition_completes_with_the_older_ordinals_left_behind() {
+    // Partition 2: only ordinal 2 moves to revision 2, and that is the whole rollout.
+    let a = run(&stateful_set(
+        1,
+        3,
+        2,
+        vec![
+            pod_of("db-5b2a", 0, true, 0),
+            pod_of("db-5b2a", 1, true, 0),
+            pod_of("db-7f9c", 2, true, 0),
+        ],
+    ));
+    assert!(
+        matches!(&a, Action::MarkHealthy { revision } if revision == "web-2"),
+        "{a:?}"
+    );
+    // Without the partition the same state is a rollout still in progress.
+    let a = run(&stateful_set(
+        1,
+        3,
+        0,
+        vec![
+            pod_of("db-5b2a", 0, true, 0),
+            pod_of("db-5b2a", 1, true, 0),
+            pod_of("db-7f9c", 2, true, 0),
+        ],
+    ));
+    assert!(matches!(a, Action::Wait { .. }), "{a:?}");
+}
+
+#[test]
+fn a_daemon_set_availability_drop_counts_from_its_first_unready_pod() {
+    // DaemonSets report no Available condition: the drop dates from the pods.
+    let mut workload = deployment("agentd:2", 2, 1, 3);
+    workload.kind = WorkloadKind::DaemonSet;
+    workload.max_unavailable = 1;
+    let observed = Observed {
+        workload,
+        revisions: vec![
+            revision(2, "agentd:2", "agent", &[]).with_pod_key("6d9f"),
+            revision(1, "agentd:1", "human", &[healthy_mark()]).with_pod_key("58c1"),
+        ],
+        pods: vec![
+            pod_of("58c1", 0, true, 0),
+            pod_of("6d9f", 1, false, NOW - 31),
+            pod_of("6d9f", 2, false, NOW - 40),
+        ],
+    };
+    let a = run(&observed);
+    match &a {
+        Action::Revert(v) => {
+            assert_eq!(v.to.as_ref().unwrap().number, 1);
+            let drop = v
+                .findings
+                .iter()
+                .find(|f| f.reason == SignalReason::AvailabilityDrop)
+                .expect("an availability finding");
+            assert_eq!(drop.since, t(NOW - 40), "{drop:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
