@@ -144,6 +144,25 @@ pub fn deployment(
     })
 }
 
+/// The same workload as a StatefulSet: pods started in parallel, rolled one at a time.
+pub fn stateful_set(
+    settings: &Settings,
+    name: &str,
+    annotations: Value,
+    version: &str,
+    broken: bool,
+) -> Value {
+    let mut object = deployment(settings, name, annotations, version, broken);
+    object["kind"] = json!("StatefulSet");
+    if let Some(spec) = object["spec"].as_object_mut() {
+        spec.remove("strategy");
+        spec.insert("serviceName".into(), json!(name));
+        spec.insert("podManagementPolicy".into(), json!("Parallel"));
+        spec.insert("updateStrategy".into(), json!({"type": "RollingUpdate"}));
+    }
+    object
+}
+
 /// Polls `check` until it yields a value or `deadline` passes.
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> anyhow::Result<T>
 where

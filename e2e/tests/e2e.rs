@@ -5,9 +5,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use custody_e2e::{Mode, Settings, deployment, helm, provenance, repo_root, run, wait_for};
+use custody_e2e::{
+    Mode, Settings, deployment, helm, provenance, repo_root, run, stateful_set, wait_for,
+};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
@@ -511,6 +513,93 @@ async fn custody_end_to_end() {
     }
     .await;
     record("5 human regression alerted, not reverted", t, r);
+
+    // 9. A broken agent revision of a StatefulSet is reverted through its ControllerRevisions.
+    let t = Instant::now();
+    let r = async {
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+        let s1 = stateful_set(
+            &settings,
+            "agent-db",
+            provenance("agent", "5555555", "run-5"),
+            "v1",
+            false,
+        );
+        sets.create(&PostParams::default(), &serde_json::from_value(s1)?)
+            .await?;
+        let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
+        wait_for(
+            "agent-db v1 marked healthy",
+            Duration::from_secs(240),
+            || {
+                let revisions = revisions.clone();
+                async move {
+                    Ok(revisions
+                        .list(&ListParams::default().labels("app=agent-db"))
+                        .await?
+                        .items
+                        .iter()
+                        .any(|r| {
+                            r.metadata
+                                .annotations
+                                .as_ref()
+                                .is_some_and(|a| a.contains_key("custody.dev/healthy-since"))
+                        })
+                        .then_some(()))
+                }
+            },
+        )
+        .await?;
+        let s2 = stateful_set(
+            &settings,
+            "agent-db",
+            provenance("agent", "6666666", "run-6"),
+            "v2",
+            true,
+        );
+        let applied = Instant::now();
+        sets.patch(
+            "agent-db",
+            &PatchParams::apply("e2e-gitops").force(),
+            &Patch::Apply(&s2),
+        )
+        .await?;
+        wait_for(
+            "the StatefulSet revert to v1",
+            settings.revert_window,
+            || {
+                let sets = sets.clone();
+                async move {
+                    let set = sets.get("agent-db").await?;
+                    let version = set
+                        .spec
+                        .and_then(|s| s.template.metadata)
+                        .and_then(|m| m.annotations)
+                        .and_then(|a| a.get("e2e.custody.dev/version").cloned())
+                        .unwrap_or_default();
+                    Ok((version == "v1").then_some(()))
+                }
+            },
+        )
+        .await?;
+        let records = records_api(&client, &ns)
+            .list(&ListParams::default())
+            .await?;
+        anyhow::ensure!(
+            records
+                .items
+                .iter()
+                .any(|r| r.data["spec"]["workload"]["kind"] == "StatefulSet"
+                    && r.data["spec"]["action"] == "Reverted"),
+            "no RollbackRecord for the StatefulSet"
+        );
+        Ok(format!(
+            "reverted {:.1}s after v2 was applied",
+            applied.elapsed().as_secs_f64()
+        ))
+    }
+    .await;
+    record("9 broken agent StatefulSet revision reverted", t, r);
 
     // 6. kube-system is never judged.
     let t = Instant::now();
