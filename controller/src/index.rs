@@ -17,7 +17,7 @@ use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
 use crate::compact::{AnnotationKeys, StoredPod, StoredRevision, StoredWorkload, Uid, uid};
-use crate::observe::{self, Observed, WorkloadState};
+use crate::observe::{self, Observed, Owner, Revision, WorkloadState};
 use crate::slim::{SlimControllerRevision, SlimPod, SlimReplicaSet};
 
 /// A workload, by what the Controller knows it by.
@@ -280,13 +280,7 @@ impl Cache {
     /// Applies one ReplicaSet event; answers the Deployment it concerns.
     pub fn apply_replica_set(&self, event: &Event<SlimReplicaSet>) -> Vec<WorkloadKey> {
         self.apply(Feed::ReplicaSets, event, |rs: &SlimReplicaSet| {
-            let (owner, revision) = observe::replica_set_revision(rs, &self.vocabulary)?;
-            let id = uid(rs.metadata.uid.as_deref()?);
-            Some((
-                id,
-                uid(&owner.uid),
-                StoredRevision::new(revision, &self.keys),
-            ))
+            self.revision_row(rs, observe::replica_set_revision(rs, &self.vocabulary)?)
         })
     }
 
@@ -299,15 +293,21 @@ impl Cache {
             Feed::ControllerRevisions,
             event,
             |cr: &SlimControllerRevision| {
-                let (owner, revision) = observe::controller_revision(cr, &self.vocabulary)?;
-                let id = uid(cr.metadata.uid.as_deref()?);
-                Some((
-                    id,
-                    uid(&owner.uid),
-                    StoredRevision::new(revision, &self.keys),
-                ))
+                self.revision_row(cr, observe::controller_revision(cr, &self.vocabulary)?)
             },
         )
+    }
+
+    fn revision_row<K: Resource>(
+        &self,
+        object: &K,
+        (owner, revision): (Owner, Revision),
+    ) -> Option<(Uid, Uid, StoredRevision)> {
+        Some((
+            uid(object.meta().uid.as_deref()?),
+            uid(&owner.uid),
+            StoredRevision::new(revision, &self.keys),
+        ))
     }
 
     /// Applies one Pod event; answers the workload it concerns.
