@@ -60,23 +60,22 @@ struct Triggers {
 
 impl Triggers {
     fn send(&self, key: WorkloadKey) {
-        // A closed channel means that Controller has shut down; nothing is left to trigger.
-        let (name, ns) = (&key.name, &key.namespace);
-        let _ = match key.kind {
-            WorkloadKind::Deployment => self
-                .deployments
-                .unbounded_send(ObjectRef::new(name).within(ns))
-                .is_ok(),
-            WorkloadKind::StatefulSet => self
-                .stateful_sets
-                .unbounded_send(ObjectRef::new(name).within(ns))
-                .is_ok(),
-            WorkloadKind::DaemonSet => self
-                .daemon_sets
-                .unbounded_send(ObjectRef::new(name).within(ns))
-                .is_ok(),
-            _ => false,
-        };
+        fn target<K: Resource<DynamicType = ()>>(key: &WorkloadKey) -> ObjectRef<K> {
+            ObjectRef::new(&key.name).within(&key.namespace)
+        }
+        // A send fails only once that Controller has shut down: nothing is left to trigger.
+        match key.kind {
+            WorkloadKind::Deployment => {
+                let _ = self.deployments.unbounded_send(target(&key));
+            }
+            WorkloadKind::StatefulSet => {
+                let _ = self.stateful_sets.unbounded_send(target(&key));
+            }
+            WorkloadKind::DaemonSet => {
+                let _ = self.daemon_sets.unbounded_send(target(&key));
+            }
+            _ => {}
+        }
     }
 }
 
