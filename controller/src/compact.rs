@@ -1,12 +1,16 @@
 //! How the cache stores what [`crate::observe`] reduces, so that tens of thousands of objects fit
-//! in a few tens of megabytes: small maps packed into one allocation instead of a tree of
-//! strings, UIDs as 128-bit numbers, boxed strings instead of growable ones, and nothing stored
-//! twice. The decision's own types are rebuilt from these for the one rollout being decided.
+//! in a few tens of megabytes: each object's strings in one buffer, small maps packed the same
+//! way instead of a tree of strings, UIDs and fingerprints as numbers and bytes, timestamps as
+//! seconds, and nothing stored twice. Every allocation costs a header besides its bytes, so
+//! fewer of them matters as much as smaller ones. The decision's own types are rebuilt from
+//! these for the one rollout being decided.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use jiff::Timestamp;
+
+use custody_crds::WorkloadKind;
 
 use crate::observe::{ContainerState, PodState, Revision, WorkloadState};
 
@@ -137,149 +141,294 @@ impl PackedAnnotations {
     }
 }
 
-/// A workload as stored: its state with the maps packed beside it.
+/// A timestamp in whole seconds (what the API server sends), `i64::MIN` for none.
+fn seconds(t: Option<Timestamp>) -> i64 {
+    t.map_or(i64::MIN, |t| t.as_second())
+}
+
+fn timestamp(seconds: i64) -> Option<Timestamp> {
+    (seconds != i64::MIN)
+        .then(|| Timestamp::from_second(seconds).ok())
+        .flatten()
+}
+
+/// A template fingerprint as its 32 bytes; anything not `sha256:` and 64 hex digits is kept
+/// as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Fingerprint {
+    Sha256([u8; 32]),
+    Other(Box<str>),
+}
+
+impl Fingerprint {
+    fn new(text: &str) -> Self {
+        let parse = || {
+            let hex = text.strip_prefix("sha256:")?;
+            let mut bytes = [0u8; 32];
+            if hex.len() != 64 {
+                return None;
+            }
+            for (i, byte) in bytes.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(bytes)
+        };
+        parse().map_or_else(|| Fingerprint::Other(text.into()), Fingerprint::Sha256)
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Fingerprint::Sha256(bytes) => {
+                let mut out = String::with_capacity(71);
+                out.push_str("sha256:");
+                for b in bytes {
+                    for nibble in [b >> 4, b & 0x0f] {
+                        out.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
+                    }
+                }
+                out
+            }
+            Fingerprint::Other(text) => text.to_string(),
+        }
+    }
+}
+
+/// Several strings in one buffer, and where each ends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Texts {
+    text: Box<str>,
+    ends: Box<[u32]>,
+}
+
+impl Texts {
+    fn new<'a>(parts: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for part in parts {
+            text.push_str(part);
+            ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
+        }
+        Self {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let end = |i: usize| {
+            self.ends
+                .get(i)
+                .and_then(|e| usize::try_from(*e).ok())
+                .unwrap_or(0)
+                .min(self.text.len())
+        };
+        let start = if i == 0 { 0 } else { end(i - 1) };
+        self.text.get(start..end(i)).unwrap_or_default()
+    }
+}
+
+/// A workload as stored: its strings in one buffer, its numbers inline, its maps packed.
 pub struct StoredWorkload {
-    state: WorkloadState,
+    kind: WorkloadKind,
+    /// Name, namespace, UID, resourceVersion.
+    texts: Texts,
+    generation: i64,
+    observed_generation: i64,
+    counts: [i32; 6],
+    paused: bool,
+    any_annotations: bool,
+    progress_deadline_exceeded_since: i64,
+    unavailable_since: i64,
+    fingerprint: Fingerprint,
     annotations: PackedAnnotations,
     labels: PackedMap,
 }
 
 impl StoredWorkload {
     /// Stores a workload's state.
-    pub fn new(mut state: WorkloadState, keys: &AnnotationKeys) -> Self {
-        let annotations = PackedAnnotations::pack(&std::mem::take(&mut state.annotations), keys);
-        let labels = PackedMap::pack(&std::mem::take(&mut state.labels));
-        state.name.shrink_to_fit();
-        state.namespace.shrink_to_fit();
+    pub fn new(state: WorkloadState, keys: &AnnotationKeys) -> Self {
         Self {
-            state,
-            annotations,
-            labels,
+            kind: state.kind,
+            texts: Texts::new([
+                state.name.as_str(),
+                &state.namespace,
+                &state.uid,
+                &state.resource_version,
+            ]),
+            generation: state.generation,
+            observed_generation: state.observed_generation,
+            counts: [
+                state.replicas,
+                state.updated_replicas,
+                state.available_replicas,
+                state.total_replicas,
+                state.max_unavailable,
+                state.partition,
+            ],
+            paused: state.paused,
+            any_annotations: state.any_annotations,
+            progress_deadline_exceeded_since: seconds(state.progress_deadline_exceeded_since),
+            unavailable_since: seconds(state.unavailable_since),
+            fingerprint: Fingerprint::new(&state.template_fingerprint),
+            annotations: PackedAnnotations::pack(&state.annotations, keys),
+            labels: PackedMap::pack(&state.labels),
         }
     }
 
     /// The state back.
     pub fn state(&self, keys: &AnnotationKeys) -> WorkloadState {
+        let [
+            replicas,
+            updated_replicas,
+            available_replicas,
+            total_replicas,
+            max_unavailable,
+            partition,
+        ] = self.counts;
         WorkloadState {
+            kind: self.kind,
+            name: self.texts.get(0).to_string(),
+            namespace: self.texts.get(1).to_string(),
+            uid: self.texts.get(2).to_string(),
+            resource_version: self.texts.get(3).to_string(),
+            generation: self.generation,
+            observed_generation: self.observed_generation,
+            paused: self.paused,
+            replicas,
+            updated_replicas,
+            available_replicas,
+            total_replicas,
+            max_unavailable,
+            partition,
+            progress_deadline_exceeded_since: timestamp(self.progress_deadline_exceeded_since),
+            unavailable_since: timestamp(self.unavailable_since),
+            template_fingerprint: self.fingerprint.text(),
             annotations: self.annotations.unpack(keys),
+            any_annotations: self.any_annotations,
             labels: self.labels.unpack(),
-            ..self.state.clone()
         }
     }
 
     /// Its kind, namespace and name.
-    pub fn identity(&self) -> (custody_crds::WorkloadKind, &str, &str) {
-        (self.state.kind, &self.state.namespace, &self.state.name)
+    pub fn identity(&self) -> (WorkloadKind, &str, &str) {
+        (self.kind, self.texts.get(1), self.texts.get(0))
     }
 }
 
 /// A revision as stored.
 pub struct StoredRevision {
-    name: Box<str>,
+    /// Name, then the pod key when it is not the name, then the images.
+    texts: Texts,
+    own_pod_key: bool,
     number: i64,
-    /// `None` when its pods are known by its name (a ReplicaSet).
-    pod_key: Option<Box<str>>,
-    fingerprint: Box<str>,
-    images: Box<[Box<str>]>,
+    fingerprint: Fingerprint,
     annotations: PackedAnnotations,
-    created: Option<Timestamp>,
+    created: i64,
 }
 
 impl StoredRevision {
     /// Stores a revision.
     pub fn new(revision: Revision, keys: &AnnotationKeys) -> Self {
-        let pod_key = (revision.pod_key != revision.name).then(|| revision.pod_key.into());
+        let own_pod_key = revision.pod_key != revision.name;
+        let pod_key = own_pod_key.then_some(revision.pod_key.as_str());
+        let texts = Texts::new(
+            std::iter::once(revision.name.as_str())
+                .chain(pod_key)
+                .chain(revision.images.iter().map(String::as_str)),
+        );
         Self {
-            name: revision.name.into(),
+            texts,
+            own_pod_key,
             number: revision.number,
-            pod_key,
-            fingerprint: revision.fingerprint.into(),
-            images: revision.images.into_iter().map(Into::into).collect(),
+            fingerprint: Fingerprint::new(&revision.fingerprint),
             annotations: PackedAnnotations::pack(&revision.annotations, keys),
-            created: revision.created,
+            created: seconds(revision.created),
         }
     }
 
     /// What its pods' revision reads.
     pub fn pod_key(&self) -> &str {
-        self.pod_key.as_deref().unwrap_or(&self.name)
+        self.texts.get(usize::from(self.own_pod_key))
     }
 
     /// The revision back.
     pub fn revision(&self, keys: &AnnotationKeys) -> Revision {
+        let first_image = 1 + usize::from(self.own_pod_key);
         Revision {
-            name: self.name.to_string(),
+            name: self.texts.get(0).to_string(),
             number: self.number,
             pod_key: self.pod_key().to_string(),
-            fingerprint: self.fingerprint.to_string(),
-            images: self.images.iter().map(ToString::to_string).collect(),
+            fingerprint: self.fingerprint.text(),
+            images: (first_image..self.texts.ends.len())
+                .map(|i| self.texts.get(i).to_string())
+                .collect(),
             annotations: self.annotations.unpack(keys),
-            created: self.created,
+            created: timestamp(self.created),
         }
     }
 }
 
-struct StoredContainer {
-    name: Box<str>,
-    restarts: i32,
-    waiting: Option<Box<str>>,
-}
-
-/// A Pod as stored.
+/// A Pod as stored: its name, its revision (when it is not its owner ReplicaSet's name) and each
+/// container's name and waiting reason in one buffer; restart counts beside.
 pub struct StoredPod {
-    name: Box<str>,
-    /// `None` when it is its owner ReplicaSet's (whose name its revision reads).
-    revision: Option<Box<str>>,
-    started: Option<Timestamp>,
-    ready_changed: Option<Timestamp>,
+    texts: Texts,
+    restarts: Box<[i32]>,
+    own_revision: bool,
     ready: bool,
     terminating: bool,
-    containers: Box<[StoredContainer]>,
+    started: i64,
+    ready_changed: i64,
 }
 
 impl StoredPod {
     /// Stores a Pod; `by_owner_name` when its revision is its owner ReplicaSet's name.
     pub fn new(pod: PodState, by_owner_name: bool) -> Self {
+        let revision = (!by_owner_name).then_some(pod.revision.as_str());
+        let texts = Texts::new(
+            std::iter::once(pod.name.as_str()).chain(revision).chain(
+                pod.containers
+                    .iter()
+                    .flat_map(|c| [c.name.as_str(), c.waiting.as_deref().unwrap_or_default()]),
+            ),
+        );
         Self {
-            name: pod.name.into(),
-            revision: (!by_owner_name).then(|| pod.revision.into()),
-            started: pod.started,
-            ready_changed: pod.ready_changed,
+            texts,
+            restarts: pod.containers.iter().map(|c| c.restarts).collect(),
+            own_revision: !by_owner_name,
             ready: pod.ready,
             terminating: pod.terminating,
-            containers: pod
-                .containers
-                .into_iter()
-                .map(|c| StoredContainer {
-                    name: c.name.into(),
-                    restarts: c.restarts,
-                    waiting: c.waiting.map(Into::into),
-                })
-                .collect(),
+            started: seconds(pod.started),
+            ready_changed: seconds(pod.ready_changed),
         }
     }
 
     /// The Pod back; `owner_pod_key` is its owner revision's, used when it has none of its own.
     pub fn pod(&self, owner_pod_key: Option<&str>) -> PodState {
+        let first_container = 1 + usize::from(self.own_revision);
+        let revision = if self.own_revision {
+            self.texts.get(1)
+        } else {
+            owner_pod_key.unwrap_or_default()
+        };
         PodState {
-            name: self.name.to_string(),
-            revision: self
-                .revision
-                .as_deref()
-                .or(owner_pod_key)
-                .unwrap_or_default()
-                .to_string(),
-            started: self.started,
+            name: self.texts.get(0).to_string(),
+            revision: revision.to_string(),
+            started: timestamp(self.started),
             ready: self.ready,
-            ready_changed: self.ready_changed,
+            ready_changed: timestamp(self.ready_changed),
             terminating: self.terminating,
             containers: self
-                .containers
+                .restarts
                 .iter()
-                .map(|c| ContainerState {
-                    name: c.name.to_string(),
-                    restarts: c.restarts,
-                    waiting: c.waiting.as_deref().map(str::to_string),
+                .enumerate()
+                .map(|(i, restarts)| {
+                    let at = first_container + 2 * i;
+                    let waiting = self.texts.get(at + 1);
+                    ContainerState {
+                        name: self.texts.get(at).to_string(),
+                        restarts: *restarts,
+                        waiting: (!waiting.is_empty()).then(|| waiting.to_string()),
+                    }
                 })
                 .collect(),
         }
@@ -308,6 +457,87 @@ mod tests {
             .collect();
         assert_eq!(PackedMap::pack(&map).unpack(), map);
         assert!(PackedMap::pack(&BTreeMap::new()).unpack().is_empty());
+    }
+
+    #[test]
+    fn fingerprints_are_stored_as_bytes_and_read_back_as_text() {
+        let fp = custody_crds::template_fingerprint(&serde_json::json!({"spec": {}})).to_string();
+        assert!(matches!(Fingerprint::new(&fp), Fingerprint::Sha256(_)));
+        assert_eq!(Fingerprint::new(&fp).text(), fp);
+        assert_eq!(Fingerprint::new("sha256:zz").text(), "sha256:zz");
+    }
+
+    #[test]
+    fn pods_revisions_and_workloads_round_trip() {
+        let t = |s| Some(Timestamp::from_second(s).unwrap());
+        let pod = PodState {
+            name: "db-1".into(),
+            revision: "db-7f9c".into(),
+            started: t(100),
+            ready: false,
+            ready_changed: None,
+            terminating: true,
+            containers: vec![
+                ContainerState {
+                    name: "app".into(),
+                    restarts: 4,
+                    waiting: Some("CrashLoopBackOff".into()),
+                },
+                ContainerState {
+                    name: "sidecar".into(),
+                    restarts: 0,
+                    waiting: None,
+                },
+            ],
+        };
+        assert_eq!(StoredPod::new(pod.clone(), false).pod(Some("other")), pod);
+        let by_owner = PodState {
+            revision: "web-2".into(),
+            ..pod
+        };
+        assert_eq!(
+            StoredPod::new(by_owner.clone(), true).pod(Some("web-2")),
+            by_owner
+        );
+
+        let keys = AnnotationKeys::new(&custody_crds::Vocabulary::default());
+        let template = serde_json::json!({"spec": {"initContainers": [{"image": "init:1"}], "containers": [{"image": "web:2"}]}});
+        let annotations: BTreeMap<String, String> =
+            [("custody.dev/actor".to_string(), "agent".to_string())].into();
+        for pod_key in ["web-2", "6d9f"] {
+            let revision = Revision::new("web-2".into(), 2, &template, annotations.clone(), t(50))
+                .with_pod_key(pod_key);
+            assert_eq!(
+                StoredRevision::new(revision.clone(), &keys).revision(&keys),
+                revision
+            );
+        }
+
+        let state = WorkloadState {
+            kind: WorkloadKind::StatefulSet,
+            name: "db".into(),
+            namespace: "shop".into(),
+            uid: "uid-db".into(),
+            resource_version: "42".into(),
+            generation: 3,
+            observed_generation: 2,
+            paused: false,
+            replicas: 3,
+            updated_replicas: 1,
+            available_replicas: 2,
+            total_replicas: 3,
+            max_unavailable: 1,
+            partition: 1,
+            progress_deadline_exceeded_since: t(7),
+            unavailable_since: None,
+            template_fingerprint: custody_crds::template_fingerprint(&template).to_string(),
+            annotations,
+            any_annotations: true,
+            labels: [("app".to_string(), "db".to_string())].into(),
+        };
+        let stored = StoredWorkload::new(state.clone(), &keys);
+        assert_eq!(stored.state(&keys), state);
+        assert_eq!(stored.identity(), (WorkloadKind::StatefulSet, "shop", "db"));
     }
 
     #[test]
