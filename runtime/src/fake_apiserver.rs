@@ -15,6 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -83,6 +84,11 @@ impl FakeApiServer {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        // As a real API server does (Go sets TCP_NODELAY by default): without it, each watch
+        // event after the first waits for the client's delayed ACK, up to 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let shutdown = CancellationToken::new();
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let stop = shutdown.clone();
