@@ -6,6 +6,8 @@
 //!   REACTION_SAMPLES Deployments (default 200);
 //! - memory: the RSS of the release `custody-controller` process with MEMORY_DEPLOYMENTS
 //!   Deployments (default 10000), one ReplicaSet each and three Pods each in its caches.
+//!   CUSTODY_CONTROLLER_BIN runs another build, or a profiler wrapping one (it is stopped with
+//!   SIGTERM, so massif and the like write their output).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
