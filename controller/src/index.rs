@@ -331,46 +331,45 @@ impl Cache {
     ) -> Vec<WorkloadKey> {
         let mut t = self.lock();
         let epoch = t.epochs[feed.index()];
-        let remove = |t: &mut Tables, id: Uid| {
-            let row = V::table(t).remove(id)?;
-            t.workload_of(row.owner)
-        };
         match event {
-            Event::Apply(object) | Event::InitApply(object) => match reduce(object) {
-                Some((id, owner, value)) => {
-                    let row = Box::new(Row {
-                        owner,
-                        feed,
-                        epoch,
-                        value,
-                    });
-                    V::table(&mut t).insert(id, row);
-                    t.workload_of(owner).into_iter().collect()
-                }
-                None => object
-                    .meta()
-                    .uid
-                    .as_deref()
-                    .and_then(|u| remove(&mut t, uid(u)))
-                    .into_iter()
-                    .collect(),
-            },
-            Event::Delete(object) => object
-                .meta()
-                .uid
-                .as_deref()
-                .and_then(|u| remove(&mut t, uid(u)))
-                .into_iter()
-                .collect(),
+            Event::Apply(object) | Event::InitApply(object) | Event::Delete(object) => {
+                let kept = match event {
+                    Event::Delete(_) => None,
+                    _ => reduce(object),
+                };
+                let touched = match kept {
+                    Some((id, owner, value)) => {
+                        let row = Box::new(Row {
+                            owner,
+                            feed,
+                            epoch,
+                            value,
+                        });
+                        V::table(&mut t).insert(id, row);
+                        t.workload_of(owner)
+                    }
+                    None => object
+                        .meta()
+                        .uid
+                        .as_deref()
+                        .and_then(|u| V::table(&mut t).remove(uid(u)))
+                        .and_then(|row| t.workload_of(row.owner)),
+                };
+                touched.into_iter().collect()
+            }
             Event::Init => {
                 t.epochs[feed.index()] = epoch.wrapping_add(1);
                 Vec::new()
             }
             Event::InitDone => {
                 let stale = V::table(&mut t).stale(feed, epoch);
-                let touched = stale
+                let removed: Vec<Box<Row<V>>> = stale
                     .into_iter()
-                    .filter_map(|id| remove(&mut t, id))
+                    .filter_map(|id| V::table(&mut t).remove(id))
+                    .collect();
+                let touched = removed
+                    .iter()
+                    .filter_map(|row| t.workload_of(row.owner))
                     .collect();
                 t.listed[feed.index()] = true;
                 if t.listed.iter().all(|l| *l) {
