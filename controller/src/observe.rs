@@ -327,10 +327,7 @@ pub fn deployment_state(d: &SlimDeployment, vocabulary: &Vocabulary) -> Workload
             .flatten()
             .find(|c| c.type_ == type_)
     };
-    let rolling = spec
-        .strategy
-        .as_ref()
-        .and_then(|s| s.rolling_update.as_ref());
+    let rolling = spec.rolling_update();
     WorkloadState {
         observed_generation: status.observed_generation.unwrap_or(0),
         paused: spec.paused.unwrap_or(false),
@@ -367,10 +364,7 @@ pub fn deployment_state(d: &SlimDeployment, vocabulary: &Vocabulary) -> Workload
 pub fn stateful_set_state(s: &SlimStatefulSet, vocabulary: &Vocabulary) -> WorkloadState {
     let (spec, status) = (&s.spec, &s.status);
     let replicas = spec.replicas.unwrap_or(1);
-    let rolling = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|u| u.rolling_update.as_ref());
+    let rolling = spec.rolling_update();
     WorkloadState {
         observed_generation: status.observed_generation.unwrap_or(0),
         replicas,
@@ -401,10 +395,7 @@ pub fn stateful_set_state(s: &SlimStatefulSet, vocabulary: &Vocabulary) -> Workl
 pub fn daemon_set_state(d: &SlimDaemonSet, vocabulary: &Vocabulary) -> WorkloadState {
     let (spec, status) = (&d.spec, &d.status);
     let desired = status.desired_number_scheduled.unwrap_or(0);
-    let rolling = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|u| u.rolling_update.as_ref());
+    let rolling = spec.rolling_update();
     WorkloadState {
         observed_generation: status.observed_generation.unwrap_or(0),
         replicas: desired,

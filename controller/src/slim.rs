@@ -114,6 +114,17 @@ pub struct WorkloadSpec {
     pub template: Option<Value>,
 }
 
+impl WorkloadSpec {
+    /// The rolling update's knobs: a Deployment's `strategy`, a StatefulSet's or DaemonSet's
+    /// `updateStrategy`.
+    pub fn rolling_update(&self) -> Option<&RollingUpdate> {
+        self.strategy
+            .as_ref()
+            .or(self.update_strategy.as_ref())
+            .and_then(|s| s.rolling_update.as_ref())
+    }
+}
+
 /// The status fields of any of the three workload kinds.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
