@@ -28,6 +28,8 @@ sets=(
   "cert-manager-cluster-issuer|--set certificates.certManager.enabled=true --set certificates.certManager.issuerRef.name=corp-ca --set certificates.certManager.issuerRef.kind=ClusterIssuer"
   "permissive|--set webhook.failurePolicy=Ignore --set controller.dryRun=true --set defaultPolicy.mode=Warn --set metrics.serviceMonitor.enabled=true --set webhook.excludeNamespaces={sandbox,legacy}"
   "no-default-policy|--set defaultPolicy.enabled=false --set webhook.replicas=3 --set webhook.podDisruptionBudget.enabled=false"
+  "external-url|--set webhook.external.url=https://127.0.0.1:8443 --set webhook.external.caBundle=TFMwdExTMUNSVWRKVGlCRFJWSlVTVVpKUTBGVVJTMHRMUzB0Q2c9PQ== --set certificates.certManager.enabled=true --set webhook.controllerIdentities.serviceAccounts={argo-rollouts/argo-rollouts} --set webhook.controllerIdentities.groups={platform:controllers}"
+  "no-match-conditions|--set webhook.matchConditions.enabled=false"
 )
 # The Kubernetes kinds kubernetes-validate knows; CRD-defined kinds are checked separately.
 for entry in "${sets[@]}"; do

@@ -66,6 +66,18 @@ fn pod(ns: &str, name: &str, rs: &str, rs_uid: &str, ready: bool, waiting: Optio
     })
 }
 
+/// The Node every bench Pod is bound to, Ready: a Pod on a Node the controller does not know
+/// is on a Node that is gone, whose failures are not its revision's.
+fn seed_node(api: &FakeApiServer) {
+    api.upsert("api/v1/nodes", json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "node-1", "labels": {"kubernetes.io/hostname": "node-1"}},
+        "spec": {"podCIDR": "10.0.0.0/24"},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                   "images": [{"names": ["web:1"], "sizeBytes": 1000000}]}
+    }));
+}
+
 /// Deployment `name` mid-rollout: v1 healthy, v2 by an agent with one Ready pod.
 fn seed_rollout(api: &FakeApiServer, ns: &str, name: &str) {
     let uid = format!("uid-{ns}-{name}");
@@ -103,6 +115,7 @@ fn seed_rollout(api: &FakeApiServer, ns: &str, name: &str) {
 
 async fn reaction(samples: usize) {
     let api = FakeApiServer::start().await.expect("fake api");
+    seed_node(&api);
     for i in 0..samples {
         seed_rollout(&api, "bench", &format!("web{i}"));
     }
@@ -232,6 +245,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 
 async fn memory(deployments: usize) {
     let api = FakeApiServer::start().await.expect("fake api");
+    seed_node(&api);
     for i in 0..deployments {
         let ns = format!("team-{}", i % 100);
         let name = format!("svc{i}");

@@ -1,5 +1,5 @@
-//! The rollback decision: a pure function of the observed rollout, the governing policy's
-//! settings, the vocabulary and the clock.
+//! The rollback decision: a pure function of the observed rollout (the Nodes its Pods run on
+//! included), the governing policy's settings, the vocabulary and the clock.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use custody_crds::{
 };
 use jiff::Timestamp;
 
+use crate::attribution::{self, Excuse};
 use crate::health::{Finding, findings};
 use crate::observe::{Observed, Revision};
 
@@ -35,6 +36,20 @@ pub enum Action {
         /// When a window closes.
         after: Duration,
         /// Why.
+        why: String,
+    },
+    /// The current revision's Pods have been unready past the window, but not by its doing
+    /// (their Node is down, the cluster is evicting or deleting them, or the previous
+    /// revision's Pods failed at the same time): neither revert nor alert; look again after
+    /// `after`, or sooner if something changes.
+    NotAttributed {
+        /// The revision not blamed.
+        revision: Revision,
+        /// Why, each reason once.
+        reasons: Vec<Excuse>,
+        /// When a window closes.
+        after: Duration,
+        /// Why, in words.
         why: String,
     },
     /// Mark the current revision healthy: it becomes the target of later reverts.
@@ -123,12 +138,25 @@ pub fn decide(
             why: format!("revision {} was already reported", current.number),
         };
     }
-    let pods: Vec<_> = observed
-        .pods
+    let target = observed
+        .revisions
         .iter()
-        .filter(|p| p.revision == current.pod_key)
+        .skip(1)
+        .find(|r| marked(r, marks::HEALTHY_SINCE) && r.fingerprint != current.fingerprint);
+    let judged = attribution::attribute(
+        observed,
+        &current.pod_key,
+        target.map(|t| t.pod_key.as_str()),
+        settings,
+    );
+    // Pods on their way out (deleted, evicted, preempted) are no longer replicas of it.
+    let pods: Vec<_> = judged
+        .current
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !p.terminating && !p.disrupted)
         .collect();
-    let found = findings(d, &pods, settings, now);
+    let found = findings(d, &judged, settings, now);
     let confirmed: Vec<&Finding> = found.iter().filter(|f| f.confirmed(now)).collect();
 
     if confirmed.is_empty() {
@@ -136,7 +164,7 @@ pub fn decide(
         let complete = d.updated_replicas >= d.replicas - d.partition
             && d.total_replicas - d.updated_replicas <= d.partition
             && d.available_replicas >= d.replicas
-            && pods.iter().filter(|p| !p.terminating).all(|p| p.ready);
+            && pods.iter().all(|p| p.ready);
         if complete {
             if marked(current, marks::HEALTHY_SINCE) {
                 return Action::Nothing {
@@ -167,7 +195,26 @@ pub fn decide(
                 },
             };
         }
-        return match found.iter().map(|f| f.confirmed_at).min() {
+        let next = found
+            .iter()
+            .map(|f| f.confirmed_at)
+            .chain(judged.next_excused(settings, now))
+            .min();
+        let reasons = judged.not_attributed(settings, now);
+        if !reasons.is_empty() {
+            let words: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
+            return Action::NotAttributed {
+                revision: current.clone(),
+                after: next.map_or(Duration::from_secs(30), |at| until(now, at)),
+                why: format!(
+                    "pods of revision {} are not Ready, but not by its doing ({}); not attributed",
+                    current.number,
+                    words.join(", ")
+                ),
+                reasons,
+            };
+        }
+        return match next {
             Some(next) => Action::Wait {
                 after: until(now, next),
                 why: format!(
@@ -191,12 +238,6 @@ pub fn decide(
         .map(|f| f.confirmed_at)
         .min()
         .unwrap_or(now);
-    let target = observed
-        .revisions
-        .iter()
-        .skip(1)
-        .find(|r| marked(r, marks::HEALTHY_SINCE) && r.fingerprint != current.fingerprint)
-        .cloned();
     let value = |key: AnnotationKey| current.annotations.get(vocabulary.key(key));
     let actor = value(AnnotationKey::Actor).and_then(|a| a.parse::<Actor>().ok());
     let mode = value(AnnotationKey::Rollback)
@@ -204,7 +245,7 @@ pub fn decide(
         .unwrap_or_default();
     let mut verdict = Verdict {
         from: current.clone(),
-        to: target,
+        to: target.cloned(),
         reason: first,
         findings: found.clone(),
         detected_at,

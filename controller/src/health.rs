@@ -1,9 +1,11 @@
 //! Health signals of one revision, from its pods and the workload's status. Pure: the
-//! clock comes in as `now`.
+//! clock comes in as `now`, and which pods' readiness is no evidence comes judged
+//! ([`crate::attribution`]).
 
 use custody_crds::{RollbackSettings, SignalReason};
 use jiff::{SignedDuration, Timestamp};
 
+use crate::attribution::{Attribution, unready_since};
 use crate::observe::{PodState, WorkloadState};
 
 /// One observation that counts against the revision, with when it started and when it crosses
@@ -37,18 +39,29 @@ fn after(since: Timestamp, seconds: u32) -> Timestamp {
         .unwrap_or(since)
 }
 
-/// Everything that counts against the revision whose pods are `pods` (the current revision's),
-/// confirmed or still within its window. Terminating pods do not count: a scale-down is not a
-/// regression.
+/// Everything that counts against the current revision, whose pods `judged` holds, confirmed
+/// or still within its window. Terminating pods do not count: a scale-down is not a
+/// regression. An excused pod's containers still count (a crash loop is the revision's
+/// wherever it runs), but its readiness does not, neither as NotReady nor as availability.
 pub fn findings(
     workload: &WorkloadState,
-    pods: &[&PodState],
+    judged: &Attribution<'_>,
     settings: &RollbackSettings,
     now: Timestamp,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    let live: Vec<&&PodState> = pods.iter().filter(|p| !p.terminating).collect();
-    for pod in &live {
+    let live: Vec<_> = judged
+        .current
+        .iter()
+        .filter(|(p, _)| !p.terminating)
+        .collect();
+    // Unready with no excuse: the only readiness that is evidence.
+    let blamed: Vec<&PodState> = live
+        .iter()
+        .filter(|(p, excuse)| !p.ready && excuse.is_none())
+        .map(|(p, _)| *p)
+        .collect();
+    for (pod, excuse) in &live {
         let started = pod.started.unwrap_or(now);
         for c in &pod.containers {
             let container = Some(c.name.clone());
@@ -89,8 +102,9 @@ pub fn findings(
                 });
             }
         }
-        if !pod.ready && pod.started.is_some() {
-            let since = pod.ready_changed.map_or(started, |t| t.max(started));
+        if excuse.is_none()
+            && let Some(since) = unready_since(pod)
+        {
             out.push(Finding {
                 reason: SignalReason::NotReady,
                 message: format!("pod has not been Ready since {since}"),
@@ -101,7 +115,11 @@ pub fn findings(
             });
         }
     }
-    if let Some(since) = workload.progress_deadline_exceeded_since {
+    // A rollout stalled only by pods that are excused stalled through no fault of the revision.
+    let stalled_by_excused = blamed.is_empty() && live.iter().any(|(p, _)| !p.ready);
+    if let Some(since) = workload.progress_deadline_exceeded_since
+        && !stalled_by_excused
+    {
         out.push(Finding {
             reason: SignalReason::ProgressDeadline,
             message: "the Deployment reports Progressing=False (ProgressDeadlineExceeded)".into(),
@@ -112,23 +130,40 @@ pub fn findings(
         });
     }
     let floor = workload.replicas - workload.max_unavailable;
+    // Replicas down with their Node, or with the previous revision's, are not the revision's
+    // to answer for: counted as if available.
+    let available = workload
+        .available_replicas
+        .saturating_add(judged.excused_unavailable)
+        .min(workload.replicas.max(workload.available_replicas));
     // Only Deployments report Available=False; for the others the regression starts when the
-    // first of the revision's pods went unready.
-    let unavailable_since = workload.unavailable_since.or_else(|| {
-        live.iter()
-            .filter(|p| !p.ready)
-            .filter_map(|p| p.ready_changed.or(p.started))
-            .min()
-    });
+    // first of the revision's pods went unready. When some of the unavailability is excused,
+    // the condition may date from the excused loss (an eviction, a Node): the revision answers
+    // only from when its own pods went unready.
+    let own_since = blamed
+        .iter()
+        .filter_map(|p| p.ready_changed.or(p.started))
+        .min();
+    let partly_excused =
+        judged.excused_unavailable > 0 || judged.current.iter().any(|(_, e)| e.is_some());
+    let unavailable_since = match (workload.unavailable_since, own_since) {
+        (Some(condition), Some(own)) if partly_excused => Some(condition.max(own)),
+        (condition, own) => condition.or(own),
+    };
     if let Some(since) = unavailable_since
-        && workload.available_replicas < floor
-        && live.iter().any(|p| !p.ready)
+        && available < floor
+        && !blamed.is_empty()
     {
         out.push(Finding {
             reason: SignalReason::AvailabilityDrop,
             message: format!(
-                "{} of {} replicas available, below the {} the rollout strategy allows",
-                workload.available_replicas, workload.replicas, floor
+                "{available} of {} replicas available{}, below the {floor} the rollout strategy allows",
+                workload.replicas,
+                if judged.excused_unavailable > 0 {
+                    " (counting those down through no fault of the revision)"
+                } else {
+                    ""
+                }
             ),
             since,
             confirmed_at: after(since, settings.not_ready_seconds),

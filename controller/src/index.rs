@@ -7,8 +7,12 @@
 //! not mention are dropped at its end, so a reconnect neither empties the cache for a moment
 //! nor keeps deleted objects. Each event answers which workloads it concerns, so the controller
 //! can look at exactly those.
+//!
+//! Nodes are kept apart, by name, as whether each is up (a few bytes each): a rollout reads the
+//! Nodes its Pods are bound to, and a Node going down or coming back concerns the workloads of
+//! the Pods bound to it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use custody_crds::{Vocabulary, WorkloadKind};
@@ -17,8 +21,9 @@ use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
 use crate::compact::{AnnotationKeys, StoredPod, StoredRevision, StoredWorkload, Uid, uid};
+use crate::node::{self, NodeId, NodeState, NodeTable};
 use crate::observe::{self, Observed, Owner, Revision, WorkloadState};
-use crate::slim::{SlimControllerRevision, SlimPod, SlimReplicaSet};
+use crate::slim::{SlimControllerRevision, SlimNode, SlimPod, SlimReplicaSet};
 
 /// A workload, by what the Controller knows it by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -57,10 +62,12 @@ pub enum Feed {
     ControllerRevisions,
     /// v1 Pods.
     Pods,
+    /// v1 Nodes.
+    Nodes,
 }
 
 impl Feed {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 
     const fn index(self) -> usize {
         self as usize
@@ -142,6 +149,7 @@ struct Tables {
     workloads: Table<StoredWorkload>,
     revisions: Table<StoredRevision>,
     pods: Table<StoredPod>,
+    nodes: NodeTable,
     /// The current relist of each feed.
     epochs: [u32; Feed::COUNT],
     /// Which feeds have finished a list.
@@ -161,6 +169,34 @@ impl Tables {
             .rows
             .get(&workload)
             .map(|w| WorkloadKey::of(&w.value))
+    }
+
+    /// The workloads with a Pod bound to one of `nodes`, each once. A walk over every Pod: it
+    /// runs when a Node goes down or comes back, which is rare, where an index from Node to
+    /// Pods would cost memory for every Pod all the time.
+    fn workloads_on(&self, nodes: &HashSet<NodeId>) -> Vec<WorkloadKey> {
+        if nodes.is_empty() {
+            return Vec::new();
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for row in self.pods.rows.values() {
+            if row.value.node().is_some_and(|n| nodes.contains(&n))
+                && let Some(key) = self.workload_of(row.owner)
+                && seen.insert(key.clone())
+            {
+                out.push(key);
+            }
+        }
+        out
+    }
+
+    /// Notes that `feed` finished a list; the cache is synced once every feed has.
+    fn finish_list(&mut self, feed: Feed, synced: &watch::Sender<bool>) {
+        self.listed[feed.index()] = true;
+        if self.listed.iter().all(|l| *l) {
+            synced.send_replace(true);
+        }
     }
 }
 
@@ -228,6 +264,11 @@ impl Cache {
         self.lock().workloads.rows.len()
     }
 
+    /// How many Nodes the cache holds.
+    pub fn node_count(&self) -> usize {
+        self.lock().nodes.len()
+    }
+
     /// How many workloads, revisions and Pods the cache holds.
     pub fn sizes(&self) -> (usize, usize, usize) {
         let t = self.lock();
@@ -251,11 +292,20 @@ impl Cache {
             pods.extend(t.pods.owned(revision_uid).map(|(_, p)| p.pod(owner_key)));
         }
         pods.extend(t.pods.owned(uid).map(|(_, p)| p.pod(None)));
+        let mut nodes: Vec<NodeState> = Vec::new();
+        for id in pods.iter().filter_map(|p| p.node) {
+            if !nodes.iter().any(|n| n.id == id)
+                && let Some(state) = t.nodes.get(id)
+            {
+                nodes.push(state);
+            }
+        }
         drop(t);
         Some(Observed::assemble(
             workload,
             revisions,
             pods,
+            nodes,
             &self.vocabulary,
         ))
     }
@@ -320,6 +370,53 @@ impl Cache {
         })
     }
 
+    /// Applies one Node event; answers the workloads with Pods bound to it when it went down or
+    /// came back (a Node not known counts as down: its Pods' failures are its own). During a
+    /// relist the answer waits for its end, so that listing a thousand Nodes walks the Pods
+    /// once.
+    pub fn apply_node(&self, event: &Event<SlimNode>) -> Vec<WorkloadKey> {
+        let mut t = self.lock();
+        let feed = Feed::Nodes;
+        let epoch = t.epochs[feed.index()];
+        match event {
+            Event::Apply(object) | Event::InitApply(object) => {
+                let Some(state) = node::node_state(object) else {
+                    return Vec::new();
+                };
+                if !t.nodes.upsert(state, epoch) {
+                    Vec::new()
+                } else if matches!(event, Event::InitApply(_)) {
+                    t.nodes.changed_during_relist(state.id);
+                    Vec::new()
+                } else {
+                    t.workloads_on(&HashSet::from([state.id]))
+                }
+            }
+            Event::Delete(object) => {
+                let Some(name) = object.metadata.name.as_deref() else {
+                    return Vec::new();
+                };
+                let id = NodeId::of(name);
+                if t.nodes.remove(id) {
+                    t.workloads_on(&HashSet::from([id]))
+                } else {
+                    Vec::new()
+                }
+            }
+            Event::Init => {
+                t.epochs[feed.index()] = epoch.wrapping_add(1);
+                t.nodes.relist();
+                Vec::new()
+            }
+            Event::InitDone => {
+                let changed = t.nodes.relisted(epoch);
+                let touched = t.workloads_on(&changed);
+                t.finish_list(feed, &self.synced);
+                touched
+            }
+        }
+    }
+
     /// The bookkeeping every feed shares. `reduce` answers the object's UID, its owner's UID
     /// and what to store, or `None` for an object the cache does not follow (removed, in case
     /// it used to be followed). Answers the workloads the event concerns.
@@ -371,10 +468,7 @@ impl Cache {
                     .iter()
                     .filter_map(|row| t.workload_of(row.owner))
                     .collect();
-                t.listed[feed.index()] = true;
-                if t.listed.iter().all(|l| *l) {
-                    self.synced.send_replace(true);
-                }
+                t.finish_list(feed, &self.synced);
                 touched
             }
         }

@@ -2,9 +2,12 @@
 //! watches and caches; only the holder writes. Dropping the receiver releases the Lease, so a
 //! clean shutdown hands over at once instead of waiting for the Lease to expire.
 
+use std::time::Duration;
+
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Lease settings.
 #[derive(Clone, Debug)]
@@ -42,4 +45,37 @@ pub async fn elect(
         .build()
         .await?;
     Ok(manager.watch().await)
+}
+
+/// Competes for the Lease, retrying with a capped backoff while the Lease cannot be read yet
+/// (the chart creates it, and Helm may start this pod first; or the apiserver is away). `None`
+/// when `shutdown` comes first.
+pub async fn elect_with_retry(
+    client: Client,
+    config: &LeaseConfig,
+    shutdown: &CancellationToken,
+) -> Option<(
+    watch::Receiver<bool>,
+    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+)> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match elect(client.clone(), config).await {
+            Ok(elected) => return Some(elected),
+            Err(error) => {
+                tracing::warn!(
+                    lease = %config.name,
+                    namespace = %config.namespace,
+                    %error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot start leader election yet"
+                );
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(15));
+    }
 }

@@ -1,17 +1,20 @@
 //! Custody's rollback operator.
 //!
 //! Data flows one way: watch events of Deployments, StatefulSets, DaemonSets, their revisions
-//! (ReplicaSets, ControllerRevisions) and Pods are decoded slim ([`slim`]), reduced to plain
-//! data ([`observe`]) and kept compact ([`compact`]) in one cache linked by owner
-//! ([`index`]); for each workload ([`workload`]) the rollout is read from the cache, its health
-//! judged ([`health`]) and a pure decision taken ([`decide`]) from the observed state, the
-//! governing policy and the clock; only then does [`reconcile`] act: the RollbackRecord
+//! (ReplicaSets, ControllerRevisions), Pods and Nodes are decoded slim ([`slim`]), reduced to
+//! plain data ([`observe`]) and kept compact ([`compact`]) in one cache linked by owner
+//! ([`index`]); for each workload ([`workload`]) the rollout is read from the cache with the
+//! Nodes its Pods run on ([`node`]), the Pods whose unreadiness is not the revision's doing set apart
+//! ([`attribution`]), its health judged ([`health`]) and a pure decision taken ([`decide`])
+//! from the observed state, the governing policy and the clock; only then does [`reconcile`]
+//! act: the RollbackRecord
 //! ([`record`]) first, so the webhook quarantines the bad template before anything can
 //! re-apply it, then the guarded revert ([`revert`]), the marks, the Event, the metrics
 //! ([`metrics`]) and the notification ([`notify`]). [`run`] wires the watches and one
 //! Controller per kind. Only the Lease holder ([`leader`]) acts; every replica keeps its cache
 //! warm.
 
+pub mod attribution;
 pub mod certs;
 pub mod compact;
 pub mod decide;
@@ -19,6 +22,7 @@ pub mod health;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod node;
 pub mod notify;
 pub mod observe;
 pub mod reconcile;

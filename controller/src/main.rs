@@ -107,9 +107,11 @@ async fn main() -> anyhow::Result<()> {
             duration_seconds: args.lease_duration_seconds,
             grace_seconds: (args.lease_duration_seconds / 3).max(2),
         };
-        let (rx, task) = leader::elect(client.clone(), &config)
-            .await
-            .context("cannot start leader election")?;
+        let Some((rx, task)) = leader::elect_with_retry(client.clone(), &config, &shutdown).await
+        else {
+            tracing::info!("shut down before leader election started");
+            return Ok(());
+        };
         (None, rx, Some(task))
     };
     if let Some(secret) = &args.webhook_cert_secret {

@@ -21,6 +21,15 @@ pub struct ErrorLabels {
     pub error: &'static str,
 }
 
+/// A workload kind and why a regression was not attributed to its revision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotAttributedLabels {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: &'static str,
+    /// The [`Excuse`](crate::attribution::Excuse) label.
+    pub reason: &'static str,
+}
+
 /// Every metric the controller exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -28,6 +37,8 @@ pub struct Metrics {
     pub reverts: Family<ReasonLabels, Counter>,
     /// Alerts raised (including dry-run reverts), by reason.
     pub alerts: Family<ReasonLabels, Counter>,
+    /// Readiness failures held against no revision, by kind and why, once per situation.
+    pub not_attributed: Family<NotAttributedLabels, Counter>,
     /// Seconds from the confirmed regression to the revert written.
     pub regression_to_revert: Histogram,
     /// Deployments in the cache.
@@ -46,6 +57,7 @@ impl Metrics {
         let m = Self {
             reverts: Family::default(),
             alerts: Family::default(),
+            not_attributed: Family::default(),
             // 10 ms to ~80 s.
             regression_to_revert: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 14),
@@ -60,6 +72,11 @@ impl Metrics {
             "alerts",
             "Regressions reported without a revert, by reason",
             m.alerts.clone(),
+        );
+        registry.register(
+            "regressions_not_attributed",
+            "Readiness failures not attributed to the revision (a Node down, an eviction, a deletion, or the previous revision failing alike), by kind and reason, once per situation",
+            m.not_attributed.clone(),
         );
         registry.register(
             "regression_to_revert_seconds",

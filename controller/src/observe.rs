@@ -2,7 +2,9 @@
 //! StatefulSet or DaemonSet), its revisions (ReplicaSets, or ControllerRevisions) and their
 //! Pods, reduced to what the decision reads. Built from the Kubernetes objects by pure
 //! conversion functions, so the decision never touches the API types' optional-everything
-//! shape, and so the cache keeps a few hundred bytes per object instead of the objects.
+//! shape, and so the cache keeps a few hundred bytes per object instead of the objects. The
+//! Nodes those Pods run on come along ([`crate::node`]), so the decision can tell a
+//! revision's failure from its Node's.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use crate::decide::marks;
+use crate::node::{NodeId, NodeState};
 use crate::slim::{
     SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimPod, SlimReplicaSet, SlimStatefulSet,
 };
@@ -33,6 +36,9 @@ pub struct Observed {
     pub revisions: Vec<Revision>,
     /// The Pods of those revisions.
     pub pods: Vec<PodState>,
+    /// The Nodes those Pods are bound to, as far as they exist: a Pod bound to a Node not
+    /// here is on a Node that is gone.
+    pub nodes: Vec<NodeState>,
 }
 
 /// What the decision reads of a workload.
@@ -145,9 +151,18 @@ pub struct PodState {
     pub ready_changed: Option<Timestamp>,
     /// Whether it is being deleted.
     pub terminating: bool,
+    /// Whether it is being evicted or preempted: a DisruptionTarget condition, or a
+    /// `status.reason` of Evicted, Preempting or Terminated.
+    pub disrupted: bool,
+    /// The Node it is bound to, once scheduled.
+    pub node: Option<NodeId>,
     /// Its containers.
     pub containers: Vec<ContainerState>,
 }
+
+/// The `status.reason`s of a Pod the cluster is taking away: the kubelet's eviction, the
+/// scheduler's preemption, the kubelet's graceful node shutdown.
+pub const DISRUPTION_REASONS: [&str; 3] = ["Evicted", "Preempting", "Terminated"];
 
 /// What the decision reads of a container.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,6 +184,7 @@ impl Observed {
         workload: WorkloadState,
         mut revisions: Vec<Revision>,
         pods: Vec<PodState>,
+        nodes: Vec<NodeState>,
         vocabulary: &Vocabulary,
     ) -> Self {
         revisions.sort_by_key(|r| std::cmp::Reverse(r.number));
@@ -189,6 +205,7 @@ impl Observed {
             workload,
             revisions,
             pods,
+            nodes,
         }
     }
 }
@@ -493,6 +510,21 @@ fn ready_condition(pod: &SlimPod) -> Option<&crate::slim::Condition> {
         .find(|c| c.type_ == "Ready")
 }
 
+/// Whether the cluster is taking the Pod away: the eviction API, taint manager, preemption and
+/// graceful node shutdown set DisruptionTarget; a kubelet eviction leaves only the reason.
+fn disrupted(pod: &SlimPod) -> bool {
+    let status = &pod.status;
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+        || status
+            .reason
+            .as_deref()
+            .is_some_and(|r| DISRUPTION_REASONS.contains(&r))
+}
+
 /// Reduces a Pod a ReplicaSet, StatefulSet or DaemonSet controls; `None` for any other.
 pub fn pod_state(pod: &SlimPod) -> Option<(Owner, PodState)> {
     let owner = controller_of(&pod.metadata)?;
@@ -532,6 +564,13 @@ pub fn pod_state(pod: &SlimPod) -> Option<(Owner, PodState)> {
         ready: ready.is_some_and(|c| c.status == "True"),
         ready_changed: ready.and_then(|c| ts(c.last_transition_time.as_ref())),
         terminating: pod.metadata.deletion_timestamp.is_some(),
+        disrupted: disrupted(pod),
+        node: pod
+            .spec
+            .node_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(NodeId::of),
         containers,
     };
     Some((owner, state))
@@ -554,6 +593,36 @@ mod tests {
         assert_eq!(resolve_max_unavailable(Some(&half), 5, true, 1), 3);
         let bogus = IntOrString::String("bogus".into());
         assert_eq!(resolve_max_unavailable(Some(&bogus), 5, false, 1), 0);
+    }
+
+    fn slim<T: serde::de::DeserializeOwned>(value: Value) -> T {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_pod_is_disrupted_by_the_condition_or_the_reason() {
+        let pod = |status: Value| {
+            let p: SlimPod = slim(json!({"metadata": {"name": "p",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u", "controller": true}]},
+                "spec": {"nodeName": "n1"}, "status": status}));
+            pod_state(&p).unwrap().1
+        };
+        let target = pod(
+            json!({"conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]}),
+        );
+        assert!(target.disrupted);
+        assert_eq!(target.node, Some(NodeId::of("n1")));
+        assert!(
+            !pod(json!({"conditions": [{"type": "DisruptionTarget", "status": "False"}]}))
+                .disrupted
+        );
+        for reason in DISRUPTION_REASONS {
+            assert!(
+                pod(json!({"phase": "Failed", "reason": reason})).disrupted,
+                "{reason}"
+            );
+        }
+        assert!(!pod(json!({"phase": "Failed", "reason": "OOMKilled"})).disrupted);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! nothing to revert, and one still on it is reverted by the same (idempotent) steps.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target};
@@ -27,9 +27,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::attribution::{Excuse, Ledger};
+use crate::compact;
 use crate::decide::{self, Action, Verdict, marks};
 use crate::index::Cache;
-use crate::metrics::{ErrorLabels, Metrics, ReasonLabels};
+use crate::metrics::{ErrorLabels, Metrics, NotAttributedLabels, ReasonLabels};
 use crate::notify::Notifier;
 use crate::observe::{self, Observed, PROVENANCE, Revision, WorkloadState};
 use crate::record;
@@ -59,6 +61,8 @@ pub struct Context {
     pub leader: watch::Receiver<bool>,
     /// Where notifications go.
     pub notifier: Option<Notifier>,
+    /// The workloads whose failing revision is not blamed, and why, as last reported.
+    pub not_attributed: Mutex<Ledger>,
 }
 
 /// Why a reconcile failed. The variant names are the metric labels.
@@ -137,10 +141,47 @@ pub async fn reconcile<K: Workload>(
     ctx.metrics
         .watched_workloads
         .set(i64::try_from(ctx.cache.workload_count()).unwrap_or(i64::MAX));
-    let Some(observed) = object.uid().and_then(|uid| ctx.cache.observe(&uid)) else {
+    let Some(uid) = object.uid() else {
+        return Ok(Requeue::await_change());
+    };
+    let Some(observed) = ctx.cache.observe(&uid) else {
+        ledger(&ctx).forget(compact::uid(&uid));
         return Ok(Requeue::await_change());
     };
     act::<K>(&ctx, &observed).await
+}
+
+fn ledger(ctx: &Context) -> std::sync::MutexGuard<'_, Ledger> {
+    // A note is one map write; a panic cannot leave it half done.
+    ctx.not_attributed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Logs and counts the reasons a failing revision is not blamed that are new to its situation:
+/// once when it begins, not at every look while it lasts.
+fn report_not_attributed(
+    ctx: &Context,
+    w: &WorkloadState,
+    revision: &Revision,
+    reasons: &[Excuse],
+    why: &str,
+) {
+    let new = ledger(ctx).note(compact::uid(&w.uid), &revision.name, reasons);
+    for reason in new {
+        ctx.metrics
+            .not_attributed
+            .get_or_create(&NotAttributedLabels {
+                kind: w.kind.as_str(),
+                reason: reason.as_str(),
+            })
+            .inc();
+        tracing::info!(
+            kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name,
+            revision = revision.number, revision_name = %revision.name, reason = reason.as_str(),
+            why, "regression not attributed to the revision"
+        );
+    }
 }
 
 async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
@@ -154,7 +195,20 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
     let now = Timestamp::now();
     let action = decide::decide(observed, &settings, &ctx.vocabulary, ctx.dry_run, now);
     let (kind, ns, name) = (w.kind.as_str(), &w.namespace, &w.name);
+    if !matches!(action, Action::NotAttributed { .. }) {
+        ledger(ctx).forget(compact::uid(&w.uid));
+    }
     match action {
+        Action::NotAttributed {
+            revision,
+            reasons,
+            after,
+            why,
+        } => {
+            report_not_attributed(ctx, w, &revision, &reasons, &why);
+            tracing::debug!(kind, namespace = %ns, name = %name, ?after, why, "waiting");
+            Ok(Requeue::requeue(after))
+        }
         Action::Nothing { why } => {
             tracing::trace!(kind, namespace = %ns, name = %name, why, "nothing to do");
             Ok(Requeue::await_change())

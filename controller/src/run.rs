@@ -1,6 +1,6 @@
 //! The controller's wiring: one watch per resource feeds the [`Cache`]; one kube-runtime
-//! Controller per workload kind reconciles, triggered by its own watch and by the revisions and
-//! Pods the cache links to it.
+//! Controller per workload kind reconciles, triggered by its own watch, by the revisions and
+//! Pods the cache links to it, and by the Nodes those Pods are bound to going down or up.
 
 use std::future::Future;
 use std::pin::pin;
@@ -27,7 +27,8 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::slim::{
-    SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimPod, SlimReplicaSet, SlimStatefulSet,
+    SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimNode, SlimPod, SlimReplicaSet,
+    SlimStatefulSet,
 };
 use crate::workload::{Workload, skeleton_event};
 
@@ -199,6 +200,17 @@ pub async fn run(
             let cache = cache.clone();
             move |event| cache.apply_pod(event)
         },
+        triggers.clone(),
+    ));
+    // Needs `nodes: get, list, watch`; until the Node list succeeds the cache is not synced and
+    // nothing is decided, rather than deciding blind to Nodes.
+    background.spawn(feed(
+        Api::<SlimNode>::all(client.clone()),
+        cfg.clone(),
+        {
+            let cache = cache.clone();
+            move |event| cache.apply_node(event)
+        },
         triggers,
     ));
 
@@ -219,6 +231,7 @@ pub async fn run(
         dry_run: config.dry_run,
         leader,
         notifier: config.notifier,
+        not_attributed: std::sync::Mutex::default(),
     });
     background.spawn({
         let cache = cache.clone();
@@ -230,7 +243,8 @@ pub async fn run(
             );
             ready.set(true);
             let (workloads, revisions, pods) = cache.sizes();
-            tracing::info!(workloads, revisions, pods, "caches synced");
+            let nodes = cache.node_count();
+            tracing::info!(workloads, revisions, pods, nodes, "caches synced");
         }
     });
     tokio::join!(

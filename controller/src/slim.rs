@@ -2,14 +2,14 @@
 //! list of thirty thousand Pods does not first build thirty thousand full Pods (spec,
 //! managedFields and all) only to throw them away. Pod templates stay raw JSON: the webhook
 //! fingerprints the JSON the API server sends, and so must the controller, including fields
-//! newer than the Kubernetes API types compiled in.
+//! newer than the Kubernetes API types compiled in. A Node is read for its readiness alone.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
@@ -63,6 +63,24 @@ fn meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
 /// Metadata without managedFields or annotations: a Pod's annotations are never read.
 fn meta_without_annotations<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
     Ok(Meta::deserialize(d)?.into_object_meta(None))
+}
+
+/// A Node's name and version only: its labels and annotations are many and never read.
+fn name_only<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct NameOnly {
+        name: Option<String>,
+        uid: Option<String>,
+        resource_version: Option<String>,
+    }
+    let m = NameOnly::deserialize(d)?;
+    Ok(ObjectMeta {
+        name: m.name,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        ..ObjectMeta::default()
+    })
 }
 
 /// A condition of a workload or Pod.
@@ -240,10 +258,20 @@ pub struct ContainerStatus {
     pub state: Option<ContainerStateView>,
 }
 
+/// A Pod's spec, as read: only where it runs.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    /// The Node it is bound to, once scheduled.
+    pub node_name: Option<String>,
+}
+
 /// A Pod's status, as read.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodStatus {
+    /// Why it is in its phase, in one word (Evicted, Preempting, Terminated, ...).
+    pub reason: Option<String>,
     /// When the kubelet started it.
     pub start_time: Option<Time>,
     /// Its conditions.
@@ -252,16 +280,55 @@ pub struct PodStatus {
     pub container_statuses: Option<Vec<ContainerStatus>>,
 }
 
-/// A v1 Pod, as read: no spec, no annotations.
+/// A v1 Pod, as read: its Node of the spec, no annotations.
 #[derive(Clone, Debug, Deserialize, Resource)]
 #[resource(inherit = "Pod")]
 pub struct SlimPod {
     /// Metadata, without managedFields or annotations.
     #[serde(deserialize_with = "meta_without_annotations")]
     pub metadata: ObjectMeta,
+    /// The spec fields read.
+    #[serde(default)]
+    pub spec: PodSpec,
     /// The status fields read.
     #[serde(default)]
     pub status: PodStatus,
+}
+
+/// A taint, as read: its key only (any effect of the two keys read means the same).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Taint {
+    /// Its key.
+    pub key: String,
+}
+
+/// A Node's spec, as read.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct NodeSpec {
+    /// Its taints.
+    pub taints: Option<Vec<Taint>>,
+}
+
+/// A Node's status, as read: its conditions (images, addresses and capacity are not).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct NodeStatus {
+    /// Its conditions.
+    pub conditions: Option<Vec<Condition>>,
+}
+
+/// A v1 Node, as read: its name, conditions and taint keys.
+#[derive(Clone, Debug, Deserialize, Resource)]
+#[resource(inherit = "Node")]
+pub struct SlimNode {
+    /// Name, UID and resourceVersion only.
+    #[serde(deserialize_with = "name_only")]
+    pub metadata: ObjectMeta,
+    /// The spec fields read.
+    #[serde(default)]
+    pub spec: NodeSpec,
+    /// The status fields read.
+    #[serde(default)]
+    pub status: NodeStatus,
 }
 
 #[cfg(test)]
@@ -293,5 +360,24 @@ mod tests {
         );
         assert_eq!(SlimPod::kind(&()), "Pod");
         assert_eq!(SlimDeployment::plural(&()), "deployments");
+    }
+
+    #[test]
+    fn a_node_keeps_its_name_conditions_and_taint_keys_only() {
+        let node: SlimNode = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "uid": "u", "resourceVersion": "7", "labels": {"kubernetes.io/hostname": "n1"},
+                         "annotations": {"a": "b"}},
+            "spec": {"podCIDR": "10.0.0.0/24", "taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "Unknown"}], "images": [{"names": ["x"], "sizeBytes": 1}]}
+        }))
+        .unwrap();
+        assert_eq!(node.metadata.name.as_deref(), Some("n1"));
+        assert!(node.metadata.labels.is_none() && node.metadata.annotations.is_none());
+        assert_eq!(
+            node.spec.taints.unwrap()[0].key,
+            "node.kubernetes.io/unreachable"
+        );
+        assert_eq!(node.status.conditions.unwrap()[0].status, "Unknown");
+        assert_eq!(SlimNode::plural(&()), "nodes");
     }
 }

@@ -1,10 +1,13 @@
 //! The controller's cache fed watch events by hand: owner links, the workloads each event
-//! concerns, relists that drop what disappeared, and StatefulSet and DaemonSet revisions.
+//! concerns, relists that drop what disappeared, StatefulSet and DaemonSet revisions, and the
+//! Nodes whose going down concerns the workloads of the Pods bound to them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custody_controller::index::{Cache, Feed, WorkloadKey};
+use custody_controller::node::{NodeId, NodeState};
 use custody_controller::slim::{
-    SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimPod, SlimReplicaSet, SlimStatefulSet,
+    SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimNode, SlimPod, SlimReplicaSet,
+    SlimStatefulSet,
 };
 use custody_controller::workload::Workload;
 use custody_crds::{Vocabulary, WorkloadKind};
@@ -98,6 +101,9 @@ fn sync_empty(cache: &Cache, feeds: &[Feed]) {
             Feed::Pods => {
                 list(|e| cache.apply_pod(e), vec![]);
             }
+            Feed::Nodes => {
+                list(|e| cache.apply_node(e), vec![]);
+            }
         }
     }
 }
@@ -167,6 +173,11 @@ fn a_deployment_gathers_its_replica_sets_and_their_pods_only() {
             Feed::ControllerRevisions,
         ],
     );
+    assert!(
+        !cache.is_synced(),
+        "Nodes not listed yet: deciding without them would blame revisions for dead Nodes"
+    );
+    sync_empty(&cache, &[Feed::Nodes]);
     assert!(cache.is_synced());
     assert_eq!(cache.sizes(), (2, 3, 2), "the Job's pod is not kept");
 
@@ -390,4 +401,122 @@ fn stateful_and_daemon_sets_gather_controller_revisions_and_carry_provenance_ont
         );
         assert_eq!(of("db-0"), observed.revisions[1].pod_key);
     }
+}
+
+fn node(name: &str, ready: &str, taints: Value) -> SlimNode {
+    object(json!({
+        "metadata": {"name": name, "uid": format!("uid-{name}"), "labels": {"kubernetes.io/hostname": name}},
+        "spec": {"taints": taints},
+        "status": {"conditions": [{"type": "Ready", "status": ready}]}
+    }))
+}
+
+fn pod_on(name: &str, uid: &str, rs: (&str, &str), node_name: &str) -> SlimPod {
+    object(json!({
+        "metadata": {"name": name, "namespace": "shop", "uid": uid, "ownerReferences": owner("ReplicaSet", rs.0, rs.1)},
+        "spec": {"nodeName": node_name},
+        "status": {"startTime": "2027-01-15T08:00:00Z",
+                   "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2027-01-15T08:00:00Z"}]}
+    }))
+}
+
+#[test]
+fn a_node_going_down_or_coming_back_concerns_the_workloads_of_its_pods_only() {
+    let cache = Cache::new(Vocabulary::default());
+    list_workloads(
+        &cache,
+        vec![
+            deployment("web", "uid-web", "web:1"),
+            deployment("api", "uid-api", "api:1"),
+        ],
+    );
+    list(
+        |e| cache.apply_replica_set(e),
+        vec![
+            replica_set("web-1", "uid-rs1", ("web", "uid-web"), 1, "web:1"),
+            replica_set("api-1", "uid-rs2", ("api", "uid-api"), 1, "api:1"),
+        ],
+    );
+    list(
+        |e| cache.apply_pod(e),
+        vec![
+            pod_on("web-1-a", "uid-p1", ("web-1", "uid-rs1"), "n1"),
+            pod_on("web-1-b", "uid-p2", ("web-1", "uid-rs1"), "n1"),
+            pod_on("api-1-a", "uid-p3", ("api-1", "uid-rs2"), "n2"),
+        ],
+    );
+    let web = key(WorkloadKind::Deployment, "web");
+    let api = key(WorkloadKind::Deployment, "api");
+    let ready = |name| node(name, "True", json!([]));
+
+    // The first list: every Node known for the first time, the Pods walked once at its end.
+    let mut touched = list(
+        |e| cache.apply_node(e),
+        vec![ready("n1"), ready("n2"), ready("n3")],
+    );
+    touched.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(
+        touched,
+        vec![api.clone(), web.clone()],
+        "each workload once"
+    );
+    assert_eq!(cache.node_count(), 3);
+    let observed = cache.observe("uid-web").unwrap();
+    assert_eq!(observed.pods[0].node, Some(NodeId::of("n1")));
+    assert_eq!(
+        observed.nodes,
+        vec![NodeState {
+            id: NodeId::of("n1"),
+            ready: true,
+            tainted: false
+        }],
+        "only the Nodes its Pods are bound to"
+    );
+
+    let apply = |n: SlimNode| cache.apply_node(&Event::Apply(n));
+    assert!(
+        apply(ready("n1")).is_empty(),
+        "a status update that changes nothing"
+    );
+    assert_eq!(apply(node("n1", "Unknown", json!([]))), vec![web.clone()]);
+    assert!(!cache.observe("uid-web").unwrap().nodes[0].up());
+    assert!(
+        apply(node(
+            "n1",
+            "Unknown",
+            json!([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}])
+        ))
+        .is_empty(),
+        "already down"
+    );
+    assert_eq!(apply(ready("n1")), vec![web.clone()], "back up");
+    assert_eq!(
+        apply(node(
+            "n1",
+            "True",
+            json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}])
+        )),
+        vec![web.clone()],
+        "tainted not-ready with the condition still True"
+    );
+    assert!(
+        apply(node("n3", "False", json!([]))).is_empty(),
+        "no Pod of a followed workload on it"
+    );
+
+    assert_eq!(
+        cache.apply_node(&Event::Delete(ready("n2"))),
+        vec![api.clone()]
+    );
+    assert!(
+        cache.observe("uid-api").unwrap().nodes.is_empty(),
+        "a Node gone is not there to be up"
+    );
+
+    // A relist after a reconnect: n2 is back, n1 recovered while the watch was away, n3 is
+    // gone (dropped at the end of the list, down already so concerning no one anew).
+    let mut touched = list(|e| cache.apply_node(e), vec![ready("n1"), ready("n2")]);
+    touched.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(touched, vec![api, web]);
+    assert_eq!(cache.node_count(), 2);
 }

@@ -1,142 +1,13 @@
 //! The rollback decision, case by case: each case is a situation a real rollout gets into.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+mod support;
 
 use custody_controller::decide::{Action, decide};
-use custody_controller::observe::{ContainerState, Observed, PodState, Revision, WorkloadState};
+use custody_controller::observe::{Observed, PodState};
 use custody_crds::{Actor, RollbackSettings, SignalReason, Vocabulary, WorkloadKind};
-use jiff::{SignedDuration, Timestamp};
-use serde_json::{Value, json};
-
-fn t(s: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + s).unwrap()
-}
-
-const NOW: i64 = 1000;
-
-fn template(image: &str) -> Value {
-    json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}})
-}
-
-fn rs_template(image: &str, hash: &str) -> Value {
-    let mut t = template(image);
-    t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
-    t
-}
-
-fn annotations(actor: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let mut a: BTreeMap<String, String> = [
-        ("custody.dev/actor", actor),
-        ("custody.dev/agent", "claude-code/1.0"),
-        ("custody.dev/source-commit", "abcdef1"),
-        ("deployment.kubernetes.io/revision", "x"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    for (k, v) in extra {
-        a.insert(k.to_string(), v.to_string());
-    }
-    a
-}
-
-fn revision(n: i64, image: &str, actor: &str, extra: &[(&str, &str)]) -> Revision {
-    Revision::new(
-        format!("web-{n}"),
-        n,
-        &rs_template(image, &format!("h{n}")),
-        annotations(actor, extra),
-        Some(t(0)),
-    )
-}
-
-fn fingerprint(image: &str) -> String {
-    custody_crds::template_fingerprint(&template(image)).to_string()
-}
-
-fn healthy_mark() -> (&'static str, &'static str) {
-    ("custody.dev/healthy-since", "2027-01-15T08:00:00Z")
-}
-
-fn pod(rs: &str, i: u32, ready: bool, since: i64) -> PodState {
-    PodState {
-        name: format!("{rs}-pod{i}"),
-        revision: rs.to_string(),
-        started: Some(t(since)),
-        ready,
-        ready_changed: Some(t(since)),
-        terminating: false,
-        containers: vec![ContainerState {
-            name: "web".into(),
-            restarts: 0,
-            waiting: None,
-        }],
-    }
-}
-
-/// A Deployment of 3 replicas at `image`, the rollout state given.
-fn deployment(image: &str, updated: i32, available: i32, total: i32) -> WorkloadState {
-    WorkloadState {
-        kind: WorkloadKind::Deployment,
-        name: "web".into(),
-        namespace: "shop".into(),
-        uid: "uid-web".into(),
-        resource_version: "42".into(),
-        generation: 2,
-        observed_generation: 2,
-        paused: false,
-        replicas: 3,
-        updated_replicas: updated,
-        available_replicas: available,
-        total_replicas: total,
-        max_unavailable: 0,
-        progress_deadline_exceeded_since: None,
-        unavailable_since: None,
-        partition: 0,
-        template_fingerprint: fingerprint(image),
-        annotations: BTreeMap::new(),
-        any_annotations: true,
-        labels: BTreeMap::new(),
-    }
-}
-
-fn run(observed: &Observed) -> Action {
-    decide(
-        observed,
-        &RollbackSettings::default(),
-        &Vocabulary::default(),
-        false,
-        t(NOW),
-    )
-}
-
-/// v1 healthy and marked, v2 by `actor` rolling out with `pods`.
-fn rollout(actor: &str, v2_extra: &[(&str, &str)], pods: Vec<PodState>) -> Observed {
-    Observed {
-        workload: deployment("web:2", 1, 3, 4),
-        revisions: vec![
-            revision(2, "web:2", actor, v2_extra),
-            revision(1, "web:1", "human", &[healthy_mark()]),
-        ],
-        pods: [
-            vec![
-                pod("web-1", 1, true, 0),
-                pod("web-1", 2, true, 0),
-                pod("web-1", 3, true, 0),
-            ],
-            pods,
-        ]
-        .concat(),
-    }
-}
-
-fn reverts_to(action: &Action) -> Option<(i64, SignalReason)> {
-    match action {
-        Action::Revert(v) => Some((v.to.as_ref().unwrap().number, v.reason)),
-        _ => None,
-    }
-}
+use jiff::SignedDuration;
+use support::*;
 
 #[test]
 fn agent_revision_failing_readiness_past_the_window_is_reverted() {
@@ -436,6 +307,7 @@ fn a_complete_rollout_is_marked_healthy_after_the_window() {
         pods: (1..=3)
             .map(|i| pod("web-2", i, true, NOW - ready_for))
             .collect(),
+        nodes: Vec::new(),
     };
     assert!(matches!(run(&done(10)), Action::Wait { .. }));
     assert_eq!(
@@ -485,6 +357,7 @@ fn stateful_set(updated: i32, available: i32, partition: i32, pods: Vec<PodState
             revision(1, "db:1", "human", &[healthy_mark()]).with_pod_key("db-5b2a"),
         ],
         pods,
+        nodes: Vec::new(),
     }
 }
 
@@ -575,6 +448,7 @@ fn a_daemon_set_availability_drop_counts_from_its_first_unready_pod() {
             pod_of("6d9f", 1, false, NOW - 31),
             pod_of("6d9f", 2, false, NOW - 40),
         ],
+        nodes: Vec::new(),
     };
     let a = run(&observed);
     match &a {

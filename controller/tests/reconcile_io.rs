@@ -22,6 +22,7 @@ const EVENTS: &str = "apis/events.k8s.io/v1/events";
 const STATEFULSETS: &str = "apis/apps/v1/statefulsets";
 const DAEMONSETS: &str = "apis/apps/v1/daemonsets";
 const CONTROLLER_REVISIONS: &str = "apis/apps/v1/controllerrevisions";
+const NODES: &str = "api/v1/nodes";
 
 fn ago(seconds: i64) -> String {
     Timestamp::now()
@@ -452,4 +453,74 @@ async fn stateful_and_daemon_sets_are_reverted_through_their_controller_revision
         assert_eq!(patches, 1, "{kind}: exactly one revert");
         controller.stop().await;
     }
+}
+
+fn node(api: &FakeApiServer, name: &str, ready: bool) {
+    let (status, taints) = if ready {
+        ("True", json!([]))
+    } else {
+        (
+            "Unknown",
+            json!([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]),
+        )
+    };
+    api.upsert(NODES, json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": {"taints": taints},
+        "status": {"conditions": [{"type": "Ready", "status": status, "reason": "NodeStatusUnknown", "lastHeartbeatTime": ago(120)}]}
+    }));
+}
+
+/// The seeded rollout's failing pod, bound to `node_name`, its status written again.
+fn pod_on(api: &FakeApiServer, node_name: &str) {
+    let mut pod = api.get(PODS, "shop", "web-2-x").unwrap();
+    pod["spec"]["nodeName"] = json!(node_name);
+    api.upsert(PODS, pod);
+}
+
+#[tokio::test]
+async fn a_node_going_not_ready_under_an_agent_revision_is_not_attributed_until_it_is_back() {
+    let api = FakeApiServer::start().await.unwrap();
+    seed(&api, "agent");
+    // Revision 2's pod has been unready for two minutes because its Node stopped answering.
+    pod_on(&api, "node-a");
+    node(&api, "node-a", false);
+    node(&api, "node-b", true);
+    let controller = start(&api, false);
+    let counted = || {
+        controller
+            .metrics
+            .not_attributed
+            .get_or_create(&custody_controller::metrics::NotAttributedLabels {
+                kind: "Deployment",
+                reason: "node_not_ready",
+            })
+            .get()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || counted() == 1).await,
+        "not counted as not attributed"
+    );
+    // More of the same situation (the pod's status written again, each a reconcile) is neither
+    // acted on nor counted again.
+    for _ in 0..3 {
+        pod_on(&api, "node-a");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(counted(), 1, "once per situation");
+    assert_eq!(image(&api), "web:2");
+    assert_eq!(deployment_patches(&api), 0, "no revert");
+    assert!(api.list(RECORDS).is_empty(), "no RollbackRecord");
+    assert!(api.list(EVENTS).is_empty(), "no Event");
+
+    // The Node comes back and the pod is still not Ready: now it is the revision's. Only the
+    // Node changed, and the next look would be 30 s away: the Node's event must trigger it.
+    node(&api, "node-a", true);
+    assert!(
+        eventually(Duration::from_secs(10), || image(&api) == "web:1").await,
+        "the Node's return did not make the revision answer for its pod"
+    );
+    assert_eq!(api.list(RECORDS).len(), 1);
+    controller.stop().await;
 }

@@ -53,7 +53,9 @@ pub struct CustodyPolicySpec {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
     pub annotations: Vec<AnnotationRule>,
 
-    /// Who the agents and the delivery systems are, to cross-check the declared actor.
+    /// Who the agents and the delivery systems are, to cross-check the declared actor, and
+    /// which controllers besides kube-controller-manager's may write the objects they own
+    /// without judgement.
     #[serde(default, skip_serializing_if = "Identities::is_empty")]
     pub identities: Identities,
 
@@ -315,7 +317,7 @@ impl IdentitySet {
     }
 }
 
-/// Who the agents and the delivery systems are.
+/// Who the agents, the delivery systems and the extra controllers are.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Identities {
@@ -326,12 +328,19 @@ pub struct Identities {
     /// the manifest is passed through as written.
     #[serde(default, skip_serializing_if = "IdentitySet::is_empty")]
     pub delivery: IdentitySet,
+    /// Controllers besides kube-controller-manager's (whose service accounts are always
+    /// trusted), e.g. Argo Rollouts as `argo-rollouts/argo-rollouts`. An object that carries a
+    /// `controller: true` ownerReference, created or updated by one of these identities, is
+    /// not judged by this policy: its owner was judged when it was applied. The same object
+    /// from anyone else is judged like any other, so writing an ownerReference exempts no one.
+    #[serde(default, skip_serializing_if = "IdentitySet::is_empty")]
+    pub controllers: IdentitySet,
 }
 
 impl Identities {
-    /// True when neither list names anyone.
+    /// True when no list names anyone.
     pub fn is_empty(&self) -> bool {
-        self.agents.is_empty() && self.delivery.is_empty()
+        self.agents.is_empty() && self.delivery.is_empty() && self.controllers.is_empty()
     }
 }
 

@@ -1,13 +1,17 @@
 //! Support for Custody's end-to-end tests against a real cluster (`tests/e2e.rs`): how to
-//! install Custody (Helm chart, or local processes beside a local control plane), the workloads
-//! the scenarios apply, and waiting with deadlines.
+//! install Custody (Helm chart, or local processes beside a local control plane such as the
+//! lab), the workloads the scenarios apply, and waiting with deadlines.
 //!
 //! Environment:
-//! - `KUBECONFIG`: the cluster; without it the suite prints one SKIPPED line and passes.
+//! - `CUSTODY_E2E_KUBECONFIG`: the cluster to test. Without it the suite prints one SKIPPED line
+//!   and passes. (Not `KUBECONFIG`: an ambient kubeconfig must never make `cargo test` install
+//!   webhooks into whatever cluster it points at.)
 //! - `CUSTODY_E2E_MODE`: `helm` (default) installs `charts/custody` with `helm`; `local` runs
-//!   `target/debug/custody-webhook` and `custody-controller` as processes and registers the
-//!   webhook by `url: https://127.0.0.1:PORT` with a generated CA (the apiserver must run on this
-//!   host, as with a local control plane).
+//!   `target/debug/custody-webhook` and `custody-controller` as processes under the chart's
+//!   service accounts and registers the chart's webhooks by `url: https://127.0.0.1:PORT` with a
+//!   generated CA (the apiserver must run on this host, as the lab's does).
+//! - `CUSTODY_E2E_LAB`: the lab's folder (`$LAB`), for the scenarios that stop a node; without
+//!   it they are skipped, loudly.
 //! - `CUSTODY_IMAGE`: the image for `helm` mode (default `ghcr.io/custody-dev/custody:0.1.0`).
 //! - `CUSTODY_E2E_IMAGE`: the workload image (default `busybox:1.36`).
 //! - `CUSTODY_E2E_BROKEN`: how v2 breaks: `readiness` (default: a readiness probe that always
@@ -15,6 +19,9 @@
 //!   annotations in `CUSTODY_E2E_BROKEN_ANNOTATIONS`, a JSON object, make the simulator report
 //!   the pod not ready).
 //! - `CUSTODY_E2E_REVERT_WINDOW`: seconds allowed from v2 to its revert (default 120).
+
+pub mod certs;
+pub mod local;
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +50,8 @@ pub struct Settings {
     pub broken_annotations: Option<Value>,
     /// Seconds allowed from v2 to its revert.
     pub revert_window: Duration,
+    /// The lab's folder, when the cluster is the lab.
+    pub lab: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -78,6 +87,7 @@ impl Settings {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(120),
             ),
+            lab: var("CUSTODY_E2E_LAB").map(Into::into),
         })
     }
 }
@@ -186,9 +196,28 @@ where
     }
 }
 
+/// A client for the cluster under test.
+pub async fn client(kubeconfig: &std::ffi::OsStr) -> anyhow::Result<kube::Client> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config =
+        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+            .await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// A command whose cluster, if it talks to one, is the cluster under test and only that:
+/// `KUBECONFIG` is set from `CUSTODY_E2E_KUBECONFIG`.
+pub fn command(program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    if let Some(k) = std::env::var_os("CUSTODY_E2E_KUBECONFIG") {
+        c.env("KUBECONFIG", k);
+    }
+    c
+}
+
 /// Runs a command, failing with its output when it fails.
 pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = std::process::Command::new(program)
+    let out = command(program)
         .args(args)
         .output()
         .map_err(|e| anyhow::anyhow!("cannot run {program}: {e}"))?;
@@ -201,6 +230,56 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command with `input` on its standard input, failing with its output when it fails.
+pub fn run_with_input(program: &str, args: &[&str], input: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut child = command(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{program} {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A plain-HTTP GET on loopback (the admin ports): status and body.
+pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<hyper::body::Bytes>>();
+    let response = tokio::time::timeout(Duration::from_secs(5), client.get(url.parse()?)).await??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `kubectl`: `KUBECTL`, else from `.tools/bin` when the CI scripts installed it there, else
+/// from PATH.
+pub fn kubectl() -> String {
+    if let Some(k) = std::env::var("KUBECTL").ok().filter(|k| !k.is_empty()) {
+        return k;
+    }
+    let local = repo_root().join(".tools/bin/kubectl");
+    if local.exists() {
+        local.display().to_string()
+    } else {
+        "kubectl".into()
+    }
 }
 
 /// The repository root.
@@ -230,6 +309,7 @@ mod tests {
             workload_image: "busybox:1.36".into(),
             broken_annotations: None,
             revert_window: Duration::from_secs(60),
+            lab: None,
         };
         let d = deployment(&s, "app", provenance("agent", "abcdef1", "r1"), "v2", true);
         assert_eq!(

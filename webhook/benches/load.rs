@@ -255,7 +255,7 @@ fn main() {
     let body = Bytes::from(
         std::fs::read(
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/fixtures/admission/deployment-create-agent-annotated.json"),
+                .join("tests/fixtures/admission/deployment-create-agent-annotated.json"),
         )
         .expect("fixture"),
     );

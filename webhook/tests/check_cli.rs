@@ -117,6 +117,29 @@ fn stdin_and_the_builtin_policy() {
 }
 
 #[test]
+fn a_controller_owner_reference_is_judged_unless_checked_as_a_controller() {
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: debug-shell\n  ownerReferences:\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: web-5d8f9c7b6, uid: u, controller: true}\nspec: {containers: [{name: c, image: web:1}]}\n";
+    let (code, out) = custody(&["check", "-"], Some(manifest));
+    assert_eq!(
+        code, 1,
+        "checked as a normal user, the ownerReference exempts nothing: {out}"
+    );
+    assert!(out.contains("custody.dev/owner is missing"), "{out}");
+
+    let (code, out) = custody(
+        &[
+            "check",
+            "--user",
+            "system:serviceaccount:kube-system:replicaset-controller",
+            "-",
+        ],
+        Some(manifest),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 skipped"), "{out}");
+}
+
+#[test]
 fn unreadable_input_and_bad_policies_exit_2() {
     let (code, out) = custody(&["check", "-"], Some("kind: [unclosed\n"));
     assert_eq!(code, 2, "{out}");

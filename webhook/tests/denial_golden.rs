@@ -38,6 +38,34 @@ fn unannotated_deployment() {
 }
 
 #[test]
+fn forged_owner_reference() {
+    let body = fixture("pod-create-forged-owner-reference-unannotated.json");
+    let request = custody_webhook::review::decode(&body).unwrap();
+    let owner = request.object.as_ref().unwrap().controller().unwrap();
+    assert_eq!(
+        (owner.kind.as_ref(), owner.name.as_ref()),
+        ("ReplicaSet", "payments-api-775d7dc457"),
+        "the fixture carries a controller ownerReference"
+    );
+    let d = judge(&body);
+    assert!(!d.allowed, "a forged ownerReference exempts no one");
+    let message = d.message.as_deref().unwrap();
+    for key in [
+        "custody.dev/actor",
+        "custody.dev/source-repo",
+        "custody.dev/source-commit",
+        "custody.dev/owner",
+        "custody.dev/oncall",
+    ] {
+        assert!(
+            message.contains(&format!("- {key} is missing")),
+            "{key}: {message}"
+        );
+    }
+    check_golden("forged-owner-reference", message);
+}
+
+#[test]
 fn agent_without_agent_name_and_bad_commit() {
     let mut annotations = agent_annotations();
     annotations

@@ -110,6 +110,14 @@ const CASES: &[(&str, bool, Outcome, &[(ViolationCode, &str)])] = &[
         Outcome::Denied,
         UNANNOTATED,
     ),
+    // The same Pod with a user-written controller ownerReference: an ownerReference is a field
+    // anyone may write, so only a controller identity makes a write a controller's.
+    (
+        "pod-create-forged-owner-reference-unannotated.json",
+        false,
+        Outcome::Denied,
+        UNANNOTATED,
+    ),
     (
         "statefulset-create-human-missing-provenance.json",
         false,

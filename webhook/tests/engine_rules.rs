@@ -421,6 +421,7 @@ fn actor_cross_check() {
                 service_accounts: vec!["argocd/argocd-application-controller".into()],
                 ..Default::default()
             },
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -999,4 +1000,173 @@ fn policy_admission() {
     }
     let d = policy_review("UPDATE", &policy_doc("Warn", "Fail", None), Some(&enforce));
     assert!(d.message.unwrap().contains("mode Enforce -> Warn"));
+}
+
+#[test]
+fn controller_owned_objects_are_judged_unless_a_controller_writes_them() {
+    let argo = Identities {
+        controllers: IdentitySet {
+            service_accounts: vec!["argo-rollouts/argo-rollouts".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let names_argo = policies(vec![(
+        "default",
+        CustodyPolicySpec {
+            identities: argo.clone(),
+            ..Default::default()
+        },
+    )]);
+    let also_strict = policies(vec![
+        (
+            "default",
+            CustodyPolicySpec {
+                identities: argo,
+                ..Default::default()
+            },
+        ),
+        (
+            "replicasets-strict",
+            CustodyPolicySpec {
+                match_rules: MatchRules {
+                    kinds: vec![WorkloadKind::ReplicaSet],
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        ),
+    ]);
+    let owned_by = |kind: &str, owner_api: &str, owner_kind: &str| {
+        let mut o = deployment("web-5d8f9c7b6", json!({}), "web:1");
+        o["kind"] = json!(kind);
+        if kind == "Pod" {
+            o["apiVersion"] = json!("v1");
+            o["spec"] = o["spec"]["template"]["spec"].clone();
+        }
+        o["metadata"]["ownerReferences"] = json!([{"apiVersion": owner_api, "kind": owner_kind,
+            "name": "web", "uid": "u", "controller": true}]);
+        o
+    };
+    let pod = owned_by("Pod", "apps/v1", "ReplicaSet");
+    let rollout_rs = owned_by("ReplicaSet", "argoproj.io/v1alpha1", "Rollout");
+    let mut released = pod.clone();
+    released["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    let vocabulary = custody_crds::Vocabulary::default();
+    let quarantine = QuarantineIndex::default();
+    let ctx = Context {
+        vocabulary: &vocabulary,
+        namespace_labels: None,
+        quarantine: &quarantine,
+    };
+    let argo_sa = "system:serviceaccount:argo-rollouts:argo-rollouts";
+    // (situation, policies, operation, object, old object, user, outcome, failure policy)
+    let cases: Vec<(
+        &str,
+        &PolicySet,
+        &str,
+        &Value,
+        Option<&Value>,
+        &str,
+        Outcome,
+        FailurePolicy,
+    )> = vec![
+        (
+            "replicaset controller creates a pod",
+            &names_argo,
+            "CREATE",
+            &pod,
+            None,
+            "system:serviceaccount:kube-system:replicaset-controller",
+            Outcome::Skipped,
+            FailurePolicy::Ignore,
+        ),
+        (
+            "kube-controller-manager without SA credentials",
+            &names_argo,
+            "CREATE",
+            &pod,
+            None,
+            "system:kube-controller-manager",
+            Outcome::Skipped,
+            FailurePolicy::Ignore,
+        ),
+        (
+            "garbage collector orphans a pod",
+            &names_argo,
+            "UPDATE",
+            &released,
+            Some(&pod),
+            "system:serviceaccount:kube-system:generic-garbage-collector",
+            Outcome::Skipped,
+            FailurePolicy::Ignore,
+        ),
+        (
+            "user forges an ownerReference",
+            &names_argo,
+            "CREATE",
+            &pod,
+            None,
+            "jane",
+            Outcome::Denied,
+            FailurePolicy::Fail,
+        ),
+        (
+            "Argo Rollouts named by policy",
+            &names_argo,
+            "CREATE",
+            &rollout_rs,
+            None,
+            argo_sa,
+            Outcome::Skipped,
+            FailurePolicy::Ignore,
+        ),
+        (
+            "Argo Rollouts named by one policy, judged by another",
+            &also_strict,
+            "CREATE",
+            &rollout_rs,
+            None,
+            argo_sa,
+            Outcome::Denied,
+            FailurePolicy::Fail,
+        ),
+        (
+            "Argo Rollouts creates a bare pod",
+            &names_argo,
+            "CREATE",
+            &released,
+            None,
+            argo_sa,
+            Outcome::Denied,
+            FailurePolicy::Fail,
+        ),
+    ];
+    for (situation, set, op, object, old, user, outcome, failure) in cases {
+        let body = review_of(op, object, old, user, &[]);
+        let request = review::decode(&body).unwrap();
+        let d = evaluate(set, &request, &ctx);
+        assert_eq!(d.outcome, outcome, "{situation}: {:?}", d.message);
+        if outcome == Outcome::Denied {
+            assert_eq!(
+                codes(&d)[0],
+                ViolationCode::MissingAnnotation,
+                "{situation}"
+            );
+        }
+        assert_eq!(
+            set.failure_policy_for(&request, &ctx),
+            failure,
+            "{situation}: the failure policy follows the same rule"
+        );
+    }
+    let d = evaluate(
+        &also_strict,
+        &review::decode(&review_of("CREATE", &rollout_rs, None, argo_sa, &[])).unwrap(),
+        &ctx,
+    );
+    assert_eq!(d.audit_annotations["policies"], "replicasets-strict");
 }

@@ -39,6 +39,69 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ include "custody.fullname" . }}-policies
 {{- end -}}
 
+{{- define "custody.controllerServiceAccount" -}}
+{{ include "custody.fullname" . }}-controller
+{{- end -}}
+
+{{/* The controller's leader Lease (its --lease-name), created by the chart. */}}
+{{- define "custody.leaseName" -}}
+{{ include "custody.fullname" . }}-controller
+{{- end -}}
+
+{{/* "true" when the webhook is served outside the cluster (webhook.external.url). */}}
+{{- define "custody.externalWebhook" -}}
+{{- if .Values.webhook.external.url -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+"true" when the controller issues the in-cluster webhook's serving certificate and keeps the
+webhook configurations' caBundle: neither cert-manager nor an external webhook, whose caBundle
+is webhook.external.caBundle and must not be overwritten.
+*/}}
+{{- define "custody.controllerManagesCertificates" -}}
+{{- if not (or .Values.certificates.certManager.enabled (include "custody.externalWebhook" .)) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+kube-controller-manager's identities that write the kinds Custody judges with a controller
+ownerReference. Keep in sync with BUILTIN_CONTROLLERS in webhook/src/engine/controllers.rs.
+*/}}
+{{- define "custody.builtinControllerUsers" -}}
+{{- $users := list -}}
+{{- range list "deployment-controller" "replicaset-controller" "replication-controller" "statefulset-controller" "daemon-set-controller" "job-controller" "cronjob-controller" "generic-garbage-collector" -}}
+{{- $users = append $users (printf "system:serviceaccount:kube-system:%s" .) -}}
+{{- end -}}
+{{- $users = append $users "system:kube-controller-manager" -}}
+{{- toJson $users -}}
+{{- end -}}
+
+{{/* The user names of every controller identity: the built-in ones and webhook.controllerIdentities. */}}
+{{- define "custody.controllerUsers" -}}
+{{- $users := include "custody.builtinControllerUsers" . | fromJsonArray -}}
+{{- $extra := .Values.webhook.controllerIdentities -}}
+{{- range $extra.users -}}{{- $users = append $users . -}}{{- end -}}
+{{- range $extra.serviceAccounts -}}
+{{- $sa := splitList "/" . -}}
+{{- $users = append $users (printf "system:serviceaccount:%s:%s" (index $sa 0) (index $sa 1)) -}}
+{{- end -}}
+{{- toJson (uniq $users) -}}
+{{- end -}}
+
+{{/*
+The identities.controllers of the default policy: webhook.controllerIdentities, so the engine
+trusts exactly whom the apiserver's matchConditions do not ask about, plus Custody's own
+controller (which the apiserver never asks about), so that its writes to controller-owned
+objects (the marks on ReplicaSets) are not judged on clusters without matchConditions either.
+*/}}
+{{- define "custody.policyControllers" -}}
+{{- $ids := .Values.webhook.controllerIdentities -}}
+{{- $sas := concat (list (printf "%s/%s" .Release.Namespace (include "custody.controllerServiceAccount" .))) ($ids.serviceAccounts | default list) -}}
+{{- $set := dict "serviceAccounts" (uniq $sas) -}}
+{{- with $ids.users }}{{ $_ := set $set "users" . }}{{ end -}}
+{{- with $ids.groups }}{{ $_ := set $set "groups" . }}{{ end -}}
+{{- toJson $set -}}
+{{- end -}}
+
 {{- define "custody.podSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: 65532
@@ -60,4 +123,28 @@ capabilities:
 {{- $ns := list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace -}}
 {{- range .Values.webhook.excludeNamespaces }}{{ $ns = append $ns . }}{{ end -}}
 {{- toJson (uniq $ns) -}}
+{{- end -}}
+
+{{/*
+A webhook's clientConfig for a path: the in-cluster Service, or webhook.external.url with its
+caBundle. Called with (list $ path).
+*/}}
+{{- define "custody.webhookClientConfig" -}}
+{{- $ := index . 0 -}}
+{{- $path := index . 1 -}}
+{{- with $.Values.webhook.external -}}
+{{- if .url -}}
+url: {{ printf "%s%s" (trimSuffix "/" .url) $path | quote }}
+{{- with .caBundle }}
+caBundle: {{ . | quote }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+{{- if not $.Values.webhook.external.url -}}
+service:
+  name: {{ include "custody.webhookService" $ }}
+  namespace: {{ $.Release.Namespace }}
+  path: {{ $path }}
+  port: 443
+{{- end -}}
 {{- end -}}

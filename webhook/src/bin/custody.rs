@@ -39,7 +39,9 @@ struct CheckArgs {
     /// CustodyPolicy files or directories; without one, the built-in default policy applies.
     #[arg(short, long = "policy", value_name = "PATH")]
     policies: Vec<PathBuf>,
-    /// The user the objects are applied as (agent identities and exclusions match on it).
+    /// The user the objects are applied as (agent, controller and excluded identities match on
+    /// it). An object with a controller ownerReference is judged unless this is a controller
+    /// identity, e.g. system:serviceaccount:kube-system:replicaset-controller.
     #[arg(long, default_value = "custody-check")]
     user: String,
     /// A group of that user; repeatable.

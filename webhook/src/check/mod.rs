@@ -2,7 +2,8 @@
 //!
 //! Files (or stdin) are read into documents with their positions ([`load`]), policies come from
 //! CustodyPolicy files or the built-in default, and every object is judged as a CREATE by a
-//! configurable identity, exactly as the webhook would judge it. CustodyPolicy documents among
+//! configurable identity, exactly as the webhook would judge it: a manifest with a controller
+//! ownerReference is judged too, unless that identity is a controller's. CustodyPolicy documents among
 //! the manifests are judged as the webhook's policy endpoint would.
 
 pub mod load;

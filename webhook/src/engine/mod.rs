@@ -1,12 +1,14 @@
 //! The admission engine: `(policies, request, context) -> Decision`, pure.
 //!
-//! A request is first sorted out (operation, subresource, kind, controller-created objects are
-//! admitted without judgement), then the policies that select the workload are found, their
-//! rules run, and the violations are combined by mode into one decision: Enforce denies, Warn
-//! admits with kubectl warnings, Audit admits and records. Rules that concern the revision rather
-//! than a policy's vocabulary (stale provenance, quarantine) run once, under the strictest mode
-//! among the selecting policies.
+//! A request is first sorted out (operation, subresource, kind; an object a controller owns,
+//! written by kube-controller-manager, is admitted without judgement: see [`Ownership`]), then
+//! the policies that select the workload, do not exclude the requester and do not name it as a
+//! controller writing an object it owns are found, their rules run, and the violations are
+//! combined by mode into one decision: Enforce denies, Warn admits with kubectl warnings, Audit
+//! admits and records. Rules that concern the revision rather than a policy's vocabulary (stale
+//! provenance, quarantine) run once, under the strictest mode among the selecting policies.
 
+mod controllers;
 mod decision;
 mod policies;
 mod policy_review;
@@ -19,6 +21,7 @@ use std::collections::BTreeMap;
 use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target};
 use custody_crds::{EnforcementMode, FailurePolicy, Vocabulary, WorkloadKind};
 
+pub use controllers::{BUILTIN_CONTROLLERS, Ownership};
 pub use decision::{Decision, Outcome, Violation, ViolationCode};
 pub use policies::{CompiledPolicy, PolicyError, PolicySet, identity_matches};
 pub use policy_review::validate_policy;
@@ -54,6 +57,7 @@ pub fn evaluate(
         kind,
         object,
         namespace,
+        ownership,
     } = prepared;
     let labels = object.metadata.labels.clone().unwrap_or_default();
     let fallback_labels;
@@ -72,7 +76,7 @@ pub fn evaluate(
         labels: &labels,
     };
     let user = &request.user_info;
-    let mut selecting = policies.selecting(&target, &user.username, &user.groups);
+    let mut selecting = policies.selecting(&target, &user.username, &user.groups, ownership);
     if selecting.is_empty() {
         return Decision::skipped(None);
     }
@@ -216,6 +220,7 @@ struct Prepared2<'r, 'a> {
     kind: WorkloadKind,
     object: &'r WorkloadObject<'a>,
     namespace: Cow<'a, str>,
+    ownership: Ownership,
 }
 
 /// Sorts out requests that are not judged, and parses the object of those that are.
@@ -247,9 +252,11 @@ fn prepare<'r, 'a>(request: &'r AdmissionRequest<'a>) -> Prepared<'r, 'a> {
             request.operation.as_str()
         )));
     };
-    if object.controller().is_some() {
-        // Created and updated by its controller (a Deployment's ReplicaSet, a Job's Pod): the
-        // owner was judged when it was applied, and blocking here would wedge the rollout.
+    let ownership = Ownership::of(request);
+    if ownership == Ownership::BuiltinController {
+        // Written by its controller (a Deployment's ReplicaSet, a Job's Pod): the owner was
+        // judged when it was applied, and blocking here would wedge the rollout. The
+        // ownerReference alone proves nothing (anyone may write one); the identity does.
         return Prepared::Done(Decision::skipped(None));
     }
     let namespace = request
@@ -261,6 +268,7 @@ fn prepare<'r, 'a>(request: &'r AdmissionRequest<'a>) -> Prepared<'r, 'a> {
         kind,
         object,
         namespace,
+        ownership,
     })
 }
 
@@ -293,7 +301,7 @@ impl PolicySet {
                 let user = &request.user_info;
                 strictest(
                     &mut self
-                        .selecting(&target, &user.username, &user.groups)
+                        .selecting(&target, &user.username, &user.groups, p.ownership)
                         .into_iter(),
                 )
             }

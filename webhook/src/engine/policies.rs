@@ -13,6 +13,8 @@ use custody_crds::{AnnotationKey, AnnotationRule, CustodyPolicy, CustodyPolicySp
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use regex::Regex;
 
+use super::controllers::Ownership;
+
 /// Patterns are user input evaluated on every admission: bound their compiled size.
 const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
 
@@ -77,6 +79,12 @@ impl CompiledPolicy {
             &policy.spec.identities.delivery,
             &mut problems,
         );
+        check_identities(
+            "identities.controllers",
+            &policy.spec.identities.controllers,
+            &mut problems,
+        );
+        check_controllers(&policy.spec.identities.controllers, &mut problems);
         check_rollback(&policy.spec, &mut problems);
         if problems.is_empty() {
             Ok(Self {
@@ -227,6 +235,45 @@ fn check_identities(field: &str, set: &IdentitySet, problems: &mut Vec<String>) 
     }
 }
 
+/// Groups every requester of a kind belongs to: naming one as a controller would let anyone
+/// skip judgement by writing an ownerReference, which is what the identity check prevents.
+const EVERYONE_GROUPS: [&str; 3] = [
+    "system:authenticated",
+    "system:unauthenticated",
+    "system:serviceaccounts",
+];
+
+fn check_controllers(set: &IdentitySet, problems: &mut Vec<String>) {
+    let everyone = |p: &str| !p.is_empty() && p.chars().all(|c| c == '*');
+    let mut broad: Vec<String> = Vec::new();
+    broad.extend(
+        set.users
+            .iter()
+            .filter(|p| everyone(p))
+            .map(|p| format!("users {p:?}")),
+    );
+    broad.extend(
+        set.groups
+            .iter()
+            .filter(|p| everyone(p) || EVERYONE_GROUPS.contains(&p.as_str()))
+            .map(|p| format!("groups {p:?}")),
+    );
+    broad.extend(
+        set.service_accounts
+            .iter()
+            .filter(|p| {
+                p.split_once('/')
+                    .is_some_and(|(ns, name)| everyone(ns) && everyone(name))
+            })
+            .map(|p| format!("serviceAccounts {p:?}")),
+    );
+    for entry in broad {
+        problems.push(format!(
+            "spec.identities.controllers: {entry} names every requester, so anyone could skip judgement by writing an ownerReference; name the controllers themselves (e.g. serviceAccounts: argo-rollouts/argo-rollouts)"
+        ));
+    }
+}
+
 fn check_rollback(spec: &CustodyPolicySpec, problems: &mut Vec<String>) {
     let r = &spec.rollback;
     if r.restart_threshold == 0 {
@@ -324,17 +371,25 @@ impl PolicySet {
         self.policies.iter()
     }
 
-    /// The policies that select `target` and do not exclude the requester.
+    /// The policies that select `target`, do not exclude the requester, and do not name it as
+    /// a controller writing an object it owns.
     pub fn selecting<'s>(
         &'s self,
         target: &Target<'_>,
         username: &str,
         groups: &[impl AsRef<str>],
+        ownership: Ownership,
     ) -> Vec<&'s CompiledPolicy> {
         self.policies
             .iter()
             .filter(|p| {
-                p.spec.selects(target) && !identity_matches(&p.spec.exclude, username, groups)
+                p.spec.selects(target)
+                    && !identity_matches(&p.spec.exclude, username, groups)
+                    && !ownership.is_controller_write(
+                        &p.spec.identities.controllers,
+                        username,
+                        groups,
+                    )
             })
             .collect()
     }
@@ -457,6 +512,34 @@ mod tests {
                     ..Default::default()
                 },
                 "must be namespace/name",
+            ),
+            (
+                "every requester named as a controller",
+                CustodyPolicySpec {
+                    identities: custody_crds::Identities {
+                        controllers: IdentitySet {
+                            groups: vec!["system:authenticated".into()],
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "anyone could skip judgement by writing an ownerReference",
+            ),
+            (
+                "every service account named as a controller",
+                CustodyPolicySpec {
+                    identities: custody_crds::Identities {
+                        controllers: IdentitySet {
+                            service_accounts: vec!["*/*".into()],
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "serviceAccounts \"*/*\" names every requester",
             ),
             (
                 "zero restart threshold",

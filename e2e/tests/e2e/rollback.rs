@@ -1,0 +1,177 @@
+//! Rollback: an agent's broken revision is reverted (Deployment and StatefulSet), the reverted
+//! template is quarantined against re-sync, and a human's regression is only alerted.
+
+use std::time::{Duration, Instant};
+
+use custody_e2e::{deployment, provenance, stateful_set, wait_for};
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::support::{Ctx, api_error, apply, create, image_version, secs};
+
+fn agent_v2(ctx: &Ctx) -> Value {
+    deployment(
+        &ctx.settings,
+        "agent-app",
+        provenance("agent", "2222222", "run-2"),
+        "v2",
+        true,
+    )
+}
+
+pub async fn agent_reverted(ctx: &Ctx) -> anyhow::Result<String> {
+    ctx.wait_healthy_mark("agent-app").await?;
+    let applied = Instant::now();
+    apply(&ctx.deployments(), &agent_v2(ctx)).await?;
+    ctx.wait_version("agent-app", "v1", ctx.settings.revert_window)
+        .await?;
+    let revert_seconds = secs(applied);
+    let reverted = ctx.records_of("agent-app", "Reverted").await?;
+    anyhow::ensure!(
+        reverted.len() == 1,
+        "expected one RollbackRecord, found {reverted:?}"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let has_event = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("Reverted"));
+    anyhow::ensure!(has_event, "no Reverted Event");
+    Ok(format!(
+        "reverted {revert_seconds:.1}s after v2 was applied (detection window 15s); record {}",
+        reverted[0]
+    ))
+}
+
+pub async fn quarantine(ctx: &Ctx) -> anyhow::Result<String> {
+    let v2 = agent_v2(ctx);
+    match apply(&ctx.deployments(), &v2).await {
+        Ok(_) => anyhow::bail!("the quarantined template was re-admitted"),
+        Err(e) => {
+            let (code, message) = api_error(&e).ok_or_else(|| anyhow::anyhow!("{e}"))?;
+            anyhow::ensure!(
+                code == 403 && message.contains("RollbackRecord"),
+                "unexpected answer {code}: {message}"
+            );
+        }
+    }
+    let mut human = v2.clone();
+    human["metadata"]["annotations"]["custody.dev/actor"] = json!("human");
+    human["metadata"]["annotations"]["custody.dev/quarantine-override"] =
+        json!("e2e: verified by a human");
+    apply(&ctx.deployments(), &human).await?;
+    Ok("re-sync denied naming the record; human override admitted".to_string())
+}
+
+pub async fn human_alerted(ctx: &Ctx) -> anyhow::Result<String> {
+    let h1 = deployment(
+        &ctx.settings,
+        "human-app",
+        provenance("human", "3333333", "run-3"),
+        "v1",
+        false,
+    );
+    create(&ctx.deployments(), &h1).await?;
+    ctx.wait_healthy_mark("human-app").await?;
+    let h2 = deployment(
+        &ctx.settings,
+        "human-app",
+        provenance("human", "4444444", "run-4"),
+        "v2",
+        true,
+    );
+    let applied = Instant::now();
+    apply(&ctx.deployments(), &h2).await?;
+    wait_for("an alert record", ctx.settings.revert_window, || async {
+        Ok((!ctx.records_of("human-app", "Alerted").await?.is_empty()).then_some(()))
+    })
+    .await?;
+    let alerted = secs(applied);
+    anyhow::ensure!(
+        image_version(&ctx.deployments().get("human-app").await?) == "v2",
+        "the human's spec was changed"
+    );
+    Ok(format!("alerted {alerted:.1}s after v2; spec untouched"))
+}
+
+fn stateful_set_version(set: &StatefulSet) -> String {
+    set.spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get("e2e.custody.dev/version").cloned())
+        .unwrap_or_default()
+}
+
+pub async fn stateful_set_reverted(ctx: &Ctx) -> anyhow::Result<String> {
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let s1 = stateful_set(
+        &ctx.settings,
+        "agent-db",
+        provenance("agent", "5555555", "run-5"),
+        "v1",
+        false,
+    );
+    sets.create(&PostParams::default(), &serde_json::from_value(s1)?)
+        .await?;
+    let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ctx.ns);
+    wait_for(
+        "agent-db v1 marked healthy",
+        Duration::from_secs(240),
+        || {
+            let revisions = revisions.clone();
+            async move {
+                Ok(revisions
+                    .list(&ListParams::default().labels("app=agent-db"))
+                    .await?
+                    .items
+                    .iter()
+                    .any(|r| {
+                        r.metadata
+                            .annotations
+                            .as_ref()
+                            .is_some_and(|a| a.contains_key("custody.dev/healthy-since"))
+                    })
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    let s2 = stateful_set(
+        &ctx.settings,
+        "agent-db",
+        provenance("agent", "6666666", "run-6"),
+        "v2",
+        true,
+    );
+    let applied = Instant::now();
+    sets.patch(
+        "agent-db",
+        &PatchParams::apply("e2e-gitops").force(),
+        &Patch::Apply(&s2),
+    )
+    .await?;
+    wait_for(
+        "the StatefulSet revert to v1",
+        ctx.settings.revert_window,
+        || {
+            let sets = sets.clone();
+            async move { Ok((stateful_set_version(&sets.get("agent-db").await?) == "v1").then_some(())) }
+        },
+    )
+    .await?;
+    let reverted = ctx.records_of("agent-db", "Reverted").await?;
+    anyhow::ensure!(
+        reverted.len() == 1,
+        "expected one RollbackRecord for the StatefulSet, found {reverted:?}"
+    );
+    Ok(format!(
+        "reverted {:.1}s after v2 was applied",
+        secs(applied)
+    ))
+}

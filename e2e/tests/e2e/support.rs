@@ -1,0 +1,196 @@
+//! What the scenarios share: the run's context, API handles and small waits.
+
+use std::time::{Duration, Instant};
+
+use custody_e2e::local::LocalInstall;
+use custody_e2e::{Settings, wait_for};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
+use kube::discovery::ApiResource;
+use kube::{Api, Client};
+use serde_json::Value;
+
+/// The run: cluster, settings, the test namespace and the local install (local mode).
+pub struct Ctx {
+    pub client: Client,
+    pub settings: Settings,
+    pub ns: String,
+    pub local: Option<LocalInstall>,
+}
+
+impl Ctx {
+    pub fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn records(&self) -> Api<DynamicObject> {
+        records_api(&self.client, &self.ns)
+    }
+
+    /// The local install; scenarios that stop processes need one.
+    pub fn local(&mut self) -> anyhow::Result<&mut LocalInstall> {
+        self.local
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("this scenario needs CUSTODY_E2E_MODE=local"))
+    }
+
+    /// The RollbackRecords of `workload` with `action`.
+    pub async fn records_of(&self, workload: &str, action: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .records()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|r| {
+                r.data["spec"]["workload"]["name"] == workload && r.data["spec"]["action"] == action
+            })
+            .filter_map(|r| r.metadata.name)
+            .collect())
+    }
+
+    /// Waits until `app`'s Deployment runs template version `version`.
+    pub async fn wait_version(
+        &self,
+        app: &str,
+        version: &str,
+        deadline: Duration,
+    ) -> anyhow::Result<()> {
+        let api = self.deployments();
+        wait_for(&format!("{app} at {version}"), deadline, || {
+            let api = api.clone();
+            async move { Ok((image_version(&api.get(app).await?) == version).then_some(())) }
+        })
+        .await
+    }
+
+    /// Waits until `count` pods labelled `app=<app>` exist (optionally Ready).
+    pub async fn wait_pods(
+        &self,
+        app: &str,
+        count: usize,
+        ready: bool,
+        deadline: Duration,
+    ) -> anyhow::Result<()> {
+        let api = self.pods();
+        wait_for(&format!("{count} {app} pods"), deadline, || {
+            let api = api.clone();
+            async move {
+                let pods = api
+                    .list(&ListParams::default().labels(&format!("app={app}")))
+                    .await?
+                    .items;
+                let n = pods
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| !ready || pod_ready(p))
+                    .count();
+                Ok((n >= count).then_some(()))
+            }
+        })
+        .await
+    }
+
+    /// Waits until one of `app`'s ReplicaSets is marked healthy by the controller.
+    pub async fn wait_healthy_mark(&self, app: &str) -> anyhow::Result<()> {
+        let rss: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &self.ns);
+        wait_for(
+            &format!("{app} marked healthy"),
+            Duration::from_secs(240),
+            || {
+                let rss = rss.clone();
+                async move {
+                    let list = rss
+                        .list(&ListParams::default().labels(&format!("app={app}")))
+                        .await?;
+                    Ok(list
+                        .items
+                        .iter()
+                        .any(|rs| {
+                            rs.metadata
+                                .annotations
+                                .as_ref()
+                                .is_some_and(|a| a.contains_key("custody.dev/healthy-since"))
+                        })
+                        .then_some(()))
+                }
+            },
+        )
+        .await
+    }
+}
+
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub fn records_api(client: &Client, ns: &str) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: "custody.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "custody.dev/v1alpha1".into(),
+        kind: "RollbackRecord".into(),
+        plural: "rollbackrecords".into(),
+    };
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+pub fn policies_api(client: &Client) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: "custody.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "custody.dev/v1alpha1".into(),
+        kind: "CustodyPolicy".into(),
+        plural: "custodypolicies".into(),
+    };
+    Api::all_with(client.clone(), &ar)
+}
+
+pub fn api_error(e: &kube::Error) -> Option<(u16, String)> {
+    match e {
+        kube::Error::Api(s) => Some((s.code, s.message.clone())),
+        _ => None,
+    }
+}
+
+pub async fn create(api: &Api<Deployment>, object: &Value) -> anyhow::Result<Deployment> {
+    Ok(api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(object.clone())?,
+        )
+        .await?)
+}
+
+pub async fn apply(api: &Api<Deployment>, object: &Value) -> Result<Deployment, kube::Error> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    api.patch(
+        name,
+        &PatchParams::apply("e2e-gitops").force(),
+        &Patch::Apply(object),
+    )
+    .await
+}
+
+pub fn image_version(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get("e2e.custody.dev/version").cloned())
+        .unwrap_or_default()
+}
+
+/// Seconds since `t`, for the timings every scenario prints.
+pub fn secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
