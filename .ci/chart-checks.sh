@@ -30,6 +30,7 @@ sets=(
   "no-default-policy|--set defaultPolicy.enabled=false --set webhook.replicas=3 --set webhook.podDisruptionBudget.enabled=false"
   "external-url|--set webhook.external.url=https://127.0.0.1:8443 --set webhook.external.caBundle=TFMwdExTMUNSVWRKVGlCRFJWSlVTVVpKUTBGVVJTMHRMUzB0Q2c9PQ== --set certificates.certManager.enabled=true --set webhook.controllerIdentities.serviceAccounts={argo-rollouts/argo-rollouts} --set webhook.controllerIdentities.groups={platform:controllers}"
   "no-match-conditions|--set webhook.matchConditions.enabled=false"
+  "failure-policy-by-actor|--set webhook.failurePolicy=Ignore --set webhook.failurePolicyByActor.enabled=true --set defaultPolicy.identities.agents.serviceAccounts={agents/*} --set defaultPolicy.identities.agents.groups={ai-agents} --set defaultPolicy.identities.agents.users={claude-*@acme.dev}"
 )
 # The Kubernetes kinds kubernetes-validate knows; CRD-defined kinds are checked separately.
 for entry in "${sets[@]}"; do

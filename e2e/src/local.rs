@@ -439,16 +439,37 @@ impl LocalInstall {
     /// Renders the chart's webhook configurations pointing at the local webhook and applies
     /// them, then the chart's default policy.
     fn register(&mut self) -> anyhow::Result<()> {
-        let base = base64(self.certs.ca_pem().as_bytes());
-        let extra = [
+        self.register_webhooks(&[])?;
+        let extra = self.external_values();
+        let policy = render(&self.values, &["default-policy.yaml"], &extra)?;
+        run_with_input(
+            &kubectl(),
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            &policy,
+        )?;
+        Ok(())
+    }
+
+    fn external_values(&self) -> Vec<(&'static str, String)> {
+        vec![
             ("webhook.external.url", self.webhook_url()),
-            ("webhook.external.caBundle", base),
-        ];
+            (
+                "webhook.external.caBundle",
+                base64(self.certs.ca_pem().as_bytes()),
+            ),
+        ]
+    }
+
+    /// Renders and applies the chart's webhook configurations with `set` on top of the install's
+    /// values (for example another failure policy), pointing at the local webhook.
+    pub fn register_webhooks(&mut self, set: &[(&'static str, String)]) -> anyhow::Result<()> {
+        let mut extra = self.external_values();
+        extra.extend(set.iter().cloned());
         let vwcs = render(&self.values, &["webhook-configurations.yaml"], &extra)?;
         // Never register by Service here: the apiserver would dial a cluster IP, which leads
         // off this machine on a local control plane.
         anyhow::ensure!(
-            !vwcs.contains("service:") && vwcs.matches(&self.webhook_url()).count() == 2,
+            !vwcs.contains("service:") && vwcs.matches(&self.webhook_url()).count() >= 2,
             "the chart did not render both webhooks by url {}: {vwcs}",
             self.webhook_url()
         );
@@ -457,12 +478,6 @@ impl LocalInstall {
             &kubectl(),
             &["apply", "--server-side", "--force-conflicts", "-f", "-"],
             &vwcs,
-        )?;
-        let policy = render(&self.values, &["default-policy.yaml"], &extra)?;
-        run_with_input(
-            &kubectl(),
-            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-            &policy,
         )?;
         Ok(())
     }

@@ -148,3 +148,32 @@ service:
   port: 443
 {{- end -}}
 {{- end -}}
+
+{{/*
+A Custody identity glob (`*` any run, `?` one character) as an anchored RE2 body. Called with
+(list glob starRegex oneRegex): a service account's namespace or name must not cross the `:`.
+*/}}
+{{- define "custody.globRegex" -}}
+{{- regexQuoteMeta (index . 0) | replace "\\*" (index . 1) | replace "\\?" (index . 2) -}}
+{{- end -}}
+
+{{/*
+CEL that is true for a request from one of the default policy's agent identities (users,
+groups and service accounts, as globs, the way the engine matches them). Empty when none is set.
+*/}}
+{{- define "custody.agentCondition" -}}
+{{- $a := .Values.defaultPolicy.identities.agents | default dict -}}
+{{- $terms := list -}}
+{{- range $a.users -}}
+{{- $terms = append $terms (printf "request.userInfo.username.matches(%s)" (printf "^%s$" (include "custody.globRegex" (list . ".*" ".")) | toJson)) -}}
+{{- end -}}
+{{- range $a.serviceAccounts -}}
+{{- $p := splitList "/" . -}}
+{{- $re := printf "^system:serviceaccount:%s:%s$" (include "custody.globRegex" (list (index $p 0) "[^:]*" "[^:]")) (include "custody.globRegex" (list (index $p 1) "[^:]*" "[^:]")) -}}
+{{- $terms = append $terms (printf "request.userInfo.username.matches(%s)" ($re | toJson)) -}}
+{{- end -}}
+{{- range $a.groups -}}
+{{- $terms = append $terms (printf "(has(request.userInfo.groups) && request.userInfo.groups.exists(g, g.matches(%s)))" (printf "^%s$" (include "custody.globRegex" (list . ".*" ".")) | toJson)) -}}
+{{- end -}}
+{{- join " || " $terms -}}
+{{- end -}}

@@ -210,6 +210,10 @@ async fn custody_end_to_end() {
             "13 certificate rotated under load: no failed request",
             outage::certificate_rotation(&mut ctx)
         );
+        scenario!(
+            "16 failurePolicyByActor: webhook down under Ignore, an agent is refused and a person admitted",
+            outage::failure_policy_by_actor(&mut ctx)
+        );
         if ctx.settings.lab.is_some() {
             scenario!(
                 "14 a node dies under an agent revision: nothing reverted or alerted",
@@ -222,7 +226,7 @@ async fn custody_end_to_end() {
         }
     } else {
         say(
-            "SKIPPED scenarios 11-14 (outage, leader kill, certificate rotation, node death): they stop local processes; run with CUSTODY_E2E_MODE=local",
+            "SKIPPED scenarios 11-14 and 16 (outage, leader kill, certificate rotation, node death, failure policy by actor): they stop local processes; run with CUSTODY_E2E_MODE=local",
         );
     }
     scenario!(

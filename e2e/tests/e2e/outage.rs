@@ -140,6 +140,14 @@ pub async fn webhook_down(ctx: &mut Ctx) -> anyhow::Result<String> {
         true,
     );
     apply(&deployments, &agent_v2).await?;
+    // Jobs the CronJob made before the outage do not count.
+    let before: Vec<String> = jobs
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|j| j.metadata.name)
+        .collect();
     ctx.local()?.stop_webhook()?;
     let down = Instant::now();
     let mut timings = Vec::new();
@@ -193,7 +201,7 @@ pub async fn webhook_down(ctx: &mut Ctx) -> anyhow::Result<String> {
 
     let t = Instant::now();
     wait_for(
-        "a CronJob's Job to succeed",
+        "a CronJob's Job, created during the outage, to succeed",
         Duration::from_secs(100),
         || async {
             let done = jobs
@@ -201,6 +209,12 @@ pub async fn webhook_down(ctx: &mut Ctx) -> anyhow::Result<String> {
                 .await?
                 .items
                 .iter()
+                .filter(|j| {
+                    j.metadata
+                        .name
+                        .as_ref()
+                        .is_some_and(|n| !before.contains(n))
+                })
                 .any(|j| {
                     j.metadata
                         .owner_references
@@ -213,7 +227,7 @@ pub async fn webhook_down(ctx: &mut Ctx) -> anyhow::Result<String> {
     )
     .await?;
     timings.push(format!(
-        "CronJob's Job and Pod succeeded {:.1}s (next minute)",
+        "a CronJob's new Job and its Pod succeeded {:.1}s later (the next minute)",
         secs(t)
     ));
 
@@ -298,4 +312,90 @@ pub async fn certificate_rotation(ctx: &mut Ctx) -> anyhow::Result<String> {
     Ok(format!(
         "{ok} dry-run applies over 8s, 0 failed; new certificate served {picked_up:.1}s after the swap ({subject})"
     ))
+}
+
+/// `webhook.failurePolicyByActor`: with the webhook down and `failurePolicy: Ignore`, an agent's
+/// service account is still refused (its entry fails closed), while a person is admitted.
+pub async fn failure_policy_by_actor(ctx: &mut Ctx) -> anyhow::Result<String> {
+    const AGENT: &str = "system:serviceaccount:e2e-agents:bot";
+    let kubeconfig = std::env::var_os("CUSTODY_E2E_KUBECONFIG")
+        .ok_or_else(|| anyhow::anyhow!("CUSTODY_E2E_KUBECONFIG is not set"))?;
+    // The agent may create Deployments here (RBAC answers before admission does).
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(ctx.client.clone(), &ctx.ns);
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "e2e-agent-edit"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+                "subjects": [{"kind": "ServiceAccount", "name": "bot", "namespace": "e2e-agents"}]
+            }))?,
+        )
+        .await?;
+    ctx.local()?.register_webhooks(&[
+        ("webhook.failurePolicy", "Ignore".into()),
+        ("webhook.failurePolicyByActor.enabled", "true".into()),
+        (
+            "defaultPolicy.identities.agents.serviceAccounts[0]",
+            "e2e-agents/*".into(),
+        ),
+    ])?;
+    ctx.local()?.stop_webhook()?;
+    let result = async {
+        let agent = custody_e2e::client_as(
+            &kubeconfig,
+            AGENT,
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:e2e-agents",
+                "system:authenticated",
+            ],
+        )
+        .await?;
+        let dry = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let as_agent: Api<Deployment> = Api::namespaced(agent, &ctx.ns);
+        let object: Deployment = serde_json::from_value(deployment(
+            &ctx.settings,
+            "actor-probe",
+            provenance("agent", "ccccccc", "run-c"),
+            "v1",
+            false,
+        ))?;
+        match as_agent.create(&dry, &object).await {
+            Ok(_) => anyhow::bail!("the agent's Deployment was admitted with the webhook down"),
+            Err(e) => anyhow::ensure!(
+                format!("{e}").contains("failed calling webhook")
+                    && format!("{e}").contains("agents.workloads.custody.dev"),
+                "unexpected answer to the agent: {e}"
+            ),
+        }
+        let unannotated: Deployment = serde_json::from_value(deployment(
+            &ctx.settings,
+            "actor-probe",
+            json!({}),
+            "v1",
+            false,
+        ))?;
+        ctx.deployments()
+            .create(&dry, &unannotated)
+            .await
+            .map_err(|e| anyhow::anyhow!("a person was refused during the outage: {e}"))?;
+        Ok("with the webhook down and failurePolicy Ignore: the agent service account refused (agents.workloads.custody.dev fails closed), a person admitted".to_string())
+    }
+    .await;
+    // Back to the install's own configuration, whatever happened.
+    let restored = async {
+        ctx.local()?.start_webhook().await?;
+        ctx.local()?.register_webhooks(&[])
+    }
+    .await;
+    let _ = bindings
+        .delete("e2e-agent-edit", &DeleteParams::default())
+        .await;
+    restored?;
+    result
 }

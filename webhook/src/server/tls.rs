@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pemfile::Item;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
@@ -43,7 +44,7 @@ pub enum TlsError {
         /// The file.
         path: PathBuf,
         /// The parse error.
-        source: std::io::Error,
+        source: rustls::pki_types::pem::Error,
     },
     /// rustls rejected the pair.
     #[error("the certificate and key are not usable: {0}")]
@@ -184,7 +185,7 @@ fn parse_pair(
         let path = path.to_path_buf();
         move |source| TlsError::Pem { path, source }
     };
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(pem_error(cert_path))?;
     let leaf = certs
@@ -196,19 +197,14 @@ fn parse_pair(
         .validity()
         .not_after
         .timestamp();
-    let mut key = None;
-    for item in rustls_pemfile::read_all(&mut &key_pem[..]) {
-        match item.map_err(pem_error(key_path))? {
-            Item::Pkcs1Key(k) => key = Some(k.into()),
-            Item::Pkcs8Key(k) => key = Some(k.into()),
-            Item::Sec1Key(k) => key = Some(k.into()),
-            _ => {}
+    // The first private key of any kind (PKCS#8, PKCS#1 or SEC1); none at all is its own error.
+    let key = match PrivateKeyDer::from_pem_slice(key_pem) {
+        Ok(key) => key,
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+            return Err(TlsError::NoKey(key_path.to_path_buf()));
         }
-        if key.is_some() {
-            break;
-        }
-    }
-    let key = key.ok_or_else(|| TlsError::NoKey(key_path.to_path_buf()))?;
+        Err(e) => return Err(pem_error(key_path)(e)),
+    };
     let certified = CertifiedKey::from_der(certs, key, provider)?;
     Ok(Loaded {
         key: Arc::new(certified),
