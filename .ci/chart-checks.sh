@@ -27,6 +27,7 @@ sets=(
   "cert-manager|--set certificates.certManager.enabled=true"
   "cert-manager-cluster-issuer|--set certificates.certManager.enabled=true --set certificates.certManager.issuerRef.name=corp-ca --set certificates.certManager.issuerRef.kind=ClusterIssuer"
   "permissive|--set webhook.failurePolicy=Ignore --set controller.dryRun=true --set defaultPolicy.mode=Warn --set metrics.serviceMonitor.enabled=true --set webhook.excludeNamespaces={sandbox,legacy}"
+  "monitoring|--set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true --set metrics.grafanaDashboard.namespace=monitoring"
   "no-default-policy|--set defaultPolicy.enabled=false --set webhook.replicas=3 --set webhook.podDisruptionBudget.enabled=false"
   "external-url|--set webhook.external.url=https://127.0.0.1:8443 --set webhook.external.caBundle=TFMwdExTMUNSVWRKVGlCRFJWSlVTVVpKUTBGVVJTMHRMUzB0Q2c9PQ== --set certificates.certManager.enabled=true --set webhook.controllerIdentities.serviceAccounts={argo-rollouts/argo-rollouts} --set webhook.controllerIdentities.groups={platform:controllers}"
   "no-match-conditions|--set webhook.matchConditions.enabled=false"
@@ -50,7 +51,7 @@ src, out = sys.argv[1], sys.argv[2]
 os.makedirs(out + "-core", exist_ok=True)
 os.makedirs(out + "-custom", exist_ok=True)
 docs = [d for d in open(src).read().split("\n---") if "kind:" in d]
-custom = ("CustodyPolicy", "Certificate", "Issuer", "ServiceMonitor")
+custom = ("CustodyPolicy", "Certificate", "Issuer", "ServiceMonitor", "PrometheusRule")
 for i, d in enumerate(docs):
     kind = next((l.split(":", 1)[1].strip() for l in d.splitlines() if l.startswith("kind:")), "")
     target = out + ("-custom" if kind in custom else "-core")
@@ -88,6 +89,26 @@ count=$(ls "$work"/policies-*.yaml 2>/dev/null | wc -l)
 [ "$count" -gt 0 ] || problem "no CustodyPolicy found to validate"
 check-jsonschema --schemafile "$work/custodypolicy.schema.json" "$work"/policies-*.yaml \
   || problem "a CustodyPolicy does not match the CRD schema"
+
+echo "--- the dashboard and alerts use only metrics Custody exports"
+python3 - charts/custody/dashboards/custody.json charts/custody/templates/monitoring.yaml \
+  webhook/src/server/metrics.rs controller/src/metrics.rs <<'PY' || problem "the dashboard or alerts name a metric Custody does not export"
+import json, re, sys
+dashboard, rules, *sources = sys.argv[1:]
+json.load(open(dashboard))  # valid JSON
+exported = set()
+for src in sources:
+    text = open(src).read()
+    for name in re.findall(r'register\(\s*"([a-z_]+)"', text):
+        exported |= {f"custody_{name}", f"custody_{name}_total", f"custody_{name}_bucket",
+                     f"custody_{name}_sum", f"custody_{name}_count"}
+used = set(re.findall(r"custody_[a-z_]+", open(dashboard).read() + open(rules).read()))
+used = {u for u in used if not u.startswith("custody_e2e")}
+unknown = sorted(used - exported)
+if unknown:
+    sys.exit(f"unknown metrics: {unknown}")
+print(f"ok: {len(used)} metric names, all exported")
+PY
 
 echo "--- deploy/ is rendered from the chart"
 bash deploy/render.sh "$work/custody.yaml"

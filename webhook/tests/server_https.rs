@@ -86,6 +86,17 @@ async fn captured_requests_get_complete_responses() {
         text
     };
     assert!(metrics.contains(r#"custody_admission_requests_total{kind="Deployment",operation="CREATE",decision="denied",mode="Enforce"} 1"#), "{metrics}");
+    // The denied request's missing keys are counted by code, for the dashboard's "denials by code".
+    let missing = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                r#"custody_admission_violations_total{code="MissingAnnotation",mode="Enforce"} "#,
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(missing.is_some_and(|n| n > 0), "{metrics}");
     assert!(
         metrics.contains("custody_certificate_expiry_seconds"),
         "{metrics}"

@@ -23,6 +23,15 @@ pub struct RequestLabels {
     pub mode: &'static str,
 }
 
+/// Labels of one violation found: its stable code and the mode of the policy that found it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViolationLabels {
+    /// The violation code (`MissingAnnotation`, `Quarantined`, ...).
+    pub code: &'static str,
+    /// The policy's mode: `Enforce` denies, `Warn` warns, `Audit` records.
+    pub mode: &'static str,
+}
+
 /// Labels of one cache.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
@@ -35,6 +44,8 @@ pub struct CacheLabels {
 pub struct Metrics {
     /// Requests answered.
     pub requests: Family<RequestLabels, Counter>,
+    /// Violations found in answered requests, by code and mode.
+    pub violations: Family<ViolationLabels, Counter>,
     /// Seconds from body received to answer encoded.
     pub latency: Histogram,
     /// Bodies rejected before decoding (too large, unreadable, malformed).
@@ -69,6 +80,7 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
             requests: Family::default(),
+            violations: Family::default(),
             // 50 µs to ~1.6 s: evaluation is microseconds; the tail shows scheduling and I/O.
             latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                 0.000_05, 2.0, 16,
@@ -87,6 +99,11 @@ impl Metrics {
             "admission_requests",
             "Admission requests answered, by kind, operation, decision and mode",
             m.requests.clone(),
+        );
+        registry.register(
+            "admission_violations",
+            "Violations found in answered admission requests, by code and the finding policy's mode",
+            m.violations.clone(),
         );
         registry.register(
             "admission_duration_seconds",
@@ -157,6 +174,14 @@ impl Metrics {
                 mode: decision.mode.map_or("none", |m| m.as_str()),
             })
             .inc();
+        for v in &decision.violations {
+            self.violations
+                .get_or_create(&ViolationLabels {
+                    code: v.code.as_str(),
+                    mode: v.mode.as_str(),
+                })
+                .inc();
+        }
         self.latency.observe(seconds);
     }
 
