@@ -1,6 +1,6 @@
 //! The controller benchmark of `controller/benches/controller.rs`, against a REAL kube-apiserver
-//! (the lab in `../shared/lab/`: kube-apiserver, controller-manager and scheduler v1.28.7, nodes
-//! simulated by kwok). Numbers, not assertions.
+//! (the lab, built once per machine as the README's e2e section says: kube-apiserver,
+//! controller-manager and scheduler v1.28.7, nodes simulated by kwok). Numbers, not assertions.
 //!
 //! ```sh
 //! cargo build --release -p custody-controller
