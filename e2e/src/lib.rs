@@ -196,13 +196,17 @@ where
     }
 }
 
+async fn config(kubeconfig: &std::ffi::OsStr) -> anyhow::Result<kube::Config> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    Ok(
+        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+            .await?,
+    )
+}
+
 /// A client for the cluster under test.
 pub async fn client(kubeconfig: &std::ffi::OsStr) -> anyhow::Result<kube::Client> {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config =
-        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
-            .await?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(kube::Client::try_from(config(kubeconfig).await?)?)
 }
 
 /// A client for the cluster under test that acts as `user` in `groups` (impersonation: the
@@ -212,10 +216,7 @@ pub async fn client_as(
     user: &str,
     groups: &[&str],
 ) -> anyhow::Result<kube::Client> {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
-            .await?;
+    let mut config = config(kubeconfig).await?;
     config.auth_info.impersonate = Some(user.to_string());
     config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
     Ok(kube::Client::try_from(config)?)

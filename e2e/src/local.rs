@@ -297,38 +297,49 @@ impl LocalInstall {
 
     /// Starts the webhook (again) on the same port and waits until it is ready.
     pub async fn start_webhook(&mut self) -> anyhow::Result<()> {
-        let admin = free_port()?;
-        let log = self.dir.join("webhook.log");
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        let child = Command::new(Self::bin("custody-webhook")?)
-            .args(["--listen", &format!("127.0.0.1:{}", self.webhook_port)])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        let listen = format!("127.0.0.1:{}", self.webhook_port);
+        let mut command = Command::new(Self::bin("custody-webhook")?);
+        command
+            .args(["--listen", &listen])
             .arg("--tls-cert")
             .arg(self.certs.cert_path())
             .arg("--tls-key")
             .arg(self.certs.key_path())
-            .args(["--drain-ms", "2000"])
-            .env("KUBECONFIG", self.dir.join("webhook.kubeconfig"))
+            .args(["--drain-ms", "2000"]);
+        // Recorded before the wait, so the janitor knows it whatever happens during the wait.
+        self.webhook = Some(self.spawn("custody-webhook", "webhook.kubeconfig", command)?);
+        self.record_pids();
+        match self.webhook.as_mut() {
+            Some(p) => wait_ready(p, Duration::from_secs(60)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Starts one of Custody's processes under `kubeconfig`'s identity, logging to a file named
+    /// after it, with a free admin port.
+    fn spawn(&self, name: &str, kubeconfig: &str, mut command: Command) -> anyhow::Result<Process> {
+        let admin = free_port()?;
+        let log = self.dir.join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = command
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .env("KUBECONFIG", self.dir.join(kubeconfig))
             .env("RUST_LOG", "info")
             .env("RUST_BACKTRACE", "0")
             .env("NO_COLOR", "1")
             .stdout(out.try_clone()?)
             .stderr(out)
-            .spawn()?;
-        self.webhook = Some(Process {
-            name: "custody-webhook".into(),
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {name}: {e}"))?;
+        Ok(Process {
+            name: name.to_string(),
             child,
             admin,
             log,
-        });
-        self.record_pids();
-        if let Some(p) = self.webhook.as_mut() {
-            wait_ready(p, Duration::from_secs(60)).await?;
-        }
-        Ok(())
+        })
     }
 
     /// Stops the webhook with SIGTERM and waits for it to exit: an outage.
@@ -343,35 +354,19 @@ impl LocalInstall {
     /// Starts a controller replica named `name` (its identity in the Lease) and waits until its
     /// admin port answers.
     pub async fn start_controller(&mut self, name: &str) -> anyhow::Result<()> {
-        let admin = free_port()?;
-        let log = self.dir.join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        let child = Command::new(Self::bin("custody-controller")?)
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        let mut command = Command::new(Self::bin("custody-controller")?);
+        command
             .args(["--lease-name", LEASE, "--lease-duration-seconds", "6"])
             .env("POD_NAMESPACE", NAMESPACE)
-            .env("POD_NAME", name)
-            .env("KUBECONFIG", self.dir.join("controller.kubeconfig"))
-            .env("RUST_LOG", "info")
-            .env("RUST_BACKTRACE", "0")
-            .env("NO_COLOR", "1")
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()?;
-        let mut process = Process {
-            name: name.to_string(),
-            child,
-            admin,
-            log,
-        };
-        // Followers keep warm caches and report ready too.
-        let ready = wait_ready(&mut process, Duration::from_secs(60)).await;
+            .env("POD_NAME", name);
+        let process = self.spawn(name, "controller.kubeconfig", command)?;
         self.controllers.push(process);
         self.record_pids();
-        ready
+        // Followers keep warm caches and report ready too.
+        match self.controllers.last_mut() {
+            Some(p) => wait_ready(p, Duration::from_secs(60)).await,
+            None => Ok(()),
+        }
     }
 
     /// Kills a controller replica with SIGKILL: no Lease release, no goodbye.
@@ -409,7 +404,7 @@ impl LocalInstall {
 
     /// The webhook's log, for an error message.
     pub fn webhook_log(&self) -> String {
-        tail(&self.dir.join("webhook.log"))
+        tail(&self.dir.join("custody-webhook.log"))
     }
 
     /// Logs of every controller replica, for an error message.

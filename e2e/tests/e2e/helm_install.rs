@@ -69,130 +69,107 @@ fn dry_run() -> PostParams {
     }
 }
 
+/// `Kind/name` of every object `api` lists with `params`, but the ones named in `keep`.
+async fn listed<K>(api: Api<K>, params: &ListParams, keep: &[&str]) -> anyhow::Result<Vec<String>>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Ok(api
+        .list(params)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.meta().name.clone())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .map(|n| format!("{}/{n}", K::kind(&())))
+        .collect())
+}
+
 /// What the release left in its namespace and the cluster, by kind.
 async fn leftovers(client: &Client) -> anyhow::Result<Vec<String>> {
-    let mut left = Vec::new();
-    let selector = ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"));
-    let names = |kind: &str, items: Vec<Option<String>>| -> Vec<String> {
-        items
-            .into_iter()
-            .flatten()
-            .map(|n| format!("{kind}/{n}"))
-            .collect()
-    };
-    left.extend(names(
-        "ValidatingWebhookConfiguration",
-        custody_webhook_configurations(client, RELEASE)
-            .await?
-            .into_iter()
-            .map(Some)
-            .collect(),
-    ));
-    let cr: Api<ClusterRole> = Api::all(client.clone());
-    left.extend(names(
-        "ClusterRole",
-        cr.list(&selector)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-    ));
-    let crb: Api<ClusterRoleBinding> = Api::all(client.clone());
-    left.extend(names(
-        "ClusterRoleBinding",
-        crb.list(&selector)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-    ));
+    let release = ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"));
     let all = ListParams::default();
-    let role: Api<Role> = Api::namespaced(client.clone(), NAMESPACE);
-    left.extend(names(
-        "Role",
-        role.list(&all)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-    ));
-    let rb: Api<RoleBinding> = Api::namespaced(client.clone(), NAMESPACE);
-    left.extend(names(
-        "RoleBinding",
-        rb.list(&all)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-    ));
-    let lease: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
-    left.extend(names(
-        "Lease",
-        lease
-            .list(&all)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-    ));
-    let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
-    left.extend(names(
-        "ServiceAccount",
-        sa.list(&all)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .filter(|n| n.as_deref() != Some("default"))
-            .collect(),
-    ));
-    let secret: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    left.extend(names(
-        "Secret",
-        secret
-            .list(&all)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-    ));
-    let cm: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
-    left.extend(names(
-        "ConfigMap",
-        cm.list(&all)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .filter(|n| n.as_deref() != Some("kube-root-ca.crt"))
-            .collect(),
-    ));
-    let svc: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
-    left.extend(names(
-        "Service",
-        svc.list(&all)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-    ));
-    let dep: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    left.extend(names(
-        "Deployment",
-        dep.list(&all)
-            .await?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-    ));
+    let mut left: Vec<String> = custody_webhook_configurations(client, RELEASE)
+        .await?
+        .into_iter()
+        .map(|n| format!("ValidatingWebhookConfiguration/{n}"))
+        .collect();
+    left.extend(listed(Api::<ClusterRole>::all(client.clone()), &release, &[]).await?);
+    left.extend(
+        listed(
+            Api::<ClusterRoleBinding>::all(client.clone()),
+            &release,
+            &[],
+        )
+        .await?,
+    );
+    left.extend(
+        listed(
+            Api::<Role>::namespaced(client.clone(), NAMESPACE),
+            &all,
+            &[],
+        )
+        .await?,
+    );
+    left.extend(
+        listed(
+            Api::<RoleBinding>::namespaced(client.clone(), NAMESPACE),
+            &all,
+            &[],
+        )
+        .await?,
+    );
+    left.extend(
+        listed(
+            Api::<Lease>::namespaced(client.clone(), NAMESPACE),
+            &all,
+            &[],
+        )
+        .await?,
+    );
+    left.extend(
+        listed(
+            Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE),
+            &all,
+            &["default"],
+        )
+        .await?,
+    );
+    left.extend(
+        listed(
+            Api::<Secret>::namespaced(client.clone(), NAMESPACE),
+            &all,
+            &[],
+        )
+        .await?,
+    );
+    left.extend(
+        listed(
+            Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE),
+            &all,
+            &["kube-root-ca.crt"],
+        )
+        .await?,
+    );
+    left.extend(
+        listed(
+            Api::<Service>::namespaced(client.clone(), NAMESPACE),
+            &all,
+            &[],
+        )
+        .await?,
+    );
+    left.extend(
+        listed(
+            Api::<Deployment>::namespaced(client.clone(), NAMESPACE),
+            &all,
+            &[],
+        )
+        .await?,
+    );
     Ok(left)
 }
 
