@@ -31,6 +31,7 @@ sets=(
   "no-default-policy|--set defaultPolicy.enabled=false --set webhook.replicas=3 --set webhook.podDisruptionBudget.enabled=false"
   "external-url|--set webhook.external.url=https://127.0.0.1:8443 --set webhook.external.caBundle=TFMwdExTMUNSVWRKVGlCRFJWSlVTVVpKUTBGVVJTMHRMUzB0Q2c9PQ== --set certificates.certManager.enabled=true --set webhook.controllerIdentities.serviceAccounts={argo-rollouts/argo-rollouts} --set webhook.controllerIdentities.groups={platform:controllers}"
   "no-match-conditions|--set webhook.matchConditions.enabled=false"
+  "backstop|--set backstop.enabled=true --set defaultPolicy.excludeNamespaces={sandbox-*,legacy} --set defaultPolicy.exclude.groups={platform:break-glass}"
   "failure-policy-by-actor|--set webhook.failurePolicy=Ignore --set webhook.failurePolicyByActor.enabled=true --set defaultPolicy.identities.agents.serviceAccounts={agents/*} --set defaultPolicy.identities.agents.groups={ai-agents} --set defaultPolicy.identities.agents.users={claude-*@acme.dev}"
 )
 # The Kubernetes kinds kubernetes-validate knows; CRD-defined kinds are checked separately.
@@ -66,6 +67,20 @@ PY
     [ -e "$policy" ] || continue
     cp "$policy" "$work/policies-$name-$(basename "$policy")"
   done
+done
+
+echo "--- backstop: v1beta1 for 1.28, v1 where the cluster serves it"
+for version in 1.28.0 1.37.0; do
+  api=v1beta1 extra=()
+  if [ "$version" = 1.37.0 ]; then api=v1 extra=(--api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy); fi
+  out="$work/backstop-$version.yaml"
+  if ! helm template custody charts/custody -n custody-system --set backstop.enabled=true \
+      --kube-version "$version" "${extra[@]}" --show-only templates/backstop.yaml > "$out"; then
+    problem "helm template failed for the backstop on $version"
+    continue
+  fi
+  grep -q "^apiVersion: admissionregistration.k8s.io/$api$" "$out" || problem "the backstop on $version is not $api"
+  kubernetes-validate --strict --quiet -k "$version" "$out" || problem "kubernetes-validate --strict -k $version failed for the backstop"
 done
 
 echo "--- CustodyPolicies against the CRD schema"

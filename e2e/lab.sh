@@ -51,4 +51,4 @@ CUSTODY_E2E_BROKEN_ANNOTATIONS='{"kwok.lab/health":"not-ready"}' \
 CUSTODY_E2E_REVERT_WINDOW="${CUSTODY_E2E_REVERT_WINDOW:-90}" \
 KUBECTL="$KUBECTL" \
   flock --close /tmp/custody-lab.lock \
-  cargo test --locked -p custody-e2e --test e2e -- --nocapture
+  cargo test --locked -p custody-e2e --test e2e --test backstop -- --nocapture

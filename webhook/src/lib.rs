@@ -1,5 +1,5 @@
 //! Custody's admission side: the pure engine, the AdmissionReview codec, the HTTPS server and
-//! the offline `custody check`.
+//! the offline `custody check`, and the ValidatingAdmissionPolicy backstop `custody vap` generates.
 //!
 //! Data flows one way: a body is decoded ([`review::decode`], borrowing), judged
 //! ([`engine::evaluate`] against a compiled [`engine::PolicySet`] and the live
@@ -10,3 +10,4 @@ pub mod check;
 pub mod engine;
 pub mod review;
 pub mod server;
+pub mod vap;

@@ -177,3 +177,26 @@ groups and service accounts, as globs, the way the engine matches them). Empty w
 {{- end -}}
 {{- join " || " $terms -}}
 {{- end -}}
+
+{{/*
+CEL terms that `subject` is one of the globs `patterns`, exactly as `custody vap` writes them
+(webhook/src/vap/cel.rs): exact names with `in`, globs with matches(). Called with
+(list subject patterns); returns a JSON list of terms.
+*/}}
+{{- define "custody.celNameIn" -}}
+{{- $subject := index . 0 -}}
+{{- $exact := list -}}
+{{- $terms := list -}}
+{{- range index . 1 -}}
+{{- if or (contains "*" .) (contains "?" .) -}}
+{{- $re := regexQuoteMeta . | replace "\\*" ".*" | replace "\\?" "." -}}
+{{- $terms = append $terms (printf "%s.matches(r'^%s$')" $subject $re) -}}
+{{- else -}}
+{{- $exact = append $exact (printf "'%s'" .) -}}
+{{- end -}}
+{{- end -}}
+{{- if $exact -}}
+{{- $terms = prepend $terms (printf "%s in [%s]" $subject (join ", " $exact)) -}}
+{{- end -}}
+{{- toJson $terms -}}
+{{- end -}}

@@ -1,5 +1,5 @@
 //! `custody`: Custody's command line. `custody check` judges manifests offline with the same
-//! engine as the admission webhook.
+//! engine as the admission webhook; `custody vap` writes its ValidatingAdmissionPolicy backstop.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use custody_crds::Vocabulary;
 use custody_webhook::check::{self, CheckOptions};
+use custody_webhook::vap;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +30,34 @@ enum Command {
     Check(CheckArgs),
     /// Print the CustomResourceDefinitions.
     Crds,
+    /// Print a ValidatingAdmissionPolicy and its binding per CustodyPolicy: a backstop the
+    /// apiserver enforces by itself, so unannotated workloads are refused even while the
+    /// webhook is down under failurePolicy Ignore.
+    ///
+    /// Exit status: 0 when written, 2 when a file cannot be read or a policy is invalid.
+    Vap(VapArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct VapArgs {
+    /// CustodyPolicy files or directories (multi-document YAML, JSON), or - for stdin.
+    #[arg(short, long = "policy", value_name = "PATH", required = true)]
+    policies: Vec<PathBuf>,
+    /// The cluster's Kubernetes version: 1.28 and 1.29 get admissionregistration.k8s.io/v1beta1,
+    /// 1.30 and later v1.
+    #[arg(long, default_value = "1.30")]
+    kube_version: String,
+    /// A namespace never judged besides kube-system, kube-public and kube-node-lease (Custody's
+    /// own, say); repeatable.
+    #[arg(long = "exclude-namespace", value_name = "NAMESPACE")]
+    exclude_namespaces: Vec<String>,
+    /// A user never judged (Custody's controller, e.g.
+    /// system:serviceaccount:custody-system:custody-controller); repeatable.
+    #[arg(long = "exclude-user", value_name = "USER")]
+    exclude_users: Vec<String>,
+    /// The annotation prefix.
+    #[arg(long, env = "CUSTODY_ANNOTATION_PREFIX", default_value = custody_crds::vocabulary::DEFAULT_PREFIX)]
+    annotation_prefix: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +119,7 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
             ExitCode::from(report.exit_code(args.strict))
         }
+        Command::Vap(args) => vap(args),
         Command::Crds => match custody_crds::generate::crd_documents() {
             Ok(docs) => {
                 let mut out = std::io::stdout().lock();
@@ -103,6 +133,52 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+fn vap(args: VapArgs) -> ExitCode {
+    let api_version = match vap::ApiVersion::for_kube_version(&args.kube_version) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("custody: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (policies, invalid, unreadable) =
+        check::load_policies(&args.policies, &mut std::io::stdin().lock());
+    if !invalid.is_empty() || !unreadable.is_empty() {
+        for e in &unreadable {
+            eprintln!("custody: {e}");
+        }
+        for e in &invalid {
+            eprintln!("custody: {e}");
+        }
+        return ExitCode::from(2);
+    }
+    let options = vap::VapOptions {
+        api_version,
+        vocabulary: Vocabulary::with_prefix(&args.annotation_prefix),
+        exclude_namespaces: args.exclude_namespaces,
+        exclude_users: args.exclude_users,
+    };
+    let generated = vap::generate(&policies, &options);
+    for name in &generated.empty {
+        eprintln!("custody: CustodyPolicy {name:?} has no annotation rules; no backstop for it");
+    }
+    for b in &generated.backstops {
+        if let Some(skipped) = b.policy.metadata.annotations.get(vap::SKIPPED_ANNOTATION) {
+            eprintln!("custody: {}: {skipped}", b.policy.metadata.name);
+        }
+    }
+    match vap::to_yaml(&generated) {
+        Ok(yaml) => {
+            let _ = std::io::stdout().lock().write_all(yaml.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("custody: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -127,7 +203,20 @@ mod tests {
                 assert_eq!(c.paths, vec![PathBuf::from("-")]);
                 assert_eq!(c.output, Output::Json);
             }
-            Command::Crds => panic!("parsed the wrong command"),
+            _ => panic!("parsed the wrong command"),
+        }
+    }
+
+    #[test]
+    fn vap_requires_a_policy_and_defaults_to_1_30() {
+        assert!(Args::try_parse_from(["custody", "vap"]).is_err());
+        let args = Args::try_parse_from(["custody", "vap", "-p", "-"]).unwrap();
+        match args.command {
+            Command::Vap(v) => {
+                assert_eq!(v.policies, vec![PathBuf::from("-")]);
+                assert_eq!(v.kube_version, "1.30");
+            }
+            _ => panic!("parsed the wrong command"),
         }
     }
 }

@@ -23,9 +23,10 @@ use custody_crds::{EnforcementMode, FailurePolicy, Vocabulary, WorkloadKind};
 
 pub use controllers::{BUILTIN_CONTROLLERS, Ownership};
 pub use decision::{Decision, Outcome, Violation, ViolationCode};
-pub use policies::{CompiledPolicy, PolicyError, PolicySet, identity_matches};
+pub use policies::{CompiledPolicy, CompiledRule, PolicyError, PolicySet, identity_matches};
 pub use policy_review::validate_policy;
 pub use quarantine::{QuarantineEntry, QuarantineIndex};
+pub(crate) use rules::example_for;
 
 use crate::review::{AdmissionRequest, Operation, WorkloadObject, templates_differ};
 use rules::{QuarantineOutcome, Subject};

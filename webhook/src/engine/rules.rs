@@ -137,7 +137,7 @@ fn check_rule(
 }
 
 /// An example that satisfies the rule: the rule's own, its first allowed value, or the key's.
-fn example_for(compiled: &CompiledRule) -> String {
+pub(crate) fn example_for(compiled: &CompiledRule) -> String {
     let rule = &compiled.rule;
     if let Some(example) = &rule.example {
         return example.clone();
