@@ -234,32 +234,29 @@ pub fn command(program: &str) -> std::process::Command {
 
 /// Runs a command, failing with its output when it fails.
 pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = command(program)
-        .args(args)
-        .output()
-        .map_err(|e| anyhow::anyhow!("cannot run {program}: {e}"))?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "{program} {} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    run_with(program, args, None)
 }
 
 /// Runs a command with `input` on its standard input, failing with its output when it fails.
 pub fn run_with_input(program: &str, args: &[&str], input: &str) -> anyhow::Result<String> {
+    run_with(program, args, Some(input))
+}
+
+fn run_with(program: &str, args: &[&str], input: Option<&str>) -> anyhow::Result<String> {
     use std::io::Write;
+    use std::process::Stdio;
     let mut child = command(program)
         .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| anyhow::anyhow!("cannot run {program}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
         stdin.write_all(input.as_bytes())?;
     }
     let out = child.wait_with_output()?;
