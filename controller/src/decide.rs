@@ -12,16 +12,7 @@ use crate::attribution::{self, Excuse};
 use crate::health::{Finding, findings};
 use crate::observe::{Observed, Revision};
 
-/// Annotations the controller writes on revisions (ReplicaSets, ControllerRevisions), after the
-/// vocabulary prefix.
-pub mod marks {
-    /// On a revision that stayed fully available for the policy's window: the revert target.
-    pub const HEALTHY_SINCE: &str = "healthy-since";
-    /// On a revision the controller reverted: the record's name. Never reverted twice.
-    pub const REVERTED: &str = "reverted-by";
-    /// On a revision the controller alerted about (or would have reverted in dry run).
-    pub const ALERTED: &str = "alerted-by";
-}
+pub use custody_crds::record::marks;
 
 /// What to do about one workload.
 #[derive(Clone, Debug, PartialEq)]

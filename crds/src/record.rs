@@ -185,3 +185,14 @@ pub struct RollbackRecordStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_error: Option<String>,
 }
+
+/// The controller's marks on revisions (ReplicaSets, ControllerRevisions), under the
+/// vocabulary's prefix: what it concluded about each one. `kubectl custody why` reads them.
+pub mod marks {
+    /// On a revision that stayed fully available for the policy's window: the revert target.
+    pub const HEALTHY_SINCE: &str = "healthy-since";
+    /// On a revision the controller reverted: the record's name. Never reverted twice.
+    pub const REVERTED: &str = "reverted-by";
+    /// On a revision the controller alerted about (or would have reverted in dry run).
+    pub const ALERTED: &str = "alerted-by";
+}

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod engine;
+pub mod plugin;
 pub mod review;
 pub mod server;
 pub mod vap;

@@ -112,6 +112,56 @@ pub fn load_policies(
     (set, policy_errors, errors)
 }
 
+/// A CREATE of an object by a requester, as the webhook would receive it: what `custody check`
+/// judges for a manifest and `kubectl custody why` for a live object.
+pub struct OfflineCreate<'a> {
+    /// The request's uid (shown in nothing but logs).
+    pub uid: Cow<'a, str>,
+    /// The object's API group (empty for the core group).
+    pub group: &'a str,
+    /// Its API version.
+    pub version: &'a str,
+    /// Its kind.
+    pub kind: &'a str,
+    /// Its namespace, for a namespaced object.
+    pub namespace: Option<&'a str>,
+    /// Its name.
+    pub name: &'a str,
+    /// Who asks.
+    pub user: &'a str,
+    /// The requester's groups.
+    pub groups: &'a [String],
+}
+
+impl<'a> OfflineCreate<'a> {
+    /// The request, carrying `object`; a server dry run, as nothing is written.
+    pub fn request(self, object: WorkloadObject<'a>) -> AdmissionRequest<'a> {
+        AdmissionRequest {
+            uid: self.uid,
+            kind: GroupVersionKind {
+                group: Cow::Borrowed(self.group),
+                version: Cow::Borrowed(self.version),
+                kind: Cow::Borrowed(self.kind),
+            },
+            sub_resource: None,
+            operation: Operation::Create,
+            namespace: self.namespace.map(Cow::Borrowed),
+            name: Some(Cow::Borrowed(self.name)),
+            user_info: UserInfo {
+                username: Cow::Borrowed(self.user),
+                groups: self
+                    .groups
+                    .iter()
+                    .map(|g| Cow::Borrowed(g.as_str()))
+                    .collect(),
+            },
+            dry_run: true,
+            object: Some(object),
+            old_object: None,
+        }
+    }
+}
+
 fn judge(
     index: usize,
     origin: Origin,
@@ -154,29 +204,17 @@ fn judge(
         .and_then(|raw| WorkloadObject::parse(raw).map_err(|e| e.to_string()));
     let decision = match view {
         Ok(view) => {
-            let request = AdmissionRequest {
+            let request = OfflineCreate {
                 uid: Cow::Owned(format!("custody-check-{}", index + 1)),
-                kind: GroupVersionKind {
-                    group: Cow::Borrowed(group),
-                    version: Cow::Borrowed(version),
-                    kind: Cow::Borrowed(kind.as_str()),
-                },
-                sub_resource: None,
-                operation: Operation::Create,
-                namespace: namespace.as_deref().map(Cow::Borrowed),
-                name: Some(Cow::Borrowed(name.as_str())),
-                user_info: UserInfo {
-                    username: Cow::Borrowed(options.user.as_str()),
-                    groups: options
-                        .groups
-                        .iter()
-                        .map(|g| Cow::Borrowed(g.as_str()))
-                        .collect(),
-                },
-                dry_run: true,
-                object: Some(view),
-                old_object: None,
-            };
+                group,
+                version,
+                kind: kind.as_str(),
+                namespace: namespace.as_deref(),
+                name: name.as_str(),
+                user: options.user.as_str(),
+                groups: &options.groups,
+            }
+            .request(view);
             if is_policy {
                 validate_policy(&request)
             } else {
