@@ -245,6 +245,20 @@ impl WorkloadKind {
         }
     }
 
+    /// The REST resource (plural) the apiserver serves the kind as.
+    pub const fn plural(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployments",
+            WorkloadKind::StatefulSet => "statefulsets",
+            WorkloadKind::DaemonSet => "daemonsets",
+            WorkloadKind::ReplicaSet => "replicasets",
+            WorkloadKind::ReplicationController => "replicationcontrollers",
+            WorkloadKind::Job => "jobs",
+            WorkloadKind::CronJob => "cronjobs",
+            WorkloadKind::Pod => "pods",
+        }
+    }
+
     /// The kind for a group and kind name, if Custody judges it.
     pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
         WorkloadKind::ALL

@@ -114,7 +114,7 @@ async fn why_cmd(client: Client, args: WhyArgs) -> anyhow::Result<String> {
     let kind = args.target.kind;
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(kind.group(), "v1", kind.as_str()),
-        plugin::plural(kind),
+        kind.plural(),
     );
     let objects: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
     let object = objects

@@ -99,20 +99,6 @@ pub fn parse_kind(s: &str) -> Option<WorkloadKind> {
     }
 }
 
-/// The REST plural of a kind, for building API paths.
-pub const fn plural(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::StatefulSet => "statefulsets",
-        WorkloadKind::DaemonSet => "daemonsets",
-        WorkloadKind::ReplicaSet => "replicasets",
-        WorkloadKind::ReplicationController => "replicationcontrollers",
-        WorkloadKind::Job => "jobs",
-        WorkloadKind::CronJob => "cronjobs",
-        WorkloadKind::Pod => "pods",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,7 +148,7 @@ mod tests {
                 name: "x".to_string(),
             };
             assert_eq!(r.to_string().parse::<ObjectRef>(), Ok(r));
-            assert_eq!(parse_kind(plural(kind)), Some(kind));
+            assert_eq!(parse_kind(kind.plural()), Some(kind));
         }
     }
 }

@@ -16,19 +16,6 @@ use crate::engine::BUILTIN_CONTROLLERS;
 /// Never judged, so the cluster can always recover (the chart's webhook excludes them too).
 pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
-fn resource(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::StatefulSet => "statefulsets",
-        WorkloadKind::DaemonSet => "daemonsets",
-        WorkloadKind::ReplicaSet => "replicasets",
-        WorkloadKind::ReplicationController => "replicationcontrollers",
-        WorkloadKind::Job => "jobs",
-        WorkloadKind::CronJob => "cronjobs",
-        WorkloadKind::Pod => "pods",
-    }
-}
-
 /// The policy's matchConstraints: CREATE and UPDATE of its kinds (never subresources), outside
 /// the system namespaces and `options.exclude_namespaces`.
 pub fn constraints(spec: &CustodyPolicySpec, options: &VapOptions) -> MatchResources {
@@ -42,7 +29,7 @@ pub fn constraints(spec: &CustodyPolicySpec, options: &VapOptions) -> MatchResou
         let resources: Vec<String> = kinds
             .iter()
             .filter(|k| k.group() == group)
-            .map(|k| resource(*k).to_string())
+            .map(|k| k.plural().to_string())
             .collect();
         if resources.is_empty() {
             continue;
