@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use custody_crds::{
     CustodyPolicy, RecordAction, RevisionSnapshot, RollbackRecord, RollbackRecordSpec,
     SignalReason, WorkloadKind, WorkloadRef,
@@ -16,25 +14,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 use support::*;
 
-fn check_golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("{name}.txt"));
-    if std::env::var_os("CUSTODY_BLESS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        expected == actual,
-        "golden {name} differs (CUSTODY_BLESS=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}"
-    );
-}
-
 #[test]
 fn unannotated_deployment() {
     let d = judge(&fixture("deployment-create-unannotated.json"));
-    check_golden("unannotated-deployment", d.message.as_deref().unwrap());
+    check_golden("unannotated-deployment.txt", d.message.as_deref().unwrap());
 }
 
 #[test]
@@ -62,7 +45,7 @@ fn forged_owner_reference() {
             "{key}: {message}"
         );
     }
-    check_golden("forged-owner-reference", message);
+    check_golden("forged-owner-reference.txt", message);
 }
 
 #[test]
@@ -82,7 +65,7 @@ fn agent_without_agent_name_and_bad_commit() {
     );
     let d = judge(&body);
     check_golden(
-        "agent-missing-name-bad-commit",
+        "agent-missing-name-bad-commit.txt",
         d.message.as_deref().unwrap(),
     );
 }
@@ -92,7 +75,7 @@ fn stale_provenance() {
     let d = judge(&fixture(
         "deployment-update-image-changed-provenance-unchanged.json",
     ));
-    check_golden("stale-provenance", d.message.as_deref().unwrap());
+    check_golden("stale-provenance.txt", d.message.as_deref().unwrap());
 }
 
 #[test]
@@ -137,7 +120,7 @@ fn quarantined_template() {
         &[],
     );
     let d = judge_with(&body, &PolicySet::builtin_default(), &quarantine);
-    check_golden("quarantined", d.message.as_deref().unwrap());
+    check_golden("quarantined.txt", d.message.as_deref().unwrap());
 }
 
 #[test]
@@ -157,7 +140,7 @@ fn policy_refused() {
     let request = custody_webhook::review::decode(request_body.as_bytes()).unwrap();
     let d = custody_webhook::engine::validate_policy(&request);
     assert!(!d.allowed);
-    check_golden("policy-refused", d.message.as_deref().unwrap());
+    check_golden("policy-refused.txt", d.message.as_deref().unwrap());
 }
 
 fn jiff_now() -> k8s_openapi::jiff::Timestamp {

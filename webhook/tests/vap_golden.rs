@@ -5,27 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 
 use custody_crds::Vocabulary;
 use custody_webhook::check::load_policies;
 use custody_webhook::engine::PolicySet;
 use custody_webhook::vap::{self, ApiVersion, VapOptions};
-
-fn check_golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("CUSTODY_BLESS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        expected == actual,
-        "golden {name} differs (CUSTODY_BLESS=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}"
-    );
-}
+use support::check_golden;
 
 fn options(api_version: ApiVersion) -> VapOptions {
     VapOptions {

@@ -18,17 +18,9 @@ use crate::review::WorkloadObject;
 /// The Deployment controller's revision annotation on a ReplicaSet.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 
-/// The provenance keys shown, in this order.
-pub const PROVENANCE: [AnnotationKey; 8] = [
-    AnnotationKey::Actor,
-    AnnotationKey::Agent,
-    AnnotationKey::Model,
-    AnnotationKey::SourceRepo,
-    AnnotationKey::SourceCommit,
-    AnnotationKey::PipelineRun,
-    AnnotationKey::Owner,
-    AnnotationKey::Oncall,
-];
+/// The provenance keys shown, in the order Custody reports them: every key but the two that
+/// steer the controller and the quarantine (`rollback`, `quarantine-override`).
+pub const PROVENANCE: &[AnnotationKey] = AnnotationKey::ALL.split_at(8).0;
 
 pub use custody_crds::record::marks;
 
