@@ -39,7 +39,8 @@ if [ ! -x .tools/bin/helm ]; then
 fi
 
 echo "==> building the binaries the e2e runs"
-cargo build --locked -p custody-webhook -p custody-controller
+# The same feature set as `cargo test --workspace`, so nothing is compiled twice (CI disks are small).
+cargo build --locked --workspace --bins --tests
 
 echo "==> e2e on the lab (Kubernetes $("$KUBECTL" version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1))"
 # One lab user at a time: the controller benchmark on the lab takes the same lock.
@@ -51,4 +52,4 @@ CUSTODY_E2E_BROKEN_ANNOTATIONS='{"kwok.lab/health":"not-ready"}' \
 CUSTODY_E2E_REVERT_WINDOW="${CUSTODY_E2E_REVERT_WINDOW:-90}" \
 KUBECTL="$KUBECTL" \
   flock --close /tmp/custody-lab.lock \
-  cargo test --locked -p custody-e2e --test e2e --test backstop -- --nocapture
+  cargo test --locked --workspace --test e2e --test backstop -- --nocapture
