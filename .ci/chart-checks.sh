@@ -18,6 +18,10 @@ for f in crds/generated/*.yaml; do
   cmp -s "$f" "charts/custody/crds/$(basename "$f")" || problem "charts/custody/crds/$(basename "$f") differs from $f: cp crds/generated/*.yaml charts/custody/crds/"
 done
 
+for f in crds/generated/reports/*.yaml; do
+  cmp -s "$f" "charts/custody/report-crds/$(basename "$f")" || problem "charts/custody/report-crds/$(basename "$f") differs from $f: cp crds/generated/reports/*.yaml charts/custody/report-crds/"
+done
+
 echo "--- helm lint --strict"
 helm lint --strict charts/custody >/dev/null || problem "helm lint --strict failed"
 
@@ -32,6 +36,9 @@ sets=(
   "external-url|--set webhook.external.url=https://127.0.0.1:8443 --set webhook.external.caBundle=TFMwdExTMUNSVWRKVGlCRFJWSlVTVVpKUTBGVVJTMHRMUzB0Q2c9PQ== --set certificates.certManager.enabled=true --set webhook.controllerIdentities.serviceAccounts={argo-rollouts/argo-rollouts} --set webhook.controllerIdentities.groups={platform:controllers}"
   "no-match-conditions|--set webhook.matchConditions.enabled=false"
   "backstop|--set backstop.enabled=true --set defaultPolicy.excludeNamespaces={sandbox-*,legacy} --set defaultPolicy.exclude.groups={platform:break-glass}"
+  "audit-openreports-crd|--set audit.installReportCRDs=true --set audit.periodSeconds=60"
+  "audit-policyreport-crd|--set audit.reports=policyreport --set audit.installReportCRDs=true --set audit.maxResults=200"
+  "audit-off|--set audit.enabled=false"
   "failure-policy-by-actor|--set webhook.failurePolicy=Ignore --set webhook.failurePolicyByActor.enabled=true --set defaultPolicy.identities.agents.serviceAccounts={agents/*} --set defaultPolicy.identities.agents.groups={ai-agents} --set defaultPolicy.identities.agents.users={claude-*@acme.dev}"
 )
 # The Kubernetes kinds kubernetes-validate knows; CRD-defined kinds are checked separately.

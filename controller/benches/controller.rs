@@ -5,7 +5,9 @@
 //!   CrashLoopBackOff) reaching the API server, to the revert PATCH reaching it; p50 and p99 over
 //!   REACTION_SAMPLES Deployments (default 200);
 //! - memory: the RSS of the release `custody-controller` process with MEMORY_DEPLOYMENTS
-//!   Deployments (default 10000), one ReplicaSet each and three Pods each in its caches.
+//!   Deployments (default 10000), one ReplicaSet each and three Pods each in its caches, with the
+//!   background audit on (one CustodyPolicy, metrics only: the fake API server serves no report
+//!   CRD), and the audit's own time and result counts.
 //!   CUSTODY_CONTROLLER_BIN runs another build, or a profiler wrapping one (it is stopped with
 //!   SIGTERM, so massif and the like write their output).
 
@@ -132,6 +134,7 @@ async fn reaction(samples: usize) {
         dry_run: false,
         identity: "bench".into(),
         notifier: None,
+        audit: None,
     };
     // The controller runs on one thread of its own, as the binary does; the fake API server and
     // this loop run on the bench's runtime.
@@ -246,14 +249,29 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 async fn memory(deployments: usize) {
     let api = FakeApiServer::start().await.expect("fake api");
     seed_node(&api);
+    // Every tenth Deployment lacks `oncall`, so the audit finds failures as well as passes.
+    api.upsert(
+        "apis/custody.dev/v1alpha1/custodypolicies",
+        json!({
+            "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
+            "metadata": {"name": "bench", "uid": "uid-policy-bench"},
+            "spec": {"mode": "Enforce"}
+        }),
+    );
     for i in 0..deployments {
         let ns = format!("team-{}", i % 100);
         let name = format!("svc{i}");
         let uid = format!("uid-{ns}-{name}");
+        let mut deployment_annotations = annotations("agent", 1);
+        if i % 10 == 0
+            && let Some(a) = deployment_annotations.as_object_mut()
+        {
+            a.remove("custody.dev/oncall");
+        }
         api.upsert("apis/apps/v1/deployments", json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": ns, "uid": uid, "generation": 1, "labels": {"app": name},
-                         "annotations": annotations("agent", 1)},
+                         "annotations": deployment_annotations},
             "spec": {"replicas": 3, "selector": {"matchLabels": {"app": name}}, "template": template("web:1", None)},
             "status": {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}
         }));
@@ -332,8 +350,43 @@ async fn memory(deployments: usize) {
         deployments * 3,
         synced.as_secs_f64()
     );
+    let metrics = get(admin, "/metrics").await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    println!(
+        "audit: {} run(s), last judged {} results in {:.0} ms ({} pass, {} fail; {} workloads failing)",
+        value("custody_audit_runs_total"),
+        value("custody_audit_results{"),
+        value("custody_audit_duration_milliseconds"),
+        value("custody_audit_results{policy=\"bench\",result=\"pass\"}"),
+        value("custody_audit_results{policy=\"bench\",result=\"fail\"}"),
+        value("custody_audit_failing_workloads{"),
+    );
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The body of a plain-HTTP GET on the admin port, empty on any failure.
+async fn get(admin: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    if s.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
 }
 
 async fn readyz(admin: std::net::SocketAddr) -> bool {

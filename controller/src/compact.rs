@@ -87,6 +87,7 @@ impl AnnotationKeys {
     pub fn new(vocabulary: &custody_crds::Vocabulary) -> Self {
         let provenance = crate::observe::PROVENANCE
             .iter()
+            .chain(crate::observe::OWNERSHIP.iter())
             .map(|k| vocabulary.key(*k).to_string());
         let marks = [
             crate::decide::marks::HEALTHY_SINCE,
@@ -231,7 +232,7 @@ impl Texts {
 /// A workload as stored: its strings in one buffer, its numbers inline, its maps packed.
 pub struct StoredWorkload {
     kind: WorkloadKind,
-    /// Name, namespace, UID, resourceVersion.
+    /// Name, namespace, UID, resourceVersion, controlling owner.
     texts: Texts,
     generation: i64,
     observed_generation: i64,
@@ -255,6 +256,7 @@ impl StoredWorkload {
                 &state.namespace,
                 &state.uid,
                 &state.resource_version,
+                &state.managed_by,
             ]),
             generation: state.generation,
             observed_generation: state.observed_generation,
@@ -307,6 +309,7 @@ impl StoredWorkload {
             annotations: self.annotations.unpack(keys),
             any_annotations: self.any_annotations,
             labels: self.labels.unpack(),
+            managed_by: self.texts.get(4).to_string(),
         }
     }
 
@@ -549,6 +552,7 @@ mod tests {
             annotations,
             any_annotations: true,
             labels: [("app".to_string(), "db".to_string())].into(),
+            managed_by: "Rollout/db".into(),
         };
         let stored = StoredWorkload::new(state.clone(), &keys);
         assert_eq!(stored.state(&keys), state);
@@ -569,13 +573,16 @@ mod tests {
             ("custody.dev/actor", "agent"),
             ("custody.dev/healthy-since", "2027-01-01T00:00:00Z"),
             ("custody.dev/owner", "team-web"),
+            ("custody.dev/quarantine-override", "a reason"),
             ("custody.dev/source-commit", ""),
+            ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let mut kept = map.clone();
-        kept.remove("custody.dev/owner");
+        kept.remove("custody.dev/quarantine-override");
+        kept.remove("kubectl.kubernetes.io/last-applied-configuration");
         assert_eq!(PackedAnnotations::pack(&map, &keys).unpack(&keys), kept);
     }
 }

@@ -279,6 +279,17 @@ impl Cache {
         )
     }
 
+    /// Every workload's state, for the background audit: one copy out, under the lock for as
+    /// long as the copy takes (a few milliseconds for ten thousand).
+    pub fn workloads(&self) -> Vec<WorkloadState> {
+        let t = self.lock();
+        t.workloads
+            .rows
+            .values()
+            .map(|row| row.value.state(&self.keys))
+            .collect()
+    }
+
     /// The rollout of the workload whose UID is `workload_uid`, if the cache has it.
     pub fn observe(&self, workload_uid: &str) -> Option<Observed> {
         let uid = uid(workload_uid);

@@ -12,9 +12,11 @@
 //! re-apply it, then the guarded revert ([`revert`]), the marks, the Event, the metrics
 //! ([`metrics`]) and the notification ([`notify`]). [`run`] wires the watches and one
 //! Controller per kind. Only the Lease holder ([`leader`]) acts; every replica keeps its cache
-//! warm.
+//! warm. The same cache feeds the background [`audit`], which judges what is running with the
+//! webhook's engine and writes policy reports.
 
 pub mod attribution;
+pub mod audit;
 pub mod certs;
 pub mod compact;
 pub mod decide;

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use custody_controller::audit::AuditConfig;
 use custody_controller::leader::{self, LeaseConfig};
 use custody_controller::metrics::Metrics;
 use custody_controller::notify::Notifier;
 use custody_controller::run::{self, RunConfig};
 use custody_crds::Vocabulary;
+use custody_crds::report::ReportFormat;
 use custody_runtime::{LogFormat, Readiness};
 use prometheus_client::registry::Registry;
 
@@ -70,6 +72,50 @@ struct Args {
     /// Rotate the serving certificate when fewer days than this remain.
     #[arg(long, default_value_t = 30)]
     cert_renew_before_days: u64,
+    /// Background audit of running workloads against the policies: off, or where results go
+    /// besides metrics (openreports.io/v1alpha1 Report, wgpolicyk8s.io/v1alpha2 PolicyReport,
+    /// or metrics only).
+    #[arg(long, env = "CUSTODY_AUDIT", value_enum, default_value_t = AuditReports::Openreports)]
+    audit: AuditReports,
+    /// Seconds between audits when no policy changes.
+    #[arg(long, env = "CUSTODY_AUDIT_PERIOD_SECONDS", default_value_t = 600)]
+    audit_period_seconds: u64,
+    /// Results per report; a namespace with more gets several reports.
+    #[arg(long, default_value_t = 1000)]
+    audit_max_results: usize,
+    /// Report writes per second, at most.
+    #[arg(long, default_value_t = 5)]
+    audit_writes_per_second: u32,
+}
+
+/// Where audit results go besides metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AuditReports {
+    /// No audit.
+    Off,
+    /// Metrics only.
+    Metrics,
+    /// openreports.io/v1alpha1 Report (Kyverno 1.15+, Policy Reporter).
+    Openreports,
+    /// wgpolicyk8s.io/v1alpha2 PolicyReport.
+    Policyreport,
+}
+
+impl Args {
+    fn audit_config(&self) -> Option<AuditConfig> {
+        let format = match self.audit {
+            AuditReports::Off => return None,
+            AuditReports::Metrics => None,
+            AuditReports::Openreports => Some(ReportFormat::OpenReports),
+            AuditReports::Policyreport => Some(ReportFormat::PolicyReport),
+        };
+        Some(AuditConfig {
+            period: Duration::from_secs(self.audit_period_seconds.max(10)),
+            format,
+            max_results: self.audit_max_results.max(1),
+            writes_per_second: self.audit_writes_per_second.max(1),
+        })
+    }
 }
 
 // One thread is plenty: a reconcile is microseconds of decision and, rarely, a few writes; and
@@ -77,6 +123,7 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let audit = args.audit_config();
     custody_runtime::logging::init(args.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let shutdown = custody_runtime::shutdown_token();
@@ -150,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let config = RunConfig {
+        audit,
         vocabulary: Vocabulary::with_prefix(&args.annotation_prefix),
         dry_run: args.dry_run,
         identity: args.identity,
@@ -200,5 +248,12 @@ mod tests {
         let args = Args::try_parse_from(["custody-controller", "--dry-run"]).unwrap();
         assert!(args.dry_run);
         assert_eq!(args.admin_listen.port(), 9090);
+        let audit = args.audit_config().unwrap();
+        assert_eq!(audit.format, Some(ReportFormat::OpenReports));
+        assert_eq!(audit.period, Duration::from_secs(600));
+        let off = Args::try_parse_from(["custody-controller", "--audit", "off"]).unwrap();
+        assert!(off.audit_config().is_none());
+        let metrics = Args::try_parse_from(["custody-controller", "--audit=metrics"]).unwrap();
+        assert_eq!(metrics.audit_config().unwrap().format, None);
     }
 }

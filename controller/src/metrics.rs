@@ -30,6 +30,29 @@ pub struct NotAttributedLabels {
     pub reason: &'static str,
 }
 
+/// A policy and a result of the background audit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditResultLabels {
+    /// The CustodyPolicy.
+    pub policy: String,
+    /// pass, fail, warn or skip.
+    pub result: &'static str,
+}
+
+/// A namespace of workloads. Not `namespace`: Prometheus sets that label to the scraped pod's.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// Its name.
+    pub workload_namespace: String,
+}
+
+/// What became of a report.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReportWriteLabels {
+    /// written, unchanged, deleted or failed.
+    pub outcome: &'static str,
+}
+
 /// Every metric the controller exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -49,6 +72,17 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Notifications that failed after every retry.
     pub notification_failures: Counter,
+    /// Results of the last background audit, by policy and result.
+    pub audit_results: Family<AuditResultLabels, Gauge>,
+    /// Workloads failing an Enforce or Audit policy in the last audit, by namespace (namespaces
+    /// with none are absent).
+    pub audit_failing_workloads: Family<NamespaceLabels, Gauge>,
+    /// Background audits run.
+    pub audit_runs: Counter,
+    /// Milliseconds the last audit took to judge (writes not included).
+    pub audit_duration_ms: Gauge,
+    /// Report writes, by outcome.
+    pub audit_report_writes: Family<ReportWriteLabels, Counter>,
 }
 
 impl Metrics {
@@ -66,6 +100,11 @@ impl Metrics {
             reconcile_errors: Family::default(),
             leader: Gauge::default(),
             notification_failures: Counter::default(),
+            audit_results: Family::default(),
+            audit_failing_workloads: Family::default(),
+            audit_runs: Counter::default(),
+            audit_duration_ms: Gauge::default(),
+            audit_report_writes: Family::default(),
         };
         registry.register("reverts", "Reverts written, by reason", m.reverts.clone());
         registry.register(
@@ -102,6 +141,27 @@ impl Metrics {
             "notification_failures",
             "Notifications that failed after every retry",
             m.notification_failures.clone(),
+        );
+        registry.register(
+            "audit_results",
+            "Results of the last background audit, by policy and result (pass, fail, warn, skip)",
+            m.audit_results.clone(),
+        );
+        registry.register(
+            "audit_failing_workloads",
+            "Workloads that fail a policy in the last background audit, by namespace",
+            m.audit_failing_workloads.clone(),
+        );
+        registry.register("audit_runs", "Background audits run", m.audit_runs.clone());
+        registry.register(
+            "audit_duration_milliseconds",
+            "Milliseconds the last background audit took to judge every workload",
+            m.audit_duration_ms.clone(),
+        );
+        registry.register(
+            "audit_report_writes",
+            "Policy report writes, by outcome (written, unchanged, deleted, failed)",
+            m.audit_report_writes.clone(),
         );
         m
     }

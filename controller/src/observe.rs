@@ -85,6 +85,9 @@ pub struct WorkloadState {
     pub any_annotations: bool,
     /// Its labels, for policies' object selectors.
     pub labels: BTreeMap<String, String>,
+    /// Its controlling owner as `Kind/name` (an operator's custom resource, say), empty when it
+    /// has none: the background audit judges such a workload where its owner is admitted.
+    pub managed_by: String,
 }
 
 /// One revision: a ReplicaSet of a Deployment, or a ControllerRevision of a StatefulSet or
@@ -284,12 +287,15 @@ pub const PROVENANCE: [AnnotationKey; 7] = [
     AnnotationKey::Rollback,
 ];
 
-/// The annotations the controller reads: provenance and its own marks.
+/// The ownership keys, kept besides provenance for the background audit.
+pub const OWNERSHIP: [AnnotationKey; 2] = [AnnotationKey::Owner, AnnotationKey::Oncall];
+
+/// The annotations the controller reads: provenance, ownership and its own marks.
 fn read_annotations(meta: &ObjectMeta, vocabulary: &Vocabulary) -> BTreeMap<String, String> {
     let read = |key: &str| {
         vocabulary
             .parse_key(key)
-            .is_some_and(|k| PROVENANCE.contains(&k))
+            .is_some_and(|k| PROVENANCE.contains(&k) || OWNERSHIP.contains(&k))
             || key.strip_prefix(vocabulary.prefix()).is_some_and(|mark| {
                 [marks::HEALTHY_SINCE, marks::REVERTED, marks::ALERTED].contains(&mark)
             })
@@ -330,6 +336,9 @@ fn base(
         annotations: read_annotations(meta, vocabulary),
         any_annotations: meta.annotations.as_ref().is_some_and(|a| !a.is_empty()),
         labels: meta.labels.clone().unwrap_or_default(),
+        managed_by: controller_of(meta)
+            .map(|o| format!("{}/{}", o.kind, o.name))
+            .unwrap_or_default(),
     }
 }
 

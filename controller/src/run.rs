@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{self, AuditConfig, AuditInputs};
 use crate::index::{Cache, WorkloadKey};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -42,6 +43,8 @@ pub struct RunConfig {
     pub identity: String,
     /// Where notifications go.
     pub notifier: Option<Notifier>,
+    /// The background audit, when on.
+    pub audit: Option<AuditConfig>,
 }
 
 /// Reconciles of one kind running at once. A reconcile is a few microseconds of decision and,
@@ -150,12 +153,23 @@ pub async fn run(
     let mut background = JoinSet::new();
 
     let (policy_reader, policy_writer) = reflector::store::<CustodyPolicy>();
-    background.spawn(
+    let policy_changed = Arc::new(tokio::sync::Notify::new());
+    background.spawn({
+        let changed = policy_changed.clone();
         watcher(Api::<CustodyPolicy>::all(client.clone()), cfg.clone())
             .default_backoff()
             .reflect(policy_writer)
-            .for_each(|_| futures::future::ready(())),
-    );
+            .for_each(move |event| {
+                // A relist's InitApply events are followed by InitDone; one audit for all.
+                if matches!(
+                    event,
+                    Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)
+                ) {
+                    changed.notify_one();
+                }
+                futures::future::ready(())
+            })
+    });
     let (ns_reader, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
     background.spawn(
         watcher(
@@ -214,6 +228,24 @@ pub async fn run(
         triggers,
     ));
 
+    let (synced_tx, synced) = watch::channel(false);
+    if let Some(audit_config) = config.audit {
+        background.spawn(audit::run(
+            client.clone(),
+            AuditInputs {
+                cache: cache.clone(),
+                policies: policy_reader.clone(),
+                namespaces: ns_reader.clone(),
+                policy_changed,
+                synced,
+                vocabulary: config.vocabulary.clone(),
+            },
+            audit_config,
+            metrics.clone(),
+            leader.clone(),
+            shutdown.clone(),
+        ));
+    }
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -242,6 +274,7 @@ pub async fn run(
                 ns_reader.wait_until_ready()
             );
             ready.set(true);
+            let _ = synced_tx.send(true);
             let (workloads, revisions, pods) = cache.sizes();
             let nodes = cache.node_count();
             tracing::info!(workloads, revisions, pods, nodes, "caches synced");

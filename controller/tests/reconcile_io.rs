@@ -106,6 +106,7 @@ fn start(api: &FakeApiServer, dry_run: bool) -> Running {
         dry_run,
         identity: "test".into(),
         notifier: None,
+        audit: None,
     };
     let task = tokio::spawn({
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());

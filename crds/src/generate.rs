@@ -3,6 +3,7 @@
 
 use kube::CustomResourceExt;
 
+use crate::report::{ReportFormat, report_crd};
 use crate::{CustodyPolicy, RollbackRecord};
 
 /// The file name and YAML text of every Custody CRD.
@@ -18,6 +19,22 @@ pub fn crd_documents() -> Result<Vec<(&'static str, String)>, GenerateError> {
             format!("{header}{}", to_yaml(&RollbackRecord::crd())?),
         ),
     ])
+}
+
+/// The file name and YAML text of the report CRDs the chart installs when asked
+/// (`audit.installReportCRDs`): they belong to other projects, so they are not in `crds/`.
+pub fn report_crd_documents() -> Result<Vec<(&'static str, String)>, GenerateError> {
+    let header = "# Generated from the Rust types in crds/src/report.rs by `cargo run -p custody-crds --example crdgen`.\n# Installed only with audit.installReportCRDs; the upstream CRD may replace it.\n";
+    [
+        ("reports.openreports.io.yaml", ReportFormat::OpenReports),
+        (
+            "policyreports.wgpolicyk8s.io.yaml",
+            ReportFormat::PolicyReport,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, format)| Ok((name, format!("{header}{}", to_yaml(&report_crd(format)?)?))))
+    .collect()
 }
 
 fn to_yaml(

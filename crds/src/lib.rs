@@ -10,6 +10,7 @@ pub mod fingerprint;
 pub mod generate;
 pub mod policy;
 pub mod record;
+pub mod report;
 pub mod selection;
 pub mod vocabulary;
 
@@ -20,7 +21,7 @@ pub use policy::{
     WorkloadKind,
 };
 pub use record::{
-    RecordAction, RevisionSnapshot, RollbackRecord, RollbackRecordSpec, RollbackRecordStatus,
+    Lift, RecordAction, RevisionSnapshot, RollbackRecord, RollbackRecordSpec, RollbackRecordStatus,
     Signal, SignalReason, WorkloadRef,
 };
 pub use selection::Target;

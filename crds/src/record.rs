@@ -25,6 +25,7 @@ use crate::vocabulary::Actor;
     printcolumn = r#"{"name":"From","type":"string","jsonPath":".spec.from.revision"}"#,
     printcolumn = r#"{"name":"To","type":"string","jsonPath":".spec.to.revision"}"#,
     printcolumn = r#"{"name":"Agent","type":"string","jsonPath":".spec.from.agent"}"#,
+    printcolumn = r#"{"name":"Lifted-By","type":"string","jsonPath":".status.lifted.by","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -184,6 +185,31 @@ pub struct RollbackRecordStatus {
     /// The last notification error, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_error: Option<String>,
+    /// A person lifted the quarantine: the reverted template may be applied again. Written by
+    /// `kubectl custody lift`; the webhook admits it only under the writer's own name, from a
+    /// person (no service account, no agent identity), with a reason, and never rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifted: Option<Lift>,
+}
+
+/// Who lifted a record's quarantine, when and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Lift {
+    /// The authenticated user who lifted it.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub at: Time,
+}
+
+impl RollbackRecord {
+    /// Whether the record keeps its `from` template out at admission: an actual revert, not
+    /// lifted.
+    pub fn quarantines(&self) -> bool {
+        self.spec.action.quarantines() && self.status.as_ref().is_none_or(|s| s.lifted.is_none())
+    }
 }
 
 /// The controller's marks on revisions (ReplicaSets, ControllerRevisions), under the

@@ -12,6 +12,13 @@ fn committed_crds_match_the_types() {
             "crds/generated/{name} is out of date: run `cargo run -p custody-crds --example crdgen` and commit"
         );
     }
+    for (name, yaml) in custody_crds::generate::report_crd_documents().unwrap() {
+        let committed = std::fs::read_to_string(dir.join("reports").join(name)).unwrap_or_default();
+        assert!(
+            committed == yaml,
+            "crds/generated/reports/{name} is out of date: run `cargo run -p custody-crds --example crdgen` and commit"
+        );
+    }
 }
 
 #[test]

@@ -612,6 +612,18 @@ fn quarantine() {
     let reverted = QuarantineIndex::from_records([&record("web-r2", RecordAction::Reverted, &fp)]);
     let alerted = QuarantineIndex::from_records([&record("web-r2", RecordAction::Alerted, &fp)]);
     let dry = QuarantineIndex::from_records([&record("web-r2", RecordAction::DryRun, &fp)]);
+    let lifted = {
+        let mut r = record("web-r2", RecordAction::Reverted, &fp);
+        r.status = Some(custody_crds::RollbackRecordStatus {
+            lifted: Some(custody_crds::Lift {
+                by: "ann@acme.dev".into(),
+                reason: "root cause fixed in the config map".into(),
+                at: r.spec.acted_at.clone(),
+            }),
+            ..Default::default()
+        });
+        QuarantineIndex::from_records([&r])
+    };
 
     let human_override = {
         let mut a = with("custody.dev/source-commit", "bbbbbbb");
@@ -648,6 +660,14 @@ fn quarantine() {
             &v2,
             None,
             false,
+        ),
+        (
+            "a lifted record no longer quarantines",
+            &lifted,
+            "UPDATE",
+            &v2,
+            Some(&v1),
+            true,
         ),
         (
             "an alert does not quarantine",

@@ -101,6 +101,7 @@ pub fn deployment(image: &str, updated: i32, available: i32, total: i32) -> Work
         annotations: BTreeMap::new(),
         any_annotations: true,
         labels: BTreeMap::new(),
+        managed_by: String::new(),
     }
 }
 

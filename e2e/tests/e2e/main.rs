@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admission;
+mod audit;
 mod helm_install;
 mod leader;
+mod lift;
 mod node;
 mod outage;
 mod rollback;
@@ -186,6 +188,10 @@ async fn custody_end_to_end() {
         rollback::quarantine(&ctx)
     );
     scenario!(
+        "18 lift: refused to a service account and under another's name; `kubectl custody lift` re-admits the template",
+        lift::lift(&ctx)
+    );
+    scenario!(
         "5 human regression alerted, not reverted",
         rollback::human_alerted(&ctx)
     );
@@ -234,6 +240,10 @@ async fn custody_end_to_end() {
         admission::kube_system_untouched(&ctx)
     );
     scenario!("7 policy change live", admission::policy_change_live(&ctx));
+    scenario!(
+        "17 background audit: a running workload a new policy refuses is in the namespace's Report",
+        audit::reports_what_runs(&ctx)
+    );
 
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
 

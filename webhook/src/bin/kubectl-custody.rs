@@ -1,5 +1,6 @@
 //! `kubectl-custody`, run as `kubectl custody`: the on-call view of Custody in a live cluster.
-//! Read-only: it GETs and LISTs, never writes. `main` wires; reading is here, judging and
+//! `why` and `records` only read; `lift` writes one thing, a record's `status.lifted`, as the
+//! person running it, and an Event. `main` wires; reading and writing are here, judging and
 //! rendering live in `custody_webhook::plugin`.
 
 use std::collections::BTreeMap;
@@ -9,9 +10,15 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use custody_crds::{CustodyPolicy, RollbackRecord, Vocabulary, WorkloadKind};
+use custody_webhook::plugin::lift::{self, LiftPlan};
 use custody_webhook::plugin::{self, ObjectRef, format, why};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use serde_json::Value;
 
@@ -20,7 +27,7 @@ use serde_json::Value;
     name = "kubectl-custody",
     bin_name = "kubectl custody",
     version,
-    about = "Custody for on-call: why a workload is (or would be) denied, its revisions and its RollbackRecords. Read-only."
+    about = "Custody for on-call: why a workload is (or would be) denied, its revisions and its RollbackRecords, and lifting a quarantine."
 )]
 struct Args {
     #[command(subcommand)]
@@ -35,6 +42,26 @@ enum Command {
     Why(WhyArgs),
     /// List RollbackRecords, newest first.
     Records(RecordsArgs),
+    /// Lift the quarantine of a revert's RollbackRecord, as yourself, with a reason: the
+    /// reverted template may be applied again. Written to the record's status (the webhook
+    /// admits it only from a person, under their own name) and as an Event on the workload.
+    Lift(LiftArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LiftArgs {
+    /// The RollbackRecord (`kubectl custody records` lists them).
+    #[arg(value_name = "RECORD")]
+    record: String,
+    /// The namespace; the kubeconfig context's by default.
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Why the reverted template may come back; kept in the record and the Event.
+    #[arg(long)]
+    reason: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +131,101 @@ async fn run(args: Args) -> anyhow::Result<String> {
     match args.command {
         Command::Why(a) => why_cmd(client, a).await,
         Command::Records(a) => records_cmd(client, a).await,
+        Command::Lift(a) => lift_cmd(client, a).await,
+    }
+}
+
+async fn lift_cmd(client: Client, args: LiftArgs) -> anyhow::Result<String> {
+    let namespace = args
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let records: Api<RollbackRecord> = Api::namespaced(client.clone(), &namespace);
+    let record = records
+        .get_opt(&args.record)
+        .await
+        .with_context(|| format!("cannot read RollbackRecord {} in namespace {namespace}", args.record))?
+        .with_context(|| format!("RollbackRecord {} not found in namespace {namespace} (`kubectl custody records -n {namespace}` lists them)", args.record))?;
+    let user = whoami(&client).await?;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut report = match lift::plan(&record, &user, &args.reason, now)? {
+        LiftPlan::AlreadyLifted(report) => report,
+        LiftPlan::Write { patch, mut report } => {
+            records
+                .patch_status(&args.record, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| match e {
+                    kube::Error::Api(status) => anyhow::anyhow!("{}", status.message),
+                    other => anyhow::Error::new(other),
+                })
+                .with_context(|| format!("cannot lift RollbackRecord {}", args.record))?;
+            report.event = Some(lift_event(&client, &record, &report, &user).await);
+            report
+        }
+    };
+    if report.event.is_none() && !report.already_lifted {
+        report.event = Some("not attempted".into());
+    }
+    Ok(match args.output {
+        Output::Text => format::lift_text(&report),
+        Output::Json => format::json(&report),
+    })
+}
+
+/// The authenticated user name, as the apiserver sees this kubeconfig (SelfSubjectReview, GA in
+/// Kubernetes 1.28).
+async fn whoami(client: &Client) -> anyhow::Result<String> {
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .context(
+            "cannot ask the apiserver who you are (SelfSubjectReview, authentication.k8s.io/v1)",
+        )?;
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .filter(|u| !u.is_empty())
+        .context("the apiserver did not say who you are")
+}
+
+/// Records the lift as an Event on the workload, naming the record; says what became of it.
+async fn lift_event(
+    client: &Client,
+    record: &RollbackRecord,
+    report: &lift::LiftReport,
+    user: &str,
+) -> String {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kubectl-custody".into(),
+            instance: Some(user.chars().take(100).collect()),
+        },
+    );
+    let workload = ObjectReference {
+        api_version: Some(
+            format!("{}/v1", report.kind.group())
+                .trim_start_matches('/')
+                .to_string(),
+        ),
+        kind: Some(report.kind.as_str().into()),
+        name: Some(report.workload.clone()),
+        namespace: Some(report.namespace.clone()),
+        uid: record.spec.workload.uid.clone(),
+        ..ObjectReference::default()
+    };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "QuarantineLifted".into(),
+        note: Some(lift::event_note(report).chars().take(1000).collect()),
+        action: "Lift".into(),
+        secondary: Some(record.object_ref(&())),
+    };
+    match recorder.publish(&event, &workload).await {
+        Ok(()) => "created".into(),
+        Err(kube::Error::Api(status)) => status.message,
+        Err(e) => e.to_string(),
     }
 }
 
@@ -260,12 +382,12 @@ mod tests {
                 assert_eq!(w.output, Output::Json);
                 assert_eq!(w.user, "system:serviceaccount:ci:agent");
             }
-            Command::Records(_) => panic!("parsed the wrong command"),
+            _ => panic!("parsed the wrong command"),
         }
         let args = Args::try_parse_from(["kubectl-custody", "why", "sts/db"]).unwrap();
         match args.command {
             Command::Why(w) => assert_eq!(w.user, "kubectl-custody"),
-            Command::Records(_) => panic!("parsed the wrong command"),
+            _ => panic!("parsed the wrong command"),
         }
         assert!(Args::try_parse_from(["kubectl-custody", "why", "service/web"]).is_err());
         assert!(Args::try_parse_from(["kubectl-custody", "why"]).is_err());
@@ -276,8 +398,35 @@ mod tests {
         let args = Args::try_parse_from(["kubectl-custody", "records", "-A"]).unwrap();
         match args.command {
             Command::Records(r) => assert!(r.all_namespaces && r.namespace.is_none()),
-            Command::Why(_) => panic!("parsed the wrong command"),
+            _ => panic!("parsed the wrong command"),
         }
         assert!(Args::try_parse_from(["kubectl-custody", "records", "-A", "-n", "x"]).is_err());
+    }
+
+    #[test]
+    fn lift_needs_a_record_and_a_reason() {
+        let args = Args::try_parse_from([
+            "kubectl-custody",
+            "lift",
+            "web-r2",
+            "-n",
+            "shop",
+            "--reason",
+            "root cause fixed",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        match args.command {
+            Command::Lift(l) => {
+                assert_eq!(l.record, "web-r2");
+                assert_eq!(l.namespace.as_deref(), Some("shop"));
+                assert_eq!(l.reason, "root cause fixed");
+                assert_eq!(l.output, Output::Json);
+            }
+            _ => panic!("parsed the wrong command"),
+        }
+        assert!(Args::try_parse_from(["kubectl-custody", "lift", "web-r2"]).is_err());
+        assert!(Args::try_parse_from(["kubectl-custody", "lift", "--reason", "x"]).is_err());
     }
 }

@@ -28,6 +28,8 @@ pub enum ViolationCode {
     InvalidPolicy,
     /// A CustodyPolicy update weakens it without acknowledgement.
     UnacknowledgedWeakening,
+    /// A RollbackRecord's lift is not a person's, under their own name, with a reason.
+    LiftRefused,
 }
 
 impl ViolationCode {
@@ -43,6 +45,7 @@ impl ViolationCode {
             ViolationCode::Quarantined => "Quarantined",
             ViolationCode::InvalidPolicy => "InvalidPolicy",
             ViolationCode::UnacknowledgedWeakening => "UnacknowledgedWeakening",
+            ViolationCode::LiftRefused => "LiftRefused",
         }
     }
 }

@@ -13,6 +13,7 @@ mod decision;
 mod policies;
 mod policy_review;
 mod quarantine;
+mod record_review;
 mod rules;
 
 use std::borrow::Cow;
@@ -26,6 +27,7 @@ pub use decision::{Decision, Outcome, Violation, ViolationCode};
 pub use policies::{CompiledPolicy, CompiledRule, PolicyError, PolicySet, identity_matches};
 pub use policy_review::validate_policy;
 pub use quarantine::{QuarantineEntry, QuarantineIndex};
+pub use record_review::{MIN_REASON_CHARS, validate_record};
 pub(crate) use rules::example_for;
 
 use crate::review::{AdmissionRequest, Operation, WorkloadObject, templates_differ};

@@ -371,6 +371,18 @@ impl PolicySet {
         self.policies.iter()
     }
 
+    /// One set per policy, so that each can be judged alone: [`evaluate`](super::evaluate)
+    /// merges the violations of every selecting policy, and the background audit reports each
+    /// policy's own result.
+    pub fn singles(&self) -> Vec<PolicySet> {
+        self.policies
+            .iter()
+            .map(|p| PolicySet {
+                policies: vec![p.clone()],
+            })
+            .collect()
+    }
+
     /// The policies that select `target`, do not exclude the requester, and do not name it as
     /// a controller writing an object it owns.
     pub fn selecting<'s>(

@@ -29,11 +29,11 @@ pub struct QuarantineIndex {
 
 impl QuarantineIndex {
     /// Builds the index from records; only records of an actual revert quarantine anything
-    /// (an alert or a dry run leaves the template admissible).
+    /// (an alert or a dry run leaves the template admissible), until a person lifts them.
     pub fn from_records<'r>(records: impl IntoIterator<Item = &'r RollbackRecord>) -> Self {
         let mut by_workload: HashMap<_, Vec<QuarantineEntry>> = HashMap::new();
         for record in records {
-            if !record.spec.action.quarantines() {
+            if !record.quarantines() {
                 continue;
             }
             let namespace = record.metadata.namespace.clone().unwrap_or_default();

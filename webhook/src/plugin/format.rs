@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::lift::LiftReport;
 use super::records::RecordRow;
 use super::why::WhyReport;
 use crate::engine::Outcome;
@@ -190,7 +191,10 @@ fn record_cells(r: &RecordRow) -> Vec<String> {
             r.kind.as_str().to_ascii_lowercase(),
             r.workload
         ),
-        format!("{:?}", r.action),
+        match &r.lifted_by {
+            Some(by) => format!("{:?} (lifted by {by})", r.action),
+            None => format!("{:?}", r.action),
+        },
         r.reason.as_str().to_string(),
         r.revisions(),
         format!(
@@ -210,6 +214,52 @@ pub fn records_text(rows: &[RecordRow]) -> String {
         return out;
     }
     table(&mut out, &RECORD_HEADERS, rows.iter().map(record_cells));
+    out
+}
+
+/// `lift`'s answer, in words.
+pub fn lift_text(r: &LiftReport) -> String {
+    let workload = format!(
+        "{}/{} in namespace {}",
+        r.kind.as_str().to_ascii_lowercase(),
+        r.workload,
+        r.namespace
+    );
+    let mut out = String::new();
+    if r.already_lifted {
+        let _ = writeln!(
+            out,
+            "RollbackRecord {} was already lifted by {} at {}: {}",
+            r.record, r.lifted.by, r.lifted.at.0, r.lifted.reason
+        );
+        let _ = writeln!(out, "Nothing written.");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "Lifted the quarantine of {workload}, revision {} (RollbackRecord {}).",
+        r.revision, r.record
+    );
+    let _ = writeln!(out, "  by:     {}", r.lifted.by);
+    let _ = writeln!(out, "  reason: {}", r.lifted.reason);
+    let _ = writeln!(out, "  at:     {}", r.lifted.at.0);
+    let _ = writeln!(
+        out,
+        "The reverted template ({}) may be applied again. The controller never reverts the same revision twice: watch it yourself.",
+        r.template_fingerprint
+    );
+    match r.event.as_deref() {
+        Some("created") => {
+            let _ = writeln!(out, "Event QuarantineLifted recorded on {workload}.");
+        }
+        Some(why) => {
+            let _ = writeln!(
+                out,
+                "warning: no Event recorded ({why}); the record holds the lift."
+            );
+        }
+        None => {}
+    }
     out
 }
 

@@ -5,9 +5,11 @@
 //! plain values; [`why::explain`] judges the object with the same [`engine`](crate::engine) the
 //! webhook runs and gathers provenance, revisions and records into a [`why::WhyReport`];
 //! [`records::rows`] turns records into rows; [`format`] renders either as text or JSON. Nothing
-//! in this module touches the network or the clock.
+//! in this module touches the network or the clock. [`lift::plan`] decides what lifting a
+//! record's quarantine writes; the binary writes it, as the person running it.
 
 pub mod format;
+pub mod lift;
 pub mod records;
 pub mod why;
 

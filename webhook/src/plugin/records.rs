@@ -33,8 +33,11 @@ pub struct RecordRow {
     /// The regressed revision's declared agent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
-    /// Whether the record keeps the regressed template out at admission.
+    /// Whether the record keeps the regressed template out at admission (a revert, not lifted).
     pub quarantines: bool,
+    /// Who lifted the quarantine, if someone did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifted_by: Option<String>,
     /// The regressed template's fingerprint.
     pub from_fingerprint: String,
     /// Why the action was what it was, in the controller's words.
@@ -57,7 +60,12 @@ impl RecordRow {
             to_revision: spec.to.as_ref().map(|t| t.revision.clone()),
             actor: spec.from.actor.map(|a| a.as_str().to_string()),
             agent: spec.from.agent.clone(),
-            quarantines: spec.action.quarantines(),
+            quarantines: record.quarantines(),
+            lifted_by: record
+                .status
+                .as_ref()
+                .and_then(|s| s.lifted.as_ref())
+                .map(|l| l.by.clone()),
             from_fingerprint: spec.from.template_fingerprint.clone(),
             explanation: spec.explanation.clone(),
         }

@@ -17,6 +17,9 @@ pub struct WorkloadObject<'a> {
     /// Its spec, unparsed.
     #[serde(borrow, default)]
     pub spec: Option<&'a RawValue>,
+    /// Its status, unparsed (read only of a RollbackRecord, for a lift).
+    #[serde(borrow, default)]
+    pub status: Option<&'a RawValue>,
 }
 
 /// Object metadata, borrowed. Annotation values stay raw: only Custody's few keys are ever

@@ -1,7 +1,7 @@
 //! The HTTPS admission server.
 //!
-//! TLS (rustls, ring, reloading certificates) terminates in [`tls`]; axum routes `/validate` and
-//! `/validate-policy` to [`routes`], behind a body limit, a per-request deadline and a panic
+//! TLS (rustls, ring, reloading certificates) terminates in [`tls`]; axum routes `/validate`,
+//! `/validate-policy` and `/validate-record` to [`routes`], behind a body limit, a per-request deadline and a panic
 //! guard; [`reflect`] keeps [`state::LiveState`] current from watches. Probes and metrics live on
 //! the separate admin port (`custody_runtime::admin`).
 
@@ -72,6 +72,7 @@ pub fn app(state: Arc<AppState>, request_timeout: Duration) -> Router {
     Router::new()
         .route("/validate", post(routes::validate))
         .route("/validate-policy", post(routes::validate_policy_route))
+        .route("/validate-record", post(routes::validate_record_route))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TimeoutLayer::with_status_code(

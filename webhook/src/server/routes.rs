@@ -13,7 +13,7 @@ use custody_crds::{FailurePolicy, Vocabulary, WorkloadKind};
 
 use super::metrics::Metrics;
 use super::state::LiveState;
-use crate::engine::{Context, Decision, evaluate, validate_policy};
+use crate::engine::{Context, Decision, evaluate, validate_policy, validate_record};
 use crate::review::{self, AdmissionRequest};
 
 /// What the handlers share.
@@ -44,6 +44,26 @@ pub async fn validate_policy_route(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     answer(&app, body, |request| (validate_policy(request), "policy"))
+}
+
+/// `POST /validate-record`: lifts of RollbackRecords (their status), by a person only.
+pub async fn validate_record_route(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer(&app, body, |request| {
+        if !app.live.is_synced() {
+            // Whether the requester is an agent identity depends on the policies.
+            return (
+                Decision::unavailable(
+                    FailurePolicy::Fail,
+                    "Custody's policy caches have not synced yet",
+                ),
+                "record",
+            );
+        }
+        (validate_record(request, &app.live.policies()), "record")
+    })
 }
 
 fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, &'static str) {
