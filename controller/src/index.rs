@@ -12,7 +12,7 @@
 //! Nodes its Pods are bound to, and a Node going down or coming back concerns the workloads of
 //! the Pods bound to it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use custody_crds::{Vocabulary, WorkloadKind};
@@ -279,13 +279,28 @@ impl Cache {
         )
     }
 
-    /// Every workload's state, for the background audit: one copy out, under the lock for as
-    /// long as the copy takes (a few milliseconds for ten thousand).
-    pub fn workloads(&self) -> Vec<WorkloadState> {
+    /// The workloads by namespace, as UIDs: the background audit reads the cache a namespace
+    /// at a time, so it never holds a copy of every workload at once.
+    pub fn workloads_by_namespace(&self) -> BTreeMap<String, Vec<Uid>> {
         let t = self.lock();
-        t.workloads
-            .rows
-            .values()
+        let mut out: BTreeMap<String, Vec<Uid>> = BTreeMap::new();
+        for (uid, row) in &t.workloads.rows {
+            let (_, namespace, _) = row.value.identity();
+            match out.get_mut(namespace) {
+                Some(uids) => uids.push(*uid),
+                None => {
+                    out.insert(namespace.to_string(), vec![*uid]);
+                }
+            }
+        }
+        out
+    }
+
+    /// The states of the workloads with these UIDs that are still cached.
+    pub fn workload_states(&self, uids: &[Uid]) -> Vec<WorkloadState> {
+        let t = self.lock();
+        uids.iter()
+            .filter_map(|uid| t.workloads.rows.get(uid))
             .map(|row| row.value.state(&self.keys))
             .collect()
     }

@@ -156,15 +156,16 @@ pub async fn run(
     let policy_changed = Arc::new(tokio::sync::Notify::new());
     background.spawn({
         let changed = policy_changed.clone();
+        let mut listed = false;
         watcher(Api::<CustodyPolicy>::all(client.clone()), cfg.clone())
             .default_backoff()
             .reflect(policy_writer)
             .for_each(move |event| {
-                // A relist's InitApply events are followed by InitDone; one audit for all.
-                if matches!(
-                    event,
-                    Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)
-                ) {
+                // A relist's InitApply events are followed by InitDone: one audit for all. The
+                // first list is the audit at start.
+                let relisted =
+                    matches!(event, Ok(Event::InitDone)) && std::mem::replace(&mut listed, true);
+                if relisted || matches!(event, Ok(Event::Apply(_) | Event::Delete(_))) {
                     changed.notify_one();
                 }
                 futures::future::ready(())

@@ -13,7 +13,7 @@ pub mod judge;
 pub mod publish;
 pub mod report;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ pub struct AuditConfig {
 /// Quiet time after a policy change before auditing, so a `kubectl apply -f policies/` of
 /// several policies costs one audit.
 const SETTLE: Duration = Duration::from_secs(2);
+
+/// Workloads judged between yields: about 5 ms of the controller's one thread.
+const JUDGE_CHUNK: usize = 256;
 
 /// What the audit reads.
 pub struct AuditInputs {
@@ -95,19 +98,14 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             led = async { leader.wait_for(|l| *l).await.is_ok() } => if !led { return },
         }
-        let findings = audit_once(&inputs, &metrics).await;
-        if let (Some(publisher), Some(format)) = (publisher.as_mut(), config.format) {
-            write(
-                publisher,
-                format,
-                &findings,
-                &digest_annotation,
-                &config,
-                &metrics,
-            )
-            .await;
-        }
-        drop(findings);
+        audit_once(
+            &inputs,
+            &config,
+            publisher.as_mut(),
+            &digest_annotation,
+            &metrics,
+        )
+        .await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(config.period) => {}
@@ -123,121 +121,152 @@ pub async fn run(
     }
 }
 
-async fn audit_once(inputs: &AuditInputs, metrics: &Metrics) -> Vec<Finding> {
+/// One audit: a namespace at a time, on this thread (a second thread would get glibc a second
+/// malloc arena, and the controller's memory budget counts every page), yielding every
+/// [`JUDGE_CHUNK`] workloads so reconciles are not held up. Only one namespace's workloads,
+/// findings and reports are in memory at once.
+async fn audit_once(
+    inputs: &AuditInputs,
+    config: &AuditConfig,
+    mut publisher: Option<&mut Publisher>,
+    digest_annotation: &str,
+    metrics: &Metrics,
+) {
     let started = Instant::now();
     let (policies, errors) =
         PolicySet::compile(inputs.policies.state().iter().map(|p| (**p).clone()));
     for e in &errors {
         tracing::debug!(policy = %e.policy, "invalid policy left out of the audit");
     }
-    let namespaces: HashMap<String, BTreeMap<String, String>> = inputs
+    let namespace_labels: HashMap<String, BTreeMap<String, String>> = inputs
         .namespaces
         .state()
         .iter()
         .filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.clone()?)))
         .collect();
-    let workloads = inputs.cache.workloads();
-    let vocabulary = inputs.vocabulary.clone();
-    // Judging ten thousand workloads takes tens of milliseconds: off the reconcile thread.
-    let judged = tokio::task::spawn_blocking(move || {
-        judge::audit(&policies, &vocabulary, &namespaces, &workloads)
-    })
-    .await;
-    let findings = match judged {
-        Ok(f) => f,
-        Err(error) => {
-            tracing::warn!(%error, "the audit failed");
-            return Vec::new();
-        }
+    let format = config.format;
+    let writing = match (publisher.as_deref_mut(), format) {
+        (Some(p), Some(_)) => match p.check().await {
+            Ok(Availability::Served) => match p.begin().await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list policy reports; retrying at the next audit");
+                    false
+                }
+            },
+            Ok(Availability::Missing) => false,
+            Err(error) => {
+                tracing::warn!(%error, "cannot reach the report API; retrying at the next audit");
+                false
+            }
+        },
+        _ => false,
     };
-    let elapsed = started.elapsed();
-    record(&findings, metrics);
+    let now = jiff::Timestamp::now();
+    let at = ResultTimestamp {
+        seconds: now.as_second(),
+        nanos: now.subsec_nanosecond(),
+    };
+    let mut tally = Tally::default();
+    let mut wanted = BTreeSet::new();
+    let mut judging = Duration::ZERO;
+    for (namespace, uids) in inputs.cache.workloads_by_namespace() {
+        let mut findings = Vec::new();
+        for chunk in uids.chunks(JUDGE_CHUNK) {
+            let t = Instant::now();
+            let workloads = inputs.cache.workload_states(chunk);
+            findings.extend(judge::audit(
+                &policies,
+                &inputs.vocabulary,
+                &namespace_labels,
+                &workloads,
+            ));
+            judging += t.elapsed();
+            tokio::task::yield_now().await;
+        }
+        tally.add(&findings);
+        if writing && let (Some(p), Some(format)) = (publisher.as_deref_mut(), format) {
+            let refs: Vec<&Finding> = findings.iter().collect();
+            let reports = report::namespace_reports(
+                format,
+                &namespace,
+                &refs,
+                digest_annotation,
+                at,
+                config.max_results,
+            );
+            for r in &reports {
+                wanted.insert((r.namespace.clone(), r.name.clone()));
+                p.write(r, metrics).await;
+            }
+        }
+    }
+    if writing && let Some(p) = publisher {
+        p.finish(&wanted, metrics).await;
+    }
+    tally.record(metrics);
     metrics.audit_runs.inc();
     metrics
         .audit_duration_ms
-        .set(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
-    let failing = findings
-        .iter()
-        .filter(|f| f.result == ResultStatus::Fail)
-        .count();
+        .set(i64::try_from(judging.as_millis()).unwrap_or(i64::MAX));
     tracing::info!(
-        results = findings.len(),
-        failing,
-        elapsed_ms = elapsed.as_millis() as u64,
+        results = tally.results,
+        failing_workloads = tally.failing.values().map(HashSet::len).sum::<usize>(),
+        judging_ms = judging.as_millis() as u64,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "audit done"
     );
-    findings
 }
 
-/// Sets the audit gauges to `findings`, dropping label sets that no longer occur.
-fn record(findings: &[Finding], metrics: &Metrics) {
-    clear(metrics);
-    let mut failing: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
-    for f in findings {
-        metrics
-            .audit_results
-            .get_or_create(&AuditResultLabels {
-                policy: f.policy.clone(),
-                result: f.result.as_str(),
-            })
-            .inc();
-        if f.result == ResultStatus::Fail {
-            failing
-                .entry(f.workload.namespace.as_str())
-                .or_default()
-                .insert(f.workload.uid.as_str());
+/// What one audit found, counted for metrics.
+#[derive(Default)]
+struct Tally {
+    results: usize,
+    by_policy: BTreeMap<(String, &'static str), i64>,
+    failing: BTreeMap<String, HashSet<String>>,
+}
+
+impl Tally {
+    fn add(&mut self, findings: &[Finding]) {
+        for f in findings {
+            self.results += 1;
+            *self
+                .by_policy
+                .entry((f.policy.clone(), f.result.as_str()))
+                .or_default() += 1;
+            if f.result == ResultStatus::Fail {
+                self.failing
+                    .entry(f.workload.namespace.clone())
+                    .or_default()
+                    .insert(f.workload.uid.clone());
+            }
         }
     }
-    for (namespace, workloads) in failing {
-        metrics
-            .audit_failing_workloads
-            .get_or_create(&NamespaceLabels {
-                workload_namespace: namespace.to_string(),
-            })
-            .set(i64::try_from(workloads.len()).unwrap_or(i64::MAX));
+
+    /// Sets the audit gauges, dropping label sets that no longer occur.
+    fn record(&self, metrics: &Metrics) {
+        clear(metrics);
+        for ((policy, result), n) in &self.by_policy {
+            metrics
+                .audit_results
+                .get_or_create(&AuditResultLabels {
+                    policy: policy.clone(),
+                    result,
+                })
+                .set(*n);
+        }
+        for (namespace, workloads) in &self.failing {
+            metrics
+                .audit_failing_workloads
+                .get_or_create(&NamespaceLabels {
+                    workload_namespace: namespace.clone(),
+                })
+                .set(i64::try_from(workloads.len()).unwrap_or(i64::MAX));
+        }
     }
 }
 
 fn clear(metrics: &Metrics) {
     metrics.audit_results.clear();
     metrics.audit_failing_workloads.clear();
-}
-
-async fn write(
-    publisher: &mut Publisher,
-    format: ReportFormat,
-    findings: &[Finding],
-    digest_annotation: &str,
-    config: &AuditConfig,
-    metrics: &Metrics,
-) {
-    match publisher.check().await {
-        Ok(Availability::Served) => {}
-        Ok(Availability::Missing) => return,
-        Err(error) => {
-            tracing::warn!(%error, "cannot reach the report API; retrying at the next audit");
-            return;
-        }
-    }
-    let now = jiff::Timestamp::now();
-    let at = ResultTimestamp {
-        seconds: now.as_second(),
-        nanos: now.subsec_nanosecond(),
-    };
-    let reports: Vec<_> = report::by_namespace(findings)
-        .into_iter()
-        .flat_map(|(namespace, found)| {
-            report::namespace_reports(
-                format,
-                namespace,
-                &found,
-                digest_annotation,
-                at,
-                config.max_results,
-            )
-        })
-        .collect();
-    if let Err(error) = publisher.publish(&reports, metrics).await {
-        tracing::warn!(%error, "cannot write policy reports; retrying at the next audit");
-    }
 }

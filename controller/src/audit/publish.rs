@@ -25,6 +25,13 @@ pub enum Availability {
     Missing,
 }
 
+fn count(metrics: &Metrics, outcome: &'static str) {
+    metrics
+        .audit_report_writes
+        .get_or_create(&ReportWriteLabels { outcome })
+        .inc();
+}
+
 /// Why reports could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -42,6 +49,7 @@ pub struct Publisher {
     /// What the cluster holds, by (namespace, name): its digest. `None` until listed.
     written: Option<BTreeMap<(String, String), String>>,
     pace: Duration,
+    next_write: Option<tokio::time::Instant>,
     availability: Option<Availability>,
 }
 
@@ -61,6 +69,7 @@ impl Publisher {
             digest_annotation,
             written: None,
             pace: Duration::from_secs(1) / writes_per_second.max(1),
+            next_write: None,
             availability: None,
         }
     }
@@ -109,97 +118,105 @@ impl Publisher {
         Ok(now)
     }
 
-    /// Writes `reports`, the whole desired set: what changed is applied, Custody's reports not in
-    /// the set are deleted. A failed write is counted and retried at the next audit.
-    pub async fn publish(
-        &mut self,
-        reports: &[ReportObject],
-        metrics: &Metrics,
-    ) -> Result<(), PublishError> {
+    /// Starts a pass over every namespace: learns what the cluster holds, once.
+    pub async fn begin(&mut self) -> Result<(), PublishError> {
+        if self.written.is_some() {
+            return Ok(());
+        }
         let all: Api<DynamicObject> = Api::all_with(self.client.clone(), &self.resource);
-        let written = match self.written.take() {
-            Some(w) => w,
-            None => {
-                let listed = all
-                    .list(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={SOURCE}")))
-                    .await?;
-                listed
-                    .items
-                    .iter()
-                    .filter_map(|o| {
-                        let key = (o.metadata.namespace.clone()?, o.metadata.name.clone()?);
-                        let digest = o
-                            .metadata
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get(&self.digest_annotation))
-                            .cloned()
-                            .unwrap_or_default();
-                        Some((key, digest))
-                    })
-                    .collect()
+        let listed = all
+            .list(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={SOURCE}")))
+            .await?;
+        let digest_annotation = &self.digest_annotation;
+        self.written = Some(
+            listed
+                .items
+                .iter()
+                .filter_map(|o| {
+                    let key = (o.metadata.namespace.clone()?, o.metadata.name.clone()?);
+                    let digest = o
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(digest_annotation))
+                        .cloned()
+                        .unwrap_or_default();
+                    Some((key, digest))
+                })
+                .collect(),
+        );
+        Ok(())
+    }
+
+    /// Writes one report if its results changed (server-side apply). A failed write is counted
+    /// and retried at the next audit.
+    pub async fn write(&mut self, report: &ReportObject, metrics: &Metrics) {
+        let key = (report.namespace.clone(), report.name.clone());
+        let written = self.written.get_or_insert_with(BTreeMap::new);
+        if written.get(&key) == Some(&report.digest) {
+            count(metrics, "unchanged");
+            return;
+        }
+        self.pace().await;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &report.namespace, &self.resource);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let result = api
+            .patch(&report.name, &params, &Patch::Apply(&report.object))
+            .await;
+        let written = self.written.get_or_insert_with(BTreeMap::new);
+        match result {
+            Ok(_) => {
+                count(metrics, "written");
+                written.insert(key, report.digest.clone());
             }
-        };
-        let mut written = written;
-        let count = |outcome: &'static str| {
-            metrics
-                .audit_report_writes
-                .get_or_create(&ReportWriteLabels { outcome })
-                .inc();
-        };
-        let mut pace = tokio::time::interval(self.pace);
-        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut wanted = BTreeSet::new();
-        for report in reports {
-            let key = (report.namespace.clone(), report.name.clone());
-            wanted.insert(key.clone());
-            if written.get(&key) == Some(&report.digest) {
-                count("unchanged");
-                continue;
-            }
-            pace.tick().await;
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &report.namespace, &self.resource);
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            match api
-                .patch(&report.name, &params, &Patch::Apply(&report.object))
-                .await
-            {
-                Ok(_) => {
-                    count("written");
-                    written.insert(key, report.digest.clone());
-                }
-                Err(error) => {
-                    count("failed");
-                    written.remove(&key);
-                    tracing::warn!(%error, namespace = %report.namespace, name = %report.name, "cannot write a policy report; retrying at the next audit");
-                }
+            Err(error) => {
+                count(metrics, "failed");
+                written.remove(&key);
+                tracing::warn!(%error, namespace = %report.namespace, name = %report.name, "cannot write a policy report; retrying at the next audit");
             }
         }
-        let stale: Vec<(String, String)> = written
-            .keys()
+    }
+
+    /// Ends a pass: deletes Custody's reports that the pass did not write or confirm.
+    pub async fn finish(&mut self, wanted: &BTreeSet<(String, String)>, metrics: &Metrics) {
+        let stale: Vec<(String, String)> = self
+            .written
+            .iter()
+            .flat_map(|w| w.keys())
             .filter(|k| !wanted.contains(*k))
             .cloned()
             .collect();
         for key in stale {
-            pace.tick().await;
+            self.pace().await;
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), &key.0, &self.resource);
-            match api.delete(&key.1, &DeleteParams::default()).await {
+            let deleted = match api.delete(&key.1, &DeleteParams::default()).await {
                 Ok(_) => {
-                    count("deleted");
-                    written.remove(&key);
+                    count(metrics, "deleted");
+                    true
                 }
-                Err(kube::Error::Api(status)) if status.code == 404 => {
-                    written.remove(&key);
-                }
+                Err(kube::Error::Api(status)) if status.code == 404 => true,
                 Err(error) => {
-                    count("failed");
+                    count(metrics, "failed");
                     tracing::warn!(%error, namespace = %key.0, name = %key.1, "cannot delete a stale policy report; retrying at the next audit");
+                    false
                 }
+            };
+            if deleted && let Some(w) = self.written.as_mut() {
+                w.remove(&key);
             }
         }
-        self.written = Some(written);
-        Ok(())
+    }
+
+    /// Waits for the next write slot.
+    async fn pace(&mut self) {
+        let now = tokio::time::Instant::now();
+        if let Some(next) = self.next_write
+            && next > now
+        {
+            tokio::time::sleep_until(next).await;
+        }
+        self.next_write = Some(tokio::time::Instant::now() + self.pace);
     }
 }

@@ -3,8 +3,6 @@
 //! size limit. Each report carries a digest of its results (without timestamps), so an audit
 //! that finds what the last one found writes nothing.
 
-use std::collections::BTreeMap;
-
 use custody_crds::report::{
     ReportBody, ReportFormat, ReportResult, ReportSummary, ResultTimestamp,
 };
@@ -119,17 +117,6 @@ fn result(f: &Finding) -> ReportResult {
 fn digest(results: &[ReportResult]) -> String {
     let value = serde_json::to_value(results).unwrap_or(Value::Null);
     custody_crds::template_fingerprint(&value).to_string()
-}
-
-/// Findings by namespace.
-pub fn by_namespace(findings: &[Finding]) -> BTreeMap<&str, Vec<&Finding>> {
-    let mut out: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
-    for f in findings {
-        out.entry(f.workload.namespace.as_str())
-            .or_default()
-            .push(f);
-    }
-    out
 }
 
 #[cfg(test)]
