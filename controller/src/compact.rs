@@ -87,7 +87,9 @@ impl AnnotationKeys {
     pub fn new(vocabulary: &custody_crds::Vocabulary) -> Self {
         let provenance = crate::observe::PROVENANCE
             .iter()
-            .map(|k| vocabulary.key(*k).to_string());
+            .chain(crate::attested::OWNERSHIP.iter())
+            .map(|k| vocabulary.key(*k).to_string())
+            .chain([vocabulary.attestation().to_string()]);
         let marks = [
             crate::decide::marks::HEALTHY_SINCE,
             crate::decide::marks::REVERTED,
@@ -569,13 +571,15 @@ mod tests {
             ("custody.dev/actor", "agent"),
             ("custody.dev/healthy-since", "2027-01-01T00:00:00Z"),
             ("custody.dev/owner", "team-web"),
+            ("custody.dev/quarantine-override", "why"),
             ("custody.dev/source-commit", ""),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let mut kept = map.clone();
-        kept.remove("custody.dev/owner");
+        // Owner is kept since signed provenance covers it; the override is never read.
+        kept.remove("custody.dev/quarantine-override");
         assert_eq!(PackedAnnotations::pack(&map, &keys).unpack(&keys), kept);
     }
 }

@@ -14,6 +14,7 @@
 //! Controller per kind. Only the Lease holder ([`leader`]) acts; every replica keeps its cache
 //! warm.
 
+pub mod attested;
 pub mod attribution;
 pub mod certs;
 pub mod compact;

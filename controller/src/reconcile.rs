@@ -27,6 +27,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::attested;
 use crate::attribution::{Excuse, Ledger};
 use crate::compact;
 use crate::decide::{self, Action, Verdict, marks};
@@ -103,6 +104,21 @@ pub fn governing_policy(
     workload: &WorkloadState,
     namespace_labels: Option<&BTreeMap<String, String>>,
 ) -> (String, RollbackSettings) {
+    match governing(policies, workload, namespace_labels) {
+        Some(p) => (p.name_any(), p.spec.rollback.clone()),
+        None => (
+            custody_crds::policy::BUILTIN_POLICY_NAME.to_string(),
+            RollbackSettings::default(),
+        ),
+    }
+}
+
+/// The governing policy itself, if a policy selects the workload.
+pub fn governing(
+    policies: &[Arc<CustodyPolicy>],
+    workload: &WorkloadState,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+) -> Option<Arc<CustodyPolicy>> {
     let fallback = BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), workload.namespace.clone())]);
     let target = Target {
         kind: workload.kind,
@@ -115,13 +131,7 @@ pub fn governing_policy(
         .filter(|p| p.spec.selects(&target))
         .collect();
     selecting.sort_by_key(|p| p.name_any());
-    match selecting.first() {
-        Some(p) => (p.name_any(), p.spec.rollback.clone()),
-        None => (
-            custody_crds::policy::BUILTIN_POLICY_NAME.to_string(),
-            RollbackSettings::default(),
-        ),
-    }
+    selecting.first().map(|p| Arc::clone(p))
 }
 
 /// Decides about one workload of kind `K` and acts on the decision.
@@ -187,13 +197,53 @@ fn report_not_attributed(
 async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
     let w = &observed.workload;
     let ns_meta = ctx.namespaces.get(&ObjectRef::new(&w.namespace));
-    let (policy, settings) = governing_policy(
+    let governing = governing(
         &ctx.policies.state(),
         w,
         ns_meta.as_ref().and_then(|n| n.metadata.labels.as_ref()),
     );
+    let (policy, settings) = match &governing {
+        Some(p) => (p.name_any(), p.spec.rollback.clone()),
+        None => (
+            custody_crds::policy::BUILTIN_POLICY_NAME.to_string(),
+            RollbackSettings::default(),
+        ),
+    };
     let now = Timestamp::now();
-    let action = decide::decide(observed, &settings, &ctx.vocabulary, ctx.dry_run, now);
+    // Under spec.signatures, decide on the actor a trusted key vouched for.
+    let current = observed
+        .revisions
+        .iter()
+        .find(|r| r.fingerprint == w.template_fingerprint);
+    let vouch = match current {
+        Some(current) => attested::vouch(
+            w,
+            current,
+            governing.as_deref(),
+            &governing
+                .as_deref()
+                .map(attested::keys_of)
+                .unwrap_or_default(),
+            &ctx.vocabulary,
+            now,
+        ),
+        None => attested::Vouch::NotRequired,
+    };
+    if let attested::Vouch::Unverified {
+        why,
+        required: true,
+    } = &vouch
+    {
+        tracing::debug!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, why, "current revision's provenance is not vouched for; its declared actor is not believed");
+    }
+    let believed = match current {
+        Some(c) => attested::as_believed(observed, &c.name, &vouch, &ctx.vocabulary),
+        None => std::borrow::Cow::Borrowed(observed),
+    };
+    let mut action = decide::decide(&believed, &settings, &ctx.vocabulary, ctx.dry_run, now);
+    if let Action::Revert(v) | Action::Alert(v) = &mut action {
+        v.attested_by = vouch.key_id().map(str::to_string);
+    }
     let (kind, ns, name) = (w.kind.as_str(), &w.namespace, &w.name);
     if !matches!(action, Action::NotAttributed { .. }) {
         ledger(ctx).forget(compact::uid(&w.uid));
@@ -258,8 +308,12 @@ async fn mark(
 ) -> Result<(), Error> {
     let mut annotations = BTreeMap::from([(decide::mark(&ctx.vocabulary, key), value.to_string())]);
     if workload.kind != WorkloadKind::Deployment {
-        for k in PROVENANCE {
-            let name = ctx.vocabulary.key(k);
+        let signed = PROVENANCE
+            .iter()
+            .chain(attested::OWNERSHIP.iter())
+            .map(|k| ctx.vocabulary.key(*k))
+            .chain([ctx.vocabulary.attestation()]);
+        for name in signed {
             if let Some(v) = revision.annotations.get(name) {
                 annotations.insert(name.to_string(), v.clone());
             }

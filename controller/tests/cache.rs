@@ -194,8 +194,8 @@ fn a_deployment_gathers_its_replica_sets_and_their_pods_only() {
     assert_eq!(observed.revisions[0].images, vec!["web:2"]);
     assert_eq!(
         observed.workload.annotations.keys().collect::<Vec<_>>(),
-        vec!["custody.dev/actor"],
-        "only the annotations the controller reads are kept"
+        vec!["custody.dev/actor", "custody.dev/owner"],
+        "only the annotations the controller reads are kept (owner for signed provenance)"
     );
     assert!(observed.workload.any_annotations);
 }

@@ -42,10 +42,13 @@ fn many_policies(n: usize) -> PolicySet {
 fn run(name: &str, body: &[u8], policies: &PolicySet) {
     let vocabulary = Vocabulary::default();
     let quarantine = QuarantineIndex::default();
+    let attestations = custody_webhook::attest::AttestationCache::default();
     let ctx = Context {
         vocabulary: &vocabulary,
         namespace_labels: None,
         quarantine: &quarantine,
+        now: k8s_openapi::jiff::Timestamp::now(),
+        attestations: &attestations,
     };
     let once = || {
         let request = review::decode(black_box(body)).expect("decodes");
