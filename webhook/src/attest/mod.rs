@@ -9,6 +9,6 @@ mod cache;
 mod claim;
 mod signer;
 
-pub use cache::AttestationCache;
+pub use cache::{AttestationCache, DEFAULT_CAPACITY as DEFAULT_CACHE_CAPACITY};
 pub use claim::{claim_from_value, claim_from_view};
 pub use signer::{GeneratedKey, SignError, SigningKey, generate, pem_encode};

@@ -326,7 +326,10 @@ fn stamp(args: StampArgs) -> ExitCode {
         for (name, text) in texts {
             match stamp::stamp_text(&text, &stamper) {
                 Ok(stamped) => {
-                    if !stamped.text.is_empty() && !stamped.text.starts_with("---") {
+                    // YAML streams are concatenated with separators; JSON is written as is.
+                    let text = stamped.text.trim_start();
+                    if !text.is_empty() && !text.starts_with(['{', '[']) && !text.starts_with("---")
+                    {
                         let _ = out.write_all(b"---\n");
                     }
                     let _ = out.write_all(stamped.text.as_bytes());
