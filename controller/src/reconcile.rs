@@ -119,6 +119,17 @@ pub fn governing(
     workload: &WorkloadState,
     namespace_labels: Option<&BTreeMap<String, String>>,
 ) -> Option<Arc<CustodyPolicy>> {
+    selecting(policies, workload, namespace_labels)
+        .into_iter()
+        .next()
+}
+
+/// The policies that select the workload, by name.
+fn selecting(
+    policies: &[Arc<CustodyPolicy>],
+    workload: &WorkloadState,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+) -> Vec<Arc<CustodyPolicy>> {
     let fallback = BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), workload.namespace.clone())]);
     let target = Target {
         kind: workload.kind,
@@ -126,12 +137,35 @@ pub fn governing(
         namespace_labels: namespace_labels.unwrap_or(&fallback),
         labels: &workload.labels,
     };
-    let mut selecting: Vec<&Arc<CustodyPolicy>> = policies
+    let mut selecting: Vec<Arc<CustodyPolicy>> = policies
         .iter()
         .filter(|p| p.spec.selects(&target))
+        .cloned()
         .collect();
     selecting.sort_by_key(|p| p.name_any());
-    selecting.first().map(|p| Arc::clone(p))
+    selecting
+}
+
+/// The policy whose `spec.signatures` judges the workload's attestation: among the selecting
+/// policies with one, a `Required` one first, then by name. The webhook demanded a signature if
+/// any selecting policy did, so the controller believes the actor on the same terms.
+pub fn signing_policy(
+    policies: &[Arc<CustodyPolicy>],
+    workload: &WorkloadState,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+) -> Option<Arc<CustodyPolicy>> {
+    let mut signing: Vec<Arc<CustodyPolicy>> = selecting(policies, workload, namespace_labels)
+        .into_iter()
+        .filter(|p| p.spec.signatures.is_some())
+        .collect();
+    // Stable: among equals, the order by name stays.
+    signing.sort_by_key(|p| {
+        p.spec
+            .signatures
+            .as_ref()
+            .is_some_and(|s| s.mode != custody_crds::SignatureMode::Required)
+    });
+    signing.into_iter().next()
 }
 
 /// Decides about one workload of kind `K` and acts on the decision.
@@ -197,11 +231,10 @@ fn report_not_attributed(
 async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
     let w = &observed.workload;
     let ns_meta = ctx.namespaces.get(&ObjectRef::new(&w.namespace));
-    let governing = governing(
-        &ctx.policies.state(),
-        w,
-        ns_meta.as_ref().and_then(|n| n.metadata.labels.as_ref()),
-    );
+    let labels = ns_meta.as_ref().and_then(|n| n.metadata.labels.as_ref());
+    let all_policies = ctx.policies.state();
+    let governing = governing(&all_policies, w, labels);
+    let signing = signing_policy(&all_policies, w, labels);
     let (policy, settings) = match &governing {
         Some(p) => (p.name_any(), p.spec.rollback.clone()),
         None => (
@@ -219,8 +252,8 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
         Some(current) => attested::vouch(
             w,
             current,
-            governing.as_deref(),
-            &governing
+            signing.as_deref(),
+            &signing
                 .as_deref()
                 .map(attested::keys_of)
                 .unwrap_or_default(),

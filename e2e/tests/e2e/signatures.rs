@@ -355,9 +355,41 @@ pub async fn signed_revert_verifies(
         &live,
     )
     .await?;
+    // `kubectl rollout undo` restores a revision's annotations too: a signed v3, then undo to
+    // v1. The webhook judges the undo under the policy, so its admission is the verification.
+    let v3 = s.sign(
+        &s.manifest(ctx, "signed-app", "agent", "ddddddd", "v3", false),
+        "p256.key",
+        "ci",
+    )?;
+    apply(&api, &v3).await?;
+    ctx_wait_version(&api, "v3").await?;
+    custody_e2e::run(
+        &custody_e2e::kubectl(),
+        &["rollout", "undo", "deployment/signed-app", "-n", &s.ns],
+    )?;
+    ctx_wait_version(&api, "v1").await?;
+    let undone = s.verify_live(ctx, "signed-app").await?;
     Ok(format!(
-        "reverted {reverted_in:.1}s after v2; record names key ci; the live Deployment verifies: {verified}"
+        "reverted {reverted_in:.1}s after v2; record names key ci; the live Deployment verifies: {verified}; after kubectl rollout undo from a signed v3: {undone}"
     ))
+}
+
+async fn ctx_wait_version(api: &Api<Deployment>, version: &str) -> anyhow::Result<()> {
+    wait_for(
+        &format!("signed-app at {version}"),
+        Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            async move {
+                Ok(
+                    (crate::support::image_version(&api.get("signed-app").await?) == version)
+                        .then_some(()),
+                )
+            }
+        },
+    )
+    .await
 }
 
 pub async fn key_rotation(ctx: &Ctx, signed: &anyhow::Result<Signed>) -> anyhow::Result<String> {
