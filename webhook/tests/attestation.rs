@@ -619,3 +619,28 @@ proptest! {
         prop_assert!(custody_crds::attestation::verify(&mutated, &keys, &claim, Timestamp::now()).is_err());
     }
 }
+
+#[test]
+fn a_policy_with_a_bad_key_is_refused_at_its_own_admission() {
+    let policy = json!({
+        "apiVersion": "custody.dev/v1alpha1",
+        "kind": "CustodyPolicy",
+        "metadata": {"name": "signed"},
+        "spec": {"signatures": {"keys": [{"keyId": "ci", "publicKey": key_file("p384.pub")}]}}
+    });
+    let body = review_of("CREATE", &policy, None, "admin", &[]);
+    let request = custody_webhook::review::decode(&body).unwrap();
+    let d = custody_webhook::engine::validate_policy(&request);
+    assert!(!d.allowed);
+    assert_eq!(codes(&d), vec![ViolationCode::InvalidPolicy]);
+    assert!(
+        d.message
+            .unwrap()
+            .contains("spec.signatures.keys[0].publicKey: unsupported key algorithm"),
+    );
+    let mut good = policy.clone();
+    good["spec"]["signatures"]["keys"][0]["publicKey"] = json!(key_file("p256.pub"));
+    let body = review_of("CREATE", &good, None, "admin", &[]);
+    let request = custody_webhook::review::decode(&body).unwrap();
+    assert!(custody_webhook::engine::validate_policy(&request).allowed);
+}
