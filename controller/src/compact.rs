@@ -88,7 +88,8 @@ impl AnnotationKeys {
         let provenance = crate::observe::PROVENANCE
             .iter()
             .chain(crate::observe::OWNERSHIP.iter())
-            .map(|k| vocabulary.key(*k).to_string());
+            .map(|k| vocabulary.key(*k).to_string())
+            .chain([vocabulary.attestation().to_string()]);
         let marks = [
             crate::decide::marks::HEALTHY_SINCE,
             crate::decide::marks::REVERTED,

@@ -71,6 +71,9 @@ pub struct Verdict {
     pub explanation: String,
     /// Whether this is a revert that dry-run mode turned into a report.
     pub dry_run: bool,
+    /// The key that vouched for the regressed revision's provenance, when its policy has
+    /// `spec.signatures` (set by the caller, which verifies).
+    pub attested_by: Option<String>,
 }
 
 /// The controller's own marks, under the vocabulary prefix.
@@ -242,6 +245,7 @@ pub fn decide(
         detected_at,
         explanation: String::new(),
         dry_run: false,
+        attested_by: None,
     };
     let actor_word = actor.map_or("an undeclared actor", Actor::as_str);
     let why_alert = match (mode, actor) {

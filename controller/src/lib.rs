@@ -15,6 +15,7 @@
 //! warm. The same cache feeds the background [`audit`], which judges what is running with the
 //! webhook's engine and writes policy reports.
 
+pub mod attested;
 pub mod attribution;
 pub mod audit;
 pub mod certs;

@@ -196,8 +196,12 @@ impl Observed {
                 .iter_mut()
                 .find(|r| r.fingerprint == workload.template_fingerprint)
         {
-            for key in PROVENANCE {
-                let name = vocabulary.key(key);
+            let signed = PROVENANCE
+                .iter()
+                .chain(crate::attested::OWNERSHIP.iter())
+                .map(|k| vocabulary.key(*k))
+                .chain([vocabulary.attestation()]);
+            for name in signed {
                 match workload.annotations.get(name) {
                     Some(value) => current.annotations.insert(name.to_string(), value.clone()),
                     None => current.annotations.remove(name),
@@ -296,6 +300,7 @@ fn read_annotations(meta: &ObjectMeta, vocabulary: &Vocabulary) -> BTreeMap<Stri
         vocabulary
             .parse_key(key)
             .is_some_and(|k| PROVENANCE.contains(&k) || OWNERSHIP.contains(&k))
+            || key == vocabulary.attestation()
             || key.strip_prefix(vocabulary.prefix()).is_some_and(|mark| {
                 [marks::HEALTHY_SINCE, marks::REVERTED, marks::ALERTED].contains(&mark)
             })

@@ -27,6 +27,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::attested;
 use crate::attribution::{Excuse, Ledger};
 use crate::compact;
 use crate::decide::{self, Action, Verdict, marks};
@@ -103,6 +104,32 @@ pub fn governing_policy(
     workload: &WorkloadState,
     namespace_labels: Option<&BTreeMap<String, String>>,
 ) -> (String, RollbackSettings) {
+    match governing(policies, workload, namespace_labels) {
+        Some(p) => (p.name_any(), p.spec.rollback.clone()),
+        None => (
+            custody_crds::policy::BUILTIN_POLICY_NAME.to_string(),
+            RollbackSettings::default(),
+        ),
+    }
+}
+
+/// The governing policy itself, if a policy selects the workload.
+pub fn governing(
+    policies: &[Arc<CustodyPolicy>],
+    workload: &WorkloadState,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+) -> Option<Arc<CustodyPolicy>> {
+    selecting(policies, workload, namespace_labels)
+        .into_iter()
+        .next()
+}
+
+/// The policies that select the workload, by name.
+fn selecting(
+    policies: &[Arc<CustodyPolicy>],
+    workload: &WorkloadState,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+) -> Vec<Arc<CustodyPolicy>> {
     let fallback = BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), workload.namespace.clone())]);
     let target = Target {
         kind: workload.kind,
@@ -110,18 +137,35 @@ pub fn governing_policy(
         namespace_labels: namespace_labels.unwrap_or(&fallback),
         labels: &workload.labels,
     };
-    let mut selecting: Vec<&Arc<CustodyPolicy>> = policies
+    let mut selecting: Vec<Arc<CustodyPolicy>> = policies
         .iter()
         .filter(|p| p.spec.selects(&target))
+        .cloned()
         .collect();
     selecting.sort_by_key(|p| p.name_any());
-    match selecting.first() {
-        Some(p) => (p.name_any(), p.spec.rollback.clone()),
-        None => (
-            custody_crds::policy::BUILTIN_POLICY_NAME.to_string(),
-            RollbackSettings::default(),
-        ),
-    }
+    selecting
+}
+
+/// The policy whose `spec.signatures` judges the workload's attestation: among the selecting
+/// policies with one, a `Required` one first, then by name. The webhook demanded a signature if
+/// any selecting policy did, so the controller believes the actor on the same terms.
+pub fn signing_policy(
+    policies: &[Arc<CustodyPolicy>],
+    workload: &WorkloadState,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+) -> Option<Arc<CustodyPolicy>> {
+    let mut signing: Vec<Arc<CustodyPolicy>> = selecting(policies, workload, namespace_labels)
+        .into_iter()
+        .filter(|p| p.spec.signatures.is_some())
+        .collect();
+    // Stable: among equals, the order by name stays.
+    signing.sort_by_key(|p| {
+        p.spec
+            .signatures
+            .as_ref()
+            .is_some_and(|s| s.mode != custody_crds::SignatureMode::Required)
+    });
+    signing.into_iter().next()
 }
 
 /// Decides about one workload of kind `K` and acts on the decision.
@@ -187,13 +231,52 @@ fn report_not_attributed(
 async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
     let w = &observed.workload;
     let ns_meta = ctx.namespaces.get(&ObjectRef::new(&w.namespace));
-    let (policy, settings) = governing_policy(
-        &ctx.policies.state(),
-        w,
-        ns_meta.as_ref().and_then(|n| n.metadata.labels.as_ref()),
-    );
+    let labels = ns_meta.as_ref().and_then(|n| n.metadata.labels.as_ref());
+    let all_policies = ctx.policies.state();
+    let governing = governing(&all_policies, w, labels);
+    let signing = signing_policy(&all_policies, w, labels);
+    let (policy, settings) = match &governing {
+        Some(p) => (p.name_any(), p.spec.rollback.clone()),
+        None => (
+            custody_crds::policy::BUILTIN_POLICY_NAME.to_string(),
+            RollbackSettings::default(),
+        ),
+    };
     let now = Timestamp::now();
-    let action = decide::decide(observed, &settings, &ctx.vocabulary, ctx.dry_run, now);
+    // Under spec.signatures, decide on the actor a trusted key vouched for.
+    let current = observed
+        .revisions
+        .iter()
+        .find(|r| r.fingerprint == w.template_fingerprint);
+    let vouch = match current {
+        Some(current) => attested::vouch(
+            w,
+            current,
+            signing.as_deref(),
+            &signing
+                .as_deref()
+                .map(attested::keys_of)
+                .unwrap_or_default(),
+            &ctx.vocabulary,
+            now,
+        ),
+        None => attested::Vouch::NotRequired,
+    };
+    if let attested::Vouch::Unverified {
+        why,
+        required: true,
+    } = &vouch
+    {
+        tracing::debug!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, why, "current revision's provenance is not vouched for; its declared actor is not believed");
+    }
+    let believed = match current {
+        Some(c) => attested::as_believed(observed, &c.name, &vouch, &ctx.vocabulary),
+        None => std::borrow::Cow::Borrowed(observed),
+    };
+    let mut action = decide::decide(&believed, &settings, &ctx.vocabulary, ctx.dry_run, now);
+    if let Action::Revert(v) | Action::Alert(v) = &mut action {
+        v.attested_by = vouch.key_id().map(str::to_string);
+    }
     let (kind, ns, name) = (w.kind.as_str(), &w.namespace, &w.name);
     if !matches!(action, Action::NotAttributed { .. }) {
         ledger(ctx).forget(compact::uid(&w.uid));
@@ -258,8 +341,12 @@ async fn mark(
 ) -> Result<(), Error> {
     let mut annotations = BTreeMap::from([(decide::mark(&ctx.vocabulary, key), value.to_string())]);
     if workload.kind != WorkloadKind::Deployment {
-        for k in PROVENANCE {
-            let name = ctx.vocabulary.key(k);
+        let signed = PROVENANCE
+            .iter()
+            .chain(attested::OWNERSHIP.iter())
+            .map(|k| ctx.vocabulary.key(*k))
+            .chain([ctx.vocabulary.attestation()]);
+        for name in signed {
             if let Some(v) = revision.annotations.get(name) {
                 annotations.insert(name.to_string(), v.clone());
             }

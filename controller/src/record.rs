@@ -38,6 +38,7 @@ fn snapshot(revision: &Revision, vocabulary: &Vocabulary) -> RevisionSnapshot {
         source_commit: get(AnnotationKey::SourceCommit),
         source_repo: get(AnnotationKey::SourceRepo),
         pipeline_run: get(AnnotationKey::PipelineRun),
+        attested_by: None,
     }
 }
 
@@ -98,7 +99,10 @@ pub fn build(
             },
             action,
             reason: verdict.reason,
-            from: snapshot(&verdict.from, vocabulary),
+            from: RevisionSnapshot {
+                attested_by: verdict.attested_by.clone(),
+                ..snapshot(&verdict.from, vocabulary)
+            },
             to: verdict.to.as_ref().map(|r| snapshot(r, vocabulary)),
             signals,
             policy: policy.to_string(),

@@ -38,8 +38,20 @@ pub fn annotations_after(
     vocabulary: &Vocabulary,
 ) -> BTreeMap<String, Option<String>> {
     let mut out = BTreeMap::new();
-    for key in PROVENANCE {
-        let name = vocabulary.key(key);
+    // A signed revision gets its ownership and attestation back too, so it verifies again; an
+    // attestation of the reverted revision would not, so it goes.
+    let attestation = vocabulary.attestation();
+    let signed = to.annotations.contains_key(attestation);
+    let ownership = crate::attested::OWNERSHIP
+        .iter()
+        .filter(|_| signed)
+        .map(|k| vocabulary.key(*k));
+    let restored = PROVENANCE
+        .iter()
+        .map(|k| vocabulary.key(*k))
+        .chain(ownership)
+        .chain([attestation]);
+    for name in restored {
         match to.annotations.get(name) {
             Some(v) => {
                 out.insert(name.to_string(), Some(v.clone()));

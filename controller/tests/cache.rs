@@ -195,7 +195,7 @@ fn a_deployment_gathers_its_replica_sets_and_their_pods_only() {
     assert_eq!(
         observed.workload.annotations.keys().collect::<Vec<_>>(),
         vec!["custody.dev/actor", "custody.dev/owner"],
-        "only the annotations the controller reads (provenance, ownership for the audit) are kept"
+        "only the annotations the controller reads are kept (owner for the audit and signed provenance)"
     );
     assert!(observed.workload.any_annotations);
 }

@@ -6,12 +6,14 @@
 //! [`fingerprint`](fingerprint::template_fingerprint) the webhook then uses to keep a reverted
 //! revision out. This crate holds only types and pure functions: no client, no runtime, no I/O.
 
+pub mod attestation;
 pub mod fingerprint;
 pub mod generate;
 pub mod policy;
 pub mod record;
 pub mod report;
 pub mod selection;
+pub mod signatures;
 pub mod vocabulary;
 
 pub use fingerprint::{TemplateFingerprint, template_fingerprint};
@@ -25,6 +27,7 @@ pub use record::{
     Signal, SignalReason, WorkloadRef,
 };
 pub use selection::Target;
+pub use signatures::{KeyScope, SignatureMode, SignaturePolicy, TrustedKey};
 pub use vocabulary::{Actor, AnnotationKey, RollbackMode, Vocabulary};
 
 /// The API group of every Custody resource.

@@ -8,6 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::signatures::SignaturePolicy;
 use crate::vocabulary::{Actor, AnnotationKey};
 
 /// The policy's desired state.
@@ -62,6 +63,11 @@ pub struct CustodyPolicySpec {
     /// How the controller treats regressions of matching workloads.
     #[serde(default)]
     pub rollback: RollbackSettings,
+
+    /// Signed provenance: the keys whose attestations are believed, and whether one is
+    /// required. When omitted, annotations are judged as declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<SignaturePolicy>,
 }
 
 impl Default for CustodyPolicySpec {
@@ -74,6 +80,7 @@ impl Default for CustodyPolicySpec {
             annotations: default_annotation_rules(),
             identities: Identities::default(),
             rollback: RollbackSettings::default(),
+            signatures: None,
         }
     }
 }

@@ -121,6 +121,10 @@ pub struct RevisionSnapshot {
     /// The declared pipeline run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline_run: Option<String>,
+    /// The key id whose signed attestation vouched for this revision's provenance, when its
+    /// policy has `spec.signatures` and the attestation verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested_by: Option<String>,
 }
 
 /// Why a revision counts as regressed.

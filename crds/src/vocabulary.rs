@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 /// The default annotation prefix.
 pub const DEFAULT_PREFIX: &str = "custody.dev/";
 
+/// The attestation annotation's name after the prefix.
+pub const ATTESTATION_KEY: &str = "attestation";
+
 /// Every annotation key Custody knows, without its prefix.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
@@ -285,6 +288,7 @@ impl FromStr for RollbackMode {
 pub struct Vocabulary {
     prefix: String,
     keys: [String; AnnotationKey::ALL.len()],
+    attestation: String,
 }
 
 impl Default for Vocabulary {
@@ -301,7 +305,12 @@ impl Vocabulary {
             prefix.push('/');
         }
         let keys = AnnotationKey::ALL.map(|k| format!("{prefix}{}", k.as_str()));
-        Self { prefix, keys }
+        let attestation = format!("{prefix}{ATTESTATION_KEY}");
+        Self {
+            prefix,
+            keys,
+            attestation,
+        }
     }
 
     /// The prefix, ending in `/`.
@@ -313,6 +322,13 @@ impl Vocabulary {
     pub fn key(&self, key: AnnotationKey) -> &str {
         // ALL lists the variants in declaration order, so the discriminant is the index.
         &self.keys[key as usize]
+    }
+
+    /// The full name of the annotation holding the signed attestation, e.g.
+    /// `custody.dev/attestation`. It is not an [`AnnotationKey`]: no policy rule judges its
+    /// format, the signature verification does.
+    pub fn attestation(&self) -> &str {
+        &self.attestation
     }
 
     /// Which vocabulary key a full annotation name is, if any.
@@ -343,6 +359,7 @@ mod tests {
         let v = Vocabulary::with_prefix("acme.io");
         assert_eq!(v.key(AnnotationKey::Owner), "acme.io/owner");
         assert_eq!(v.prefix(), "acme.io/");
+        assert_eq!(v.attestation(), "acme.io/attestation");
     }
 
     #[test]

@@ -8,8 +8,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use custody_crds::{CustodyPolicy, Vocabulary};
+use custody_webhook::attest::AttestationCache;
 use custody_webhook::engine::{Context, PolicySet, QuarantineIndex, evaluate};
 use custody_webhook::review;
+
+#[path = "support/signed.rs"]
+mod signed;
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -40,16 +44,38 @@ fn many_policies(n: usize) -> PolicySet {
 }
 
 fn run(name: &str, body: &[u8], policies: &PolicySet) {
+    run_with(name, body, policies, true);
+}
+
+/// With `cached` false, every review gets an empty attestation cache, so a signed one pays for
+/// its signature check each time.
+fn run_with(name: &str, body: &[u8], policies: &PolicySet, cached: bool) {
     let vocabulary = Vocabulary::default();
     let quarantine = QuarantineIndex::default();
-    let ctx = Context {
-        vocabulary: &vocabulary,
-        namespace_labels: None,
-        quarantine: &quarantine,
-    };
+    let shared = AttestationCache::default();
     let once = || {
+        let fresh;
+        let attestations = if cached {
+            &shared
+        } else {
+            fresh = AttestationCache::with_capacity(1);
+            &fresh
+        };
+        let ctx = Context {
+            vocabulary: &vocabulary,
+            namespace_labels: None,
+            quarantine: &quarantine,
+            now: k8s_openapi::jiff::Timestamp::now(),
+            attestations,
+        };
         let request = review::decode(black_box(body)).expect("decodes");
         let decision = evaluate(policies, &request, &ctx);
+        // A signed scenario that is denied would time the failure path, not verification.
+        assert!(
+            !name.contains("-signed") || decision.allowed,
+            "{name}: {:?}",
+            decision.violations
+        );
         black_box(review::encode(&request.uid, &decision))
     };
     // Warm up, then time batches of 100 so the clock is read far less often than the work runs.
@@ -134,6 +160,23 @@ fn main() {
         &fixture("deployment-create-agent-annotated.json"),
         &hundred,
     );
+    let (signing, errors) = PolicySet::compile([signed::policy()]);
+    assert!(errors.is_empty(), "{errors:?}");
+    for key in ["ed25519", "p256"] {
+        let body = signed::signed_review(key, 0);
+        run_with(
+            &format!("create, {key}-signed Deployment, verified each time"),
+            &body,
+            &signing,
+            false,
+        );
+        run_with(
+            &format!("create, {key}-signed Deployment, cached envelope"),
+            &body,
+            &signing,
+            true,
+        );
+    }
     if let Some(kib) = peak_rss_kib() {
         println!("peak RSS {:.1} MiB", kib as f64 / 1024.0);
     }

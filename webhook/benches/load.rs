@@ -6,10 +6,12 @@
 //! AdmissionReview: first closed-loop at full speed (peak), then open-loop at half of that rate
 //! (latency measured from each request's scheduled send time, so queueing is not hidden). It
 //! prints reviews/s, p50/p99/p99.9 latency, errors, and the server's RSS before and after.
+//! It does so for unsigned reviews under the built-in policy, then for signed ones under a
+//! policy requiring signatures: one envelope sent over and over (the cached path), and more
+//! distinct envelopes than the cache holds (every review verified), for each key type.
 //! Numbers, not assertions. Environment: LOAD_SECONDS (default 10), LOAD_CONNECTIONS (32).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +20,43 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
+
+#[path = "support/signed.rs"]
+mod signed;
+
+/// The review bodies a connection sends in turn, each connection starting elsewhere, so that
+/// more distinct bodies than the attestation cache holds are never answered from it.
+#[derive(Clone)]
+struct Bodies {
+    all: Arc<Vec<Bytes>>,
+    start: usize,
+}
+
+impl Bodies {
+    fn one(body: Bytes) -> Self {
+        Self {
+            all: Arc::new(vec![body]),
+            start: 0,
+        }
+    }
+
+    fn for_connection(&self, i: usize) -> Self {
+        Self {
+            all: Arc::clone(&self.all),
+            start: i * self.all.len() / 32,
+        }
+    }
+
+    /// The next body to send, each call (a `Bytes` clone shares the buffer).
+    fn cycle(&self) -> impl FnMut() -> Bytes + use<> {
+        let all = Arc::clone(&self.all);
+        let mut i = self.start;
+        move || {
+            i = (i + 1) % all.len();
+            all[i].clone()
+        }
+    }
+}
 
 struct Stats {
     latencies_us: Vec<u32>,
@@ -116,9 +155,10 @@ async fn send(
 async fn closed_loop(
     addr: SocketAddr,
     tls: tokio_rustls::TlsConnector,
-    body: Bytes,
+    bodies: Bodies,
     until: Instant,
 ) -> Stats {
+    let mut next_body = bodies.cycle();
     let mut sender = connect(addr, &tls).await;
     let mut stats = Stats {
         latencies_us: Vec::with_capacity(1 << 16),
@@ -127,7 +167,7 @@ async fn closed_loop(
     };
     while Instant::now() < until {
         let t = Instant::now();
-        if send(&mut sender, &body).await {
+        if send(&mut sender, &next_body()).await {
             stats
                 .latencies_us
                 .push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
@@ -146,10 +186,11 @@ async fn closed_loop(
 async fn open_loop(
     addr: SocketAddr,
     tls: tokio_rustls::TlsConnector,
-    body: Bytes,
+    bodies: Bodies,
     interval: Duration,
     until: Instant,
 ) -> Stats {
+    let mut next_body = bodies.cycle();
     let mut sender = connect(addr, &tls).await;
     let mut stats = Stats {
         latencies_us: Vec::with_capacity(1 << 16),
@@ -163,7 +204,7 @@ async fn open_loop(
         if sent.duration_since(next) > Duration::from_millis(1) {
             stats.late += 1;
         }
-        if send(&mut sender, &body).await {
+        if send(&mut sender, &next_body()).await {
             stats
                 .latencies_us
                 .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
@@ -214,19 +255,15 @@ impl Drop for Server {
     }
 }
 
-fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("load bench: run with `cargo bench -p custody-webhook --bench load`");
-        return;
-    }
-    let seconds: u64 = std::env::var("LOAD_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let connections: usize = std::env::var("LOAD_CONNECTIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(32);
+/// Starts `custody-webhook --standalone` with `args`, then runs a warm-up, the closed-loop peak
+/// and the open loop at half of it, sending `bodies`.
+fn measure(
+    label: &str,
+    args: &[std::ffi::OsString],
+    bodies: Bodies,
+    seconds: u64,
+    connections: usize,
+) {
     let dir = std::env::temp_dir().join(format!("custody-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let ca = pki(&dir);
@@ -235,6 +272,7 @@ fn main() {
     let server = Server(
         Command::new(env!("CARGO_BIN_EXE_custody-webhook"))
             .args(["--standalone", "--log-format", "json"])
+            .args(args)
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -252,13 +290,6 @@ fn main() {
     );
     let pid = server.0.id();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let body = Bytes::from(
-        std::fs::read(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/admission/deployment-create-agent-annotated.json"),
-        )
-        .expect("fixture"),
-    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -271,14 +302,14 @@ fn main() {
         }
         let tls = connector(&ca);
         let rss_before = rss_kib(pid);
-        println!("custody-webhook --standalone (built-in policy), {} B Deployment review, {connections} TLS keep-alive connections, {seconds}s per phase, 2 cores shared with the generator", body.len());
+        println!("\n{label}: {} distinct {} B reviews, {connections} TLS keep-alive connections, {seconds}s per phase, 2 cores shared with the generator", bodies.all.len(), bodies.all[0].len());
 
         let warm = Instant::now() + Duration::from_secs(2);
-        let tasks: Vec<_> = (0..connections).map(|_| tokio::spawn(closed_loop(addr, tls.clone(), body.clone(), warm))).collect();
+        let tasks: Vec<_> = (0..connections).map(|i| tokio::spawn(closed_loop(addr, tls.clone(), bodies.for_connection(i), warm))).collect();
         for t in tasks { t.await.expect("warmup"); }
 
         let until = Instant::now() + Duration::from_secs(seconds);
-        let tasks: Vec<_> = (0..connections).map(|_| tokio::spawn(closed_loop(addr, tls.clone(), body.clone(), until))).collect();
+        let tasks: Vec<_> = (0..connections).map(|i| tokio::spawn(closed_loop(addr, tls.clone(), bodies.for_connection(i), until))).collect();
         let mut stats = Vec::new();
         for t in tasks { stats.push(t.await.expect("peak")); }
         let peak = report("peak (closed loop)", stats, seconds as f64);
@@ -286,7 +317,7 @@ fn main() {
         let half = peak / 2.0;
         let per_conn = Duration::from_secs_f64(connections as f64 / half);
         let until = Instant::now() + Duration::from_secs(seconds);
-        let tasks: Vec<_> = (0..connections).map(|_| tokio::spawn(open_loop(addr, tls.clone(), body.clone(), per_conn, until))).collect();
+        let tasks: Vec<_> = (0..connections).map(|i| tokio::spawn(open_loop(addr, tls.clone(), bodies.for_connection(i), per_conn, until))).collect();
         let mut stats = Vec::new();
         for t in tasks { stats.push(t.await.expect("half")); }
         report(&format!("half of peak ({half:.0}/s)"), stats, seconds as f64);
@@ -295,5 +326,65 @@ fn main() {
         println!("server RSS: {:.1} MiB before load, {:.1} MiB after", rss_before as f64 / 1024.0, rss_after as f64 / 1024.0);
     });
     drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load bench: run with `cargo bench -p custody-webhook --bench load`");
+        return;
+    }
+    let seconds: u64 = std::env::var("LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let connections: usize = std::env::var("LOAD_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
+    let unsigned = Bytes::from(serde_json::to_vec(&signed::review()).expect("review"));
+    measure(
+        "unsigned, built-in policy",
+        &[],
+        Bodies::one(unsigned),
+        seconds,
+        connections,
+    );
+
+    let dir = std::env::temp_dir().join(format!("custody-load-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        serde_saphyr::to_string(&signed::policy()).expect("yaml"),
+    )
+    .expect("write policy");
+    let args = [
+        std::ffi::OsString::from("--policy"),
+        policy.into_os_string(),
+    ];
+    for key in ["ed25519", "p256"] {
+        measure(
+            &format!("{key}-signed, one envelope (cached path)"),
+            &args,
+            Bodies::one(Bytes::from(signed::signed_review(key, 0))),
+            seconds,
+            connections,
+        );
+        // More distinct envelopes than the cache holds, sent in turn: every one is verified.
+        let many: Vec<Bytes> = (0..custody_webhook::attest::DEFAULT_CACHE_CAPACITY + 1024)
+            .map(|i| Bytes::from(signed::signed_review(key, i)))
+            .collect();
+        measure(
+            &format!("{key}-signed, {} envelopes (each verified)", many.len()),
+            &args,
+            Bodies {
+                all: Arc::new(many),
+                start: 0,
+            },
+            seconds,
+            connections,
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

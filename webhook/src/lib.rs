@@ -6,9 +6,11 @@
 //! [`engine::Context`]), and encoded ([`review::encode`]). The server feeds the context from
 //! watches; `custody check` feeds it from files. Both run the same engine.
 
+pub mod attest;
 pub mod check;
 pub mod engine;
 pub mod plugin;
 pub mod review;
 pub mod server;
+pub mod stamp;
 pub mod vap;

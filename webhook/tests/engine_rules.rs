@@ -403,6 +403,8 @@ fn namespace_labels_from_the_context_are_used() {
             vocabulary: &vocabulary,
             namespace_labels: Some(&labels),
             quarantine: &quarantine,
+            now: k8s_openapi::jiff::Timestamp::now(),
+            attestations: &custody_webhook::attest::AttestationCache::default(),
         };
         assert_eq!(!evaluate(&set, &request, &ctx).allowed, judged, "{env}");
     }
@@ -888,6 +890,8 @@ fn failure_policy_for_a_request() {
         vocabulary: &vocabulary,
         namespace_labels: None,
         quarantine: &quarantine,
+        now: k8s_openapi::jiff::Timestamp::now(),
+        attestations: &custody_webhook::attest::AttestationCache::default(),
     };
     let deploy = review_of(
         "CREATE",
@@ -1081,6 +1085,8 @@ fn controller_owned_objects_are_judged_unless_a_controller_writes_them() {
         vocabulary: &vocabulary,
         namespace_labels: None,
         quarantine: &quarantine,
+        now: k8s_openapi::jiff::Timestamp::now(),
+        attestations: &custody_webhook::attest::AttestationCache::default(),
     };
     let argo_sa = "system:serviceaccount:argo-rollouts:argo-rollouts";
     // (situation, policies, operation, object, old object, user, outcome, failure policy)

@@ -123,6 +123,7 @@ impl World {
             user: self.user,
             groups: &[],
             vocabulary: &vocabulary,
+            now: k8s_openapi::jiff::Timestamp::now(),
         })
     }
 }

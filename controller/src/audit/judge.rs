@@ -4,15 +4,20 @@
 //! The request carries no user: identity rules (the actor cross-check, `exclude`) judge who
 //! applies a change, and nobody is applying one. Quarantine is left out for the same reason: it
 //! keeps a reverted template from coming back, and the running template is the one reverted to.
+//! Signatures are left to admission too: the cache keeps no pod templates to check a subject
+//! digest against, and every running revision was verified when it was admitted.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use custody_crds::report::{ResultStatus, Severity};
 use custody_crds::{AnnotationKey, EnforcementMode, Vocabulary};
+use custody_webhook::attest::AttestationCache;
 use custody_webhook::check::OfflineCreate;
 use custody_webhook::engine::{Context, Outcome, PolicySet, QuarantineIndex, Violation, evaluate};
 use custody_webhook::review::WorkloadObject;
+
+use jiff::Timestamp;
 
 use crate::observe::WorkloadState;
 
@@ -66,15 +71,19 @@ pub fn audit(
     vocabulary: &Vocabulary,
     namespace_labels: &HashMap<String, BTreeMap<String, String>>,
     workloads: &[WorkloadState],
+    now: Timestamp,
 ) -> Vec<Finding> {
     let singles = policies.singles();
     let quarantine = QuarantineIndex::default();
+    let attestations = AttestationCache::default();
     let mut findings = Vec::new();
     for workload in workloads {
         let ctx = Context {
             vocabulary,
             namespace_labels: namespace_labels.get(&workload.namespace),
             quarantine: &quarantine,
+            now,
+            attestations: &attestations,
         };
         judge(&singles, &ctx, workload, &mut findings);
     }
@@ -156,7 +165,12 @@ fn judge(
             ));
             continue;
         }
-        if decision.violations.is_empty() {
+        let violations: Vec<&Violation> = decision
+            .violations
+            .iter()
+            .filter(|v| !v.code.is_signature())
+            .collect();
+        if violations.is_empty() {
             findings.push(finding(
                 COMPLIANT_RULE,
                 ResultStatus::Pass,
@@ -165,7 +179,7 @@ fn judge(
             ));
             continue;
         }
-        for (code, violations) in by_code(&decision.violations) {
+        for (code, violations) in by_code(&violations) {
             let (result, severity) = verdict(policy.spec.mode);
             let message = violations
                 .iter()
@@ -178,10 +192,10 @@ fn judge(
 }
 
 /// Violations grouped by code, codes in their fixed order.
-fn by_code(violations: &[Violation]) -> BTreeMap<&'static str, Vec<&Violation>> {
+fn by_code<'v>(violations: &[&'v Violation]) -> BTreeMap<&'static str, Vec<&'v Violation>> {
     let mut out: BTreeMap<&'static str, Vec<&Violation>> = BTreeMap::new();
     for v in violations {
-        out.entry(v.code.as_str()).or_default().push(v);
+        out.entry(v.code.as_str()).or_default().push(*v);
     }
     out
 }
@@ -247,7 +261,13 @@ mod tests {
     fn run(policies: Vec<CustodyPolicy>, workloads: &[WorkloadState]) -> Vec<Finding> {
         let (set, errors) = PolicySet::compile(policies);
         assert!(errors.is_empty(), "{errors:?}");
-        audit(&set, &Vocabulary::default(), &HashMap::new(), workloads)
+        audit(
+            &set,
+            &Vocabulary::default(),
+            &HashMap::new(),
+            workloads,
+            Timestamp::UNIX_EPOCH,
+        )
     }
 
     fn summary(findings: &[Finding]) -> Vec<String> {

@@ -180,6 +180,7 @@ async fn audit_once(
                 &inputs.vocabulary,
                 &namespace_labels,
                 &workloads,
+                now,
             ));
             judging += t.elapsed();
             tokio::task::yield_now().await;

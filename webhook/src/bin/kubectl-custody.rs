@@ -268,6 +268,7 @@ async fn why_cmd(client: Client, args: WhyArgs) -> anyhow::Result<String> {
         user: &args.user,
         groups: &args.groups,
         vocabulary: &vocabulary,
+        now: k8s_openapi::jiff::Timestamp::now(),
     });
     Ok(match args.output {
         Output::Text => format::why_text(&report),

@@ -106,7 +106,9 @@ fn file_error(file: &str, message: String) -> LoadError {
     }
 }
 
-fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+/// The manifest files under `path`: itself if a file, else its `.yaml`, `.yml` and `.json` files,
+/// recursively, in name order.
+pub fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
     if meta.is_file() {
         out.push(path.to_path_buf());

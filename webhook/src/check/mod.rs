@@ -8,6 +8,7 @@
 
 pub mod load;
 mod report;
+mod verify;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -15,12 +16,14 @@ use std::path::PathBuf;
 use custody_crds::{CustodyPolicy, Vocabulary, WorkloadKind};
 use serde_json::Value;
 
+use crate::attest::AttestationCache;
 use crate::engine::{
     Context, Decision, PolicyError, PolicySet, QuarantineIndex, evaluate, validate_policy,
 };
 use crate::review::{AdmissionRequest, GroupVersionKind, Operation, UserInfo, WorkloadObject};
 pub use load::{LoadError, Origin};
 pub use report::{Report, Summary};
+pub use verify::{is_signature_code, verify_report};
 
 /// Who the objects are checked as, and under which policies.
 #[derive(Clone, Debug)]
@@ -35,6 +38,8 @@ pub struct CheckOptions {
     pub namespace: String,
     /// The annotation keys.
     pub vocabulary: Vocabulary,
+    /// The time to judge signing keys' validity windows at.
+    pub now: k8s_openapi::jiff::Timestamp,
 }
 
 /// One object's verdict.
@@ -59,10 +64,13 @@ pub fn run(paths: &[PathBuf], stdin: &mut dyn std::io::Read, options: &CheckOpti
     let (policies, policy_errors, policy_load_errors) = load_policies(&options.policies, stdin);
     let loaded = load::load_paths(paths, stdin);
     let quarantine = QuarantineIndex::default();
+    let attestations = AttestationCache::default();
     let ctx = Context {
         vocabulary: &options.vocabulary,
         namespace_labels: None,
         quarantine: &quarantine,
+        now: options.now,
+        attestations: &attestations,
     };
     let results = loaded
         .objects

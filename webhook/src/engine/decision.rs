@@ -26,6 +26,20 @@ pub enum ViolationCode {
     Quarantined,
     /// A CustodyPolicy is invalid.
     InvalidPolicy,
+    /// No signed attestation, and the policy requires one.
+    SignatureMissing,
+    /// The attestation is malformed or its signature does not verify.
+    SignatureInvalid,
+    /// The attestation is about another workload, or the template changed after signing.
+    SubjectMismatch,
+    /// The provenance annotations differ from the signed ones.
+    PredicateMismatch,
+    /// The attestation's key is not one the policy trusts.
+    KeyNotTrusted,
+    /// The key may not vouch for this actor, agent, repository or namespace.
+    KeyOutOfScope,
+    /// The key is outside its validity window.
+    KeyExpired,
     /// A CustodyPolicy update weakens it without acknowledgement.
     UnacknowledgedWeakening,
     /// A RollbackRecord's lift is not a person's, under their own name, with a reason.
@@ -33,6 +47,20 @@ pub enum ViolationCode {
 }
 
 impl ViolationCode {
+    /// Whether the code is a signature check's (`spec.signatures`).
+    pub const fn is_signature(self) -> bool {
+        matches!(
+            self,
+            ViolationCode::SignatureMissing
+                | ViolationCode::SignatureInvalid
+                | ViolationCode::SubjectMismatch
+                | ViolationCode::PredicateMismatch
+                | ViolationCode::KeyNotTrusted
+                | ViolationCode::KeyOutOfScope
+                | ViolationCode::KeyExpired
+        )
+    }
+
     /// The code as a fixed string.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -44,6 +72,13 @@ impl ViolationCode {
             ViolationCode::ActorMismatch => "ActorMismatch",
             ViolationCode::Quarantined => "Quarantined",
             ViolationCode::InvalidPolicy => "InvalidPolicy",
+            ViolationCode::SignatureMissing => "SignatureMissing",
+            ViolationCode::SignatureInvalid => "SignatureInvalid",
+            ViolationCode::SubjectMismatch => "SubjectMismatch",
+            ViolationCode::PredicateMismatch => "PredicateMismatch",
+            ViolationCode::KeyNotTrusted => "KeyNotTrusted",
+            ViolationCode::KeyOutOfScope => "KeyOutOfScope",
+            ViolationCode::KeyExpired => "KeyExpired",
             ViolationCode::UnacknowledgedWeakening => "UnacknowledgedWeakening",
             ViolationCode::LiftRefused => "LiftRefused",
         }

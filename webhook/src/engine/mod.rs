@@ -15,6 +15,7 @@ mod policy_review;
 mod quarantine;
 mod record_review;
 mod rules;
+mod signatures;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -30,6 +31,9 @@ pub use quarantine::{QuarantineEntry, QuarantineIndex};
 pub use record_review::{MIN_REASON_CHARS, validate_record};
 pub(crate) use rules::example_for;
 
+use k8s_openapi::jiff::Timestamp;
+
+use crate::attest::{AttestationCache, claim_from_view};
 use crate::review::{AdmissionRequest, Operation, WorkloadObject, templates_differ};
 use rules::{QuarantineOutcome, Subject};
 
@@ -44,6 +48,10 @@ pub struct Context<'a> {
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
     /// Templates the controller reverted.
     pub quarantine: &'a QuarantineIndex,
+    /// The time of the request, for signing keys' validity windows.
+    pub now: Timestamp,
+    /// Envelopes already opened, so a re-applied object is not verified twice.
+    pub attestations: &'a AttestationCache,
 }
 
 /// Judges a workload admission request.
@@ -111,6 +119,18 @@ pub fn evaluate(
 
     let mut extra_warnings = Vec::new();
     let mut extra_audit = BTreeMap::new();
+    let (found, vouched) = attestation_checks(&selecting, kind, &namespace, object, ctx);
+    for v in found {
+        if !violations
+            .iter()
+            .any(|seen| seen.code == v.code && seen.field == v.field)
+        {
+            violations.push(v);
+        }
+    }
+    if !vouched.is_empty() {
+        extra_audit.insert("attestation-key".to_string(), vouched.join(","));
+    }
     match revision_checks(
         request,
         kind,
@@ -144,6 +164,41 @@ pub fn evaluate(
     decision.warnings.extend(extra_warnings);
     decision.audit_annotations.extend(extra_audit);
     decision
+}
+
+/// Each selecting policy's signature requirement: the violations, and the key ids that vouched.
+fn attestation_checks(
+    selecting: &[&CompiledPolicy],
+    kind: WorkloadKind,
+    namespace: &str,
+    object: &WorkloadObject<'_>,
+    ctx: &Context<'_>,
+) -> (Vec<Violation>, Vec<String>) {
+    let mut violations = Vec::new();
+    let mut vouched: Vec<String> = Vec::new();
+    if !selecting.iter().any(|p| p.spec.signatures.is_some()) {
+        return (violations, vouched);
+    }
+    let envelope = object.annotation(ctx.vocabulary.attestation());
+    // The template is parsed and digested only when there is an attestation to compare it with.
+    let claim = match envelope {
+        Some(_) => {
+            claim_from_view(kind, namespace, object, ctx.vocabulary).map_err(|e| e.to_string())
+        }
+        None => Err("no attestation".to_string()),
+    };
+    for policy in selecting {
+        match signatures::judge(policy, envelope.as_deref(), &claim, ctx) {
+            signatures::Finding::None => {}
+            signatures::Finding::Verified(v) => {
+                if !vouched.contains(&v.key_id) {
+                    vouched.push(v.key_id);
+                }
+            }
+            signatures::Finding::Violation(v) => violations.push(v),
+        }
+    }
+    (violations, vouched)
 }
 
 struct RevisionFindings {

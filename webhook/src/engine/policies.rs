@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use custody_crds::attestation::CompiledKey;
 use custody_crds::policy::BUILTIN_POLICY_NAME;
 use custody_crds::selection::Target;
 use custody_crds::{AnnotationKey, AnnotationRule, CustodyPolicy, CustodyPolicySpec, IdentitySet};
@@ -56,6 +57,8 @@ pub struct CompiledPolicy {
     pub spec: CustodyPolicySpec,
     /// Its annotation rules, compiled.
     pub rules: Vec<CompiledRule>,
+    /// Its trusted signing keys, parsed (empty without `spec.signatures`).
+    pub keys: Vec<CompiledKey>,
 }
 
 impl CompiledPolicy {
@@ -86,11 +89,13 @@ impl CompiledPolicy {
         );
         check_controllers(&policy.spec.identities.controllers, &mut problems);
         check_rollback(&policy.spec, &mut problems);
+        let keys = super::signatures::compile_keys(&policy.spec, &mut problems);
         if problems.is_empty() {
             Ok(Self {
                 name,
                 spec: policy.spec.clone(),
                 rules,
+                keys,
             })
         } else {
             Err(PolicyError {

@@ -47,6 +47,8 @@ pub struct WhyInput<'a> {
     pub groups: &'a [String],
     /// The annotation keys.
     pub vocabulary: &'a Vocabulary,
+    /// The time to judge signing keys' validity windows at.
+    pub now: k8s_openapi::jiff::Timestamp,
 }
 
 /// What `why` found.
@@ -128,10 +130,13 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
     let kind = input.target.kind;
     let (policies, errors) = PolicySet::compile(input.policies.iter().cloned());
     let quarantine = QuarantineIndex::from_records(input.records);
+    let attestations = crate::attest::AttestationCache::with_capacity(1);
     let ctx = Context {
         vocabulary: input.vocabulary,
         namespace_labels: input.namespace_labels,
         quarantine: &quarantine,
+        now: input.now,
+        attestations: &attestations,
     };
     let decision = judge(input, &policies, &ctx);
 

@@ -28,6 +28,8 @@ pub struct AppState {
     pub failure_before_sync: FailurePolicy,
     /// The largest body accepted, for the 413 message.
     pub max_body_bytes: usize,
+    /// Attestations already verified, by envelope digest.
+    pub attestations: crate::attest::AttestationCache,
 }
 
 /// `POST /validate`: workloads.
@@ -80,6 +82,8 @@ fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, 
         vocabulary: &app.vocabulary,
         namespace_labels: namespace.as_ref().and_then(|n| n.metadata.labels.as_ref()),
         quarantine: &quarantine,
+        now: k8s_openapi::jiff::Timestamp::now(),
+        attestations: &app.attestations,
     };
     if !live.is_synced() {
         // Policies may not be known yet; the flag says what the operator wants meanwhile.

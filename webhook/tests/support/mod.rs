@@ -31,6 +31,8 @@ pub fn judge_with(body: &[u8], policies: &PolicySet, quarantine: &QuarantineInde
         vocabulary: &vocabulary,
         namespace_labels: None,
         quarantine,
+        now: k8s_openapi::jiff::Timestamp::now(),
+        attestations: &custody_webhook::attest::AttestationCache::default(),
     };
     evaluate(policies, &request, &ctx)
 }

@@ -1,0 +1,297 @@
+//! Signed provenance in the controller: the actor it acts on is the one a key vouched for, the
+//! record names the key, and a revert restores the attestation with the template, so the
+//! restored revision verifies at admission as it did when it was first applied.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use custody_controller::attested::{Vouch, as_believed, keys_of, vouch};
+use custody_controller::decide::{Action, decide};
+use custody_controller::observe::{Observed, Revision};
+use custody_controller::{record, revert};
+use custody_crds::attestation::{
+    Claim, CompiledKey, Envelope, SIGNED_KEYS, Statement, apply_server_defaults, subject_digest,
+    verify,
+};
+use custody_crds::{
+    Actor, AnnotationKey, CustodyPolicy, CustodyPolicySpec, KeyScope, RecordAction,
+    RollbackSettings, SignatureMode, SignaturePolicy, TrustedKey, Vocabulary, WorkloadKind,
+};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{Value, json};
+use support::*;
+
+struct Key {
+    id: &'static str,
+    pair: Ed25519KeyPair,
+}
+
+impl Key {
+    fn new(id: &'static str) -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        Self {
+            id,
+            pair: Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap(),
+        }
+    }
+
+    fn trusted(&self, actors: Vec<Actor>) -> TrustedKey {
+        let mut spki = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        spki.extend_from_slice(self.pair.public_key().as_ref());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
+        TrustedKey {
+            key_id: self.id.into(),
+            public_key: format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n"),
+            scope: KeyScope {
+                actors,
+                ..KeyScope::default()
+            },
+            ..TrustedKey::default()
+        }
+    }
+
+    /// The annotations `custody stamp --sign` would write for the Deployment `shop/web` with
+    /// `template` and `annotations`.
+    fn sign(&self, template: &Value, annotations: &BTreeMap<String, String>) -> String {
+        let vocabulary = Vocabulary::default();
+        let claim = Claim {
+            kind: WorkloadKind::Deployment,
+            namespace: "shop".into(),
+            name: "web".into(),
+            template_digest: subject_digest(WorkloadKind::Deployment, template),
+            annotations: SIGNED_KEYS
+                .into_iter()
+                .filter_map(|k| annotations.get(vocabulary.key(k)).map(|v| (k, v.clone())))
+                .collect(),
+        };
+        let payload = serde_json::to_vec(&Statement::for_claim(&claim, "test", false)).unwrap();
+        let envelope = Envelope::seal(&payload, self.id, |m| {
+            Ok::<_, ()>(self.pair.sign(m).as_ref().to_vec())
+        })
+        .unwrap();
+        serde_json::to_string(&envelope).unwrap()
+    }
+}
+
+/// A pod template as the apiserver stores it (defaults filled in), with the ReplicaSet's hash.
+fn stored(image: &str, hash: &str) -> Value {
+    let mut t = template(image);
+    apply_server_defaults(WorkloadKind::Deployment, &mut t);
+    let mut rs = t.clone();
+    rs["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+    rs
+}
+
+fn provenance(actor: &str) -> BTreeMap<String, String> {
+    [
+        ("custody.dev/actor", actor),
+        ("custody.dev/agent", "claude-code/1.0"),
+        ("custody.dev/source-repo", "https://github.com/acme/shop"),
+        ("custody.dev/source-commit", "abcdef1"),
+        ("custody.dev/owner", "team-shop"),
+        ("custody.dev/oncall", "@shop-oncall"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Revision 1 signed by the release key for a human and marked healthy; revision 2 by `actor`,
+/// signed by `v2_key` if given, crash-looping.
+fn situation(release: &Key, v2: (&str, Option<&Key>)) -> Observed {
+    let mut a1 = provenance("human");
+    a1.insert(
+        "custody.dev/attestation".into(),
+        release.sign(&stored("web:1", "h1"), &a1),
+    );
+    let (healthy_key, healthy_value) = healthy_mark();
+    a1.insert(healthy_key.into(), healthy_value.into());
+    let mut a2 = provenance(v2.0);
+    if let Some(key) = v2.1 {
+        a2.insert(
+            "custody.dev/attestation".into(),
+            key.sign(&stored("web:2", "h2"), &a2),
+        );
+    }
+    let mut workload = deployment("web:2", 3, 0, 3);
+    workload.template_fingerprint =
+        custody_crds::template_fingerprint(&stored("web:2", "h2")).to_string();
+    workload.annotations = a2.clone();
+    let mut crashing = pod("web-2", 1, false, 0);
+    crashing.containers[0].waiting = Some("CrashLoopBackOff".into());
+    crashing.containers[0].restarts = 5;
+    Observed {
+        workload,
+        revisions: vec![
+            Revision::new("web-2".into(), 2, &stored("web:2", "h2"), a2, Some(t(0))),
+            Revision::new("web-1".into(), 1, &stored("web:1", "h1"), a1, Some(t(0))),
+        ],
+        pods: vec![crashing],
+        nodes: Vec::new(),
+    }
+}
+
+fn policy(keys: Vec<TrustedKey>) -> CustodyPolicy {
+    CustodyPolicy::new(
+        "signed",
+        CustodyPolicySpec {
+            signatures: Some(SignaturePolicy {
+                mode: SignatureMode::Required,
+                keys,
+            }),
+            ..CustodyPolicySpec::default()
+        },
+    )
+}
+
+fn judge(observed: &Observed, policy: &CustodyPolicy) -> (Vouch, Action) {
+    let vocabulary = Vocabulary::default();
+    let keys = keys_of(policy);
+    let current = &observed.revisions[0];
+    let v = vouch(
+        &observed.workload,
+        current,
+        Some(policy),
+        &keys,
+        &vocabulary,
+        t(NOW),
+    );
+    let believed = as_believed(observed, &current.name, &v, &vocabulary);
+    let mut action = decide(
+        &believed,
+        &RollbackSettings::default(),
+        &vocabulary,
+        false,
+        t(NOW),
+    );
+    if let Action::Revert(verdict) | Action::Alert(verdict) = &mut action {
+        verdict.attested_by = v.key_id().map(str::to_string);
+    }
+    (v, action)
+}
+
+#[test]
+fn a_signed_agent_revision_is_reverted_and_the_record_names_its_key() {
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let policy = policy(vec![
+        release.trusted(vec![Actor::Human]),
+        ci.trusted(vec![Actor::Agent]),
+    ]);
+    let observed = situation(&release, ("agent", Some(&ci)));
+    let (v, action) = judge(&observed, &policy);
+    assert_eq!(
+        v,
+        Vouch::Verified {
+            key_id: "ci".into(),
+            actor: Some(Actor::Agent)
+        }
+    );
+    let Action::Revert(verdict) = action else {
+        panic!("expected a revert, got {action:?}");
+    };
+    let record = record::build(
+        &observed.workload,
+        &verdict,
+        RecordAction::Reverted,
+        "signed",
+        &Vocabulary::default(),
+        None,
+        t(NOW),
+    );
+    assert_eq!(record.spec.from.attested_by.as_deref(), Some("ci"));
+}
+
+#[test]
+fn an_unverified_claim_of_a_human_is_not_believed() {
+    let release = Key::new("release");
+    let policy = policy(vec![release.trusted(vec![Actor::Human])]);
+    // An agent's revision that writes actor: human and carries no attestation (admitted before
+    // the policy required one, say): the controller does not take the claim at its word.
+    let observed = situation(&release, ("human", None));
+    let (v, action) = judge(&observed, &policy);
+    assert!(
+        matches!(v, Vouch::Unverified { required: true, .. }),
+        "{v:?}"
+    );
+    let Action::Alert(verdict) = action else {
+        panic!("an unverified actor is alerted on, not trusted: {action:?}");
+    };
+    assert!(
+        verdict.explanation.contains("an undeclared actor"),
+        "{}",
+        verdict.explanation
+    );
+}
+
+#[test]
+fn the_reverted_workload_verifies_as_its_restored_revision() {
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let policy = policy(vec![
+        release.trusted(vec![Actor::Human]),
+        ci.trusted(vec![Actor::Agent]),
+    ]);
+    let observed = situation(&release, ("agent", Some(&ci)));
+    let (_, Action::Revert(verdict)) = judge(&observed, &policy) else {
+        panic!("expected a revert");
+    };
+    let to = verdict.to.clone().unwrap();
+    // The Deployment as stored at revision 2, then the controller's revert patch applied.
+    let mut deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "42",
+            "annotations": observed.workload.annotations},
+        "spec": {"template": stored("web:2", "h2")}
+    });
+    deployment["spec"]["template"]["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("pod-template-hash");
+    let patch = revert::patch(
+        &observed.workload,
+        stored("web:1", "h1"),
+        &to,
+        &verdict,
+        "web-r2-x",
+        &Vocabulary::default(),
+    );
+    let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+    json_patch::patch(&mut deployment, &patch).unwrap();
+
+    // What the webhook checks when the patched Deployment comes back to it.
+    let annotations = deployment["metadata"]["annotations"].as_object().unwrap();
+    let vocabulary = Vocabulary::default();
+    let claim = Claim {
+        kind: WorkloadKind::Deployment,
+        namespace: "shop".into(),
+        name: "web".into(),
+        template_digest: subject_digest(WorkloadKind::Deployment, &deployment["spec"]["template"]),
+        annotations: SIGNED_KEYS
+            .into_iter()
+            .filter_map(|k| {
+                annotations
+                    .get(vocabulary.key(k))
+                    .and_then(Value::as_str)
+                    .map(|v| (k, v.to_string()))
+            })
+            .collect(),
+    };
+    let keys: Vec<CompiledKey> = keys_of(&policy);
+    let envelope = annotations["custody.dev/attestation"].as_str().unwrap();
+    let verified = verify(envelope, &keys, &claim, t(NOW)).expect("the restored revision verifies");
+    assert_eq!(verified.key_id, "release");
+    assert_eq!(verified.actor, Some(Actor::Human));
+    assert_eq!(
+        claim
+            .annotations
+            .get(&AnnotationKey::Actor)
+            .map(String::as_str),
+        Some("human")
+    );
+}

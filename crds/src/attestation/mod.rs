@@ -1,0 +1,22 @@
+//! Signed provenance: a DSSE envelope around an in-toto Statement v1 whose subject is a
+//! workload's pod template and whose predicate carries its provenance and ownership
+//! annotations.
+//!
+//! `custody stamp --sign` builds the statement ([`Statement::for_claim`]) and signs it; the
+//! webhook, the offline CLI and the controller verify it ([`verify`]) against the keys a policy
+//! trusts, with the time passed in. Everything here is pure: no clock, no network, no files.
+
+mod dsse;
+mod keys;
+mod statement;
+mod template;
+mod verify;
+
+pub use dsse::{Envelope, EnvelopeSignature, PAYLOAD_TYPE, pae};
+pub use keys::{KeyAlgorithm, KeyError, PublicKey};
+pub use statement::{
+    Builder, Claim, Dependency, PREDICATE_TYPE, Provenance, ResourceDescriptor, SIGNED_KEYS,
+    STATEMENT_TYPE, Statement, subject_name,
+};
+pub use template::{apply_server_defaults, subject_digest};
+pub use verify::{CompiledKey, Failure, FailureCode, Opened, Verified, judge, open, verify};

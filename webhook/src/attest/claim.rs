@@ -1,0 +1,73 @@
+//! What a workload object claims about itself, in the form an attestation is checked against.
+
+use std::collections::BTreeMap;
+
+use custody_crds::attestation::{Claim, SIGNED_KEYS, subject_digest};
+use custody_crds::{Vocabulary, WorkloadKind};
+use serde_json::Value;
+
+use crate::review::WorkloadObject;
+
+/// The claim of an object as the webhook sees it.
+pub fn claim_from_view(
+    kind: WorkloadKind,
+    namespace: &str,
+    object: &WorkloadObject<'_>,
+    vocabulary: &Vocabulary,
+) -> Result<Claim, serde_json::Error> {
+    let template: Value = match object.pod_template(kind)? {
+        Some(raw) => serde_json::from_str(raw.get())?,
+        None => Value::Null,
+    };
+    let annotations = SIGNED_KEYS
+        .into_iter()
+        .filter_map(|k| {
+            object
+                .annotation(vocabulary.key(k))
+                .map(|v| (k, v.into_owned()))
+        })
+        .collect();
+    Ok(Claim {
+        kind,
+        namespace: namespace.to_string(),
+        name: object
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .to_string(),
+        template_digest: subject_digest(kind, &template),
+        annotations,
+    })
+}
+
+/// The claim of a manifest: `object` as parsed, `annotations` the values it will carry.
+pub fn claim_from_value(
+    kind: WorkloadKind,
+    namespace: &str,
+    object: &Value,
+    annotations: &BTreeMap<String, String>,
+    vocabulary: &Vocabulary,
+) -> Claim {
+    let template = match kind {
+        WorkloadKind::Pod => object.get("spec"),
+        WorkloadKind::CronJob => object.pointer("/spec/jobTemplate/spec/template"),
+        _ => object.pointer("/spec/template"),
+    }
+    .cloned()
+    .unwrap_or(Value::Null);
+    Claim {
+        kind,
+        namespace: namespace.to_string(),
+        name: object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        template_digest: subject_digest(kind, &template),
+        annotations: SIGNED_KEYS
+            .into_iter()
+            .filter_map(|k| annotations.get(vocabulary.key(k)).map(|v| (k, v.clone())))
+            .collect(),
+    }
+}
