@@ -90,3 +90,61 @@ impl AttestationCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::attest::SigningKey;
+    use custody_crds::TrustedKey;
+
+    fn key_and_envelope(run: &str) -> (Vec<CompiledKey>, String) {
+        let signer =
+            SigningKey::from_pem(include_str!("../../tests/fixtures/keys/ed25519.key")).unwrap();
+        let trusted = TrustedKey {
+            key_id: "k".into(),
+            public_key: include_str!("../../tests/fixtures/keys/ed25519.pub").into(),
+            ..TrustedKey::default()
+        };
+        let statement = serde_json::json!({
+            "_type": custody_crds::attestation::STATEMENT_TYPE,
+            "subject": [{"name": format!("Deployment/shop/{run}"), "digest": {"sha256": "00"}}],
+            "predicateType": custody_crds::attestation::PREDICATE_TYPE,
+            "predicate": {"builder": {"id": "test"}, "annotations": {}}
+        });
+        let envelope = signer.seal(statement.to_string().as_bytes(), "k").unwrap();
+        (
+            vec![CompiledKey::compile(&trusted).unwrap()],
+            serde_json::to_string(&envelope).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_second_open_is_a_hit_and_the_cache_stays_bounded() {
+        let cache = AttestationCache::with_capacity(2);
+        let (keys, envelope) = key_and_envelope("web");
+        let first = cache.open("p", &envelope, &keys).unwrap();
+        let second = cache.open("p", &envelope, &keys).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the second open is the cached one"
+        );
+        assert_eq!(cache.len(), 1);
+        for policy in ["q", "r", "s"] {
+            cache.open(policy, &envelope, &keys).unwrap();
+        }
+        assert_eq!(cache.len(), 2, "the oldest entries went");
+        let fresh = cache.open("p", &envelope, &keys).unwrap();
+        assert!(!Arc::ptr_eq(&first, &fresh), "evicted, so opened again");
+    }
+
+    #[test]
+    fn failures_are_not_kept() {
+        let cache = AttestationCache::default();
+        let (keys, envelope) = key_and_envelope("web");
+        let tampered = envelope.replacen("\"sig\":\"", "\"sig\":\"AAAA", 1);
+        assert!(cache.open("p", &tampered, &keys).is_err());
+        assert!(cache.is_empty());
+    }
+}
