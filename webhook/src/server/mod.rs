@@ -2,9 +2,8 @@
 //!
 //! TLS (rustls, ring, reloading certificates) terminates in [`tls`]; axum routes `/validate`,
 //! `/validate-policy` and `/validate-record` to [`routes`], behind a body limit, a per-request
-//! deadline and a panic
-//! guard; [`reflect`] keeps [`state::LiveState`] current from watches. Probes and metrics live on
-//! the separate admin port (`custody_runtime::admin`).
+//! deadline and a panic guard; [`reflect`] keeps [`state::LiveState`] current from watches.
+//! Probes and metrics live on the separate admin port (`custody_runtime::admin`).
 
 pub mod metrics;
 pub mod reflect;
