@@ -5,9 +5,8 @@
 use std::time::Instant;
 
 use custody_e2e::{client_as, deployment, provenance, repo_root, run, wait_for};
-use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::support::{Ctx, api_error, apply, create, records_api, secs};
@@ -110,27 +109,7 @@ pub async fn lift(ctx: &Ctx) -> anyhow::Result<String> {
         "the record does not hold the lift: {}",
         stored.data
     );
-    let events: Api<Event> = Api::namespaced(ctx.client.clone(), &ctx.ns);
-    wait_for(
-        "the QuarantineLifted Event",
-        std::time::Duration::from_secs(10),
-        || {
-            let events = events.clone();
-            async move {
-                Ok(events
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .iter()
-                    .any(|e| {
-                        e.reason.as_deref() == Some("QuarantineLifted")
-                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(APP)
-                    })
-                    .then_some(()))
-            }
-        },
-    )
-    .await?;
+    ctx.wait_event("QuarantineLifted", APP).await?;
 
     // The template is admitted again (a dry run: the revision is still broken).
     let dry = PatchParams {

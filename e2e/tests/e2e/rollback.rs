@@ -33,22 +33,7 @@ pub async fn agent_reverted(ctx: &Ctx) -> anyhow::Result<String> {
         reverted.len() == 1,
         "expected one RollbackRecord, found {reverted:?}"
     );
-    // The Event follows the revert (record, revert, marks, Event): wait for it rather than race it.
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(ctx.client.clone(), &ctx.ns);
-    wait_for("the Reverted Event", Duration::from_secs(10), || {
-        let events = events.clone();
-        async move {
-            Ok(events
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("Reverted"))
-                .then_some(()))
-        }
-    })
-    .await?;
+    ctx.wait_event("Reverted", "agent-app").await?;
     Ok(format!(
         "reverted {revert_seconds:.1}s after v2 was applied (detection window 15s); record {}",
         reverted[0]

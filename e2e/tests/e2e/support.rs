@@ -6,6 +6,7 @@ use custody_e2e::local::LocalInstall;
 use custody_e2e::{Settings, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::discovery::ApiResource;
@@ -94,6 +95,34 @@ impl Ctx {
                 Ok((n >= count).then_some(()))
             }
         })
+        .await
+    }
+
+    /// Waits (10 s at most) for an Event with `reason` about the object named `about` in the
+    /// test namespace. Events follow the writes they report, so a check right after the write
+    /// would race them.
+    pub async fn wait_event(&self, reason: &str, about: &str) -> anyhow::Result<()> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        wait_for(
+            &format!("a {reason} Event about {about}"),
+            Duration::from_secs(10),
+            || {
+                let events = events.clone();
+                async move {
+                    Ok(events
+                        .list(&ListParams::default())
+                        .await?
+                        .items
+                        .iter()
+                        .any(|e| {
+                            e.reason.as_deref() == Some(reason)
+                                && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                                    == Some(about)
+                        })
+                        .then_some(()))
+                }
+            },
+        )
         .await
     }
 
