@@ -23,7 +23,7 @@ use crate::engine::{
 use crate::review::{AdmissionRequest, GroupVersionKind, Operation, UserInfo, WorkloadObject};
 pub use load::{LoadError, Origin};
 pub use report::{Report, Summary};
-pub use verify::{is_signature_code, verify_report};
+pub use verify::verify_report;
 
 /// Who the objects are checked as, and under which policies.
 #[derive(Clone, Debug)]

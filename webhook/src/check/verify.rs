@@ -3,21 +3,6 @@
 use std::fmt::Write as _;
 
 use super::report::Report;
-use crate::engine::ViolationCode;
-
-/// Whether a violation concerns the attestation.
-pub fn is_signature_code(code: ViolationCode) -> bool {
-    matches!(
-        code,
-        ViolationCode::SignatureMissing
-            | ViolationCode::SignatureInvalid
-            | ViolationCode::SubjectMismatch
-            | ViolationCode::PredicateMismatch
-            | ViolationCode::KeyNotTrusted
-            | ViolationCode::KeyOutOfScope
-            | ViolationCode::KeyExpired
-    )
-}
 
 /// One line per workload (verified, by which key, or why not), and the exit code: 0 when all
 /// verify, 1 when one does not, 2 on unreadable input or an invalid policy.
@@ -33,7 +18,7 @@ pub fn verify_report(report: &Report) -> (String, u8) {
             .decision
             .violations
             .iter()
-            .filter(|v| is_signature_code(v.code))
+            .filter(|v| v.code.is_signature())
             .collect();
         if let Some(key) = r.decision.audit_annotations.get("attestation-key")
             && problems.is_empty()
