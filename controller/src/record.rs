@@ -110,6 +110,8 @@ pub fn build(
             revision_seen_at: revision_seen_at.map(Time),
             regression_detected_at: Time(verdict.detected_at),
             acted_at: Time(now),
+            team: None,
+            oncall: None,
         },
         status: None,
     }

@@ -4,7 +4,7 @@
 use kube::CustomResourceExt;
 
 use crate::report::{ReportFormat, report_crd};
-use crate::{CustodyPolicy, RollbackRecord};
+use crate::{CustodyPolicy, CustodyTeam, RollbackRecord};
 
 /// The file name and YAML text of every Custody CRD.
 pub fn crd_documents() -> Result<Vec<(&'static str, String)>, GenerateError> {
@@ -13,6 +13,10 @@ pub fn crd_documents() -> Result<Vec<(&'static str, String)>, GenerateError> {
         (
             "custodypolicies.custody.dev.yaml",
             format!("{header}{}", to_yaml(&CustodyPolicy::crd())?),
+        ),
+        (
+            "custodyteams.custody.dev.yaml",
+            format!("{header}{}", to_yaml(&CustodyTeam::crd())?),
         ),
         (
             "rollbackrecords.custody.dev.yaml",

@@ -8,15 +8,18 @@
 
 pub mod attestation;
 pub mod fingerprint;
+pub mod freeze;
 pub mod generate;
 pub mod policy;
 pub mod record;
 pub mod report;
 pub mod selection;
 pub mod signatures;
+pub mod team;
 pub mod vocabulary;
 
 pub use fingerprint::{TemplateFingerprint, template_fingerprint};
+pub use freeze::{FreezeWindow, OwnershipMode};
 pub use policy::{
     AnnotationRule, CustodyPolicy, CustodyPolicySpec, CustodyPolicyStatus, EnforcementMode,
     FailurePolicy, Identities, IdentitySet, MatchRules, NamespaceMatch, RollbackSettings,
@@ -28,6 +31,7 @@ pub use record::{
 };
 pub use selection::Target;
 pub use signatures::{KeyScope, SignatureMode, SignaturePolicy, TrustedKey};
+pub use team::{CustodyTeam, CustodyTeamSpec, NotifyTarget, SecretRef, TeamMembers};
 pub use vocabulary::{Actor, AnnotationKey, RollbackMode, Vocabulary};
 
 /// The API group of every Custody resource.

@@ -8,6 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::freeze::{FreezeWindow, OwnershipMode};
 use crate::signatures::SignaturePolicy;
 use crate::vocabulary::{Actor, AnnotationKey};
 
@@ -24,6 +25,7 @@ use crate::vocabulary::{Actor, AnnotationKey};
     printcolumn = r#"{"name":"Failure","type":"string","jsonPath":".spec.failurePolicy"}"#,
     printcolumn = r#"{"name":"Kinds","type":"string","jsonPath":".spec.match.kinds"}"#,
     printcolumn = r#"{"name":"Namespaces","type":"string","jsonPath":".spec.match.namespaces.include"}"#,
+    printcolumn = r#"{"name":"Freezes","type":"string","jsonPath":".spec.freezes[*].name","priority":1}"#,
     printcolumn = r#"{"name":"Excluded","type":"string","jsonPath":".spec.match.namespaces.exclude"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -68,6 +70,17 @@ pub struct CustodyPolicySpec {
     /// required. When omitted, annotations are judged as declared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signatures: Option<SignaturePolicy>,
+
+    /// `Registered`: `owner` must name a CustodyTeam that may own workloads in the namespace,
+    /// and the team's on-call applies when `oncall` is omitted. `FreeForm` (the default): any
+    /// value of the owner annotation's format.
+    #[serde(default, skip_serializing_if = "OwnershipMode::is_free_form")]
+    pub ownership: OwnershipMode,
+
+    /// Change freezes: while one is open, the actors it binds cannot ship new revisions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub freezes: Vec<FreezeWindow>,
 }
 
 impl Default for CustodyPolicySpec {
@@ -81,6 +94,8 @@ impl Default for CustodyPolicySpec {
             identities: Identities::default(),
             rollback: RollbackSettings::default(),
             signatures: None,
+            ownership: OwnershipMode::default(),
+            freezes: Vec::new(),
         }
     }
 }

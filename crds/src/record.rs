@@ -25,6 +25,7 @@ use crate::vocabulary::Actor;
     printcolumn = r#"{"name":"From","type":"string","jsonPath":".spec.from.revision"}"#,
     printcolumn = r#"{"name":"To","type":"string","jsonPath":".spec.to.revision"}"#,
     printcolumn = r#"{"name":"Agent","type":"string","jsonPath":".spec.from.agent"}"#,
+    printcolumn = r#"{"name":"Team","type":"string","jsonPath":".spec.team","priority":1}"#,
     printcolumn = r#"{"name":"Lifted-By","type":"string","jsonPath":".status.lifted.by","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -55,6 +56,13 @@ pub struct RollbackRecordSpec {
     pub regression_detected_at: Time,
     /// When the action was taken.
     pub acted_at: Time,
+    /// The owning team, from the revision's `owner` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// The on-call contact that was paged: the revision's `oncall`, or else its registered
+    /// team's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oncall: Option<String>,
 }
 
 /// A workload in the record's namespace.

@@ -42,11 +42,13 @@ pub enum AnnotationKey {
     Rollback,
     /// Why a human re-admits a template the controller reverted.
     QuarantineOverride,
+    /// Why a human ships a revision during a change freeze.
+    BreakGlass,
 }
 
 impl AnnotationKey {
     /// Every key, in the order Custody reports them.
-    pub const ALL: [AnnotationKey; 10] = [
+    pub const ALL: [AnnotationKey; 11] = [
         AnnotationKey::Actor,
         AnnotationKey::Agent,
         AnnotationKey::Model,
@@ -57,6 +59,7 @@ impl AnnotationKey {
         AnnotationKey::Oncall,
         AnnotationKey::Rollback,
         AnnotationKey::QuarantineOverride,
+        AnnotationKey::BreakGlass,
     ];
 
     /// The key as written after the prefix.
@@ -72,6 +75,7 @@ impl AnnotationKey {
             AnnotationKey::Oncall => "oncall",
             AnnotationKey::Rollback => "rollback",
             AnnotationKey::QuarantineOverride => "quarantine-override",
+            AnnotationKey::BreakGlass => "break-glass",
         }
     }
 
@@ -88,6 +92,7 @@ impl AnnotationKey {
             AnnotationKey::Oncall => "payments-oncall@acme.dev",
             AnnotationKey::Rollback => "auto",
             AnnotationKey::QuarantineOverride => "fixed config drift, verified by jane",
+            AnnotationKey::BreakGlass => "INC-4711: restoring checkout, approved by jane",
         }
     }
 
@@ -104,6 +109,7 @@ impl AnnotationKey {
             AnnotationKey::Oncall => "how to reach whoever is on call for it",
             AnnotationKey::Rollback => "what Custody may do when the revision regresses",
             AnnotationKey::QuarantineOverride => "why a human re-admits a reverted template",
+            AnnotationKey::BreakGlass => "why a human ships a revision during a change freeze",
         }
     }
 

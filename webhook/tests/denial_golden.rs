@@ -108,6 +108,8 @@ fn quarantined_template() {
             revision_seen_at: None,
             regression_detected_at: Time(jiff_now()),
             acted_at: Time(jiff_now()),
+            team: None,
+            oncall: None,
         },
         status: None,
     };

@@ -598,6 +598,8 @@ fn record(name: &str, action: RecordAction, fingerprint: &str) -> RollbackRecord
             revision_seen_at: None,
             regression_detected_at: t.clone(),
             acted_at: t,
+            team: None,
+            oncall: None,
         },
         status: None,
     }

@@ -152,6 +152,8 @@ mod tests {
                 revision_seen_at: None,
                 regression_detected_at: at(1),
                 acted_at: at(2),
+                team: None,
+                oncall: None,
             },
         );
         r.metadata.namespace = Some("shop".into());
