@@ -37,8 +37,8 @@ pub struct FreezeWindow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// When the window opens, as a cron expression in `timeZone`: five fields (`minute hour
-    /// day-of-month month day-of-week`, days of the week by name, `MON-FRI`), or six with
-    /// seconds first.
+    /// day-of-month month day-of-week`, days of the week by name, `MON-FRI`), or six or seven
+    /// with seconds first and a year last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
     /// How long each opening lasts: `2h`, `62h`, `1d 12h` or ISO 8601 (`P1DT12H`). Days are

@@ -27,8 +27,10 @@ fn generated_yaml_reads_back_as_the_same_crd() {
     let docs = custody_crds::generate::crd_documents().unwrap();
     let expected = [
         custody_crds::CustodyPolicy::crd(),
+        custody_crds::CustodyTeam::crd(),
         custody_crds::RollbackRecord::crd(),
     ];
+    assert_eq!(docs.len(), expected.len());
     for ((name, yaml), crd) in docs.iter().zip(expected) {
         let parsed: CustomResourceDefinition = serde_saphyr::from_str(yaml).unwrap();
         assert_eq!(

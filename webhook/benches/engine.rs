@@ -7,9 +7,12 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use custody_crds::{CustodyPolicy, Vocabulary};
+use custody_crds::{
+    CustodyPolicy, CustodyPolicySpec, CustodyTeam, CustodyTeamSpec, FreezeWindow, OwnershipMode,
+    Vocabulary,
+};
 use custody_webhook::attest::AttestationCache;
-use custody_webhook::engine::{Context, PolicySet, QuarantineIndex, evaluate};
+use custody_webhook::engine::{Context, PolicySet, QuarantineIndex, TeamIndex, evaluate};
 use custody_webhook::review;
 
 #[path = "support/signed.rs"]
@@ -43,13 +46,78 @@ fn many_policies(n: usize) -> PolicySet {
     PolicySet::compile(policies).0
 }
 
+/// 1,000 teams (the fixture's `payments` owns `shop`), and one policy requiring registered
+/// owners with 10 freeze windows: nine recurring ones that are closed at the bench's instant
+/// and, when `open` is set, a one-off window around it.
+fn teams_and_freezes(open: bool) -> (PolicySet, TeamIndex) {
+    let teams: Vec<CustodyTeam> = (0..1_000)
+        .map(|i| {
+            let name = if i == 500 {
+                "payments".to_string()
+            } else {
+                format!("team-{i:04}")
+            };
+            let namespaces = if i == 500 {
+                vec!["shop".to_string(), "payments-*".to_string()]
+            } else {
+                vec![format!("team-{i:04}-*")]
+            };
+            CustodyTeam::new(
+                &name,
+                CustodyTeamSpec {
+                    oncall: vec![format!("@{name}-oncall")],
+                    namespaces,
+                    ..CustodyTeamSpec::default()
+                },
+            )
+        })
+        .collect();
+    let (teams, errors) = TeamIndex::compile(&teams);
+    assert!(errors.is_empty(), "{errors:?}");
+    // Each recurring window opens on one day of a year long gone by, so it stays closed and its
+    // answer stays remembered, as in a cluster between freezes.
+    let mut freezes: Vec<FreezeWindow> = (1..=9)
+        .map(|i| FreezeWindow {
+            name: format!("closed-{i}"),
+            schedule: Some(format!("0 0 18 {i} JAN * 2001")),
+            duration: Some("12h".to_string()),
+            time_zone: "Europe/Berlin".to_string(),
+            actors: vec![custody_crds::Actor::Agent],
+            ..FreezeWindow::default()
+        })
+        .collect();
+    freezes.push(FreezeWindow {
+        name: "now".to_string(),
+        start: Some("2001-01-01T00:00:00Z".to_string()),
+        end: Some(
+            if open {
+                "2999-01-01T00:00:00Z"
+            } else {
+                "2001-01-02T00:00:00Z"
+            }
+            .to_string(),
+        ),
+        time_zone: "UTC".to_string(),
+        actors: vec![custody_crds::Actor::Agent],
+        ..FreezeWindow::default()
+    });
+    let spec = CustodyPolicySpec {
+        ownership: OwnershipMode::Registered,
+        freezes,
+        ..CustodyPolicySpec::default()
+    };
+    let (set, errors) = PolicySet::compile([CustodyPolicy::new("registered", spec)]);
+    assert!(errors.is_empty(), "{errors:?}");
+    (set, teams)
+}
+
 fn run(name: &str, body: &[u8], policies: &PolicySet) {
-    run_with(name, body, policies, true);
+    run_with(name, body, policies, true, &TeamIndex::default());
 }
 
 /// With `cached` false, every review gets an empty attestation cache, so a signed one pays for
 /// its signature check each time.
-fn run_with(name: &str, body: &[u8], policies: &PolicySet, cached: bool) {
+fn run_with(name: &str, body: &[u8], policies: &PolicySet, cached: bool, teams: &TeamIndex) {
     let vocabulary = Vocabulary::default();
     let quarantine = QuarantineIndex::default();
     let shared = AttestationCache::default();
@@ -67,6 +135,8 @@ fn run_with(name: &str, body: &[u8], policies: &PolicySet, cached: bool) {
             quarantine: &quarantine,
             now: k8s_openapi::jiff::Timestamp::now(),
             attestations,
+            teams,
+            background: false,
         };
         let request = review::decode(black_box(body)).expect("decodes");
         let decision = evaluate(policies, &request, &ctx);
@@ -169,12 +239,24 @@ fn main() {
             &body,
             &signing,
             false,
+            &TeamIndex::default(),
         );
         run_with(
             &format!("create, {key}-signed Deployment, cached envelope"),
             &body,
             &signing,
             true,
+            &TeamIndex::default(),
+        );
+    }
+    for (open, label) in [(false, "no freeze open"), (true, "a freeze open (denied)")] {
+        let (policies, teams) = teams_and_freezes(open);
+        run_with(
+            &format!("create, agent Deployment, 1,000 teams, 10 windows, {label}"),
+            &fixture("deployment-create-agent-annotated.json"),
+            &policies,
+            true,
+            &teams,
         );
     }
     if let Some(kib) = peak_rss_kib() {

@@ -405,6 +405,8 @@ fn namespace_labels_from_the_context_are_used() {
             quarantine: &quarantine,
             now: k8s_openapi::jiff::Timestamp::now(),
             attestations: &custody_webhook::attest::AttestationCache::default(),
+            teams: &custody_webhook::engine::TeamIndex::default(),
+            background: false,
         };
         assert_eq!(!evaluate(&set, &request, &ctx).allowed, judged, "{env}");
     }
@@ -894,6 +896,8 @@ fn failure_policy_for_a_request() {
         quarantine: &quarantine,
         now: k8s_openapi::jiff::Timestamp::now(),
         attestations: &custody_webhook::attest::AttestationCache::default(),
+        teams: &custody_webhook::engine::TeamIndex::default(),
+        background: false,
     };
     let deploy = review_of(
         "CREATE",
@@ -1089,6 +1093,8 @@ fn controller_owned_objects_are_judged_unless_a_controller_writes_them() {
         quarantine: &quarantine,
         now: k8s_openapi::jiff::Timestamp::now(),
         attestations: &custody_webhook::attest::AttestationCache::default(),
+        teams: &custody_webhook::engine::TeamIndex::default(),
+        background: false,
     };
     let argo_sa = "system:serviceaccount:argo-rollouts:argo-rollouts";
     // (situation, policies, operation, object, old object, user, outcome, failure policy)

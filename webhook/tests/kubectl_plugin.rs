@@ -119,6 +119,7 @@ impl World {
             policies: &self.policies,
             namespace_labels: None,
             records: &self.records,
+            teams: &[],
             replica_sets: &self.replica_sets,
             user: self.user,
             groups: &[],

@@ -14,7 +14,9 @@ use custody_crds::report::{ResultStatus, Severity};
 use custody_crds::{AnnotationKey, EnforcementMode, Vocabulary};
 use custody_webhook::attest::AttestationCache;
 use custody_webhook::check::OfflineCreate;
-use custody_webhook::engine::{Context, Outcome, PolicySet, QuarantineIndex, Violation, evaluate};
+use custody_webhook::engine::{
+    Context, Outcome, PolicySet, QuarantineIndex, TeamIndex, Violation, evaluate,
+};
 use custody_webhook::review::WorkloadObject;
 
 use jiff::Timestamp;
@@ -71,6 +73,7 @@ pub fn audit(
     vocabulary: &Vocabulary,
     namespace_labels: &HashMap<String, BTreeMap<String, String>>,
     workloads: &[WorkloadState],
+    teams: &TeamIndex,
     now: Timestamp,
 ) -> Vec<Finding> {
     let singles = policies.singles();
@@ -84,6 +87,9 @@ pub fn audit(
             quarantine: &quarantine,
             now,
             attestations: &attestations,
+            teams,
+            // Freezes judge changes; the audit judges what runs.
+            background: true,
         };
         judge(&singles, &ctx, workload, &mut findings);
     }
@@ -266,6 +272,7 @@ mod tests {
             &Vocabulary::default(),
             &HashMap::new(),
             workloads,
+            &TeamIndex::default(),
             Timestamp::UNIX_EPOCH,
         )
     }

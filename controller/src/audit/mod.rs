@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use custody_crds::report::{ReportFormat, ResultStatus, ResultTimestamp};
 use custody_crds::{CustodyPolicy, Vocabulary};
-use custody_webhook::engine::PolicySet;
+use custody_webhook::engine::{PolicySet, TeamIndex};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::core::PartialObjectMeta;
@@ -144,6 +144,8 @@ async fn audit_once(
         .iter()
         .filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.clone()?)))
         .collect();
+    // Teams come from the controller's team cache once it has one; none registered until then.
+    let teams = TeamIndex::default();
     let format = config.format;
     let writing = match (publisher.as_deref_mut(), format) {
         (Some(p), Some(_)) => match p.check().await {
@@ -180,6 +182,7 @@ async fn audit_once(
                 &inputs.vocabulary,
                 &namespace_labels,
                 &workloads,
+                &teams,
                 now,
             ));
             judging += t.elapsed();

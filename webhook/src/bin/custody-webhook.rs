@@ -142,23 +142,25 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn standalone_state(paths: &[PathBuf], metrics: Metrics) -> anyhow::Result<Arc<LiveState>> {
-    let (policies, invalid, unreadable) =
-        custody_webhook::check::load_policies(paths, &mut std::io::empty());
-    if let Some(error) = unreadable.first() {
+    let files = custody_webhook::check::load_policy_files(paths, &mut std::io::empty());
+    if let Some(error) = files.errors.first() {
         anyhow::bail!("cannot read the policies: {error}");
     }
-    if let Some(error) = invalid.first() {
+    if let Some(error) = files.policy_errors.first() {
         anyhow::bail!("{error}");
     }
     tracing::info!(
-        policies = policies.len(),
-        "standalone: serving policies from files"
+        policies = files.policies.len(),
+        teams = files.teams.len(),
+        "standalone: serving policies and teams from files"
     );
-    Ok(LiveState::fixed(
-        policies,
+    let live = LiveState::fixed(
+        files.policies,
         custody_webhook::engine::QuarantineIndex::default(),
         metrics,
-    ))
+    );
+    live.set_teams(files.teams);
+    Ok(live)
 }
 
 /// Mirrors cache sync into readiness: the pod is Ready only while it can judge.

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use custody_crds::{CustodyPolicy, RollbackRecord, Vocabulary, WorkloadKind};
+use custody_crds::{CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary, WorkloadKind};
 use custody_webhook::plugin::lift::{self, LiftPlan};
 use custody_webhook::plugin::{self, ObjectRef, format, why};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
@@ -249,6 +249,10 @@ async fn why_cmd(client: Client, args: WhyArgs) -> anyhow::Result<String> {
     let policies = list_custom::<CustodyPolicy>(Api::all(client.clone())).await?;
     let records =
         list_custom::<RollbackRecord>(Api::namespaced(client.clone(), &namespace)).await?;
+    // A cluster without the CustodyTeam CRD (an older install) has no registered teams.
+    let teams = list_custom::<CustodyTeam>(Api::all(client.clone()))
+        .await
+        .unwrap_or_default();
     let namespace_labels = namespace_labels(&client, &namespace).await;
     let replica_sets = if kind == WorkloadKind::Deployment {
         replica_sets(&client, &namespace, &object).await?
@@ -264,6 +268,7 @@ async fn why_cmd(client: Client, args: WhyArgs) -> anyhow::Result<String> {
         policies: &policies,
         namespace_labels: namespace_labels.as_ref(),
         records: &records,
+        teams: &teams,
         replica_sets: &replica_sets,
         user: &args.user,
         groups: &args.groups,

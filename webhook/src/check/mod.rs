@@ -1,10 +1,11 @@
 //! `custody check`: the admission engine on manifest files, with no cluster.
 //!
-//! Files (or stdin) are read into documents with their positions ([`load`]), policies come from
-//! CustodyPolicy files or the built-in default, and every object is judged as a CREATE by a
-//! configurable identity, exactly as the webhook would judge it: a manifest with a controller
-//! ownerReference is judged too, unless that identity is a controller's. CustodyPolicy documents among
-//! the manifests are judged as the webhook's policy endpoint would.
+//! Files (or stdin) are read into documents with their positions ([`load`]), policies and teams
+//! come from CustodyPolicy and CustodyTeam files (or the built-in default policy), and every
+//! object is judged as a CREATE by a configurable identity at a configurable time, exactly as
+//! the webhook would judge it: a manifest with a controller ownerReference is judged too, unless
+//! that identity is a controller's. CustodyPolicy and CustodyTeam documents among the manifests
+//! are judged as the webhook's policy endpoint would.
 
 pub mod load;
 mod report;
@@ -13,12 +14,13 @@ mod verify;
 use std::borrow::Cow;
 use std::path::PathBuf;
 
-use custody_crds::{CustodyPolicy, Vocabulary, WorkloadKind};
+use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary, WorkloadKind};
 use serde_json::Value;
 
 use crate::attest::AttestationCache;
 use crate::engine::{
-    Context, Decision, PolicyError, PolicySet, QuarantineIndex, evaluate, validate_policy,
+    Context, Decision, PolicyError, PolicySet, QuarantineIndex, TeamIndex, evaluate,
+    validate_policy,
 };
 use crate::review::{AdmissionRequest, GroupVersionKind, Operation, UserInfo, WorkloadObject};
 pub use load::{LoadError, Origin};
@@ -61,7 +63,12 @@ pub struct ObjectResult {
 
 /// Reads, judges and reports. Never fails: every problem ends up in the report.
 pub fn run(paths: &[PathBuf], stdin: &mut dyn std::io::Read, options: &CheckOptions) -> Report {
-    let (policies, policy_errors, policy_load_errors) = load_policies(&options.policies, stdin);
+    let PolicyFiles {
+        policies,
+        teams,
+        policy_errors,
+        errors: policy_load_errors,
+    } = load_policy_files(&options.policies, stdin);
     let loaded = load::load_paths(paths, stdin);
     let quarantine = QuarantineIndex::default();
     let attestations = AttestationCache::default();
@@ -71,6 +78,8 @@ pub fn run(paths: &[PathBuf], stdin: &mut dyn std::io::Read, options: &CheckOpti
         quarantine: &quarantine,
         now: options.now,
         attestations: &attestations,
+        teams: &teams,
+        background: false,
     };
     let results = loaded
         .objects
@@ -88,36 +97,86 @@ pub fn run(paths: &[PathBuf], stdin: &mut dyn std::io::Read, options: &CheckOpti
     }
 }
 
-/// Reads CustodyPolicy files (the built-in default when `paths` is empty) and compiles them.
-/// Returns the set, the policies that failed to compile, and the documents that could not be read.
-pub fn load_policies(
-    paths: &[PathBuf],
-    stdin: &mut dyn std::io::Read,
-) -> (PolicySet, Vec<PolicyError>, Vec<LoadError>) {
+/// What `--policy` files hold: CustodyPolicies and the CustodyTeams they refer to.
+#[derive(Debug, Default)]
+pub struct PolicyFiles {
+    /// The valid policies (the built-in default when no file is named).
+    pub policies: PolicySet,
+    /// The valid teams.
+    pub teams: TeamIndex,
+    /// Policies that failed to compile.
+    pub policy_errors: Vec<PolicyError>,
+    /// Documents that could not be read, and teams that failed their checks.
+    pub errors: Vec<LoadError>,
+}
+
+/// Reads CustodyPolicy and CustodyTeam files (the built-in default policy when `paths` is
+/// empty) and compiles them.
+pub fn load_policy_files(paths: &[PathBuf], stdin: &mut dyn std::io::Read) -> PolicyFiles {
     if paths.is_empty() {
-        return (PolicySet::builtin_default(), Vec::new(), Vec::new());
+        return PolicyFiles {
+            policies: PolicySet::builtin_default(),
+            ..PolicyFiles::default()
+        };
     }
     let loaded = load::load_paths(paths, stdin);
     let mut errors = loaded.errors;
     let mut policies = Vec::new();
+    let mut teams = Vec::new();
     for (origin, value) in loaded.objects {
-        if value.get("kind").and_then(Value::as_str) != Some("CustodyPolicy") {
-            errors.push(LoadError {
+        match value.get("kind").and_then(Value::as_str) {
+            Some("CustodyPolicy") => match serde_json::from_value::<CustodyPolicy>(value) {
+                Ok(p) => policies.push(p),
+                Err(e) => errors.push(LoadError {
+                    origin,
+                    message: format!("not a valid CustodyPolicy: {e}"),
+                }),
+            },
+            Some("CustodyTeam") => match serde_json::from_value::<CustodyTeam>(value) {
+                Ok(t) => teams.push((origin, t)),
+                Err(e) => errors.push(LoadError {
+                    origin,
+                    message: format!("not a valid CustodyTeam: {e}"),
+                }),
+            },
+            _ => errors.push(LoadError {
                 origin,
-                message: "policy files may only hold CustodyPolicy objects".to_string(),
-            });
-            continue;
-        }
-        match serde_json::from_value::<CustodyPolicy>(value) {
-            Ok(p) => policies.push(p),
-            Err(e) => errors.push(LoadError {
-                origin,
-                message: format!("not a valid CustodyPolicy: {e}"),
+                message: "policy files may only hold CustodyPolicy and CustodyTeam objects"
+                    .to_string(),
             }),
         }
     }
+    let (team_index, team_errors) = TeamIndex::compile(teams.iter().map(|(_, t)| t));
+    for error in team_errors {
+        let origin = teams
+            .iter()
+            .find(|(_, t)| t.metadata.name.as_deref() == Some(error.team.as_str()))
+            .map(|(o, _)| o.clone());
+        if let Some(origin) = origin {
+            errors.push(LoadError {
+                origin,
+                message: error.to_string(),
+            });
+        }
+    }
     let (set, policy_errors) = PolicySet::compile(policies);
-    (set, policy_errors, errors)
+    PolicyFiles {
+        policies: set,
+        teams: team_index,
+        policy_errors,
+        errors,
+    }
+}
+
+/// Reads CustodyPolicy files (the built-in default when `paths` is empty) and compiles them;
+/// CustodyTeams among them are left out. Returns the set, the policies that failed to compile,
+/// and the documents that could not be read.
+pub fn load_policies(
+    paths: &[PathBuf],
+    stdin: &mut dyn std::io::Read,
+) -> (PolicySet, Vec<PolicyError>, Vec<LoadError>) {
+    let files = load_policy_files(paths, stdin);
+    (files.policies, files.policy_errors, files.errors)
 }
 
 /// A CREATE of an object by a requester, as the webhook would receive it: what `custody check`
@@ -198,7 +257,8 @@ fn judge(
         (_, g) if !g.is_empty() => format!("{g}<generated>"),
         _ => "<unnamed>".to_string(),
     };
-    let is_policy = group == custody_crds::GROUP && kind == "CustodyPolicy";
+    let is_policy =
+        group == custody_crds::GROUP && matches!(kind.as_str(), "CustodyPolicy" | "CustodyTeam");
     let namespaced = !is_policy && kind != "Namespace";
     let namespace = namespaced.then(|| {
         Some(str_at(&["metadata", "namespace"]))

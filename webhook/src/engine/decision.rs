@@ -44,6 +44,16 @@ pub enum ViolationCode {
     UnacknowledgedWeakening,
     /// A RollbackRecord's lift is not a person's, under their own name, with a reason.
     LiftRefused,
+    /// `owner` names no registered CustodyTeam (`ownership: Registered`).
+    OwnerNotRegistered,
+    /// `owner` names a registered team that may not own workloads in this namespace.
+    NamespaceNotOwned,
+    /// A change freeze binding the revision's actor is in effect.
+    Frozen,
+    /// Break-glass asked by an agent identity, or on a revision that is not a person's.
+    BreakGlassRefused,
+    /// A CustodyTeam is invalid.
+    InvalidTeam,
 }
 
 impl ViolationCode {
@@ -81,6 +91,11 @@ impl ViolationCode {
             ViolationCode::KeyExpired => "KeyExpired",
             ViolationCode::UnacknowledgedWeakening => "UnacknowledgedWeakening",
             ViolationCode::LiftRefused => "LiftRefused",
+            ViolationCode::OwnerNotRegistered => "OwnerNotRegistered",
+            ViolationCode::NamespaceNotOwned => "NamespaceNotOwned",
+            ViolationCode::Frozen => "Frozen",
+            ViolationCode::BreakGlassRefused => "BreakGlassRefused",
+            ViolationCode::InvalidTeam => "InvalidTeam",
         }
     }
 }

@@ -10,31 +10,41 @@
 
 mod controllers;
 mod decision;
+mod freeze;
+mod frozen;
 mod policies;
 mod policy_review;
 mod quarantine;
 mod record_review;
+mod registered;
 mod rules;
 mod signatures;
+mod teams;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target};
-use custody_crds::{EnforcementMode, FailurePolicy, Vocabulary, WorkloadKind};
+use custody_crds::{
+    AnnotationKey, EnforcementMode, FailurePolicy, OwnershipMode, Vocabulary, WorkloadKind,
+};
 
 pub use controllers::{BUILTIN_CONTROLLERS, Ownership};
 pub use decision::{Decision, Outcome, Violation, ViolationCode};
+pub use freeze::CompiledFreeze;
 pub use policies::{CompiledPolicy, CompiledRule, PolicyError, PolicySet, identity_matches};
 pub use policy_review::validate_policy;
 pub use quarantine::{QuarantineEntry, QuarantineIndex};
 pub use record_review::{MIN_REASON_CHARS, validate_record};
 pub(crate) use rules::example_for;
+pub use teams::{Team, TeamError, TeamIndex, check_team};
 
 use k8s_openapi::jiff::Timestamp;
 
 use crate::attest::{AttestationCache, claim_from_view};
 use crate::review::{AdmissionRequest, Operation, WorkloadObject, templates_differ};
+use frozen::FreezeOutcome;
+use registered::OwnerCheck;
 use rules::{QuarantineOutcome, Subject};
 
 /// What the engine knows besides the request.
@@ -48,10 +58,15 @@ pub struct Context<'a> {
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
     /// Templates the controller reverted.
     pub quarantine: &'a QuarantineIndex,
-    /// The time of the request, for signing keys' validity windows.
+    /// The time of the request, for signing keys' validity windows and change freezes.
     pub now: Timestamp,
     /// Envelopes already opened, so a re-applied object is not verified twice.
     pub attestations: &'a AttestationCache,
+    /// The registered teams, for `ownership: Registered`.
+    pub teams: &'a TeamIndex,
+    /// A background audit of what runs, not a change: freezes judge changes, so they do not
+    /// apply.
+    pub background: bool,
 }
 
 /// Judges a workload admission request.
@@ -103,10 +118,32 @@ pub fn evaluate(
     };
 
     let mut violations: Vec<Violation> = Vec::new();
+    let mut extra_warnings = Vec::new();
+    let mut extra_audit = BTreeMap::new();
     for policy in &selecting {
-        let found = rules::annotation_rules(policy, &subject)
-            .into_iter()
-            .chain(rules::actor_cross_check(policy, &subject));
+        let mut found = rules::annotation_rules(policy, &subject);
+        found.extend(rules::actor_cross_check(policy, &subject));
+        if policy.spec.ownership == OwnershipMode::Registered {
+            match registered::registered_owner(policy, &subject, &namespace, ctx.teams) {
+                OwnerCheck::Resolved(team) => {
+                    let declared = subject.annotations.get(AnnotationKey::Oncall);
+                    let team_oncall = team.oncall_contact();
+                    if declared.is_none() && team_oncall.is_some() {
+                        // The registered team's on-call stands in for the annotation.
+                        found.retain(|v| {
+                            !(v.code == ViolationCode::MissingAnnotation
+                                && v.key == Some(AnnotationKey::Oncall))
+                        });
+                    }
+                    extra_audit.insert("team".to_string(), team.name.clone());
+                    if let Some(oncall) = declared.map(str::to_string).or(team_oncall) {
+                        extra_audit.insert("oncall".to_string(), oncall);
+                    }
+                }
+                OwnerCheck::Violation(v) => found.push(v),
+                OwnerCheck::Absent => {}
+            }
+        }
         for v in found {
             if !violations
                 .iter()
@@ -117,8 +154,6 @@ pub fn evaluate(
         }
     }
 
-    let mut extra_warnings = Vec::new();
-    let mut extra_audit = BTreeMap::new();
     let (found, vouched) = attestation_checks(&selecting, kind, &namespace, object, ctx);
     for v in found {
         if !violations
@@ -157,6 +192,26 @@ pub fn evaluate(
             }
         }
         Err(decision) => return decision,
+    }
+    if !ctx.background {
+        let open = frozen::open(&selecting, ctx.now);
+        if !open.is_empty() && frozen::concerns(&open, &subject) {
+            match new_revision(request, kind, object, &object_name) {
+                Ok(false) => {}
+                Ok(true) => match frozen::judge(&open, &subject) {
+                    FreezeOutcome::Violations(found) => violations.extend(found),
+                    FreezeOutcome::BrokeGlass { reason, windows } => {
+                        extra_warnings.push(format!(
+                            "custody: break-glass during change freeze {}: {reason}. Custody records it as a Warning Event and notifies the owning team.",
+                            windows.join(", ")
+                        ));
+                        extra_audit.insert("break-glass".to_string(), reason);
+                        extra_audit.insert("break-glass-freezes".to_string(), windows.join(","));
+                    }
+                },
+                Err(decision) => return decision,
+            }
+        }
     }
 
     let names: Vec<&str> = selecting.iter().map(|p| p.name.as_str()).collect();
@@ -199,6 +254,31 @@ fn attestation_checks(
         }
     }
     (violations, vouched)
+}
+
+/// Whether the request makes a new revision: a CREATE, or an UPDATE that changes the pod
+/// template (not a scale, not a metadata-only change).
+fn new_revision(
+    request: &AdmissionRequest<'_>,
+    kind: WorkloadKind,
+    object: &WorkloadObject<'_>,
+    object_name: &str,
+) -> Result<bool, Decision> {
+    let Some(old) = request
+        .old_object
+        .as_ref()
+        .filter(|_| request.operation == Operation::Update)
+    else {
+        return Ok(true);
+    };
+    let invalid = |e: serde_json::Error| {
+        Decision::invalid(format!(
+            "cannot read the pod template of {object_name}: {e}"
+        ))
+    };
+    let template = object.pod_template(kind).map_err(invalid)?;
+    let old_template = old.pod_template(kind).map_err(invalid)?;
+    Ok(templates_differ(template, old_template))
 }
 
 struct RevisionFindings {

@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use regex::Regex;
 
 use super::controllers::Ownership;
+use super::freeze::CompiledFreeze;
 
 /// Patterns are user input evaluated on every admission: bound their compiled size.
 const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
@@ -59,6 +60,8 @@ pub struct CompiledPolicy {
     pub rules: Vec<CompiledRule>,
     /// Its trusted signing keys, parsed (empty without `spec.signatures`).
     pub keys: Vec<CompiledKey>,
+    /// Its change freezes, parsed.
+    pub freezes: Vec<CompiledFreeze>,
 }
 
 impl CompiledPolicy {
@@ -90,12 +93,14 @@ impl CompiledPolicy {
         check_controllers(&policy.spec.identities.controllers, &mut problems);
         check_rollback(&policy.spec, &mut problems);
         let keys = super::signatures::compile_keys(&policy.spec, &mut problems);
+        let freezes = compile_freezes(&policy.spec, &mut problems);
         if problems.is_empty() {
             Ok(Self {
                 name,
                 spec: policy.spec.clone(),
                 rules,
                 keys,
+                freezes,
             })
         } else {
             Err(PolicyError {
@@ -104,6 +109,21 @@ impl CompiledPolicy {
             })
         }
     }
+}
+
+fn compile_freezes(spec: &CustodyPolicySpec, problems: &mut Vec<String>) -> Vec<CompiledFreeze> {
+    let mut names = BTreeSet::new();
+    let mut compiled = Vec::new();
+    for (i, window) in spec.freezes.iter().enumerate() {
+        if !names.insert(window.name.as_str()) {
+            problems.push(format!(
+                "spec.freezes[{i}]: the name {:?} is used twice; give each window its own",
+                window.name
+            ));
+        }
+        compiled.extend(CompiledFreeze::compile(i, window, problems));
+    }
+    compiled
 }
 
 fn check_rules(rules: &[AnnotationRule], problems: &mut Vec<String>) -> Vec<CompiledRule> {
@@ -125,6 +145,11 @@ fn check_rules(rules: &[AnnotationRule], problems: &mut Vec<String>) -> Vec<Comp
         if rule.key == AnnotationKey::QuarantineOverride && rule.required {
             problems.push(format!(
                 "{at}: quarantine-override cannot be required; it is set by a human only to re-admit a reverted template"
+            ));
+        }
+        if rule.key == AnnotationKey::BreakGlass && rule.required {
+            problems.push(format!(
+                "{at}: break-glass cannot be required; a person sets it only to ship during a change freeze"
             ));
         }
         let pattern = rule.pattern.as_deref().and_then(|p| {

@@ -1,23 +1,28 @@
-//! Admission of CustodyPolicy objects themselves: a policy that would fail to compile, or an
-//! update that weakens a policy without saying so, is refused when it is applied.
+//! Admission of CustodyPolicy and CustodyTeam objects themselves: a policy that would fail to
+//! compile, an update that weakens a policy without saying so, or a team the index would leave
+//! out, is refused when it is applied.
 
-use custody_crds::CustodyPolicy;
 use custody_crds::policy::ACKNOWLEDGE_WEAKENING;
+use custody_crds::{CustodyPolicy, CustodyTeam};
 
 use super::decision::{Decision, Outcome, Violation, ViolationCode};
 use super::policies::CompiledPolicy;
+use super::teams::check_team;
 use crate::review::{AdmissionRequest, Operation, WorkloadObject};
 
-/// Judges a CustodyPolicy CREATE or UPDATE.
+/// Judges a CustodyPolicy or CustodyTeam CREATE or UPDATE.
 pub fn validate_policy(request: &AdmissionRequest<'_>) -> Decision {
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return Decision::skipped(None);
     }
-    if request.kind.kind != "CustodyPolicy" {
-        return Decision::invalid(format!(
-            "the policy endpoint judges CustodyPolicy objects, not {}",
-            request.kind.kind
-        ));
+    match request.kind.kind.as_ref() {
+        "CustodyPolicy" => {}
+        "CustodyTeam" => return validate_team(request),
+        other => {
+            return Decision::invalid(format!(
+                "the policy endpoint judges CustodyPolicy and CustodyTeam objects, not {other}"
+            ));
+        }
     }
     let Some(object) = request.object.as_ref() else {
         return Decision::invalid("the CustodyPolicy request has no object".to_string());
@@ -47,6 +52,30 @@ pub fn validate_policy(request: &AdmissionRequest<'_>) -> Decision {
         );
     }
     Decision::skipped(None).with_outcome(Outcome::Allowed)
+}
+
+fn validate_team(request: &AdmissionRequest<'_>) -> Decision {
+    let Some(object) = request.object.as_ref() else {
+        return Decision::invalid("the CustodyTeam request has no object".to_string());
+    };
+    let spec = match object.spec {
+        Some(raw) => serde_json::from_str(raw.get()),
+        None => serde_json::from_str("null"),
+    };
+    let team = match spec {
+        Ok(spec) => CustodyTeam::new(object.metadata.name.as_deref().unwrap_or_default(), spec),
+        Err(e) => {
+            return refuse(
+                request,
+                vec![format!("the object is not a valid CustodyTeam: {e}")],
+                ViolationCode::InvalidTeam,
+            );
+        }
+    };
+    match check_team(&team) {
+        Ok(_) => Decision::skipped(None).with_outcome(Outcome::Allowed),
+        Err(error) => refuse(request, error.problems, ViolationCode::InvalidTeam),
+    }
 }
 
 /// Rebuilds the policy from the borrowed view: its name, the acknowledgement annotation (the only
@@ -100,7 +129,7 @@ fn unacknowledged_weakening(old: &CustodyPolicy, new: &CustodyPolicy) -> Option<
 
 fn refuse(request: &AdmissionRequest<'_>, problems: Vec<String>, code: ViolationCode) -> Decision {
     let name = request.name.as_deref().unwrap_or("<unnamed>");
-    let mut message = format!("Custody refused CustodyPolicy {name:?}:");
+    let mut message = format!("Custody refused {} {name:?}:", request.kind.kind);
     for p in &problems {
         message.push_str("\n- ");
         message.push_str(p);

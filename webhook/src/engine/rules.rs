@@ -39,15 +39,15 @@ pub(crate) struct Subject<'s, 'a> {
 }
 
 impl Subject<'_, '_> {
-    fn value(&self, key: AnnotationKey) -> Option<Cow<'_, str>> {
+    pub(crate) fn value(&self, key: AnnotationKey) -> Option<Cow<'_, str>> {
         self.annotations.get(key).map(Cow::Borrowed)
     }
 
-    fn actor(&self) -> Option<Actor> {
+    pub(crate) fn actor(&self) -> Option<Actor> {
         self.value(AnnotationKey::Actor)?.parse().ok()
     }
 
-    fn field(&self, key: AnnotationKey) -> String {
+    pub(crate) fn field(&self, key: AnnotationKey) -> String {
         format!("metadata.annotations[{}]", self.vocabulary.key(key))
     }
 }
@@ -152,7 +152,7 @@ pub(crate) fn example_for(compiled: &CompiledRule) -> String {
     }
 }
 
-fn shorten(value: &str) -> Cow<'_, str> {
+pub(crate) fn shorten(value: &str) -> Cow<'_, str> {
     const MAX: usize = 80;
     match value.char_indices().nth(MAX) {
         Some((cut, _)) => Cow::Owned(format!("{}…", &value[..cut])),

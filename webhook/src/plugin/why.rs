@@ -5,14 +5,14 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use custody_crds::{
-    AnnotationKey, CustodyPolicy, RollbackRecord, Vocabulary, template_fingerprint,
+    AnnotationKey, CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary, template_fingerprint,
 };
 use serde::Serialize;
 use serde_json::Value;
 
 use super::ObjectRef;
 use super::records::{self, RecordRow};
-use crate::engine::{Context, Decision, PolicySet, QuarantineIndex, evaluate};
+use crate::engine::{Context, Decision, PolicySet, QuarantineIndex, TeamIndex, evaluate};
 use crate::review::WorkloadObject;
 
 /// The Deployment controller's revision annotation on a ReplicaSet.
@@ -39,6 +39,8 @@ pub struct WhyInput<'a> {
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
     /// The RollbackRecords of the namespace.
     pub records: &'a [RollbackRecord],
+    /// The CustodyTeams of the cluster.
+    pub teams: &'a [CustodyTeam],
     /// The ReplicaSets of the namespace (only read for a Deployment).
     pub replica_sets: &'a [Value],
     /// The requester the object is judged as.
@@ -131,12 +133,15 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
     let (policies, errors) = PolicySet::compile(input.policies.iter().cloned());
     let quarantine = QuarantineIndex::from_records(input.records);
     let attestations = crate::attest::AttestationCache::with_capacity(1);
+    let (teams, _invalid) = TeamIndex::compile(input.teams);
     let ctx = Context {
         vocabulary: input.vocabulary,
         namespace_labels: input.namespace_labels,
         quarantine: &quarantine,
         now: input.now,
         attestations: &attestations,
+        teams: &teams,
+        background: false,
     };
     let decision = judge(input, &policies, &ctx);
 

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub policies_loaded: Gauge,
     /// Policies left out because they are invalid.
     pub policies_invalid: Gauge,
+    /// Valid CustodyTeams registered.
+    pub teams_loaded: Gauge,
     /// Workloads with quarantined templates.
     pub quarantined_workloads: Gauge,
     /// 1 once a cache has synced.
@@ -89,6 +91,7 @@ impl Metrics {
             panics: Counter::default(),
             policies_loaded: Gauge::default(),
             policies_invalid: Gauge::default(),
+            teams_loaded: Gauge::default(),
             quarantined_workloads: Gauge::default(),
             cache_synced: Family::default(),
             watch_errors: Family::default(),
@@ -129,6 +132,11 @@ impl Metrics {
             "policies_invalid",
             "CustodyPolicies left out because they are invalid",
             m.policies_invalid.clone(),
+        );
+        registry.register(
+            "teams_loaded",
+            "Valid CustodyTeams registered",
+            m.teams_loaded.clone(),
         );
         registry.register(
             "quarantined_workloads",

@@ -1,9 +1,10 @@
-//! The watches that keep the live state current: CustodyPolicies and RollbackRecords are
-//! compiled into new snapshots on every change; namespaces are kept as metadata only.
+//! The watches that keep the live state current: CustodyPolicies, CustodyTeams and
+//! RollbackRecords are compiled into new snapshots on every change; namespaces are kept as
+//! metadata only.
 
 use std::sync::Arc;
 
-use custody_crds::{CustodyPolicy, RollbackRecord};
+use custody_crds::{CustodyPolicy, CustodyTeam, RollbackRecord};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::{CacheLabels, Metrics};
 use super::state::{Cache, LiveState};
 
-/// Runs the three watches until `shutdown`.
+/// Runs the four watches until `shutdown`.
 pub async fn run(
     client: Client,
     state: Arc<LiveState>,
@@ -58,6 +59,23 @@ pub async fn run(
             },
         )
     };
+    let teams = {
+        let (reader, writer) = reflector::store::<CustodyTeam>();
+        let stream = reflector(
+            writer,
+            watch(Api::all(client.clone()), watcher::Config::default()),
+        );
+        let state = state.clone();
+        drive(
+            stream,
+            Cache::Teams,
+            state.clone(),
+            metrics.clone(),
+            move || {
+                state.rebuild_teams(reader.state());
+            },
+        )
+    };
     let namespaces = {
         let stream = reflector(
             namespace_writer,
@@ -71,7 +89,7 @@ pub async fn run(
     };
     tokio::select! {
         _ = shutdown.cancelled() => {}
-        _ = futures::future::join3(policies, records, namespaces) => {}
+        _ = futures::future::join4(policies, records, teams, namespaces) => {}
     }
 }
 
@@ -99,6 +117,16 @@ async fn drive<K, S>(
             }
             Ok(Event::Apply(_) | Event::Delete(_)) => changed(),
             Ok(Event::Init | Event::InitApply(_)) => {}
+            Err(error) if cache == Cache::Teams && is_not_found(&error) => {
+                // An install from before CustodyTeam existed: no team is registered, and only
+                // policies with `ownership: Registered` notice (they deny with "not registered").
+                if !state.is_cache_synced(cache) {
+                    tracing::warn!(
+                        "the CustodyTeam CRD is not installed; serving with no registered teams (upgrade the chart's CRDs)"
+                    );
+                    state.set_synced(cache, true);
+                }
+            }
             Err(error) => {
                 metrics
                     .watch_errors
@@ -109,6 +137,16 @@ async fn drive<K, S>(
                 tracing::warn!(cache = cache.as_str(), %error, "watch failed; retrying with backoff, serving the last known state");
             }
         }
+    }
+}
+
+/// Whether the watch failed because the resource does not exist on the server.
+fn is_not_found(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 404,
+        _ => false,
     }
 }
 

@@ -40,7 +40,7 @@ pub async fn validate(
     answer(&app, body, |request| judge_workload(&app, request))
 }
 
-/// `POST /validate-policy`: CustodyPolicy objects.
+/// `POST /validate-policy`: CustodyPolicy and CustodyTeam objects.
 pub async fn validate_policy_route(
     State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -74,6 +74,7 @@ fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, 
     let live = &app.live;
     let policies = live.policies();
     let quarantine = live.quarantine();
+    let teams = live.teams();
     let namespace = request
         .namespace
         .as_deref()
@@ -84,6 +85,8 @@ fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, 
         quarantine: &quarantine,
         now: k8s_openapi::jiff::Timestamp::now(),
         attestations: &app.attestations,
+        teams: &teams,
+        background: false,
     };
     if !live.is_synced() {
         // Policies may not be known yet; the flag says what the operator wants meanwhile.

@@ -1,24 +1,25 @@
-//! The live state the handlers read: compiled policies, the quarantine index and namespace
-//! labels, each swapped or updated by its watch and read lock-free per request.
+//! The live state the handlers read: compiled policies, registered teams, the quarantine index
+//! and namespace labels, each swapped or updated by its watch and read lock-free per request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
-use custody_crds::{CustodyPolicy, RollbackRecord};
+use custody_crds::{CustodyPolicy, CustodyTeam, RollbackRecord};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 
 use super::metrics::Metrics;
-use crate::engine::{PolicySet, QuarantineIndex};
+use crate::engine::{PolicySet, QuarantineIndex, TeamIndex};
 
 /// What the webhook knows of the cluster.
 pub struct LiveState {
     policies: ArcSwap<PolicySet>,
     quarantine: ArcSwap<QuarantineIndex>,
+    teams: ArcSwap<TeamIndex>,
     namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
-    synced: [AtomicBool; 3],
+    synced: [AtomicBool; 4],
     metrics: Metrics,
 }
 
@@ -31,6 +32,8 @@ pub enum Cache {
     Namespaces = 1,
     /// RollbackRecords.
     Records = 2,
+    /// CustodyTeams.
+    Teams = 3,
 }
 
 impl Cache {
@@ -40,6 +43,7 @@ impl Cache {
             Cache::Policies => "custodypolicies",
             Cache::Namespaces => "namespaces",
             Cache::Records => "rollbackrecords",
+            Cache::Teams => "custodyteams",
         }
     }
 }
@@ -56,6 +60,7 @@ impl LiveState {
         let state = Self {
             policies: ArcSwap::from_pointee(PolicySet::default()),
             quarantine: ArcSwap::from_pointee(QuarantineIndex::default()),
+            teams: ArcSwap::from_pointee(TeamIndex::default()),
             namespaces: Some(reader),
             synced: Default::default(),
             metrics,
@@ -68,8 +73,10 @@ impl LiveState {
         let state = Self {
             policies: ArcSwap::from_pointee(PolicySet::default()),
             quarantine: ArcSwap::from_pointee(QuarantineIndex::default()),
+            teams: ArcSwap::from_pointee(TeamIndex::default()),
             namespaces: None,
             synced: [
+                AtomicBool::new(true),
                 AtomicBool::new(true),
                 AtomicBool::new(true),
                 AtomicBool::new(true),
@@ -91,6 +98,31 @@ impl LiveState {
         self.quarantine.load()
     }
 
+    /// The registered teams.
+    pub fn teams(&self) -> arc_swap::Guard<Arc<TeamIndex>> {
+        self.teams.load()
+    }
+
+    /// Swaps in registered teams.
+    pub fn set_teams(&self, teams: TeamIndex) {
+        self.metrics.teams_loaded.set(to_i64(teams.len()));
+        self.teams.store(Arc::new(teams));
+    }
+
+    /// Rebuilds the team index from a snapshot of the cache, logging the invalid ones.
+    pub fn rebuild_teams(&self, snapshot: Vec<Arc<CustodyTeam>>) {
+        let (index, errors) = TeamIndex::compile(snapshot.iter().map(|t| &**t));
+        for error in &errors {
+            tracing::warn!(team = %error.team, problems = ?error.problems, "CustodyTeam is invalid; workloads naming it are told it is not registered");
+        }
+        tracing::info!(
+            teams = index.len(),
+            invalid = errors.len(),
+            "teams reloaded"
+        );
+        self.set_teams(index);
+    }
+
     /// The cached metadata of a namespace, if known.
     pub fn namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
         self.namespaces.as_ref()?.get(&ObjectRef::new(name))
@@ -99,6 +131,11 @@ impl LiveState {
     /// Whether every cache has synced.
     pub fn is_synced(&self) -> bool {
         self.synced.iter().all(|s| s.load(Ordering::Acquire))
+    }
+
+    /// Whether one cache has synced.
+    pub fn is_cache_synced(&self, cache: Cache) -> bool {
+        self.synced[cache as usize].load(Ordering::Acquire)
     }
 
     /// Marks a cache as synced (or not, while it re-lists after an error).

@@ -33,6 +33,8 @@ pub fn judge_with(body: &[u8], policies: &PolicySet, quarantine: &QuarantineInde
         quarantine,
         now: k8s_openapi::jiff::Timestamp::now(),
         attestations: &custody_webhook::attest::AttestationCache::default(),
+        teams: &custody_webhook::engine::TeamIndex::default(),
+        background: false,
     };
     evaluate(policies, &request, &ctx)
 }
