@@ -202,6 +202,7 @@ impl LocalInstall {
                 "wait",
                 "--for=condition=Established",
                 "crd/custodypolicies.custody.dev",
+                "crd/custodyteams.custody.dev",
                 "crd/rollbackrecords.custody.dev",
                 "--timeout=60s",
             ],

@@ -25,16 +25,13 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-fn example_policies() -> PolicySet {
+/// examples/policy.yaml: its policies and the teams they require.
+fn example_policies() -> (PolicySet, TeamIndex) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policy.yaml");
-    let text = std::fs::read_to_string(path).expect("examples/policy.yaml");
-    let policies: Vec<CustodyPolicy> = text
-        .split("\n---\n")
-        .map(|doc| serde_saphyr::from_str(doc).expect("a CustodyPolicy"))
-        .collect();
-    let (set, errors) = PolicySet::compile(policies);
-    assert!(errors.is_empty(), "{errors:?}");
-    set
+    let files = custody_webhook::check::load_policy_files(&[path], &mut std::io::empty());
+    assert!(files.errors.is_empty(), "{:?}", files.errors);
+    assert!(files.policy_errors.is_empty(), "{:?}", files.policy_errors);
+    (files.policies, files.teams)
 }
 
 fn many_policies(n: usize) -> PolicySet {
@@ -192,7 +189,7 @@ fn main() {
         return;
     }
     let builtin = PolicySet::builtin_default();
-    let example = example_policies();
+    let (example, example_teams) = example_policies();
     let hundred = many_policies(100);
     println!("one core, decode + evaluate + encode per review (batches of 100 timed)");
     run(
@@ -200,10 +197,12 @@ fn main() {
         &fixture("deployment-create-agent-annotated.json"),
         &builtin,
     );
-    run(
+    run_with(
         "create, agent-annotated Deployment, examples/policy.yaml",
         &fixture("deployment-create-agent-annotated.json"),
         &example,
+        true,
+        &example_teams,
     );
     run(
         "create, unannotated Deployment (denied), built-in policy",

@@ -72,6 +72,81 @@ fn bad_examples_are_denied_with_positions() {
 }
 
 #[test]
+fn teams_and_freezes_come_from_policy_files_and_the_time_from_at() {
+    let (code, out) = custody(
+        &[
+            "check",
+            "--policy",
+            "examples/policy.yaml",
+            "examples/bad/unregistered-owner.yaml",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("\"team-growth\", which is not a registered CustodyTeam")
+            && out.contains("Teams that own namespace \"shop\": team-ledger, team-payments"),
+        "{out}"
+    );
+    let during = |path: &str| {
+        custody(
+            &[
+                "check",
+                "--policy",
+                "examples/policy.yaml",
+                "--at",
+                "2026-12-28T10:00:00Z",
+                path,
+            ],
+            None,
+        )
+    };
+    let (code, out) = during("examples/freeze/checkout-agent.yaml");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("\"year-end\" until 2027-01-04 08:00 CET (2027-01-04T07:00:00Z)"),
+        "{out}"
+    );
+    let (code, out) = during("examples/freeze/checkout-break-glass.yaml");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("break-glass during change freeze checkout-freezes/year-end"),
+        "{out}"
+    );
+    let (code, out) = custody(&["check", "--at", "yesterday", "examples/good"], None);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--at"), "{out}");
+}
+
+#[test]
+fn a_bad_team_in_a_policy_file_is_reported() {
+    let dir = std::env::temp_dir().join(format!("custody-team-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("teams.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: custody.dev/v1alpha1\nkind: CustodyTeam\nmetadata: {name: team-x}\nspec:\n  namespaces: []\n  oncall: [\"not a contact\"]\n",
+    )
+    .unwrap();
+    let (code, out) = custody(
+        &[
+            "check",
+            "--policy",
+            file.to_str().unwrap(),
+            "examples/good/ledger-human.yaml",
+        ],
+        None,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("CustodyTeam \"team-x\" is invalid: spec.namespaces is empty"),
+        "{out}"
+    );
+    assert!(out.contains("spec.oncall[0] \"not a contact\""), "{out}");
+}
+
+#[test]
 fn json_output_is_machine_readable() {
     let (code, out) = custody(
         &[

@@ -145,6 +145,64 @@ fn policy_refused() {
     check_golden("policy-refused.txt", d.message.as_deref().unwrap());
 }
 
+fn review_of_custody(kind: &str, object: &serde_json::Value) -> String {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "kind": {"group": "custody.dev", "version": "v1alpha1", "kind": kind},
+            "operation": "CREATE", "name": object["metadata"]["name"], "userInfo": {"username": "jane"}, "object": object}
+    })
+    .to_string()
+}
+
+#[test]
+fn bad_freezes_and_teams_are_refused_when_applied() {
+    let policy = json!({
+        "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
+        "metadata": {"name": "freezes"},
+        "spec": {"freezes": [
+            {"name": "weekend", "schedule": "0 18 * * 5", "duration": "62h", "timeZone": "Europe/Berlin"},
+            {"name": "launch", "start": "2026-12-09T17:00:00", "end": "2026-12-09T09:00:00", "timeZone": "America/New_York"},
+            {"name": "weekend", "schedule": "0 18 * * FRI", "duration": "forever", "timeZone": "CET/Nowhere"}
+        ]}
+    });
+    let body = review_of_custody("CustodyPolicy", &policy);
+    let d = custody_webhook::engine::validate_policy(
+        &custody_webhook::review::decode(body.as_bytes()).unwrap(),
+    );
+    assert!(!d.allowed);
+    let mut out = d.message.unwrap();
+    let team = json!({
+        "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyTeam",
+        "metadata": {"name": "Payments Team"},
+        "spec": {"namespaces": ["shop", " "], "oncall": ["payments"], "notify": [{"url": "hooks.example.com"}, {"url": "https://x", "headersFrom": {"name": ""}}]}
+    });
+    let body = review_of_custody("CustodyTeam", &team);
+    let d = custody_webhook::engine::validate_policy(
+        &custody_webhook::review::decode(body.as_bytes()).unwrap(),
+    );
+    assert!(!d.allowed);
+    assert!(
+        d.violations
+            .iter()
+            .all(|v| v.code == custody_webhook::engine::ViolationCode::InvalidTeam)
+    );
+    out.push_str("\n\n");
+    out.push_str(&d.message.unwrap());
+    let good = json!({
+        "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyTeam",
+        "metadata": {"name": "team-payments"},
+        "spec": {"namespaces": ["shop"], "oncall": ["@pay"], "notify": [{"url": "https://hooks.example.com/p"}]}
+    });
+    let body = review_of_custody("CustodyTeam", &good);
+    assert!(
+        custody_webhook::engine::validate_policy(
+            &custody_webhook::review::decode(body.as_bytes()).unwrap()
+        )
+        .allowed
+    );
+    check_golden("freezes-and-teams-refused.txt", &out);
+}
+
 fn jiff_now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::from_second(1_795_000_000).unwrap()
 }

@@ -14,6 +14,7 @@ use server_support::*;
 const POLICIES: &str = "apis/custody.dev/v1alpha1/custodypolicies";
 const RECORDS: &str = "apis/custody.dev/v1alpha1/rollbackrecords";
 const NAMESPACES: &str = "api/v1/namespaces";
+const TEAMS: &str = "apis/custody.dev/v1alpha1/custodyteams";
 
 fn policy(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy", "metadata": {"name": name}, "spec": spec})
@@ -198,7 +199,71 @@ async fn live_state_follows_the_cluster() {
         })
         .await
     );
+
+    // Registered ownership: the owner names no team until one is registered for the namespace.
+    api.upsert(
+        POLICIES,
+        policy(
+            "prod-only",
+            json!({"mode": "Enforce", "ownership": "Registered"}),
+        ),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            post(annotated.clone())
+                .await
+                .contains("not a registered CustodyTeam")
+        })
+        .await,
+        "registered ownership not applied"
+    );
+    let owner = object["metadata"]["annotations"]["custody.dev/owner"].clone();
+    api.upsert(
+        TEAMS,
+        json!({"apiVersion": "custody.dev/v1alpha1", "kind": "CustodyTeam",
+            "metadata": {"name": owner},
+            "spec": {"namespaces": [object["metadata"]["namespace"]], "oncall": ["@pay"]}}),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            allowed(&post(annotated.clone()).await)
+        })
+        .await,
+        "a registered team not seen"
+    );
+    assert_eq!(server.metrics.teams_loaded.get(), 1);
     server.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_cluster_without_the_team_crd_still_syncs() {
+    let api = FakeApiServer::start().await.unwrap();
+    api.upsert(POLICIES, policy("default", json!({})));
+    // An install from before CustodyTeam: every request for teams is a 404.
+    api.inject(
+        http::Method::GET,
+        "custodyteams",
+        http::StatusCode::NOT_FOUND,
+        usize::MAX,
+    );
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = custody_webhook::server::Metrics::register(&mut registry);
+    let (live, writer) = LiveState::watched(metrics.clone());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(reflect::run(
+        client,
+        live.clone(),
+        writer,
+        metrics,
+        shutdown.clone(),
+    ));
+    assert!(
+        eventually(Duration::from_secs(10), || async { live.is_synced() }).await,
+        "a missing CustodyTeam CRD kept the webhook from syncing"
+    );
+    assert!(live.teams().is_empty());
+    shutdown.cancel();
 }
 
 #[tokio::test]

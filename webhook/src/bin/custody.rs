@@ -108,6 +108,10 @@ struct CheckArgs {
     /// Also list objects that were not judged.
     #[arg(short, long)]
     verbose: bool,
+    /// Judge as of this instant (RFC 3339, e.g. 2026-12-24T18:00:00Z) instead of now: change
+    /// freezes and signing keys' validity windows depend on it.
+    #[arg(long, value_name = "TIME")]
+    at: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -215,7 +219,7 @@ fn main() -> ExitCode {
                 groups: args.groups,
                 namespace: args.namespace,
                 vocabulary: Vocabulary::with_prefix(&args.annotation_prefix),
-                now: k8s_openapi::jiff::Timestamp::now(),
+                now: args.at.unwrap_or_else(k8s_openapi::jiff::Timestamp::now),
             };
             let report = check::run(&args.paths, &mut std::io::stdin().lock(), &options);
             let text = match args.output {

@@ -166,7 +166,7 @@ fn frozen(
                 .window
                 .message
                 .as_deref()
-                .map(|m| format!(": {}", m.trim()))
+                .map(|m| format!(": {}", m.trim().trim_end_matches('.')))
                 .unwrap_or_default();
             format!(
                 "{:?} until {}{note}",
