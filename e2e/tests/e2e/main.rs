@@ -5,6 +5,7 @@
 
 mod admission;
 mod audit;
+mod freeze;
 mod helm_install;
 mod leader;
 mod lift;
@@ -58,6 +59,11 @@ fn local_values() -> ChartValues {
                 "webhook.excludeNamespaces[0]".into(),
                 helm_install::NAMESPACE.into(),
             ),
+            // The freeze scenarios' namespaces are judged by their own policy only.
+            (
+                "defaultPolicy.excludeNamespaces[0]".into(),
+                format!("{}*", freeze::NAMESPACE_PREFIX),
+            ),
         ],
     }
 }
@@ -88,6 +94,8 @@ async fn install(settings: &Settings, client: &Client) -> anyhow::Result<Option<
                     "defaultPolicy.rollback.notReadySeconds=15",
                     "--set",
                     "defaultPolicy.rollback.healthyAfterSeconds=5",
+                    "--set",
+                    &format!("defaultPolicy.excludeNamespaces[0]={}*", freeze::NAMESPACE_PREFIX),
                     "--wait",
                     "--timeout",
                     "5m",
@@ -262,6 +270,20 @@ async fn custody_end_to_end() {
         );
         if let Ok(s) = &signed {
             s.teardown(&ctx).await;
+        }
+    }
+    if ["24 ", "25 "].iter().any(|n| wanted(n)) {
+        let frozen = freeze::Frozen::setup(&ctx).await;
+        scenario!(
+            "24 ownership Registered: an unregistered owner is denied; a registered team's workload without oncall is admitted",
+            freeze::registered_owner(&frozen)
+        );
+        scenario!(
+            "25 a freeze denies an agent's change; Custody's revert and a person's break-glass go through, with a BreakGlass Event",
+            freeze::freeze(&frozen)
+        );
+        if let Ok(f) = &frozen {
+            f.teardown(&ctx).await;
         }
     }
     scenario!(

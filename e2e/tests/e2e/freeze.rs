@@ -1,0 +1,252 @@
+//! Registered ownership and change freezes, in a namespace of their own that the chart's default
+//! policy leaves out (`defaultPolicy.excludeNamespaces`), under a policy of this scenario's.
+//!
+//! 24: an unregistered owner is denied; a registered team's workload without `oncall` is
+//! admitted. 25: while a freeze is open, an agent's change is denied, Custody's revert of an
+//! agent revision goes through, a person's break-glass is admitted and leaves a BreakGlass Event.
+
+use std::time::{Duration, Instant};
+
+use custody_e2e::{deployment, provenance, wait_for};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::support::{Ctx, api_error, apply, create, policies_api, secs};
+
+/// The prefix of the namespaces the chart's default policy leaves to these scenarios.
+pub const NAMESPACE_PREFIX: &str = "custody-e2e-teams-";
+const TEAM: &str = "team-e2e-freeze";
+const APP: &str = "frozen-app";
+
+fn teams_api(ctx: &Ctx) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: "custody.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "custody.dev/v1alpha1".into(),
+        kind: "CustodyTeam".into(),
+        plural: "custodyteams".into(),
+    };
+    Api::all_with(ctx.client.clone(), &ar)
+}
+
+/// The scenarios' namespace, policy and team, removed however the scenarios end.
+pub struct Frozen {
+    pub ctx: Ctx,
+    policy: String,
+}
+
+impl Frozen {
+    pub async fn setup(ctx: &Ctx) -> anyhow::Result<Self> {
+        let id = std::process::id();
+        let ns = format!("{NAMESPACE_PREFIX}{id}");
+        let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+            )
+            .await?;
+        let frozen = Self {
+            ctx: Ctx {
+                client: ctx.client.clone(),
+                settings: ctx.settings.clone(),
+                ns: ns.clone(),
+                local: None,
+            },
+            policy: format!("e2e-freeze-{id}"),
+        };
+        teams_api(ctx)
+            .patch(
+                TEAM,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyTeam",
+                    "metadata": {"name": TEAM},
+                    "spec": {"namespaces": [format!("{NAMESPACE_PREFIX}*")], "oncall": ["@e2e-freeze-pager"]}
+                })),
+            )
+            .await?;
+        frozen.set_policy(None).await?;
+        Ok(frozen)
+    }
+
+    /// Applies the scenarios' policy, with one freeze window when `window` is given.
+    async fn set_policy(&self, window: Option<(String, String)>) -> anyhow::Result<()> {
+        let freezes = match window {
+            Some((start, end)) => json!([{
+                "name": "e2e-freeze",
+                "message": "an e2e freeze",
+                "start": start, "end": end, "timeZone": "Europe/Berlin",
+                "actors": ["agent"]
+            }]),
+            None => json!([]),
+        };
+        policies_api(&self.ctx.client)
+            .patch(
+                &self.policy,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
+                    "metadata": {"name": self.policy},
+                    "spec": {
+                        "mode": "Enforce",
+                        "match": {"namespaces": {"include": [self.ctx.ns]}},
+                        "ownership": "Registered",
+                        "freezes": freezes,
+                        "rollback": {"notReadySeconds": 15, "healthyAfterSeconds": 5}
+                    }
+                })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn teardown(&self, ctx: &Ctx) {
+        let _ = policies_api(&ctx.client)
+            .delete(&self.policy, &DeleteParams::default())
+            .await;
+        let _ = teams_api(ctx).delete(TEAM, &DeleteParams::default()).await;
+        let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+        let _ = namespaces
+            .delete(&self.ctx.ns, &DeleteParams::default())
+            .await;
+    }
+}
+
+fn owned_by(owner: &str, actor: &str, commit: &str, oncall: bool) -> Value {
+    let mut a = provenance(actor, commit, &format!("run-{commit}"));
+    a["custody.dev/owner"] = json!(owner);
+    if !oncall {
+        a.as_object_mut().map(|m| m.remove("custody.dev/oncall"));
+    }
+    a
+}
+
+/// Dry-run applies `object`; the denial's message, if denied.
+async fn denial(ctx: &Ctx, object: &Value) -> anyhow::Result<Option<String>> {
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::apply("e2e-gitops").force()
+    };
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    match ctx.deployments().patch(name, &dry, &Patch::Apply(object)).await {
+        Ok(_) => Ok(None),
+        Err(e) => match api_error(&e) {
+            Some((403, message)) => Ok(Some(message)),
+            _ => Err(e.into()),
+        },
+    }
+}
+
+pub async fn registered_owner(frozen: &Result<Frozen, anyhow::Error>) -> anyhow::Result<String> {
+    let f = frozen
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("setup failed: {e:#}"))?;
+    let ctx = &f.ctx;
+    let started = Instant::now();
+    let stranger = deployment(
+        &ctx.settings,
+        "stranger",
+        owned_by("team-nobody", "human", "1212121", true),
+        "v1",
+        false,
+    );
+    let message = wait_for(
+        "an unregistered owner to be denied",
+        Duration::from_secs(10),
+        || async { denial(ctx, &stranger).await },
+    )
+    .await?;
+    anyhow::ensure!(
+        message.contains("not a registered CustodyTeam") && message.contains(TEAM),
+        "the denial does not name the namespace's team: {message}"
+    );
+    let denied = secs(started);
+    let v1 = deployment(
+        &ctx.settings,
+        APP,
+        owned_by(TEAM, "agent", "1111111", false),
+        "v1",
+        false,
+    );
+    // The team's watch may trail the policy's by a moment.
+    wait_for(
+        "a registered team's workload without oncall to be admitted",
+        Duration::from_secs(10),
+        || async {
+            match create(&ctx.deployments(), &v1).await {
+                Ok(_) => Ok(Some(())),
+                Err(e) if format!("{e:#}").contains("not a registered CustodyTeam") => Ok(None),
+                Err(e) => Err(e),
+            }
+        },
+    )
+    .await?;
+    Ok(format!(
+        "unregistered owner denied {denied:.1}s after the policy, naming {TEAM}; {TEAM}'s workload without oncall admitted"
+    ))
+}
+
+pub async fn freeze(frozen: &Result<Frozen, anyhow::Error>) -> anyhow::Result<String> {
+    let f = frozen
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("setup failed: {e:#}"))?;
+    let ctx = &f.ctx;
+    // v1 (scenario 24) becomes the healthy revision; v2 is broken, admitted before the freeze.
+    ctx.wait_healthy_mark(APP).await?;
+    let v2 = deployment(
+        &ctx.settings,
+        APP,
+        owned_by(TEAM, "agent", "2222222", false),
+        "v2",
+        true,
+    );
+    let applied = Instant::now();
+    apply(&ctx.deployments(), &v2).await?;
+
+    // The freeze opens a minute ago and closes in an hour.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let start = (now - k8s_openapi::jiff::SignedDuration::from_secs(60)).to_string();
+    let end = (now + k8s_openapi::jiff::SignedDuration::from_secs(3600)).to_string();
+    f.set_policy(Some((start, end))).await?;
+    let v3 = deployment(
+        &ctx.settings,
+        APP,
+        owned_by(TEAM, "agent", "3333333", false),
+        "v3",
+        false,
+    );
+    let message = wait_for(
+        "an agent's change to be denied by the freeze",
+        Duration::from_secs(10),
+        || async { denial(ctx, &v3).await },
+    )
+    .await?;
+    anyhow::ensure!(
+        message.contains("change freeze") && message.contains("\"e2e-freeze\" until"),
+        "the denial does not name the window: {message}"
+    );
+
+    // Custody's revert of the agent's broken v2 is not stopped by the freeze.
+    ctx.wait_version(APP, "v1", ctx.settings.revert_window)
+        .await?;
+    let reverted = secs(applied);
+    anyhow::ensure!(
+        !ctx.records_of(APP, "Reverted").await?.is_empty(),
+        "no Reverted record"
+    );
+
+    // A person breaks glass: admitted, and the controller says so in an Event.
+    let mut glass = owned_by(TEAM, "human", "4444444", true);
+    glass["custody.dev/break-glass"] = json!("INC-1: e2e break-glass during the freeze");
+    let fix = deployment(&ctx.settings, APP, glass, "v4", false);
+    apply(&ctx.deployments(), &fix)
+        .await
+        .map_err(|e| anyhow::anyhow!("the break-glass revision was refused: {e}"))?;
+    ctx.wait_event("BreakGlass", APP).await?;
+    Ok(format!(
+        "agent change denied naming the window; the broken agent v2 reverted {reverted:.1}s after apply, during the freeze; a person's break-glass admitted with a BreakGlass Event"
+    ))
+}
