@@ -248,10 +248,10 @@ fn main() {
             &TeamIndex::default(),
         );
     }
-    for (open, label) in [(false, "no freeze open"), (true, "a freeze open (denied)")] {
+    for (open, label) in [(false, "none open"), (true, "one open (denied)")] {
         let (policies, teams) = teams_and_freezes(open);
         run_with(
-            &format!("create, agent Deployment, 1,000 teams, 10 windows, {label}"),
+            &format!("create, 1,000 teams + 10 freezes, {label}"),
             &fixture("deployment-create-agent-annotated.json"),
             &policies,
             true,

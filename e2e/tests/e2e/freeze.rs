@@ -131,7 +131,11 @@ async fn denial(ctx: &Ctx, object: &Value) -> anyhow::Result<Option<String>> {
         ..PatchParams::apply("e2e-gitops").force()
     };
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    match ctx.deployments().patch(name, &dry, &Patch::Apply(object)).await {
+    match ctx
+        .deployments()
+        .patch(name, &dry, &Patch::Apply(object))
+        .await
+    {
         Ok(_) => Ok(None),
         Err(e) => match api_error(&e) {
             Some((403, message)) => Ok(Some(message)),

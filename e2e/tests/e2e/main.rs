@@ -95,7 +95,10 @@ async fn install(settings: &Settings, client: &Client) -> anyhow::Result<Option<
                     "--set",
                     "defaultPolicy.rollback.healthyAfterSeconds=5",
                     "--set",
-                    &format!("defaultPolicy.excludeNamespaces[0]={}*", freeze::NAMESPACE_PREFIX),
+                    &format!(
+                        "defaultPolicy.excludeNamespaces[0]={}*",
+                        freeze::NAMESPACE_PREFIX
+                    ),
                     "--wait",
                     "--timeout",
                     "5m",

@@ -29,6 +29,11 @@ pub(crate) fn registered_owner<'t>(
         return OwnerCheck::Absent;
     };
     let owner = owner.trim();
+    let team = match teams.get(owner) {
+        Some(team) if team.owns(namespace) => return OwnerCheck::Resolved(team),
+        other => other,
+    };
+    // Only a denial lists the namespace's teams: the one path that scans them.
     let name = subject.vocabulary.key(AnnotationKey::Owner);
     let owners = teams.owners_of_or_hint(namespace);
     let violation = |code, problem: String, fix: String| Violation {
@@ -44,9 +49,8 @@ pub(crate) fn registered_owner<'t>(
         ),
         fix: owners.first.clone().unwrap_or_default(),
     };
-    match teams.get(owner) {
-        Some(team) if team.owns(namespace) => OwnerCheck::Resolved(team),
-        Some(team) => OwnerCheck::Violation(violation(
+    OwnerCheck::Violation(match team {
+        Some(team) => violation(
             ViolationCode::NamespaceNotOwned,
             format!(
                 "{name} is {:?}, a team that may own workloads in {} but not in namespace {namespace:?}",
@@ -63,8 +67,8 @@ pub(crate) fn registered_owner<'t>(
                     team.name
                 ),
             },
-        )),
-        None => OwnerCheck::Violation(violation(
+        ),
+        None => violation(
             ViolationCode::OwnerNotRegistered,
             format!(
                 "{name} is {:?}, which is not a registered CustodyTeam",
@@ -77,8 +81,8 @@ pub(crate) fn registered_owner<'t>(
                     shorten(owner)
                 ),
             },
-        )),
-    }
+        ),
+    })
 }
 
 /// The teams of a namespace, in words for a denial.
