@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target};
 use custody_crds::{
-    CustodyPolicy, RecordAction, RollbackRecord, RollbackSettings, Vocabulary, WorkloadKind,
-    template_fingerprint,
+    CustodyPolicy, CustodyTeam, RecordAction, RollbackRecord, RollbackSettings, Vocabulary,
+    WorkloadKind, template_fingerprint,
 };
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
@@ -29,14 +29,17 @@ use tokio::sync::watch;
 
 use crate::attested;
 use crate::attribution::{Excuse, Ledger};
+use crate::breakglass::{self, Sighting};
 use crate::compact;
 use crate::decide::{self, Action, Verdict, marks};
 use crate::index::Cache;
-use crate::metrics::{ErrorLabels, Metrics, NotAttributedLabels, ReasonLabels};
+use crate::metrics::{ErrorLabels, KindLabels, Metrics, NotAttributedLabels, ReasonLabels};
 use crate::notify::Notifier;
 use crate::observe::{self, Observed, PROVENANCE, Revision, WorkloadState};
+use crate::ownership::{self, Ownership};
 use crate::record;
 use crate::revert;
+use crate::route;
 use crate::slim::{SlimControllerRevision, SlimReplicaSet};
 use crate::workload::Workload;
 
@@ -50,6 +53,9 @@ pub struct Context {
     pub policies: Store<CustodyPolicy>,
     /// Namespace metadata, for policies' namespace selectors.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// CustodyTeams: owners' on-call and notification targets. Empty when the CRD is not
+    /// installed.
+    pub teams: Store<CustodyTeam>,
     /// Events.
     pub recorder: Recorder,
     /// Metrics.
@@ -242,6 +248,37 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
             RollbackSettings::default(),
         ),
     };
+    // Visibility first, and apart: a failure to announce never holds a decision back.
+    let announce_again = match breakglass::pending(observed, &ctx.vocabulary) {
+        Some(sighting) => announce(ctx, w, &sighting, settings.notify_url.as_deref())
+            .await
+            .inspect_err(|error| {
+                tracing::warn!(
+                    kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name,
+                    revision = %sighting.revision.name, %error,
+                    "cannot mark the break-glass revision; announcing it later"
+                );
+            })
+            .is_err(),
+        None => false,
+    };
+    let requeue = respond::<K>(ctx, observed, signing.as_deref(), policy, &settings).await?;
+    // A revision nothing else will look at again still gets announced.
+    if announce_again && requeue == Requeue::await_change() {
+        return Ok(Requeue::requeue(Duration::from_secs(10)));
+    }
+    Ok(requeue)
+}
+
+/// Decides about the workload and acts on the decision.
+async fn respond<K: Workload>(
+    ctx: &Context,
+    observed: &Observed,
+    signing: Option<&CustodyPolicy>,
+    policy: String,
+    settings: &RollbackSettings,
+) -> Result<Requeue, Error> {
+    let w = &observed.workload;
     let now = Timestamp::now();
     // Under spec.signatures, decide on the actor a trusted key vouched for.
     let current = observed
@@ -252,11 +289,8 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
         Some(current) => attested::vouch(
             w,
             current,
-            signing.as_deref(),
-            &signing
-                .as_deref()
-                .map(attested::keys_of)
-                .unwrap_or_default(),
+            signing,
+            &signing.map(attested::keys_of).unwrap_or_default(),
             &ctx.vocabulary,
             now,
         ),
@@ -273,7 +307,7 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
         Some(c) => attested::as_believed(observed, &c.name, &vouch, &ctx.vocabulary),
         None => std::borrow::Cow::Borrowed(observed),
     };
-    let mut action = decide::decide(&believed, &settings, &ctx.vocabulary, ctx.dry_run, now);
+    let mut action = decide::decide(&believed, settings, &ctx.vocabulary, ctx.dry_run, now);
     if let Action::Revert(v) | Action::Alert(v) = &mut action {
         v.attested_by = vouch.key_id().map(str::to_string);
     }
@@ -308,11 +342,11 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
             Ok(Requeue::await_change())
         }
         Action::Revert(verdict) => {
-            revert_to::<K>(ctx, w, &verdict, &policy, &settings).await?;
+            revert_to::<K>(ctx, w, &verdict, &policy, settings).await?;
             Ok(Requeue::await_change())
         }
         Action::Alert(verdict) => {
-            alert(ctx, w, &verdict, &policy, &settings).await?;
+            alert(ctx, w, &verdict, &policy, settings).await?;
             Ok(Requeue::await_change())
         }
     }
@@ -414,14 +448,18 @@ async fn revert_to<K: Workload>(
     };
     let template = target_template(ctx, w, to).await?;
     let started = Timestamp::now();
-    let record = record::build(
-        w,
-        verdict,
-        RecordAction::Reverted,
-        policy,
-        &ctx.vocabulary,
-        verdict.from.created,
-        started,
+    let ownership = ownership_of(ctx, w, &verdict.from);
+    let record = record::with_ownership(
+        record::build(
+            w,
+            verdict,
+            RecordAction::Reverted,
+            policy,
+            &ctx.vocabulary,
+            verdict.from.created,
+            started,
+        ),
+        &ownership,
     );
     let record_name = record.metadata.name.clone().unwrap_or_default();
     create_record(ctx, &record).await?;
@@ -464,7 +502,7 @@ async fn revert_to<K: Workload>(
         tracing::warn!(%error, revision = %verdict.from.name, "cannot mark the reverted revision");
     }
     publish(ctx, w, "Reverted", "Revert", &verdict.explanation, &record).await;
-    notify(ctx, settings, record);
+    notify(ctx, settings, &ownership, record);
     Ok(())
 }
 
@@ -480,14 +518,18 @@ async fn alert(
     } else {
         RecordAction::Alerted
     };
-    let record = record::build(
-        w,
-        verdict,
-        action,
-        policy,
-        &ctx.vocabulary,
-        verdict.from.created,
-        Timestamp::now(),
+    let ownership = ownership_of(ctx, w, &verdict.from);
+    let record = record::with_ownership(
+        record::build(
+            w,
+            verdict,
+            action,
+            policy,
+            &ctx.vocabulary,
+            verdict.from.created,
+            Timestamp::now(),
+        ),
+        &ownership,
     );
     let record_name = record.metadata.name.clone().unwrap_or_default();
     create_record(ctx, &record).await?;
@@ -509,17 +551,138 @@ async fn alert(
         "Regressed"
     };
     publish(ctx, w, reason, "Alert", &verdict.explanation, &record).await;
-    notify(ctx, settings, record);
+    notify(ctx, settings, &ownership, record);
     Ok(())
 }
 
-/// Sends the record to the policy's notification URL, in the background.
-fn notify(ctx: &Context, settings: &RollbackSettings, record: RollbackRecord) {
-    if let Some(url) = &settings.notify_url
-        && let Some(notifier) = &ctx.notifier
-    {
-        notifier.spawn(url.clone(), record);
+/// The team and on-call of a revision of `w`, its team looked up in the store.
+fn ownership_of(ctx: &Context, w: &WorkloadState, revision: &Revision) -> Ownership {
+    ownership::resolve(
+        &revision.annotations,
+        &w.namespace,
+        &ctx.vocabulary,
+        |name| ctx.teams.get(&ObjectRef::new(name)),
+    )
+}
+
+/// Sends the record to the owning team's targets, or else to the policy's notification URL, in
+/// the background; then writes how that went into the record's status.
+fn notify(
+    ctx: &Context,
+    settings: &RollbackSettings,
+    ownership: &Ownership,
+    record: RollbackRecord,
+) {
+    let Some(notifier) = &ctx.notifier else {
+        return;
+    };
+    let destinations = route::destinations(
+        ownership.registered.as_deref(),
+        settings.notify_url.as_deref(),
+    );
+    if destinations.is_empty() {
+        return;
     }
+    let body = match serde_json::to_vec(&record) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::warn!(%error, "cannot encode the record for its notification");
+            return;
+        }
+    };
+    let name = record.metadata.name.clone().unwrap_or_default();
+    let namespace = record.metadata.namespace.clone().unwrap_or_default();
+    let sent = notifier.spawn(
+        format!("RollbackRecord {namespace}/{name}"),
+        destinations,
+        body.into(),
+    );
+    let api: Api<RollbackRecord> = Api::namespaced(ctx.client.clone(), &namespace);
+    tokio::spawn(async move {
+        let Ok(delivered) = sent.await else {
+            return;
+        };
+        let patch = serde_json::json!({"status": delivered.status()});
+        if let Err(error) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(record = %name, namespace = %namespace, %error, "cannot write the notification status");
+        }
+    });
+}
+
+/// Announces a break-glass revision: the mark first, so that nothing is announced twice, then
+/// the Event, the metric and the notice to the owning team.
+async fn announce(
+    ctx: &Context,
+    w: &WorkloadState,
+    sighting: &Sighting,
+    policy_url: Option<&str>,
+) -> Result<(), Error> {
+    let now = Timestamp::now();
+    mark(
+        ctx,
+        w,
+        &sighting.revision,
+        breakglass::NOTICED,
+        &now.to_string(),
+    )
+    .await?;
+    ctx.metrics
+        .break_glass
+        .get_or_create(&KindLabels {
+            kind: w.kind.as_str(),
+        })
+        .inc();
+    let ownership = ownership_of(ctx, w, &sighting.revision);
+    tracing::warn!(
+        kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name,
+        revision = sighting.revision.number, revision_name = %sighting.revision.name,
+        reason = %sighting.reason, actor = sighting.actor.as_deref().unwrap_or(""),
+        team = ownership.team.as_deref().unwrap_or(""), "break-glass revision"
+    );
+    let revision_kind = if w.kind == WorkloadKind::Deployment {
+        "ReplicaSet"
+    } else {
+        "ControllerRevision"
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: breakglass::REASON.into(),
+        note: Some(breakglass::note(sighting)),
+        action: "Observe".into(),
+        secondary: Some(ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some(revision_kind.into()),
+            name: Some(sighting.revision.name.clone()),
+            namespace: Some(w.namespace.clone()),
+            ..ObjectReference::default()
+        }),
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &reference(w)).await {
+        tracing::warn!(%error, "cannot publish the break-glass Event");
+    }
+    let destinations = route::destinations(ownership.registered.as_deref(), policy_url);
+    if let Some(notifier) = &ctx.notifier
+        && !destinations.is_empty()
+    {
+        let notice = breakglass::notice(w, sighting, &ownership, now);
+        match serde_json::to_vec(&notice) {
+            Ok(body) => {
+                let subject = format!(
+                    "break-glass {} {}/{} revision {}",
+                    w.kind.as_str(),
+                    w.namespace,
+                    w.name,
+                    sighting.revision.number
+                );
+                drop(notifier.spawn(subject, destinations, body.into()));
+            }
+            Err(error) => tracing::warn!(%error, "cannot encode the break-glass notice"),
+        }
+    }
+    Ok(())
 }
 
 /// The Event's regarding object: the workload, by UID so it is not confused with a namesake.
