@@ -259,6 +259,28 @@ mod tests {
     }
 
     #[test]
+    fn a_stateful_set_revision_takes_break_glass_from_its_workload() {
+        // A ControllerRevision does not copy the workload's annotations: the rollout puts them
+        // on the revision the workload runs.
+        let mut o = observed("db:2", vec![]);
+        o.workload.kind = WorkloadKind::StatefulSet;
+        o.workload.annotations = [GLASS, HUMAN]
+            .iter()
+            .map(|(k, v)| (format!("custody.dev/{k}"), v.to_string()))
+            .collect();
+        let assembled = Observed::assemble(
+            o.workload,
+            vec![revision(1, "db:1", &[]), revision(2, "db:2", &[])],
+            vec![],
+            vec![],
+            &Vocabulary::default(),
+        );
+        let s = pending(&assembled, &Vocabulary::default()).unwrap();
+        assert_eq!(s.revision.number, 2);
+        assert_eq!(s.actor.as_deref(), Some("human"));
+    }
+
+    #[test]
     fn the_sighting_names_reason_and_actor() {
         let o = observed("web:2", vec![revision(2, "web:2", &[GLASS, HUMAN])]);
         let s = pending(&o, &Vocabulary::default()).unwrap();

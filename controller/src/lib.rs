@@ -10,13 +10,14 @@
 //! act: the RollbackRecord
 //! ([`record`]) first, so the webhook quarantines the bad template before anything can
 //! re-apply it, then the guarded revert ([`revert`]), the marks, the Event, the metrics
-//! ([`metrics`]) and the notification ([`notify`]) to the owning team's targets or the policy's
-//! URL ([`ownership`], [`route`], [`headers`]). A revision shipped with the break-glass
-//! annotation is announced once ([`breakglass`]). [`run`] wires the watches and one
+//! ([`metrics`]) and the notification ([`announce`], [`notify`]) to the owning team's targets or
+//! the policy's URL ([`ownership`], [`route`], [`headers`]). A revision shipped with the
+//! break-glass annotation is announced once ([`breakglass`]). [`run`] wires the watches and one
 //! Controller per kind. Only the Lease holder ([`leader`]) acts; every replica keeps its cache
 //! warm. The same cache feeds the background [`audit`], which judges what is running with the
 //! webhook's engine and writes policy reports.
 
+pub mod announce;
 pub mod attested;
 pub mod attribution;
 pub mod audit;

@@ -27,19 +27,18 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::announce;
 use crate::attested;
 use crate::attribution::{Excuse, Ledger};
-use crate::breakglass::{self, Sighting};
+use crate::breakglass;
 use crate::compact;
 use crate::decide::{self, Action, Verdict, marks};
 use crate::index::Cache;
-use crate::metrics::{ErrorLabels, KindLabels, Metrics, NotAttributedLabels, ReasonLabels};
+use crate::metrics::{ErrorLabels, Metrics, NotAttributedLabels, ReasonLabels};
 use crate::notify::Notifier;
 use crate::observe::{self, Observed, PROVENANCE, Revision, WorkloadState};
-use crate::ownership::{self, Ownership};
 use crate::record;
 use crate::revert;
-use crate::route;
 use crate::slim::{SlimControllerRevision, SlimReplicaSet};
 use crate::workload::Workload;
 
@@ -250,7 +249,7 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
     };
     // Visibility first, and apart: a failure to announce never holds a decision back.
     let announce_again = match breakglass::pending(observed, &ctx.vocabulary) {
-        Some(sighting) => announce(ctx, w, &sighting, settings.notify_url.as_deref())
+        Some(sighting) => announce::break_glass(ctx, w, &sighting, settings.notify_url.as_deref())
             .await
             .inspect_err(|error| {
                 tracing::warn!(
@@ -366,7 +365,7 @@ async fn create_record(ctx: &Context, record: &RollbackRecord) -> Result<(), Err
 /// Writes one of the controller's marks on a revision. A ControllerRevision also gets the
 /// provenance of the workload that ran it: unlike a ReplicaSet it does not copy the workload's
 /// annotations, and a later revert to it restores them from there.
-async fn mark(
+pub(crate) async fn mark(
     ctx: &Context,
     workload: &WorkloadState,
     revision: &Revision,
@@ -448,7 +447,7 @@ async fn revert_to<K: Workload>(
     };
     let template = target_template(ctx, w, to).await?;
     let started = Timestamp::now();
-    let ownership = ownership_of(ctx, w, &verdict.from);
+    let ownership = announce::ownership_of(ctx, w, &verdict.from);
     let record = record::with_ownership(
         record::build(
             w,
@@ -502,7 +501,7 @@ async fn revert_to<K: Workload>(
         tracing::warn!(%error, revision = %verdict.from.name, "cannot mark the reverted revision");
     }
     publish(ctx, w, "Reverted", "Revert", &verdict.explanation, &record).await;
-    notify(ctx, settings, &ownership, record);
+    announce::record(ctx, settings, &ownership, record);
     Ok(())
 }
 
@@ -518,7 +517,7 @@ async fn alert(
     } else {
         RecordAction::Alerted
     };
-    let ownership = ownership_of(ctx, w, &verdict.from);
+    let ownership = announce::ownership_of(ctx, w, &verdict.from);
     let record = record::with_ownership(
         record::build(
             w,
@@ -551,142 +550,12 @@ async fn alert(
         "Regressed"
     };
     publish(ctx, w, reason, "Alert", &verdict.explanation, &record).await;
-    notify(ctx, settings, &ownership, record);
-    Ok(())
-}
-
-/// The team and on-call of a revision of `w`, its team looked up in the store.
-fn ownership_of(ctx: &Context, w: &WorkloadState, revision: &Revision) -> Ownership {
-    ownership::resolve(
-        &revision.annotations,
-        &w.namespace,
-        &ctx.vocabulary,
-        |name| ctx.teams.get(&ObjectRef::new(name)),
-    )
-}
-
-/// Sends the record to the owning team's targets, or else to the policy's notification URL, in
-/// the background; then writes how that went into the record's status.
-fn notify(
-    ctx: &Context,
-    settings: &RollbackSettings,
-    ownership: &Ownership,
-    record: RollbackRecord,
-) {
-    let Some(notifier) = &ctx.notifier else {
-        return;
-    };
-    let destinations = route::destinations(
-        ownership.registered.as_deref(),
-        settings.notify_url.as_deref(),
-    );
-    if destinations.is_empty() {
-        return;
-    }
-    let body = match serde_json::to_vec(&record) {
-        Ok(body) => body,
-        Err(error) => {
-            tracing::warn!(%error, "cannot encode the record for its notification");
-            return;
-        }
-    };
-    let name = record.metadata.name.clone().unwrap_or_default();
-    let namespace = record.metadata.namespace.clone().unwrap_or_default();
-    let sent = notifier.spawn(
-        format!("RollbackRecord {namespace}/{name}"),
-        destinations,
-        body.into(),
-    );
-    let api: Api<RollbackRecord> = Api::namespaced(ctx.client.clone(), &namespace);
-    tokio::spawn(async move {
-        let Ok(delivered) = sent.await else {
-            return;
-        };
-        let patch = serde_json::json!({"status": delivered.status()});
-        if let Err(error) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::warn!(record = %name, namespace = %namespace, %error, "cannot write the notification status");
-        }
-    });
-}
-
-/// Announces a break-glass revision: the mark first, so that nothing is announced twice, then
-/// the Event, the metric and the notice to the owning team.
-async fn announce(
-    ctx: &Context,
-    w: &WorkloadState,
-    sighting: &Sighting,
-    policy_url: Option<&str>,
-) -> Result<(), Error> {
-    let now = Timestamp::now();
-    mark(
-        ctx,
-        w,
-        &sighting.revision,
-        breakglass::NOTICED,
-        &now.to_string(),
-    )
-    .await?;
-    ctx.metrics
-        .break_glass
-        .get_or_create(&KindLabels {
-            kind: w.kind.as_str(),
-        })
-        .inc();
-    let ownership = ownership_of(ctx, w, &sighting.revision);
-    tracing::warn!(
-        kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name,
-        revision = sighting.revision.number, revision_name = %sighting.revision.name,
-        reason = %sighting.reason, actor = sighting.actor.as_deref().unwrap_or(""),
-        team = ownership.team.as_deref().unwrap_or(""), "break-glass revision"
-    );
-    let revision_kind = if w.kind == WorkloadKind::Deployment {
-        "ReplicaSet"
-    } else {
-        "ControllerRevision"
-    };
-    let event = Event {
-        type_: EventType::Warning,
-        reason: breakglass::REASON.into(),
-        note: Some(breakglass::note(sighting)),
-        action: "Observe".into(),
-        secondary: Some(ObjectReference {
-            api_version: Some("apps/v1".into()),
-            kind: Some(revision_kind.into()),
-            name: Some(sighting.revision.name.clone()),
-            namespace: Some(w.namespace.clone()),
-            ..ObjectReference::default()
-        }),
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &reference(w)).await {
-        tracing::warn!(%error, "cannot publish the break-glass Event");
-    }
-    let destinations = route::destinations(ownership.registered.as_deref(), policy_url);
-    if let Some(notifier) = &ctx.notifier
-        && !destinations.is_empty()
-    {
-        let notice = breakglass::notice(w, sighting, &ownership, now);
-        match serde_json::to_vec(&notice) {
-            Ok(body) => {
-                let subject = format!(
-                    "break-glass {} {}/{} revision {}",
-                    w.kind.as_str(),
-                    w.namespace,
-                    w.name,
-                    sighting.revision.number
-                );
-                drop(notifier.spawn(subject, destinations, body.into()));
-            }
-            Err(error) => tracing::warn!(%error, "cannot encode the break-glass notice"),
-        }
-    }
+    announce::record(ctx, settings, &ownership, record);
     Ok(())
 }
 
 /// The Event's regarding object: the workload, by UID so it is not confused with a namesake.
-fn reference(w: &WorkloadState) -> ObjectReference {
+pub(crate) fn reference(w: &WorkloadState) -> ObjectReference {
     ObjectReference {
         api_version: Some("apps/v1".into()),
         kind: Some(w.kind.as_str().into()),
