@@ -88,15 +88,12 @@ impl AnnotationKeys {
         let provenance = crate::observe::PROVENANCE
             .iter()
             .chain(crate::observe::OWNERSHIP.iter())
+            .chain(crate::observe::VISIBILITY.iter())
             .map(|k| vocabulary.key(*k).to_string())
             .chain([vocabulary.attestation().to_string()]);
-        let marks = [
-            crate::decide::marks::HEALTHY_SINCE,
-            crate::decide::marks::REVERTED,
-            crate::decide::marks::ALERTED,
-        ]
-        .iter()
-        .map(|m| crate::decide::mark(vocabulary, m));
+        let marks = crate::observe::MARKS
+            .iter()
+            .map(|m| crate::decide::mark(vocabulary, m));
         Self(provenance.chain(marks).collect())
     }
 }

@@ -10,17 +10,22 @@
 //! act: the RollbackRecord
 //! ([`record`]) first, so the webhook quarantines the bad template before anything can
 //! re-apply it, then the guarded revert ([`revert`]), the marks, the Event, the metrics
-//! ([`metrics`]) and the notification ([`notify`]). [`run`] wires the watches and one
+//! ([`metrics`]) and the notification ([`announce`], [`notify`]) to the owning team's targets or
+//! the policy's URL ([`ownership`], [`route`], [`headers`]). A revision shipped with the
+//! break-glass annotation is announced once ([`breakglass`]). [`run`] wires the watches and one
 //! Controller per kind. Only the Lease holder ([`leader`]) acts; every replica keeps its cache
 //! warm. The same cache feeds the background [`audit`], which judges what is running with the
 //! webhook's engine and writes policy reports.
 
+pub mod announce;
 pub mod attested;
 pub mod attribution;
 pub mod audit;
+pub mod breakglass;
 pub mod certs;
 pub mod compact;
 pub mod decide;
+pub mod headers;
 pub mod health;
 pub mod index;
 pub mod leader;
@@ -28,9 +33,11 @@ pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod observe;
+pub mod ownership;
 pub mod reconcile;
 pub mod record;
 pub mod revert;
+pub mod route;
 pub mod run;
 pub mod slim;
 pub mod workload;

@@ -149,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         let config = LeaseConfig {
             name: args.lease_name,
-            namespace: args.lease_namespace,
+            namespace: args.lease_namespace.clone(),
             identity: args.identity.clone(),
             duration_seconds: args.lease_duration_seconds,
             grace_seconds: (args.lease_duration_seconds / 3).max(2),
@@ -190,7 +190,8 @@ async fn main() -> anyhow::Result<()> {
         args.notify_attempts,
         Duration::from_millis(500),
     ) {
-        Ok(n) => Some(n),
+        // Teams' header Secrets live in the controller's own namespace, the Lease's.
+        Ok(n) => Some(n.with_secrets(kube::Api::namespaced(client.clone(), &args.lease_namespace))),
         Err(error) => {
             tracing::warn!(%error, "notifications disabled");
             None

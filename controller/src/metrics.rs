@@ -30,6 +30,13 @@ pub struct NotAttributedLabels {
     pub reason: &'static str,
 }
 
+/// A workload kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: &'static str,
+}
+
 /// A policy and a result of the background audit.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuditResultLabels {
@@ -70,8 +77,10 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// 1 while this replica holds the Lease.
     pub leader: Gauge,
-    /// Notifications that failed after every retry.
+    /// Notifications that failed after every retry, per destination.
     pub notification_failures: Counter,
+    /// Break-glass revisions announced, by kind.
+    pub break_glass: Family<KindLabels, Counter>,
     /// Results of the last background audit, by policy and result.
     pub audit_results: Family<AuditResultLabels, Gauge>,
     /// Workloads failing an Enforce or Audit policy in the last audit, by namespace (namespaces
@@ -100,6 +109,7 @@ impl Metrics {
             reconcile_errors: Family::default(),
             leader: Gauge::default(),
             notification_failures: Counter::default(),
+            break_glass: Family::default(),
             audit_results: Family::default(),
             audit_failing_workloads: Family::default(),
             audit_runs: Counter::default(),
@@ -139,8 +149,13 @@ impl Metrics {
         );
         registry.register(
             "notification_failures",
-            "Notifications that failed after every retry",
+            "Notifications that failed after every retry, per destination (a missing Secret or bad headers included)",
             m.notification_failures.clone(),
+        );
+        registry.register(
+            "break_glass",
+            "Break-glass revisions (shipped with the break-glass annotation) announced, by kind",
+            m.break_glass.clone(),
         );
         registry.register(
             "audit_results",

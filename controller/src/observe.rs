@@ -199,6 +199,7 @@ impl Observed {
             let signed = PROVENANCE
                 .iter()
                 .chain(crate::attested::OWNERSHIP.iter())
+                .chain(VISIBILITY.iter())
                 .map(|k| vocabulary.key(*k))
                 .chain([vocabulary.attestation()]);
             for name in signed {
@@ -294,16 +295,26 @@ pub const PROVENANCE: [AnnotationKey; 7] = [
 /// The ownership keys, kept besides provenance for the background audit.
 pub const OWNERSHIP: [AnnotationKey; 2] = [AnnotationKey::Owner, AnnotationKey::Oncall];
 
+/// Keys read only to make a revision visible, never to decide about it: see [`crate::breakglass`].
+pub const VISIBILITY: [AnnotationKey; 1] = [AnnotationKey::BreakGlass];
+
+/// The controller's marks it reads back.
+pub const MARKS: [&str; 4] = [
+    marks::HEALTHY_SINCE,
+    marks::REVERTED,
+    marks::ALERTED,
+    crate::breakglass::NOTICED,
+];
+
 /// The annotations the controller reads: provenance, ownership and its own marks.
 fn read_annotations(meta: &ObjectMeta, vocabulary: &Vocabulary) -> BTreeMap<String, String> {
     let read = |key: &str| {
-        vocabulary
-            .parse_key(key)
-            .is_some_and(|k| PROVENANCE.contains(&k) || OWNERSHIP.contains(&k))
-            || key == vocabulary.attestation()
-            || key.strip_prefix(vocabulary.prefix()).is_some_and(|mark| {
-                [marks::HEALTHY_SINCE, marks::REVERTED, marks::ALERTED].contains(&mark)
-            })
+        vocabulary.parse_key(key).is_some_and(|k| {
+            PROVENANCE.contains(&k) || OWNERSHIP.contains(&k) || VISIBILITY.contains(&k)
+        }) || key == vocabulary.attestation()
+            || key
+                .strip_prefix(vocabulary.prefix())
+                .is_some_and(|mark| MARKS.contains(&mark))
     };
     meta.annotations
         .iter()

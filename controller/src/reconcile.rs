@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target};
 use custody_crds::{
-    CustodyPolicy, RecordAction, RollbackRecord, RollbackSettings, Vocabulary, WorkloadKind,
-    template_fingerprint,
+    CustodyPolicy, CustodyTeam, RecordAction, RollbackRecord, RollbackSettings, Vocabulary,
+    WorkloadKind, template_fingerprint,
 };
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
@@ -27,8 +27,10 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::announce;
 use crate::attested;
 use crate::attribution::{Excuse, Ledger};
+use crate::breakglass;
 use crate::compact;
 use crate::decide::{self, Action, Verdict, marks};
 use crate::index::Cache;
@@ -50,6 +52,9 @@ pub struct Context {
     pub policies: Store<CustodyPolicy>,
     /// Namespace metadata, for policies' namespace selectors.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// CustodyTeams: owners' on-call and notification targets. Empty when the CRD is not
+    /// installed.
+    pub teams: Store<CustodyTeam>,
     /// Events.
     pub recorder: Recorder,
     /// Metrics.
@@ -242,6 +247,37 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
             RollbackSettings::default(),
         ),
     };
+    // Visibility first, and apart: a failure to announce never holds a decision back.
+    let announce_again = match breakglass::pending(observed, &ctx.vocabulary) {
+        Some(sighting) => announce::break_glass(ctx, w, &sighting, settings.notify_url.as_deref())
+            .await
+            .inspect_err(|error| {
+                tracing::warn!(
+                    kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name,
+                    revision = %sighting.revision.name, %error,
+                    "cannot mark the break-glass revision; announcing it later"
+                );
+            })
+            .is_err(),
+        None => false,
+    };
+    let requeue = respond::<K>(ctx, observed, signing.as_deref(), policy, &settings).await?;
+    // A revision nothing else will look at again still gets announced.
+    if announce_again && requeue == Requeue::await_change() {
+        return Ok(Requeue::requeue(Duration::from_secs(10)));
+    }
+    Ok(requeue)
+}
+
+/// Decides about the workload and acts on the decision.
+async fn respond<K: Workload>(
+    ctx: &Context,
+    observed: &Observed,
+    signing: Option<&CustodyPolicy>,
+    policy: String,
+    settings: &RollbackSettings,
+) -> Result<Requeue, Error> {
+    let w = &observed.workload;
     let now = Timestamp::now();
     // Under spec.signatures, decide on the actor a trusted key vouched for.
     let current = observed
@@ -252,11 +288,8 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
         Some(current) => attested::vouch(
             w,
             current,
-            signing.as_deref(),
-            &signing
-                .as_deref()
-                .map(attested::keys_of)
-                .unwrap_or_default(),
+            signing,
+            &signing.map(attested::keys_of).unwrap_or_default(),
             &ctx.vocabulary,
             now,
         ),
@@ -273,7 +306,7 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
         Some(c) => attested::as_believed(observed, &c.name, &vouch, &ctx.vocabulary),
         None => std::borrow::Cow::Borrowed(observed),
     };
-    let mut action = decide::decide(&believed, &settings, &ctx.vocabulary, ctx.dry_run, now);
+    let mut action = decide::decide(&believed, settings, &ctx.vocabulary, ctx.dry_run, now);
     if let Action::Revert(v) | Action::Alert(v) = &mut action {
         v.attested_by = vouch.key_id().map(str::to_string);
     }
@@ -308,11 +341,11 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
             Ok(Requeue::await_change())
         }
         Action::Revert(verdict) => {
-            revert_to::<K>(ctx, w, &verdict, &policy, &settings).await?;
+            revert_to::<K>(ctx, w, &verdict, &policy, settings).await?;
             Ok(Requeue::await_change())
         }
         Action::Alert(verdict) => {
-            alert(ctx, w, &verdict, &policy, &settings).await?;
+            alert(ctx, w, &verdict, &policy, settings).await?;
             Ok(Requeue::await_change())
         }
     }
@@ -332,7 +365,7 @@ async fn create_record(ctx: &Context, record: &RollbackRecord) -> Result<(), Err
 /// Writes one of the controller's marks on a revision. A ControllerRevision also gets the
 /// provenance of the workload that ran it: unlike a ReplicaSet it does not copy the workload's
 /// annotations, and a later revert to it restores them from there.
-async fn mark(
+pub(crate) async fn mark(
     ctx: &Context,
     workload: &WorkloadState,
     revision: &Revision,
@@ -414,14 +447,18 @@ async fn revert_to<K: Workload>(
     };
     let template = target_template(ctx, w, to).await?;
     let started = Timestamp::now();
-    let record = record::build(
-        w,
-        verdict,
-        RecordAction::Reverted,
-        policy,
-        &ctx.vocabulary,
-        verdict.from.created,
-        started,
+    let ownership = announce::ownership_of(ctx, w, &verdict.from);
+    let record = record::with_ownership(
+        record::build(
+            w,
+            verdict,
+            RecordAction::Reverted,
+            policy,
+            &ctx.vocabulary,
+            verdict.from.created,
+            started,
+        ),
+        &ownership,
     );
     let record_name = record.metadata.name.clone().unwrap_or_default();
     create_record(ctx, &record).await?;
@@ -464,7 +501,7 @@ async fn revert_to<K: Workload>(
         tracing::warn!(%error, revision = %verdict.from.name, "cannot mark the reverted revision");
     }
     publish(ctx, w, "Reverted", "Revert", &verdict.explanation, &record).await;
-    notify(ctx, settings, record);
+    announce::record(ctx, settings, &ownership, record);
     Ok(())
 }
 
@@ -480,14 +517,18 @@ async fn alert(
     } else {
         RecordAction::Alerted
     };
-    let record = record::build(
-        w,
-        verdict,
-        action,
-        policy,
-        &ctx.vocabulary,
-        verdict.from.created,
-        Timestamp::now(),
+    let ownership = announce::ownership_of(ctx, w, &verdict.from);
+    let record = record::with_ownership(
+        record::build(
+            w,
+            verdict,
+            action,
+            policy,
+            &ctx.vocabulary,
+            verdict.from.created,
+            Timestamp::now(),
+        ),
+        &ownership,
     );
     let record_name = record.metadata.name.clone().unwrap_or_default();
     create_record(ctx, &record).await?;
@@ -509,21 +550,12 @@ async fn alert(
         "Regressed"
     };
     publish(ctx, w, reason, "Alert", &verdict.explanation, &record).await;
-    notify(ctx, settings, record);
+    announce::record(ctx, settings, &ownership, record);
     Ok(())
 }
 
-/// Sends the record to the policy's notification URL, in the background.
-fn notify(ctx: &Context, settings: &RollbackSettings, record: RollbackRecord) {
-    if let Some(url) = &settings.notify_url
-        && let Some(notifier) = &ctx.notifier
-    {
-        notifier.spawn(url.clone(), record);
-    }
-}
-
 /// The Event's regarding object: the workload, by UID so it is not confused with a namesake.
-fn reference(w: &WorkloadState) -> ObjectReference {
+pub(crate) fn reference(w: &WorkloadState) -> ObjectReference {
     ObjectReference {
         api_version: Some("apps/v1".into()),
         kind: Some(w.kind.as_str().into()),

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 
 use crate::decide::Verdict;
 use crate::observe::{Revision, WorkloadState};
+use crate::ownership::Ownership;
 
 /// The record's name: the workload, the revision and a fingerprint prefix, DNS-safe.
 pub fn record_name(workload: &str, revision: &Revision) -> String {
@@ -110,11 +111,19 @@ pub fn build(
             revision_seen_at: revision_seen_at.map(Time),
             regression_detected_at: Time(verdict.detected_at),
             acted_at: Time(now),
+            // Set by [`with_ownership`]: the team store is not the verdict's business.
             team: None,
             oncall: None,
         },
         status: None,
     }
+}
+
+/// The record with the owning team and the on-call of its regressed revision.
+pub fn with_ownership(mut record: RollbackRecord, ownership: &Ownership) -> RollbackRecord {
+    record.spec.team.clone_from(&ownership.team);
+    record.spec.oncall.clone_from(&ownership.oncall);
+    record
 }
 
 fn truncate_label(value: &str) -> String {
@@ -124,4 +133,46 @@ fn truncate_label(value: &str) -> String {
         .collect::<String>()
         .trim_end_matches(['-', '.', '_'])
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_goes_into_the_spec() {
+        let record = RollbackRecord::new(
+            "web-r2-abc",
+            RollbackRecordSpec {
+                workload: WorkloadRef {
+                    kind: custody_crds::WorkloadKind::Deployment,
+                    name: "web".into(),
+                    uid: None,
+                },
+                action: RecordAction::Reverted,
+                reason: custody_crds::SignalReason::CrashLoop,
+                from: RevisionSnapshot::default(),
+                to: None,
+                signals: vec![],
+                policy: "p".into(),
+                explanation: String::new(),
+                revision_seen_at: None,
+                regression_detected_at: Time(Timestamp::UNIX_EPOCH),
+                acted_at: Time(Timestamp::UNIX_EPOCH),
+                team: None,
+                oncall: None,
+            },
+        );
+        let ownership = Ownership {
+            team: Some("team-web".into()),
+            oncall: Some("@web".into()),
+            registered: None,
+        };
+        let owned = with_ownership(record, &ownership);
+        assert_eq!(owned.spec.team.as_deref(), Some("team-web"));
+        assert_eq!(owned.spec.oncall.as_deref(), Some("@web"));
+        let json = serde_json::to_value(&owned).unwrap();
+        assert_eq!(json["spec"]["team"], "team-web");
+        assert_eq!(json["spec"]["oncall"], "@web");
+    }
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 
-use custody_crds::{CustodyPolicy, Vocabulary, WorkloadKind};
+use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary, WorkloadKind};
 use futures::channel::mpsc;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
@@ -14,9 +14,9 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, store::Writer};
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -107,6 +107,38 @@ async fn feed<K>(
     }
 }
 
+/// Keeps the team store. Teams are few and read whole, less their managed fields and
+/// last-applied copy. An install from before teams, without the CustodyTeam CRD, keeps working:
+/// the failure is logged once (and again only after a success), the store stays empty, and
+/// neither readiness nor any decision waits for it.
+async fn watch_teams(api: Api<CustodyTeam>, config: watcher::Config, writer: Writer<CustodyTeam>) {
+    let mut failing = false;
+    watcher(api, config)
+        .default_backoff()
+        .modify(|team| {
+            team.managed_fields_mut().clear();
+            team.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
+        .reflect(writer)
+        .for_each(move |event| {
+            match event {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("watching CustodyTeams again");
+                }
+                Ok(_) => {}
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "cannot watch CustodyTeams (is the CRD installed?); owners' teams are ignored until it can");
+                }
+                Err(error) => tracing::debug!(%error, "CustodyTeam watch still failing"),
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
 /// The Controller of one workload kind: its watch fills the cache and a skeleton store.
 fn controller<K: Workload>(
     client: Client,
@@ -171,6 +203,12 @@ pub async fn run(
                 futures::future::ready(())
             })
     });
+    let (team_reader, team_writer) = reflector::store::<CustodyTeam>();
+    background.spawn(watch_teams(
+        Api::<CustodyTeam>::all(client.clone()),
+        cfg.clone(),
+        team_writer,
+    ));
     let (ns_reader, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
     background.spawn(
         watcher(
@@ -259,6 +297,7 @@ pub async fn run(
         cache: cache.clone(),
         policies: policy_reader.clone(),
         namespaces: ns_reader.clone(),
+        teams: team_reader,
         metrics,
         vocabulary: config.vocabulary,
         dry_run: config.dry_run,

@@ -14,6 +14,7 @@ mod outage;
 mod rollback;
 mod signatures;
 mod support;
+mod teams;
 
 use std::time::{Duration, Instant};
 
@@ -242,6 +243,14 @@ async fn custody_end_to_end() {
             "16 failurePolicyByActor: webhook down under Ignore, an agent is refused and a person admitted",
             outage::failure_policy_by_actor(&mut ctx)
         );
+        scenario!(
+            "22 teams: a reverted agent Deployment's record goes to its team's target, with the header of a Secret, naming team and on-call",
+            teams::revert_notifies_team(&ctx)
+        );
+        scenario!(
+            "23 break-glass: a person's break-glass revision gets one BreakGlass Warning Event, one count and one notice to the team",
+            teams::break_glass_visible(&ctx)
+        );
         if ctx.settings.lab.is_some() {
             scenario!(
                 "14 a node dies under an agent revision: nothing reverted or alerted",
@@ -254,7 +263,7 @@ async fn custody_end_to_end() {
         }
     } else {
         say(
-            "SKIPPED scenarios 11-14 and 16 (outage, leader kill, certificate rotation, node death, failure policy by actor): they stop local processes; run with CUSTODY_E2E_MODE=local",
+            "SKIPPED scenarios 11-14, 16, 22 and 23 (outage, leader kill, certificate rotation, node death, failure policy by actor, teams' notifications to a receiver on 127.0.0.1): they need local processes; run with CUSTODY_E2E_MODE=local",
         );
     }
     if ["17 ", "18 ", "19 "].iter().any(|n| wanted(n)) {

@@ -1,0 +1,457 @@
+//! Teams against the in-process API server and a local HTTP receiver: a revert's record goes to
+//! the owning team's target with the headers of a Secret in the controller's namespace, and
+//! names the team and its on-call; a target whose Secret is missing fails alone; a break-glass
+//! revision is announced once, across a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use custody_controller::metrics::{KindLabels, Metrics};
+use custody_controller::notify::Notifier;
+use custody_controller::run::{self, RunConfig};
+use custody_crds::Vocabulary;
+use custody_runtime::fake_apiserver::FakeApiServer;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
+const REPLICASETS: &str = "apis/apps/v1/replicasets";
+const PODS: &str = "api/v1/pods";
+const RECORDS: &str = "apis/custody.dev/v1alpha1/rollbackrecords";
+const TEAMS: &str = "apis/custody.dev/v1alpha1/custodyteams";
+const POLICIES: &str = "apis/custody.dev/v1alpha1/custodypolicies";
+const SECRETS: &str = "api/v1/secrets";
+const EVENTS: &str = "apis/events.k8s.io/v1/events";
+const OWN_NAMESPACE: &str = "custody-system";
+
+/// What a receiver got: the headers and the JSON body of each POST, by path.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<(String, HeaderMap, Value)>>>);
+
+impl Received {
+    fn at(&self, path: &str) -> Vec<(HeaderMap, Value)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, h, v)| (h.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// A receiver on 127.0.0.1 accepting POSTs at any `/{path}`.
+async fn receiver() -> (String, Received) {
+    async fn record(
+        Path(path): Path<String>,
+        State(received): State<Received>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) {
+        let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        received
+            .0
+            .lock()
+            .unwrap()
+            .push((format!("/{path}"), headers, value));
+    }
+    let received = Received::default();
+    let app = Router::new()
+        .route("/{path}", post(record))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+fn ago(seconds: i64) -> String {
+    Timestamp::now()
+        .checked_sub(SignedDuration::from_secs(seconds))
+        .unwrap()
+        .to_string()
+}
+
+fn template(image: &str, hash: Option<&str>) -> Value {
+    let mut labels = json!({"app": "web"});
+    if let Some(h) = hash {
+        labels["pod-template-hash"] = json!(h);
+    }
+    json!({"metadata": {"labels": labels}, "spec": {"containers": [{"name": "web", "image": image}]}})
+}
+
+fn owner(kind: &str, name: &str, uid: &str) -> Value {
+    json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true}])
+}
+
+/// A Deployment `web` in `shop` whose revision 1 is healthy (marked) and whose revision 2, by
+/// `actor` with `v2` annotations on top, is current; with `failing`, its one pod has been
+/// unready for two minutes.
+fn seed(api: &FakeApiServer, actor: &str, v2: Value, failing: bool) {
+    let mut annotations =
+        json!({"custody.dev/actor": actor, "custody.dev/agent": "claude-code/1.0"});
+    for (k, v) in v2.as_object().unwrap() {
+        annotations[k] = v.clone();
+    }
+    api.upsert(DEPLOYMENTS, json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web", "generation": 2, "annotations": annotations},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:2", None),
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}},
+        "status": {"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3}
+    }));
+    api.upsert(REPLICASETS, json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web-1", "namespace": "shop", "uid": "uid-rs1", "ownerReferences": owner("Deployment", "web", "uid-web"),
+                     "annotations": {"custody.dev/actor": "human", "deployment.kubernetes.io/revision": "1", "custody.dev/healthy-since": ago(3600)}},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:1", Some("h1"))}
+    }));
+    let mut rs_annotations = annotations.clone();
+    rs_annotations["deployment.kubernetes.io/revision"] = json!("2");
+    api.upsert(REPLICASETS, json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web-2", "namespace": "shop", "uid": "uid-rs2", "annotations": rs_annotations, "ownerReferences": owner("Deployment", "web", "uid-web")},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:2", Some("h2"))}
+    }));
+    let (ready, since) = if failing {
+        ("False", ago(120))
+    } else {
+        ("True", ago(5))
+    };
+    api.upsert(PODS, json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-2-x", "namespace": "shop", "uid": "uid-p2", "ownerReferences": owner("ReplicaSet", "web-2", "uid-rs2")},
+        "spec": {"containers": [{"name": "web", "image": "web:2"}]},
+        "status": {"startTime": since, "conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": since}],
+                   "containerStatuses": [{"name": "web", "image": "web:2", "imageID": "", "ready": ready == "True", "restartCount": 0, "state": {"running": {}}}]}
+    }));
+}
+
+/// A policy selecting `shop` whose notifyUrl is the receiver's `/policy`.
+fn policy(api: &FakeApiServer, base: &str) {
+    api.upsert(POLICIES, json!({
+        "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
+        "metadata": {"name": "shop", "uid": "uid-policy"},
+        "spec": {"match": {"namespaces": {"include": ["shop"]}}, "rollback": {"notifyUrl": format!("{base}/policy")}}
+    }));
+}
+
+fn team(api: &FakeApiServer, targets: Value) {
+    api.upsert(TEAMS, json!({
+        "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyTeam",
+        "metadata": {"name": "team-web", "uid": "uid-team"},
+        "spec": {"oncall": ["@web-oncall", "web@example.com"], "namespaces": ["sh*"], "notify": targets}
+    }));
+}
+
+fn secret(api: &FakeApiServer, name: &str, data: Value) {
+    api.upsert(
+        SECRETS,
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": OWN_NAMESPACE, "uid": format!("uid-{name}")},
+            "data": data
+        }),
+    );
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    metrics: Metrics,
+}
+
+fn start(api: &FakeApiServer) -> Running {
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let (tx, leader) = tokio::sync::watch::channel(true);
+    let shutdown = CancellationToken::new();
+    let readiness = custody_runtime::Readiness::new();
+    let ready = readiness.register("caches");
+    let notifier = Notifier::new(metrics.clone(), 2, Duration::from_millis(50))
+        .unwrap()
+        .with_secrets(kube::Api::namespaced(client.clone(), OWN_NAMESPACE));
+    let config = RunConfig {
+        vocabulary: Vocabulary::default(),
+        dry_run: false,
+        identity: "test".into(),
+        notifier: Some(notifier),
+        audit: None,
+    };
+    let task = tokio::spawn({
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        async move {
+            run::run(client, config, metrics, leader, ready, shutdown).await;
+            drop(tx);
+        }
+    });
+    Running {
+        shutdown,
+        task,
+        metrics,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+async fn eventually(deadline: Duration, check: impl Fn() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < until {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+fn record_status(api: &FakeApiServer) -> Value {
+    api.list(RECORDS)
+        .first()
+        .map(|r| r["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_revert_notifies_the_owning_team_with_headers_from_its_secret() {
+    let api = FakeApiServer::start().await.unwrap();
+    let (base, received) = receiver().await;
+    policy(&api, &base);
+    // base64 of "Bearer s3cret\n": a trailing newline from a file is trimmed.
+    secret(
+        &api,
+        "web-pager",
+        json!({"Authorization": "QmVhcmVyIHMzY3JldAo="}),
+    );
+    team(
+        &api,
+        json!([{"url": format!("{base}/team"), "headersFrom": {"name": "web-pager"}}]),
+    );
+    seed(
+        &api,
+        "agent",
+        json!({"custody.dev/owner": "team-web"}),
+        true,
+    );
+    let controller = start(&api);
+
+    assert!(
+        eventually(Duration::from_secs(10), || !received.at("/team").is_empty()).await,
+        "the team's target got nothing"
+    );
+    let (headers, body) = &received.at("/team")[0];
+    assert_eq!(headers["authorization"], "Bearer s3cret");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(body["kind"], "RollbackRecord", "the record, as before");
+    assert_eq!(body["spec"]["team"], "team-web");
+    assert_eq!(body["spec"]["oncall"], "@web-oncall, web@example.com");
+    assert!(
+        received.at("/policy").is_empty(),
+        "the team's targets replace the policy's URL"
+    );
+
+    let record = &api.list(RECORDS)[0];
+    assert_eq!(record["spec"]["team"], "team-web");
+    assert_eq!(record["spec"]["oncall"], "@web-oncall, web@example.com");
+    assert!(
+        eventually(Duration::from_secs(5), || record_status(&api)["notified"]
+            == json!(true))
+        .await,
+        "status.notified not written: {}",
+        record_status(&api)
+    );
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_fails_its_target_alone_and_the_policy_url_serves_unregistered_owners() {
+    let api = FakeApiServer::start().await.unwrap();
+    let (base, received) = receiver().await;
+    policy(&api, &base);
+    team(
+        &api,
+        json!([
+            {"url": format!("{base}/team"), "headersFrom": {"name": "nowhere"}},
+            {"url": format!("{base}/team-2")}
+        ]),
+    );
+    // The revision declares its own on-call, which wins over the team's.
+    seed(
+        &api,
+        "agent",
+        json!({"custody.dev/owner": "team-web", "custody.dev/oncall": "@me"}),
+        true,
+    );
+    let controller = start(&api);
+    assert!(
+        eventually(Duration::from_secs(10), || !received
+            .at("/team-2")
+            .is_empty())
+        .await,
+        "the healthy target got nothing"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || record_status(&api)["notified"]
+            == json!(false))
+        .await,
+        "status: {}",
+        record_status(&api)
+    );
+    let error = record_status(&api)["notificationError"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("team team-web (127.0.0.1)") && error.contains("\"nowhere\""),
+        "{error}"
+    );
+    assert!(
+        received.at("/team").is_empty(),
+        "never sent without its headers"
+    );
+    assert_eq!(api.list(RECORDS)[0]["spec"]["oncall"], "@me");
+    assert_eq!(controller.metrics.notification_failures.get(), 1);
+    controller.stop().await;
+
+    // An owner no CustodyTeam registers: the policy's URL, and no on-call.
+    let api = FakeApiServer::start().await.unwrap();
+    policy(&api, &base);
+    seed(
+        &api,
+        "agent",
+        json!({"custody.dev/owner": "team-ghost"}),
+        true,
+    );
+    let controller = start(&api);
+    assert!(
+        eventually(Duration::from_secs(10), || !received
+            .at("/policy")
+            .is_empty())
+        .await,
+        "the policy's URL got nothing"
+    );
+    let body = &received.at("/policy")[0].1;
+    assert_eq!(body["spec"]["team"], "team-ghost");
+    assert!(body["spec"].get("oncall").is_none());
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_break_glass_revision_is_announced_once_across_a_restart() {
+    let api = FakeApiServer::start().await.unwrap();
+    let (base, received) = receiver().await;
+    policy(&api, &base);
+    team(&api, json!([{"url": format!("{base}/team")}]));
+    seed(
+        &api,
+        "human",
+        json!({"custody.dev/owner": "team-web", "custody.dev/break-glass": "INC-4711: restoring checkout"}),
+        false,
+    );
+    let controller = start(&api);
+    let break_glass_events = || {
+        api.list(EVENTS)
+            .into_iter()
+            .filter(|e| e["reason"] == "BreakGlass")
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || !break_glass_events().is_empty()).await,
+        "no BreakGlass Event"
+    );
+    let event = &break_glass_events()[0];
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["kind"], "Deployment");
+    assert_eq!(event["regarding"]["name"], "web");
+    assert_eq!(
+        event["note"],
+        "break-glass revision 2 (web-2) by human: INC-4711: restoring checkout"
+    );
+    assert_eq!(event["related"]["name"], "web-2");
+    let marked = api.get(REPLICASETS, "shop", "web-2").unwrap()["metadata"]["annotations"]
+        ["custody.dev/break-glass-noticed"]
+        .clone();
+    assert!(marked.is_string(), "the revision is not marked");
+
+    assert!(
+        eventually(Duration::from_secs(10), || !received.at("/team").is_empty()).await,
+        "the team got no notice"
+    );
+    let notice = &received.at("/team")[0].1;
+    assert_eq!(notice["kind"], "BreakGlass");
+    assert_eq!(
+        notice["workload"],
+        json!({"kind": "Deployment", "namespace": "shop", "name": "web", "uid": "uid-web"})
+    );
+    assert_eq!(notice["revision"], "2");
+    assert_eq!(notice["reason"], "INC-4711: restoring checkout");
+    assert_eq!(notice["actor"], "human");
+    assert_eq!(notice["team"], "team-web");
+    assert_eq!(notice["oncall"], "@web-oncall, web@example.com");
+    let count = |m: &Metrics| {
+        m.break_glass
+            .get_or_create(&KindLabels { kind: "Deployment" })
+            .get()
+    };
+    assert_eq!(count(&controller.metrics), 1);
+    controller.stop().await;
+
+    // Another leader, or the same after a restart: the mark says it was announced.
+    let controller = start(&api);
+    assert!(
+        eventually(Duration::from_secs(5), || api
+            .requests()
+            .iter()
+            .filter(|(_, p)| p.contains("custodyteams"))
+            .count()
+            >= 2)
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(break_glass_events().len(), 1, "announced again");
+    assert_eq!(received.at("/team").len(), 1, "notified again");
+    assert_eq!(count(&controller.metrics), 0);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_team_crd_reverts_still_happen() {
+    let api = FakeApiServer::start().await.unwrap();
+    let (base, received) = receiver().await;
+    policy(&api, &base);
+    // An older install: listing CustodyTeams is answered 404, every time.
+    api.inject(
+        http::Method::GET,
+        "custodyteams",
+        http::StatusCode::NOT_FOUND,
+        usize::MAX,
+    );
+    seed(
+        &api,
+        "agent",
+        json!({"custody.dev/owner": "team-web"}),
+        true,
+    );
+    let controller = start(&api);
+    assert!(
+        eventually(Duration::from_secs(10), || !received
+            .at("/policy")
+            .is_empty())
+        .await,
+        "no revert notified without the team CRD"
+    );
+    assert_eq!(api.list(RECORDS)[0]["spec"]["team"], "team-web");
+    controller.stop().await;
+}
