@@ -275,6 +275,7 @@ pub async fn run(
                 cache: cache.clone(),
                 policies: policy_reader.clone(),
                 namespaces: ns_reader.clone(),
+                teams: team_reader.clone(),
                 policy_changed,
                 synced,
                 vocabulary: config.vocabulary.clone(),

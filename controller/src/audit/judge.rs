@@ -265,6 +265,20 @@ mod tests {
     ];
 
     fn run(policies: Vec<CustodyPolicy>, workloads: &[WorkloadState]) -> Vec<Finding> {
+        run_at(
+            policies,
+            workloads,
+            &TeamIndex::default(),
+            Timestamp::UNIX_EPOCH,
+        )
+    }
+
+    fn run_at(
+        policies: Vec<CustodyPolicy>,
+        workloads: &[WorkloadState],
+        teams: &TeamIndex,
+        now: Timestamp,
+    ) -> Vec<Finding> {
         let (set, errors) = PolicySet::compile(policies);
         assert!(errors.is_empty(), "{errors:?}");
         audit(
@@ -272,9 +286,38 @@ mod tests {
             &Vocabulary::default(),
             &HashMap::new(),
             workloads,
-            &TeamIndex::default(),
-            Timestamp::UNIX_EPOCH,
+            teams,
+            now,
         )
+    }
+
+    #[test]
+    fn registered_owners_are_judged_and_freezes_are_not() {
+        let registered = policy(
+            "registered",
+            "ownership: Registered\nfreezes:\n- name: always\n  start: \"2000-01-01T00:00:00Z\"\n  end: \"2999-01-01T00:00:00Z\"\n  actors: [agent, automation, human]\n",
+        );
+        let team = custody_crds::CustodyTeam::new(
+            "payments",
+            serde_saphyr::from_str("namespaces: [shop]\n").unwrap(),
+        );
+        let (teams, errors) = TeamIndex::compile([&team]);
+        assert!(errors.is_empty());
+        let mut stranger = HUMAN.to_vec();
+        stranger[3] = ("owner", "growth");
+        let found = run_at(
+            vec![registered],
+            &[workload("web", HUMAN), workload("ads", &stranger)],
+            &teams,
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        );
+        assert_eq!(
+            summary(&found),
+            [
+                "web registered Compliant pass Info",
+                "ads registered OwnerNotRegistered fail High",
+            ]
+        );
     }
 
     fn summary(findings: &[Finding]) -> Vec<String> {

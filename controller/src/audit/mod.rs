@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use custody_crds::report::{ReportFormat, ResultStatus, ResultTimestamp};
-use custody_crds::{CustodyPolicy, Vocabulary};
+use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary};
 use custody_webhook::engine::{PolicySet, TeamIndex};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
@@ -60,6 +60,8 @@ pub struct AuditInputs {
     pub policies: Store<CustodyPolicy>,
     /// The namespaces' labels.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// The registered teams, for policies with `ownership: Registered`.
+    pub teams: Store<CustodyTeam>,
     /// Notified when a policy changes.
     pub policy_changed: Arc<Notify>,
     /// True once the cache and both stores have synced.
@@ -144,8 +146,7 @@ async fn audit_once(
         .iter()
         .filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.clone()?)))
         .collect();
-    // Teams come from the controller's team cache once it has one; none registered until then.
-    let teams = TeamIndex::default();
+    let (teams, _invalid) = TeamIndex::compile(inputs.teams.state().iter().map(|t| &**t));
     let format = config.format;
     let writing = match (publisher.as_deref_mut(), format) {
         (Some(p), Some(_)) => match p.check().await {
