@@ -10,6 +10,7 @@ pub mod attestation;
 pub mod fingerprint;
 pub mod freeze;
 pub mod generate;
+pub mod guardrails;
 pub mod policy;
 pub mod record;
 pub mod report;
@@ -20,6 +21,7 @@ pub mod vocabulary;
 
 pub use fingerprint::{TemplateFingerprint, template_fingerprint};
 pub use freeze::{FreezeWindow, OwnershipMode};
+pub use guardrails::{AgentGuardrails, Probation, ProbationScope};
 pub use policy::{
     AnnotationRule, CustodyPolicy, CustodyPolicySpec, CustodyPolicyStatus, EnforcementMode,
     FailurePolicy, Identities, IdentitySet, MatchRules, NamespaceMatch, RollbackSettings,

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::freeze::{FreezeWindow, OwnershipMode};
+use crate::guardrails::AgentGuardrails;
 use crate::signatures::SignaturePolicy;
 use crate::vocabulary::{Actor, AnnotationKey};
 
@@ -81,6 +82,10 @@ pub struct CustodyPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub freezes: Vec<FreezeWindow>,
+
+    /// Guardrails that bind agents: probation after repeated reverts.
+    #[serde(default, skip_serializing_if = "AgentGuardrails::is_empty")]
+    pub agents: AgentGuardrails,
 }
 
 impl Default for CustodyPolicySpec {
@@ -96,6 +101,7 @@ impl Default for CustodyPolicySpec {
             signatures: None,
             ownership: OwnershipMode::default(),
             freezes: Vec::new(),
+            agents: AgentGuardrails::default(),
         }
     }
 }

@@ -202,6 +202,11 @@ pub struct RollbackRecordStatus {
     /// person (no service account, no agent identity), with a reason, and never rewritten.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifted: Option<Lift>,
+    /// A person lifted the probation of the revision's agent: this record and the agent's
+    /// earlier ones in its scope no longer count towards probation. Written by `kubectl custody
+    /// lift --probation`, admitted under the same rules as `lifted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation_lifted: Option<Lift>,
 }
 
 /// Who lifted a record's quarantine, when and why.

@@ -17,7 +17,7 @@ use crate::support::{Ctx, api_error, apply, create, policies_api, secs};
 
 /// The prefix of the namespaces the chart's default policy leaves to these scenarios.
 pub const NAMESPACE_PREFIX: &str = "custody-e2e-teams-";
-const TEAM: &str = "team-e2e-freeze";
+pub const TEAM: &str = "team-e2e-freeze";
 const APP: &str = "frozen-app";
 
 fn teams_api(ctx: &Ctx) -> Api<DynamicObject> {
@@ -68,21 +68,22 @@ impl Frozen {
                 })),
             )
             .await?;
-        frozen.set_policy(None).await?;
+        frozen.set_policy(json!({})).await?;
         Ok(frozen)
     }
 
-    /// Applies the scenarios' policy, with one freeze window when `window` is given.
-    async fn set_policy(&self, window: Option<(String, String)>) -> anyhow::Result<()> {
-        let freezes = match window {
-            Some((start, end)) => json!([{
-                "name": "e2e-freeze",
-                "message": "an e2e freeze",
-                "start": start, "end": end, "timeZone": "Europe/Berlin",
-                "actors": ["agent"]
-            }]),
-            None => json!([]),
-        };
+    /// Applies the scenarios' policy: registered owners, the e2e rollback timings, and `extra`
+    /// (freezes, agents) on top.
+    pub async fn set_policy(&self, extra: Value) -> anyhow::Result<()> {
+        let mut spec = json!({
+            "mode": "Enforce",
+            "match": {"namespaces": {"include": [self.ctx.ns]}},
+            "ownership": "Registered",
+            "rollback": {"notReadySeconds": 15, "healthyAfterSeconds": 5}
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
         policies_api(&self.ctx.client)
             .patch(
                 &self.policy,
@@ -90,13 +91,7 @@ impl Frozen {
                 &Patch::Apply(json!({
                     "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
                     "metadata": {"name": self.policy},
-                    "spec": {
-                        "mode": "Enforce",
-                        "match": {"namespaces": {"include": [self.ctx.ns]}},
-                        "ownership": "Registered",
-                        "freezes": freezes,
-                        "rollback": {"notReadySeconds": 15, "healthyAfterSeconds": 5}
-                    }
+                    "spec": spec
                 })),
             )
             .await?;
@@ -115,7 +110,7 @@ impl Frozen {
     }
 }
 
-fn owned_by(owner: &str, actor: &str, commit: &str, oncall: bool) -> Value {
+pub fn owned_by(owner: &str, actor: &str, commit: &str, oncall: bool) -> Value {
     let mut a = provenance(actor, commit, &format!("run-{commit}"));
     a["custody.dev/owner"] = json!(owner);
     if !oncall {
@@ -125,7 +120,7 @@ fn owned_by(owner: &str, actor: &str, commit: &str, oncall: bool) -> Value {
 }
 
 /// Dry-run applies `object`; the denial's message, if denied.
-async fn denial(ctx: &Ctx, object: &Value) -> anyhow::Result<Option<String>> {
+pub async fn denial(ctx: &Ctx, object: &Value) -> anyhow::Result<Option<String>> {
     let dry = PatchParams {
         dry_run: true,
         ..PatchParams::apply("e2e-gitops").force()
@@ -214,7 +209,13 @@ pub async fn freeze(frozen: &Result<Frozen, anyhow::Error>) -> anyhow::Result<St
     let now = k8s_openapi::jiff::Timestamp::now();
     let start = (now - k8s_openapi::jiff::SignedDuration::from_secs(60)).to_string();
     let end = (now + k8s_openapi::jiff::SignedDuration::from_secs(3600)).to_string();
-    f.set_policy(Some((start, end))).await?;
+    f.set_policy(json!({"freezes": [{
+        "name": "e2e-freeze",
+        "message": "an e2e freeze",
+        "start": start, "end": end, "timeZone": "Europe/Berlin",
+        "actors": ["agent"]
+    }]}))
+    .await?;
     let v3 = deployment(
         &ctx.settings,
         APP,

@@ -11,6 +11,7 @@ mod leader;
 mod lift;
 mod node;
 mod outage;
+mod probation;
 mod rollback;
 mod signatures;
 mod support;
@@ -284,7 +285,7 @@ async fn custody_end_to_end() {
             s.teardown(&ctx).await;
         }
     }
-    if ["24 ", "25 "].iter().any(|n| wanted(n)) {
+    if ["24 ", "25 ", "26 "].iter().any(|n| wanted(n)) {
         let frozen = freeze::Frozen::setup(&ctx).await;
         scenario!(
             "24 ownership Registered: an unregistered owner is denied; a registered team's workload without oncall is admitted",
@@ -293,6 +294,10 @@ async fn custody_end_to_end() {
         scenario!(
             "25 a freeze denies an agent's change; Custody's revert and a person's break-glass go through, with a BreakGlass Event",
             freeze::freeze(&frozen)
+        );
+        scenario!(
+            "26 probation: an agent's third broken revision reverted, its fourth change denied, a person's admitted; a lift lets it back",
+            probation::probation(&frozen)
         );
         if let Ok(f) = &frozen {
             f.teardown(&ctx).await;

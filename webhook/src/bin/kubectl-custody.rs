@@ -1,6 +1,6 @@
 //! `kubectl-custody`, run as `kubectl custody`: the on-call view of Custody in a live cluster.
-//! `why` and `records` only read; `lift` writes one thing, a record's `status.lifted`, as the
-//! person running it, and an Event. `main` wires; reading and writing are here, judging and
+//! `why` and `records` only read; `lift` writes one thing, a record's `status.lifted` (or
+//! `status.probationLifted`), as the person running it, and an Event. `main` wires; reading and writing are here, judging and
 //! rendering live in `custody_webhook::plugin`.
 
 use std::collections::BTreeMap;
@@ -43,8 +43,9 @@ enum Command {
     /// List RollbackRecords, newest first.
     Records(RecordsArgs),
     /// Lift the quarantine of a revert's RollbackRecord, as yourself, with a reason: the
-    /// reverted template may be applied again. Written to the record's status (the webhook
-    /// admits it only from a person, under their own name) and as an Event on the workload.
+    /// reverted template may be applied again. With --probation, lift the probation of the
+    /// record's agent instead. Written to the record's status (the webhook admits it only from a
+    /// person, under their own name) and as an Event on the workload.
     Lift(LiftArgs),
 }
 
@@ -56,9 +57,14 @@ struct LiftArgs {
     /// The namespace; the kubeconfig context's by default.
     #[arg(short, long)]
     namespace: Option<String>,
-    /// Why the reverted template may come back; kept in the record and the Event.
+    /// Why the reverted template may come back (or, with --probation, what was checked); kept
+    /// in the record and the Event.
     #[arg(long)]
     reason: String,
+    /// Lift the probation of the record's agent (name its newest revert's record), not the
+    /// quarantine of its template.
+    #[arg(long)]
+    probation: bool,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -147,7 +153,12 @@ async fn lift_cmd(client: Client, args: LiftArgs) -> anyhow::Result<String> {
         .with_context(|| format!("RollbackRecord {} not found in namespace {namespace} (`kubectl custody records -n {namespace}` lists them)", args.record))?;
     let user = whoami(&client).await?;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let mut report = match lift::plan(&record, &user, &args.reason, now)? {
+    let what = if args.probation {
+        lift::LiftKind::Probation
+    } else {
+        lift::LiftKind::Quarantine
+    };
+    let mut report = match lift::plan(&record, &user, &args.reason, now, what)? {
         LiftPlan::AlreadyLifted(report) => report,
         LiftPlan::Write { patch, mut report } => {
             records
@@ -217,7 +228,7 @@ async fn lift_event(
     };
     let event = Event {
         type_: EventType::Normal,
-        reason: "QuarantineLifted".into(),
+        reason: report.kind_of_lift.event_reason().into(),
         note: Some(lift::event_note(report).chars().take(1000).collect()),
         action: "Lift".into(),
         secondary: Some(record.object_ref(&())),

@@ -54,6 +54,8 @@ pub enum ViolationCode {
     BreakGlassRefused,
     /// A CustodyTeam is invalid.
     InvalidTeam,
+    /// The revision's agent is on probation after repeated reverts.
+    OnProbation,
 }
 
 impl ViolationCode {
@@ -96,6 +98,7 @@ impl ViolationCode {
             ViolationCode::Frozen => "Frozen",
             ViolationCode::BreakGlassRefused => "BreakGlassRefused",
             ViolationCode::InvalidTeam => "InvalidTeam",
+            ViolationCode::OnProbation => "OnProbation",
         }
     }
 }

@@ -14,6 +14,7 @@ mod freeze;
 mod frozen;
 mod policies;
 mod policy_review;
+mod probation;
 mod quarantine;
 mod record_review;
 mod registered;
@@ -34,6 +35,7 @@ pub use decision::{Decision, Outcome, Violation, ViolationCode};
 pub use freeze::CompiledFreeze;
 pub use policies::{CompiledPolicy, CompiledRule, PolicyError, PolicySet, identity_matches};
 pub use policy_review::validate_policy;
+pub use probation::{CompiledProbation, Revert, RevertIndex};
 pub use quarantine::{QuarantineEntry, QuarantineIndex};
 pub use record_review::{MIN_REASON_CHARS, validate_record};
 pub(crate) use rules::example_for;
@@ -194,9 +196,20 @@ pub fn evaluate(
         Err(decision) => return decision,
     }
     if !ctx.background {
+        // Freezes and probation judge new revisions only; whether this is one is worked out
+        // (the templates parsed and compared) only when one of them could deny it.
+        let mut is_new: Option<bool> = None;
+        let mut is_new_revision = || -> Result<bool, Decision> {
+            if let Some(known) = is_new {
+                return Ok(known);
+            }
+            let known = new_revision(request, kind, object, &object_name)?;
+            is_new = Some(known);
+            Ok(known)
+        };
         let open = frozen::open(&selecting, ctx.now);
         if !open.is_empty() && frozen::concerns(&open, &subject) {
-            match new_revision(request, kind, object, &object_name) {
+            match is_new_revision() {
                 Ok(false) => {}
                 Ok(true) => match frozen::judge(&open, &subject) {
                     FreezeOutcome::Violations(found) => violations.extend(found),
@@ -210,6 +223,26 @@ pub fn evaluate(
                     }
                 },
                 Err(decision) => return decision,
+            }
+        }
+        let reverts = ctx.quarantine.reverts();
+        if reverts.agents() > 0 {
+            let found: Vec<Violation> = selecting
+                .iter()
+                .filter_map(|p| probation::judge(p, &subject, &namespace, reverts, ctx.now))
+                .collect();
+            if !found.is_empty() {
+                match is_new_revision() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        for v in found {
+                            if !violations.iter().any(|seen| seen.code == v.code) {
+                                violations.push(v);
+                            }
+                        }
+                    }
+                    Err(decision) => return decision,
+                }
             }
         }
     }

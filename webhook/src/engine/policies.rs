@@ -16,6 +16,7 @@ use regex::Regex;
 
 use super::controllers::Ownership;
 use super::freeze::CompiledFreeze;
+use super::probation::CompiledProbation;
 
 /// Patterns are user input evaluated on every admission: bound their compiled size.
 const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
@@ -62,6 +63,8 @@ pub struct CompiledPolicy {
     pub keys: Vec<CompiledKey>,
     /// Its change freezes, parsed.
     pub freezes: Vec<CompiledFreeze>,
+    /// Its agents' probation, parsed.
+    pub probation: Option<CompiledProbation>,
 }
 
 impl CompiledPolicy {
@@ -94,6 +97,12 @@ impl CompiledPolicy {
         check_rollback(&policy.spec, &mut problems);
         let keys = super::signatures::compile_keys(&policy.spec, &mut problems);
         let freezes = compile_freezes(&policy.spec, &mut problems);
+        let probation = policy
+            .spec
+            .agents
+            .probation
+            .as_ref()
+            .and_then(|p| CompiledProbation::compile(p, &mut problems));
         if problems.is_empty() {
             Ok(Self {
                 name,
@@ -101,6 +110,7 @@ impl CompiledPolicy {
                 rules,
                 keys,
                 freezes,
+                probation,
             })
         } else {
             Err(PolicyError {

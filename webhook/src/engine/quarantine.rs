@@ -1,5 +1,5 @@
 //! The quarantine: pod templates the controller reverted, which must not come straight back
-//! through a GitOps re-sync.
+//! through a GitOps re-sync; and, from the same records, agents' reverts for probation.
 //!
 //! The index is built from RollbackRecords; a request is only fingerprinted when its workload
 //! has records, so the common case costs one hash lookup.
@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 
 use custody_crds::{RollbackRecord, WorkloadKind};
+
+use super::probation::RevertIndex;
 
 /// One quarantined template of a workload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,12 +27,15 @@ pub struct QuarantineEntry {
 #[derive(Clone, Debug, Default)]
 pub struct QuarantineIndex {
     by_workload: HashMap<(String, WorkloadKind, String), Vec<QuarantineEntry>>,
+    reverts: RevertIndex,
 }
 
 impl QuarantineIndex {
     /// Builds the index from records; only records of an actual revert quarantine anything
     /// (an alert or a dry run leaves the template admissible), until a person lifts them.
     pub fn from_records<'r>(records: impl IntoIterator<Item = &'r RollbackRecord>) -> Self {
+        let records: Vec<&RollbackRecord> = records.into_iter().collect();
+        let reverts = RevertIndex::from_records(records.iter().copied());
         let mut by_workload: HashMap<_, Vec<QuarantineEntry>> = HashMap::new();
         for record in records {
             if !record.quarantines() {
@@ -49,7 +54,15 @@ impl QuarantineIndex {
                 reason: record.spec.reason.as_str(),
             });
         }
-        Self { by_workload }
+        Self {
+            by_workload,
+            reverts,
+        }
+    }
+
+    /// Agents' reverts, for probation.
+    pub fn reverts(&self) -> &RevertIndex {
+        &self.reverts
     }
 
     /// How many workloads have quarantined templates.

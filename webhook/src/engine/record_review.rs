@@ -1,7 +1,8 @@
-//! Admission of a RollbackRecord's lift (`status.lifted`): lifting a quarantine lets a reverted
-//! template back in, so it is a person's act, under their own authenticated name, with a reason,
-//! and it stays as written. Nothing else about a record is judged here: the apiserver calls this
-//! only for status updates that touch `lifted` (the webhook's matchConditions).
+//! Admission of a RollbackRecord's lifts: `status.lifted` lets a reverted template back in,
+//! `status.probationLifted` ends its agent's probation. Both are a person's act, under their own
+//! authenticated name, with a reason, and stay as written. Nothing else about a record is judged
+//! here: the apiserver calls this only for status updates that touch a lift (the webhook's
+//! matchConditions).
 
 use custody_crds::{Lift, RecordAction};
 use serde::Deserialize;
@@ -12,6 +13,40 @@ use crate::review::{AdmissionRequest, Operation, WorkloadObject};
 
 /// The shortest reason accepted: a word or two says nothing to whoever reads the record later.
 pub const MIN_REASON_CHARS: usize = 10;
+
+/// The two lifts a record carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Quarantine,
+    Probation,
+}
+
+impl Which {
+    const fn field(self) -> &'static str {
+        match self {
+            Which::Quarantine => "status.lifted",
+            Which::Probation => "status.probationLifted",
+        }
+    }
+
+    const fn what(self) -> &'static str {
+        match self {
+            Which::Quarantine => "a quarantine",
+            Which::Probation => "a probation",
+        }
+    }
+
+    const fn example(self) -> &'static str {
+        match self {
+            Which::Quarantine => {
+                "say why the reverted template may come back, e.g. \"root cause fixed in ConfigMap web-config\""
+            }
+            Which::Probation => {
+                "say what was checked, e.g. \"reviewed the agent's last three changes with its owner\""
+            }
+        }
+    }
+}
 
 /// Judges an UPDATE of a RollbackRecord's status.
 pub fn validate_record(request: &AdmissionRequest<'_>, policies: &PolicySet) -> Decision {
@@ -27,90 +62,138 @@ pub fn validate_record(request: &AdmissionRequest<'_>, policies: &PolicySet) -> 
     let (Some(object), Some(old)) = (request.object.as_ref(), request.old_object.as_ref()) else {
         return Decision::invalid("the RollbackRecord update has no object or oldObject".into());
     };
-    let (new_lift, old_lift) = match (lift_of(object), lift_of(old)) {
+    let (new, old) = match (lifts_of(object), lifts_of(old)) {
         (Ok(n), Ok(o)) => (n, o),
         (Err(e), _) | (_, Err(e)) => {
             return refuse(
                 request,
-                format!("status.lifted is not a valid lift: {e}"),
+                Which::Quarantine,
+                format!(
+                    "its status is not valid (status.lifted and status.probationLifted take by, reason and at): {e}"
+                ),
                 "",
             );
         }
     };
-    if new_lift == old_lift {
-        return Decision::skipped(None);
+    let mut admitted = Decision::skipped(None);
+    for (which, new_lift, old_lift) in [
+        (Which::Quarantine, new.lifted, old.lifted),
+        (Which::Probation, new.probation_lifted, old.probation_lifted),
+    ] {
+        if new_lift == old_lift {
+            continue;
+        }
+        match judge_lift(request, object, which, new_lift, old_lift, policies) {
+            Ok(Some((key, value))) => {
+                admitted.outcome = Outcome::Allowed;
+                admitted.audit_annotations.insert(key, value);
+            }
+            Ok(None) => admitted.outcome = Outcome::Allowed,
+            Err(refused) => return refused,
+        }
     }
+    admitted
+}
+
+/// One changed lift: refused, or admitted with what goes to the audit log.
+fn judge_lift(
+    request: &AdmissionRequest<'_>,
+    object: &WorkloadObject<'_>,
+    which: Which,
+    new_lift: Option<Lift>,
+    old_lift: Option<Lift>,
+    policies: &PolicySet,
+) -> Result<Option<(String, String)>, Decision> {
+    let field = which.field();
     let user = request.user_info.username.as_ref();
     let groups = &request.user_info.groups;
-    if let Some(problem) = not_a_person(user, groups, policies) {
-        return refuse(
+    if let Some(problem) = not_a_person(user, groups, policies, which) {
+        return Err(refuse(
             request,
+            which,
             problem,
             "run `kubectl custody lift` as yourself, with your own credentials",
-        );
+        ));
     }
     let Some(lift) = new_lift else {
-        // A person may take a lift back: the quarantine returns.
-        return Decision::skipped(None).with_outcome(Outcome::Allowed);
+        // A person may take a lift back: the quarantine (or the count) returns.
+        return Ok(None);
     };
     if let Some(old) = old_lift {
-        return refuse(
+        return Err(refuse(
             request,
+            which,
             format!(
-                "the record was already lifted by {} ({}); a lift is not rewritten",
+                "{field} was already written by {} ({}); a lift is not rewritten",
                 old.by, old.reason
             ),
-            "leave the lift as it is, or remove it first to restore the quarantine",
-        );
+            "leave the lift as it is, or remove it first",
+        ));
     }
     match action_of(object) {
         Ok(RecordAction::Reverted) => {}
         Ok(action) => {
-            return refuse(
+            return Err(refuse(
                 request,
-                format!("the record is {action:?}, not Reverted: it quarantines nothing to lift"),
+                which,
+                format!("the record is {action:?}, not Reverted: there is nothing to lift"),
                 "lift the record of the revert instead (`kubectl custody records`)",
-            );
+            ));
         }
-        Err(e) => return refuse(request, format!("spec.action is unreadable: {e}"), ""),
+        Err(e) => {
+            return Err(refuse(
+                request,
+                which,
+                format!("spec.action is unreadable: {e}"),
+                "",
+            ));
+        }
     }
     if lift.by != user {
-        return refuse(
+        return Err(refuse(
             request,
+            which,
             format!(
-                "status.lifted.by is {:?}, but the request comes from {user:?}",
+                "{field}.by is {:?}, but the request comes from {user:?}",
                 lift.by
             ),
-            "a lift names who made it: set status.lifted.by to your own user name",
-        );
+            &format!("a lift names who made it: set {field}.by to your own user name"),
+        ));
     }
     if lift.reason.trim().chars().count() < MIN_REASON_CHARS {
-        return refuse(
+        return Err(refuse(
             request,
+            which,
             format!(
-                "status.lifted.reason {:?} is shorter than {MIN_REASON_CHARS} characters",
+                "{field}.reason {:?} is shorter than {MIN_REASON_CHARS} characters",
                 lift.reason
             ),
-            "say why the reverted template may come back, e.g. \"root cause fixed in ConfigMap web-config\"",
-        );
+            which.example(),
+        ));
     }
-    let mut decision = Decision::skipped(None).with_outcome(Outcome::Allowed);
-    decision
-        .audit_annotations
-        .insert("lifted".to_string(), format!("{user}: {}", lift.reason));
-    decision
+    let key = match which {
+        Which::Quarantine => "lifted",
+        Which::Probation => "probation-lifted",
+    };
+    Ok(Some((key.to_string(), format!("{user}: {}", lift.reason))))
 }
 
-/// Why `user` is not a person who may lift a quarantine, if they are not.
-fn not_a_person(user: &str, groups: &[impl AsRef<str>], policies: &PolicySet) -> Option<String> {
+/// Why `user` is not a person who may lift, if they are not.
+fn not_a_person(
+    user: &str,
+    groups: &[impl AsRef<str>],
+    policies: &PolicySet,
+    which: Which,
+) -> Option<String> {
+    let what = which.what();
     if user.starts_with("system:serviceaccount:") {
         return Some(format!(
-            "{user} is a service account; only a person lifts a quarantine"
+            "{user} is a service account; only a person lifts {what}"
         ));
     }
     if user.starts_with("system:") {
         return Some(format!(
-            "{user} is a system identity; only a person lifts a quarantine"
+            "{user} is a system identity; only a person lifts {what}"
         ));
     }
     policies
@@ -118,21 +201,25 @@ fn not_a_person(user: &str, groups: &[impl AsRef<str>], policies: &PolicySet) ->
         .find(|p| identity_matches(&p.spec.identities.agents, user, groups))
         .map(|p| {
             format!(
-                "{user} is an agent identity of CustodyPolicy {:?}; an agent never lifts a quarantine",
+                "{user} is an agent identity of CustodyPolicy {:?}; an agent never lifts {what}",
                 p.name
             )
         })
 }
 
-fn lift_of(object: &WorkloadObject<'_>) -> Result<Option<Lift>, serde_json::Error> {
-    #[derive(Deserialize)]
-    struct Status {
-        #[serde(default)]
-        lifted: Option<Lift>,
-    }
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Lifts {
+    #[serde(default)]
+    lifted: Option<Lift>,
+    #[serde(default)]
+    probation_lifted: Option<Lift>,
+}
+
+fn lifts_of(object: &WorkloadObject<'_>) -> Result<Lifts, serde_json::Error> {
     match object.status {
-        None => Ok(None),
-        Some(raw) => Ok(serde_json::from_str::<Option<Status>>(raw.get())?.and_then(|s| s.lifted)),
+        None => Ok(Lifts::default()),
+        Some(raw) => Ok(serde_json::from_str::<Option<Lifts>>(raw.get())?.unwrap_or_default()),
     }
 }
 
@@ -145,9 +232,13 @@ fn action_of(object: &WorkloadObject<'_>) -> Result<RecordAction, serde_json::Er
     Ok(serde_json::from_str::<Spec>(raw)?.action)
 }
 
-fn refuse(request: &AdmissionRequest<'_>, problem: String, fix: &str) -> Decision {
+fn refuse(request: &AdmissionRequest<'_>, which: Which, problem: String, fix: &str) -> Decision {
     let name = request.name.as_deref().unwrap_or("<unnamed>");
-    let mut message = format!("Custody refused the lift of RollbackRecord {name:?}: {problem}");
+    let what = match which {
+        Which::Quarantine => "the lift",
+        Which::Probation => "the probation lift",
+    };
+    let mut message = format!("Custody refused {what} of RollbackRecord {name:?}: {problem}");
     if !fix.is_empty() {
         message.push_str("\n  fix: ");
         message.push_str(fix);
@@ -159,7 +250,7 @@ fn refuse(request: &AdmissionRequest<'_>, problem: String, fix: &str) -> Decisio
         violations: vec![Violation {
             code: ViolationCode::LiftRefused,
             key: None,
-            field: "status.lifted".to_string(),
+            field: which.field().to_string(),
             value: None,
             policy: String::new(),
             mode: custody_crds::EnforcementMode::Enforce,
@@ -301,7 +392,7 @@ mod tests {
                     "ann@acme.dev",
                 ),
                 false,
-                "already lifted by ann@acme.dev",
+                "status.lifted was already written by ann@acme.dev",
             ),
             (
                 "a person may take a lift back",
@@ -348,8 +439,74 @@ mod tests {
         ));
         assert!(!d.allowed);
         assert!(
-            d.message.unwrap_or_default().contains("not a valid lift"),
+            d.message
+                .unwrap_or_default()
+                .contains("its status is not valid"),
             "a lift without reason and time"
         );
+    }
+
+    #[test]
+    fn a_probation_lift_follows_the_same_rules() {
+        let reason = "reviewed the agent's last three changes with its owner";
+        let body = |old: Option<Value>, new: Option<Value>, user: &str| {
+            let mut v: Value =
+                serde_json::from_str(&status_update("Reverted", None, None, user)).unwrap();
+            for (key, lift) in [("oldObject", old), ("object", new)] {
+                if let Some(l) = lift {
+                    v["request"][key]["status"]["probationLifted"] = l;
+                }
+            }
+            v.to_string()
+        };
+        let d = judge(&body(
+            None,
+            Some(lift("ann@acme.dev", reason)),
+            "ann@acme.dev",
+        ));
+        assert!(d.allowed, "{:?}", d.message);
+        assert_eq!(
+            d.audit_annotations
+                .get("probation-lifted")
+                .map(String::as_str),
+            Some(format!("ann@acme.dev: {reason}").as_str())
+        );
+        for (name, b, needle) in [
+            (
+                "an agent",
+                body(
+                    None,
+                    Some(lift("claude@acme.dev", reason)),
+                    "claude@acme.dev",
+                ),
+                "an agent never lifts a probation",
+            ),
+            (
+                "another's name",
+                body(None, Some(lift("bob@acme.dev", reason)), "ann@acme.dev"),
+                "status.probationLifted.by is \"bob@acme.dev\"",
+            ),
+            (
+                "a short reason",
+                body(None, Some(lift("ann@acme.dev", "fine")), "ann@acme.dev"),
+                "status.probationLifted.reason",
+            ),
+            (
+                "rewritten",
+                body(
+                    Some(lift("ann@acme.dev", reason)),
+                    Some(lift("ann@acme.dev", "a different reason here")),
+                    "ann@acme.dev",
+                ),
+                "status.probationLifted was already written",
+            ),
+        ] {
+            let d = judge(&b);
+            assert!(!d.allowed, "{name}");
+            let message = d.message.unwrap_or_default();
+            assert!(message.contains(needle), "{name}: {message}");
+            assert!(message.contains("the probation lift"), "{name}: {message}");
+            assert_eq!(d.violations[0].field, "status.probationLifted", "{name}");
+        }
     }
 }

@@ -235,22 +235,42 @@ pub fn lift_text(r: &LiftReport) -> String {
         let _ = writeln!(out, "Nothing written.");
         return out;
     }
-    let _ = writeln!(
-        out,
-        "Lifted the quarantine of {workload}, revision {} (RollbackRecord {}).",
-        r.revision, r.record
-    );
+    let what = match r.kind_of_lift {
+        super::lift::LiftKind::Quarantine => {
+            format!("the quarantine of {workload}, revision {}", r.revision)
+        }
+        super::lift::LiftKind::Probation => format!(
+            "the probation of agent {} (newest revert: {workload}, revision {})",
+            r.agent.as_deref().unwrap_or("<unknown>"),
+            r.revision
+        ),
+    };
+    let _ = writeln!(out, "Lifted {what} (RollbackRecord {}).", r.record);
     let _ = writeln!(out, "  by:     {}", r.lifted.by);
     let _ = writeln!(out, "  reason: {}", r.lifted.reason);
     let _ = writeln!(out, "  at:     {}", r.lifted.at.0);
-    let _ = writeln!(
-        out,
-        "The reverted template ({}) may be applied again. The controller never reverts the same revision twice: watch it yourself.",
-        r.template_fingerprint
-    );
+    match r.kind_of_lift {
+        super::lift::LiftKind::Quarantine => {
+            let _ = writeln!(
+                out,
+                "The reverted template ({}) may be applied again. The controller never reverts the same revision twice: watch it yourself.",
+                r.template_fingerprint
+            );
+        }
+        super::lift::LiftKind::Probation => {
+            let _ = writeln!(
+                out,
+                "This revert and the agent's earlier ones in the policy's scope no longer count towards its probation."
+            );
+        }
+    }
     match r.event.as_deref() {
         Some("created") => {
-            let _ = writeln!(out, "Event QuarantineLifted recorded on {workload}.");
+            let _ = writeln!(
+                out,
+                "Event {} recorded on {workload}.",
+                r.kind_of_lift.event_reason()
+            );
         }
         Some(why) => {
             let _ = writeln!(

@@ -1,5 +1,5 @@
-//! `kubectl custody lift`: what lifting a record's quarantine writes, decided before anything is
-//! sent. The webhook judges the write again (a person, under their own name, with a reason);
+//! `kubectl custody lift`: what lifting a record's quarantine (or, with `--probation`, its
+//! agent's probation) writes, decided before anything is sent. The webhook judges the write again (a person, under their own name, with a reason);
 //! deciding here too gives the on-call engineer the reason without a round trip, and makes a
 //! second run harmless.
 
@@ -25,9 +25,38 @@ pub enum LiftError {
     },
     /// The reason says too little.
     #[error(
-        "--reason must say why the reverted template may come back, in at least {MIN_REASON_CHARS} characters (e.g. \"root cause fixed in ConfigMap web-config\")"
+        "--reason must say why, in at least {MIN_REASON_CHARS} characters (e.g. \"root cause fixed in ConfigMap web-config\", or for a probation \"reviewed the agent's last changes with its owner\")"
     )]
     ReasonTooShort,
+}
+
+/// What a lift ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum LiftKind {
+    /// The quarantine of the record's reverted template (`status.lifted`).
+    #[default]
+    Quarantine,
+    /// The probation of the record's agent (`status.probationLifted`): this revert and the
+    /// agent's earlier ones in the policy's scope stop counting.
+    Probation,
+}
+
+impl LiftKind {
+    /// The status field written.
+    pub const fn field(self) -> &'static str {
+        match self {
+            LiftKind::Quarantine => "lifted",
+            LiftKind::Probation => "probationLifted",
+        }
+    }
+
+    /// The Event's reason.
+    pub const fn event_reason(self) -> &'static str {
+        match self {
+            LiftKind::Quarantine => "QuarantineLifted",
+            LiftKind::Probation => "ProbationLifted",
+        }
+    }
 }
 
 /// What `lift` reports, for text and JSON.
@@ -46,6 +75,11 @@ pub struct LiftReport {
     pub revision: String,
     /// The template that may now be applied again.
     pub template_fingerprint: String,
+    /// What was lifted.
+    pub kind_of_lift: LiftKind,
+    /// The agent whose probation was lifted (a probation lift only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// The lift, as written (or as found, when it was already lifted).
     pub lifted: Lift,
     /// Whether the record was already lifted (nothing was written).
@@ -75,6 +109,7 @@ pub fn plan(
     user: &str,
     reason: &str,
     now: Time,
+    what: LiftKind,
 ) -> Result<LiftPlan, LiftError> {
     let name = record.metadata.name.clone().unwrap_or_default();
     let report = |lifted: Lift, already_lifted: bool| LiftReport {
@@ -84,11 +119,20 @@ pub fn plan(
         workload: record.spec.workload.name.clone(),
         revision: record.spec.from.revision.clone(),
         template_fingerprint: record.spec.from.template_fingerprint.clone(),
+        kind_of_lift: what,
+        agent: match what {
+            LiftKind::Quarantine => None,
+            LiftKind::Probation => record.spec.from.agent.clone(),
+        },
         lifted,
         already_lifted,
         event: None,
     };
-    if let Some(existing) = record.status.as_ref().and_then(|s| s.lifted.clone()) {
+    let existing = record.status.as_ref().and_then(|s| match what {
+        LiftKind::Quarantine => s.lifted.clone(),
+        LiftKind::Probation => s.probation_lifted.clone(),
+    });
+    if let Some(existing) = existing {
         return Ok(LiftPlan::AlreadyLifted(report(existing, true)));
     }
     if !record.spec.action.quarantines() {
@@ -107,17 +151,26 @@ pub fn plan(
         at: now,
     };
     Ok(LiftPlan::Write {
-        patch: json!({"status": {"lifted": lift}}),
+        patch: json!({"status": {what.field(): lift}}),
         report: report(lift, false),
     })
 }
 
 /// The Event's note: who lifted what, and why.
 pub fn event_note(report: &LiftReport) -> String {
-    format!(
-        "{} lifted the quarantine of revision {} (RollbackRecord {}): {}",
-        report.lifted.by, report.revision, report.record, report.lifted.reason
-    )
+    match report.kind_of_lift {
+        LiftKind::Quarantine => format!(
+            "{} lifted the quarantine of revision {} (RollbackRecord {}): {}",
+            report.lifted.by, report.revision, report.record, report.lifted.reason
+        ),
+        LiftKind::Probation => format!(
+            "{} lifted the probation of agent {} (RollbackRecord {}): {}",
+            report.lifted.by,
+            report.agent.as_deref().unwrap_or("<unknown>"),
+            report.record,
+            report.lifted.reason
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +196,8 @@ mod tests {
                 from: RevisionSnapshot {
                     revision: "2".into(),
                     template_fingerprint: "sha256:abc".into(),
+                    actor: Some(custody_crds::Actor::Agent),
+                    agent: Some("claude-code/1.0".into()),
                     ..RevisionSnapshot::default()
                 },
                 to: None,
@@ -169,6 +224,7 @@ mod tests {
             "ann@acme.dev",
             REASON,
             at(10),
+            LiftKind::Quarantine,
         )
         .unwrap();
         let LiftPlan::Write { patch, report } = plan else {
@@ -192,14 +248,26 @@ mod tests {
     #[test]
     fn alerts_short_reasons_and_second_runs() {
         assert_eq!(
-            plan(&record(RecordAction::Alerted), "ann", REASON, at(10)),
+            plan(
+                &record(RecordAction::Alerted),
+                "ann",
+                REASON,
+                at(10),
+                LiftKind::Quarantine
+            ),
             Err(LiftError::NothingToLift {
                 record: "web-r2".into(),
                 action: RecordAction::Alerted
             })
         );
         assert_eq!(
-            plan(&record(RecordAction::Reverted), "ann", "  fixed   ", at(10)),
+            plan(
+                &record(RecordAction::Reverted),
+                "ann",
+                "  fixed   ",
+                at(10),
+                LiftKind::Quarantine
+            ),
             Err(LiftError::ReasonTooShort)
         );
         let mut lifted = record(RecordAction::Reverted);
@@ -211,12 +279,38 @@ mod tests {
             }),
             ..RollbackRecordStatus::default()
         });
-        match plan(&lifted, "ann", "another good reason", at(10)).unwrap() {
+        match plan(
+            &lifted,
+            "ann",
+            "another good reason",
+            at(10),
+            LiftKind::Quarantine,
+        )
+        .unwrap()
+        {
             LiftPlan::AlreadyLifted(r) => {
                 assert!(r.already_lifted);
                 assert_eq!(r.lifted.by, "bob");
             }
             other => panic!("expected already lifted, got {other:?}"),
         }
+        // A lifted quarantine leaves the probation to lift, and the other way round.
+        let LiftPlan::Write { patch, report } = plan(
+            &lifted,
+            "ann",
+            "reviewed the agent's changes",
+            at(10),
+            LiftKind::Probation,
+        )
+        .unwrap() else {
+            panic!("expected a probation lift");
+        };
+        assert_eq!(patch["status"]["probationLifted"]["by"], "ann", "{patch}");
+        assert!(patch["status"].get("lifted").is_none());
+        assert_eq!(report.agent.as_deref(), Some("claude-code/1.0"));
+        assert_eq!(
+            event_note(&report),
+            "ann lifted the probation of agent claude-code/1.0 (RollbackRecord web-r2): reviewed the agent's changes"
+        );
     }
 }

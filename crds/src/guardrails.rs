@@ -1,0 +1,83 @@
+//! `spec.agents` of a CustodyPolicy: guardrails that bind agents only. Probation: after
+//! repeated reverts of one agent's revisions, its new revisions are refused for a while.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Guardrails for agents' revisions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentGuardrails {
+    /// Probation after repeated reverts; off when omitted, `{}` for the defaults (3 reverts in
+    /// 1 hour, per namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation: Option<Probation>,
+}
+
+impl AgentGuardrails {
+    /// True when no guardrail is set.
+    pub fn is_empty(&self) -> bool {
+        self.probation.is_none()
+    }
+}
+
+/// After `reverts` reverts of one agent's revisions within `window`, in one scope, that agent's
+/// new revisions in that scope are denied until the oldest of them leaves the window, or a
+/// person lifts the probation on the newest record (`kubectl custody lift --probation`).
+/// People and automation are never put on probation by an agent's records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Probation {
+    /// How many reverts put an agent on probation.
+    #[serde(default = "default_reverts")]
+    #[schemars(range(min = 1))]
+    pub reverts: u32,
+    /// How far back reverts count: `1h`, `30m`, `1d` or ISO 8601 (`PT1H`).
+    #[serde(default = "default_window")]
+    pub window: String,
+    /// Where reverts count together, and where the probation applies.
+    #[serde(default)]
+    pub scope: ProbationScope,
+}
+
+impl Default for Probation {
+    fn default() -> Self {
+        Self {
+            reverts: default_reverts(),
+            window: default_window(),
+            scope: ProbationScope::default(),
+        }
+    }
+}
+
+fn default_reverts() -> u32 {
+    3
+}
+
+fn default_window() -> String {
+    "1h".to_string()
+}
+
+/// Where an agent's reverts count together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ProbationScope {
+    /// Reverts in one namespace put the agent on probation in that namespace.
+    #[default]
+    Namespace,
+    /// Reverts of one owning team's workloads (the records' `team`) put the agent on probation
+    /// for that team's workloads.
+    Team,
+    /// Reverts anywhere put the agent on probation everywhere the policy applies.
+    Cluster,
+}
+
+impl ProbationScope {
+    /// The scope as written in the policy.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProbationScope::Namespace => "Namespace",
+            ProbationScope::Team => "Team",
+            ProbationScope::Cluster => "Cluster",
+        }
+    }
+}
