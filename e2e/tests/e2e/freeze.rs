@@ -10,26 +10,15 @@ use std::time::{Duration, Instant};
 use custody_e2e::{deployment, provenance, wait_for};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::support::{Ctx, api_error, apply, create, policies_api, secs};
+use crate::support::{Ctx, api_error, apply, create, policies_api, secs, teams_api};
 
 /// The prefix of the namespaces the chart's default policy leaves to these scenarios.
 pub const NAMESPACE_PREFIX: &str = "custody-e2e-teams-";
 pub const TEAM: &str = "team-e2e-freeze";
 const APP: &str = "frozen-app";
-
-fn teams_api(ctx: &Ctx) -> Api<DynamicObject> {
-    let ar = ApiResource {
-        group: "custody.dev".into(),
-        version: "v1alpha1".into(),
-        api_version: "custody.dev/v1alpha1".into(),
-        kind: "CustodyTeam".into(),
-        plural: "custodyteams".into(),
-    };
-    Api::all_with(ctx.client.clone(), &ar)
-}
 
 /// The scenarios' namespace, policy and team, removed however the scenarios end.
 pub struct Frozen {

@@ -162,26 +162,37 @@ pub fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-pub fn records_api(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let ar = ApiResource {
+/// A Custody resource of `kind` (`plural`), read and written as dynamic objects.
+fn custody_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
         group: "custody.dev".into(),
         version: "v1alpha1".into(),
         api_version: "custody.dev/v1alpha1".into(),
-        kind: "RollbackRecord".into(),
-        plural: "rollbackrecords".into(),
-    };
-    Api::namespaced_with(client.clone(), ns, &ar)
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+pub fn records_api(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &custody_resource("RollbackRecord", "rollbackrecords"),
+    )
 }
 
 pub fn policies_api(client: &Client) -> Api<DynamicObject> {
-    let ar = ApiResource {
-        group: "custody.dev".into(),
-        version: "v1alpha1".into(),
-        api_version: "custody.dev/v1alpha1".into(),
-        kind: "CustodyPolicy".into(),
-        plural: "custodypolicies".into(),
-    };
-    Api::all_with(client.clone(), &ar)
+    Api::all_with(
+        client.clone(),
+        &custody_resource("CustodyPolicy", "custodypolicies"),
+    )
+}
+
+pub fn teams_api(ctx: &Ctx) -> Api<DynamicObject> {
+    Api::all_with(
+        ctx.client.clone(),
+        &custody_resource("CustodyTeam", "custodyteams"),
+    )
 }
 
 pub fn api_error(e: &kube::Error) -> Option<(u16, String)> {

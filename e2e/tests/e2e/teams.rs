@@ -17,11 +17,10 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
-use kube::discovery::ApiResource;
+use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::support::{Ctx, apply, create, secs};
+use crate::support::{Ctx, apply, create, secs, teams_api};
 
 /// What the receiver got: each POST's path, headers and JSON body.
 #[derive(Clone, Default)]
@@ -82,17 +81,6 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn teams_api(ctx: &Ctx) -> Api<DynamicObject> {
-    let ar = ApiResource {
-        group: "custody.dev".into(),
-        version: "v1alpha1".into(),
-        api_version: "custody.dev/v1alpha1".into(),
-        kind: "CustodyTeam".into(),
-        plural: "custodyteams".into(),
-    };
-    Api::all_with(ctx.client.clone(), &ar)
 }
 
 /// A CustodyTeam for the test namespace, its one target `url` (headers from `secret`).

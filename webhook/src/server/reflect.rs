@@ -25,57 +25,27 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let policies = {
-        let (reader, writer) = reflector::store::<CustodyPolicy>();
-        let stream = reflector(
-            writer,
-            watch(Api::all(client.clone()), watcher::Config::default()),
-        );
-        let state = state.clone();
-        drive(
-            stream,
-            Cache::Policies,
-            state.clone(),
-            metrics.clone(),
-            move || {
-                state.rebuild_policies(reader.state());
-            },
-        )
-    };
-    let records = {
-        let (reader, writer) = reflector::store::<RollbackRecord>();
-        let stream = reflector(
-            writer,
-            watch(Api::all(client.clone()), watcher::Config::default()),
-        );
-        let state = state.clone();
-        drive(
-            stream,
-            Cache::Records,
-            state.clone(),
-            metrics.clone(),
-            move || {
-                state.rebuild_quarantine(reader.state());
-            },
-        )
-    };
-    let teams = {
-        let (reader, writer) = reflector::store::<CustodyTeam>();
-        let stream = reflector(
-            writer,
-            watch(Api::all(client.clone()), watcher::Config::default()),
-        );
-        let state = state.clone();
-        drive(
-            stream,
-            Cache::Teams,
-            state.clone(),
-            metrics.clone(),
-            move || {
-                state.rebuild_teams(reader.state());
-            },
-        )
-    };
+    let policies = follow::<CustodyPolicy>(
+        &client,
+        Cache::Policies,
+        &state,
+        &metrics,
+        LiveState::rebuild_policies,
+    );
+    let records = follow::<RollbackRecord>(
+        &client,
+        Cache::Records,
+        &state,
+        &metrics,
+        LiveState::rebuild_quarantine,
+    );
+    let teams = follow::<CustodyTeam>(
+        &client,
+        Cache::Teams,
+        &state,
+        &metrics,
+        LiveState::rebuild_teams,
+    );
     let namespaces = {
         let stream = reflector(
             namespace_writer,
@@ -91,6 +61,35 @@ pub async fn run(
         _ = shutdown.cancelled() => {}
         _ = futures::future::join4(policies, records, teams, namespaces) => {}
     }
+}
+
+/// Follows one cluster-wide Custody resource into a store, rebuilding its part of the live
+/// state from the whole store on every change.
+fn follow<K>(
+    client: &Client,
+    cache: Cache,
+    state: &Arc<LiveState>,
+    metrics: &Metrics,
+    rebuild: fn(&LiveState, Vec<Arc<K>>),
+) -> impl std::future::Future<Output = ()> + use<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let stream = reflector(
+        writer,
+        watch(Api::<K>::all(client.clone()), watcher::Config::default()),
+    );
+    let rebuilt = state.clone();
+    drive(stream, cache, state.clone(), metrics.clone(), move || {
+        rebuild(&rebuilt, reader.state());
+    })
 }
 
 /// Follows one watch: `changed` runs after the store has applied each change (and once the
