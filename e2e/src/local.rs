@@ -403,6 +403,19 @@ impl LocalInstall {
         )
     }
 
+    /// The webhook's /metrics text.
+    pub async fn webhook_metrics(&self) -> anyhow::Result<String> {
+        let p = self
+            .webhook
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the webhook is not running"))?;
+        Ok(
+            crate::http_get(&format!("http://127.0.0.1:{}/metrics", p.admin))
+                .await?
+                .1,
+        )
+    }
+
     /// The webhook's log, for an error message.
     pub fn webhook_log(&self) -> String {
         tail(&self.dir.join("custody-webhook.log"))

@@ -380,6 +380,43 @@ fn golden_probation_denial() {
 }
 
 #[test]
+fn who_is_on_probation_for_the_gauge() {
+    let records = vec![
+        revert("r1", "shop", "team-web", AGENT, "2026-12-03T10:00:00Z"),
+        revert("r2", "shop", "team-web", AGENT, "2026-12-03T10:20:00Z"),
+        revert("r3", "shop", "team-web", AGENT, "2026-12-03T10:40:00Z"),
+        revert("r4", "other", "team-web", AGENT, "2026-12-03T10:40:00Z"),
+        revert(
+            "r5",
+            "other",
+            "team-data",
+            "codex/2",
+            "2026-12-03T10:41:00Z",
+        ),
+    ];
+    let index = QuarantineIndex::from_records(&records);
+    let list = |scope| {
+        let set = policy(scope);
+        let probation = set.iter().next().unwrap().probation.clone().unwrap();
+        index
+            .reverts()
+            .on_probation(&probation, at("2026-12-03T10:45:00Z"))
+            .into_iter()
+            .map(|(a, s)| format!("{a} {s}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(ProbationScope::Namespace),
+        ["claude-code/1.0 namespace/shop"]
+    );
+    assert_eq!(
+        list(ProbationScope::Team),
+        ["claude-code/1.0 team/team-web"]
+    );
+    assert_eq!(list(ProbationScope::Cluster), ["claude-code/1.0 cluster"]);
+}
+
+#[test]
 fn bad_probation_settings_are_refused() {
     for (window, reverts, needle) in [
         ("soon", 3, "is not a duration"),

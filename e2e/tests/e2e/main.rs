@@ -297,7 +297,7 @@ async fn custody_end_to_end() {
         );
         scenario!(
             "26 probation: an agent's third broken revision reverted, its fourth change denied, a person's admitted; a lift lets it back",
-            probation::probation(&frozen)
+            probation::probation(&ctx, &frozen)
         );
         if let Ok(f) = &frozen {
             f.teardown(&ctx).await;

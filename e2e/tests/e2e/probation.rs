@@ -23,7 +23,21 @@ fn revision(ctx: &Ctx, actor: &str, version: &str, broken: bool) -> Value {
     deployment(&ctx.settings, APP, annotations, version, broken)
 }
 
-pub async fn probation(frozen: &Result<Frozen, anyhow::Error>) -> anyhow::Result<String> {
+/// Whether the webhook's `custody_agent_probation` has the agent on probation in `ns` (None
+/// without a local install, whose metrics port is known).
+async fn gauge(main: &Ctx, ns: &str) -> anyhow::Result<Option<bool>> {
+    let Some(local) = main.local.as_ref() else {
+        return Ok(None);
+    };
+    let text = local.webhook_metrics().await?;
+    let series = format!("custody_agent_probation{{agent=\"{AGENT}\",scope=\"namespace/{ns}\"}} 1");
+    Ok(Some(text.lines().any(|l| l == series)))
+}
+
+pub async fn probation(
+    main: &Ctx,
+    frozen: &Result<Frozen, anyhow::Error>,
+) -> anyhow::Result<String> {
     let f = frozen
         .as_ref()
         .map_err(|e| anyhow::anyhow!("setup failed: {e:#}"))?;
@@ -67,6 +81,12 @@ pub async fn probation(frozen: &Result<Frozen, anyhow::Error>) -> anyhow::Result
     apply(&ctx.deployments(), &revision(ctx, "human", "v6", false))
         .await
         .map_err(|e| anyhow::anyhow!("a person's change was refused: {e}"))?;
+    let gauged = gauge(main, &ctx.ns).await?;
+    anyhow::ensure!(
+        gauged != Some(false),
+        "custody_agent_probation does not show {AGENT} in {}",
+        ctx.ns
+    );
 
     // A person lifts the probation on the newest record: the agent may ship again.
     let mut records = ctx.records_of(APP, "Reverted").await?;
@@ -99,8 +119,16 @@ pub async fn probation(frozen: &Result<Frozen, anyhow::Error>) -> anyhow::Result
         || async { Ok(denial(ctx, &fourth).await?.is_none().then_some(())) },
     )
     .await?;
+    anyhow::ensure!(
+        gauge(main, &ctx.ns).await? != Some(true),
+        "custody_agent_probation still shows {AGENT} after the lift"
+    );
+    let metric = match gauged {
+        Some(_) => "; custody_agent_probation showed it, and not after the lift",
+        None => "",
+    };
     Ok(format!(
-        "three reverts ({}); the fourth agent change denied on probation {:.1}s after the first apply; a person's change admitted; `kubectl custody lift --probation` let the agent back",
+        "three reverts ({}); the fourth agent change denied on probation {:.1}s after the first apply; a person's change admitted; `kubectl custody lift --probation` let the agent back{metric}",
         reverts.join(", "),
         secs(started)
     ))

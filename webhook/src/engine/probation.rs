@@ -148,6 +148,47 @@ impl RevertIndex {
     }
 }
 
+impl RevertIndex {
+    /// Every agent on probation under `probation` at `now`, with the scope it is on probation
+    /// in (`namespace/<name>`, `team/<name>` or `cluster`), sorted.
+    pub fn on_probation(
+        &self,
+        probation: &CompiledProbation,
+        now: Timestamp,
+    ) -> std::collections::BTreeSet<(String, String)> {
+        let mut out = std::collections::BTreeSet::new();
+        let scope = probation.spec.scope;
+        let n = probation.spec.reverts as usize;
+        for (agent, reverts) in &self.by_agent {
+            let mut places: Vec<(&str, Option<&str>, String)> = Vec::new();
+            for r in reverts {
+                let place = match scope {
+                    ProbationScope::Namespace => (
+                        r.namespace.as_str(),
+                        None,
+                        format!("namespace/{}", r.namespace),
+                    ),
+                    ProbationScope::Team => match &r.team {
+                        Some(team) => ("", Some(team.as_str()), format!("team/{team}")),
+                        None => continue,
+                    },
+                    ProbationScope::Cluster => ("", None, "cluster".to_string()),
+                };
+                if !places.iter().any(|p| p.2 == place.2) {
+                    places.push(place);
+                }
+            }
+            for (namespace, team, label) in places {
+                let counting = self.counting(agent, scope, namespace, team, probation.window, now);
+                if counting.len() >= n {
+                    out.insert((agent.clone(), label));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The agent a revision is attributed to, if it is an agent's: declared `actor: agent`, or sent
 /// by one of the policy's agent identities; the id is its `agent` annotation.
 fn agent_of<'s>(policy: &CompiledPolicy, subject: &'s Subject<'_, '_>) -> Option<&'s str> {

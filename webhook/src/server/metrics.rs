@@ -39,6 +39,15 @@ pub struct CacheLabels {
     pub cache: &'static str,
 }
 
+/// Labels of an agent on probation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbationLabels {
+    /// The agent id.
+    pub agent: String,
+    /// `namespace/<name>`, `team/<name>` or `cluster`.
+    pub scope: String,
+}
+
 /// Every metric the webhook exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -58,6 +67,8 @@ pub struct Metrics {
     pub policies_invalid: Gauge,
     /// Valid CustodyTeams registered.
     pub teams_loaded: Gauge,
+    /// 1 for each agent on probation, by scope.
+    pub agent_probation: Family<ProbationLabels, Gauge>,
     /// Workloads with quarantined templates.
     pub quarantined_workloads: Gauge,
     /// 1 once a cache has synced.
@@ -92,6 +103,7 @@ impl Metrics {
             policies_loaded: Gauge::default(),
             policies_invalid: Gauge::default(),
             teams_loaded: Gauge::default(),
+            agent_probation: Family::default(),
             quarantined_workloads: Gauge::default(),
             cache_synced: Family::default(),
             watch_errors: Family::default(),
@@ -132,6 +144,11 @@ impl Metrics {
             "policies_invalid",
             "CustodyPolicies left out because they are invalid",
             m.policies_invalid.clone(),
+        );
+        registry.register(
+            "agent_probation",
+            "1 for each agent on probation after repeated reverts, by scope",
+            m.agent_probation.clone(),
         );
         registry.register(
             "teams_loaded",

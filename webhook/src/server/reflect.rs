@@ -17,7 +17,11 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::{CacheLabels, Metrics};
 use super::state::{Cache, LiveState};
 
-/// Runs the four watches until `shutdown`.
+/// How often `custody_agent_probation` is recomputed when no record changes: probation also
+/// ends with time.
+const PROBATION_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Runs the four watches, and the probation gauge's timer, until `shutdown`.
 pub async fn run(
     client: Client,
     state: Arc<LiveState>,
@@ -25,6 +29,7 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
+    let state_for_timer = state.clone();
     let policies = follow::<CustodyPolicy>(
         &client,
         Cache::Policies,
@@ -57,8 +62,19 @@ pub async fn run(
         );
         drive(stream, Cache::Namespaces, state, metrics, || {})
     };
+    let probation = {
+        let state = state_for_timer;
+        async move {
+            let mut tick = tokio::time::interval(PROBATION_REFRESH);
+            loop {
+                tick.tick().await;
+                state.refresh_probation(k8s_openapi::jiff::Timestamp::now());
+            }
+        }
+    };
     tokio::select! {
         _ = shutdown.cancelled() => {}
+        _ = probation => {}
         _ = futures::future::join4(policies, records, teams, namespaces) => {}
     }
 }

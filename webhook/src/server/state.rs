@@ -154,6 +154,7 @@ impl LiveState {
         self.metrics.policies_loaded.set(to_i64(policies.len()));
         self.metrics.policies_invalid.set(to_i64(invalid));
         self.policies.store(Arc::new(policies));
+        self.refresh_probation(k8s_openapi::jiff::Timestamp::now());
     }
 
     /// Rebuilds the policies from a snapshot of the cache, logging the invalid ones.
@@ -176,6 +177,23 @@ impl LiveState {
             .quarantined_workloads
             .set(to_i64(quarantine.len()));
         self.quarantine.store(Arc::new(quarantine));
+        self.refresh_probation(k8s_openapi::jiff::Timestamp::now());
+    }
+
+    /// Sets `custody_agent_probation` to the agents on probation at `now` under any policy.
+    /// Probation ends with time as well as with records, so this also runs on a timer.
+    pub fn refresh_probation(&self, now: k8s_openapi::jiff::Timestamp) {
+        let policies = self.policies();
+        let quarantine = self.quarantine();
+        let family = &self.metrics.agent_probation;
+        family.clear();
+        for probation in policies.iter().filter_map(|p| p.probation.as_ref()) {
+            for (agent, scope) in quarantine.reverts().on_probation(probation, now) {
+                family
+                    .get_or_create(&super::metrics::ProbationLabels { agent, scope })
+                    .set(1);
+            }
+        }
     }
 
     /// Rebuilds the quarantine from a snapshot of the RollbackRecord cache.
