@@ -16,24 +16,6 @@ if [ ! -x "$LAB/bin/kube-apiserver" ] || [ ! -x "$LAB/bin/kwok" ] || [ ! -f "$LA
   exit 0
 fi
 
-export KUBECONFIG="$LAB/kubeconfig"
-KUBECTL="$LAB/bin/kubectl"
-started=0
-stop_lab() {
-  if [ "$started" = 1 ]; then
-    echo "==> stopping the lab this run started"
-    LAB="$LAB" bash "$LAB/scripts/down.sh" || true
-  fi
-}
-trap stop_lab EXIT
-
-if ! "$KUBECTL" get --raw /readyz >/dev/null 2>&1; then
-  echo "==> starting the lab in $LAB"
-  started=1
-  LAB="$LAB" setsid -w bash "$LAB/scripts/up.sh" </dev/null
-fi
-"$KUBECTL" get --raw /readyz >/dev/null
-
 if [ ! -x .tools/bin/helm ]; then
   bash .ci/tools.sh
 fi
@@ -42,8 +24,34 @@ echo "==> building the binaries the e2e runs"
 # The same feature set as `cargo test --workspace`, so nothing is compiled twice (CI disks are small).
 cargo build --locked --workspace --bins --tests
 
+# One lab user at a time, from starting the lab to stopping it: a run that finds the lab up must
+# not have it stopped under it by the run that started it. The controller benchmark on the lab
+# takes the same lock. Children get fd 9 closed (`9>&-`), so no lab daemon keeps the lock.
+exec 9>/tmp/custody-lab.lock
+if ! flock -n 9; then
+  echo "==> waiting for another lab run to finish (/tmp/custody-lab.lock)"
+  flock 9
+fi
+
+export KUBECONFIG="$LAB/kubeconfig"
+KUBECTL="$LAB/bin/kubectl"
+started=0
+stop_lab() {
+  if [ "$started" = 1 ]; then
+    echo "==> stopping the lab this run started"
+    LAB="$LAB" bash "$LAB/scripts/down.sh" 9>&- || true
+  fi
+}
+trap stop_lab EXIT
+
+if ! "$KUBECTL" get --raw /readyz >/dev/null 2>&1; then
+  echo "==> starting the lab in $LAB"
+  started=1
+  LAB="$LAB" setsid -w bash "$LAB/scripts/up.sh" </dev/null 9>&-
+fi
+"$KUBECTL" get --raw /readyz >/dev/null
+
 echo "==> e2e on the lab (Kubernetes $("$KUBECTL" version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -1))"
-# One lab user at a time: the controller benchmark on the lab takes the same lock.
 CUSTODY_E2E_KUBECONFIG="$LAB/kubeconfig" \
 CUSTODY_E2E_MODE=local \
 CUSTODY_E2E_LAB="$LAB" \
@@ -51,5 +59,4 @@ CUSTODY_E2E_BROKEN=annotation \
 CUSTODY_E2E_BROKEN_ANNOTATIONS='{"kwok.lab/health":"not-ready"}' \
 CUSTODY_E2E_REVERT_WINDOW="${CUSTODY_E2E_REVERT_WINDOW:-90}" \
 KUBECTL="$KUBECTL" \
-  flock --close /tmp/custody-lab.lock \
-  cargo test --locked --workspace --test e2e --test backstop -- --nocapture
+  cargo test --locked --workspace --test e2e --test backstop -- --nocapture 9>&-
