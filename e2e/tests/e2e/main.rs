@@ -267,7 +267,7 @@ async fn custody_end_to_end() {
             "SKIPPED scenarios 11-14, 16, 22 and 23 (outage, leader kill, certificate rotation, node death, failure policy by actor, teams' notifications to a receiver on 127.0.0.1): they need local processes; run with CUSTODY_E2E_MODE=local",
         );
     }
-    if ["17 ", "18 ", "19 "].iter().any(|n| wanted(n)) {
+    if ["17 ", "18 ", "19 ", "27 "].iter().any(|n| wanted(n)) {
         let signed = signatures::Signed::setup(&ctx).await;
         scenario!(
             "17 a signed agent Deployment is admitted; a forged actor: human is denied",
@@ -280,6 +280,10 @@ async fn custody_end_to_end() {
         scenario!(
             "19 key rotation: both keys during the overlap, the old one refused after notAfter",
             signatures::key_rotation(&ctx, &signed)
+        );
+        scenario!(
+            "27 a signed StatefulSet revision reverted by the controller verifies after the revert",
+            signatures::signed_stateful_set_revert_verifies(&ctx, &signed)
         );
         if let Ok(s) = &signed {
             s.teardown(&ctx).await;

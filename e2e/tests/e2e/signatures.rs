@@ -190,11 +190,13 @@ impl Signed {
     /// `custody verify` of the Deployment as stored.
     async fn verify_live(&self, ctx: &Ctx, name: &str) -> anyhow::Result<String> {
         let live = self.deployments(&ctx.client).get(name).await?;
+        self.verify_json(name, &serde_json::to_string(&live)?)
+    }
+
+    /// `custody verify` of an object as stored, given as JSON.
+    fn verify_json(&self, name: &str, live: &str) -> anyhow::Result<String> {
         let policy = self.policy_file.display().to_string();
-        let (ok, out) = custody_cli(
-            &["verify", "-p", &policy, "-n", &self.ns, "-"],
-            &serde_json::to_string(&live)?,
-        )?;
+        let (ok, out) = custody_cli(&["verify", "-p", &policy, "-n", &self.ns, "-"], live)?;
         anyhow::ensure!(ok, "custody verify of the live {name}: {out}");
         Ok(out.trim().to_string())
     }
@@ -419,5 +421,102 @@ pub async fn key_rotation(ctx: &Ctx, signed: &anyhow::Result<Signed>) -> anyhow:
     Ok(format!(
         "both release keys accepted during the overlap; after notAfter the old one is refused ({}) and the new one accepted",
         codes_of(&message)
+    ))
+}
+
+/// A signed agent StatefulSet revision reverted by the controller verifies after the revert:
+/// the revert restores the target ControllerRevision's attestation with its template.
+pub async fn signed_stateful_set_revert_verifies(
+    ctx: &Ctx,
+    signed: &anyhow::Result<Signed>,
+) -> anyhow::Result<String> {
+    use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
+    let s = setup_of(signed)?;
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &s.ns);
+    let manifest = |commit: &str, version: &str, broken: bool| {
+        let mut m = s.manifest(ctx, "signed-db", "agent", commit, version, broken);
+        let mut set = custody_e2e::stateful_set(
+            &ctx.settings,
+            "signed-db",
+            m["metadata"]["annotations"].take(),
+            version,
+            broken,
+        );
+        set["metadata"]["namespace"] = json!(s.ns);
+        set
+    };
+    let v1 = s.sign(&manifest("1a2b3c4", "v1", false), "p256.key", "ci")?;
+    sets.patch(
+        "signed-db",
+        &kube::api::PatchParams::apply("e2e-gitops").force(),
+        &kube::api::Patch::Apply(&v1),
+    )
+    .await?;
+    let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &s.ns);
+    wait_for(
+        "signed-db v1 marked healthy",
+        Duration::from_secs(240),
+        || {
+            let revisions = revisions.clone();
+            async move {
+                Ok(revisions
+                    .list(&kube::api::ListParams::default().labels("app=signed-db"))
+                    .await?
+                    .items
+                    .iter()
+                    .any(|r| {
+                        r.metadata
+                            .annotations
+                            .as_ref()
+                            .is_some_and(|a| a.contains_key("custody.dev/healthy-since"))
+                    })
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    let v2 = s.sign(&manifest("5d6e7f8", "v2", true), "p256.key", "ci")?;
+    let applied = Instant::now();
+    sets.patch(
+        "signed-db",
+        &kube::api::PatchParams::apply("e2e-gitops").force(),
+        &kube::api::Patch::Apply(&v2),
+    )
+    .await?;
+    let records = crate::support::records_api(&ctx.client, &s.ns);
+    let record = wait_for("signed-db reverted", ctx.settings.revert_window, || {
+        let records = records.clone();
+        async move {
+            let list = records.list(&kube::api::ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|r| {
+                r.data["spec"]["workload"]["name"] == "signed-db"
+                    && r.data["spec"]["action"] == "Reverted"
+            }))
+        }
+    })
+    .await?;
+    anyhow::ensure!(
+        record.data["spec"]["from"]["attestedBy"] == json!("ci"),
+        "the record should name key ci: {}",
+        record.data["spec"]["from"]
+    );
+    let version = |set: &StatefulSet| {
+        set.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("e2e.custody.dev/version").cloned())
+            .unwrap_or_default()
+    };
+    wait_for("signed-db back at v1", Duration::from_secs(60), || {
+        let sets = sets.clone();
+        async move { Ok((version(&sets.get("signed-db").await?) == "v1").then_some(())) }
+    })
+    .await?;
+    let reverted_in = secs(applied);
+    let live = sets.get("signed-db").await?;
+    let verified = s.verify_json("signed-db", &serde_json::to_string(&live)?)?;
+    Ok(format!(
+        "reverted {reverted_in:.1}s after v2; record names key ci; the live StatefulSet verifies: {verified}"
     ))
 }
