@@ -4,12 +4,16 @@
 use kube::CustomResourceExt;
 
 use crate::report::{ReportFormat, report_crd};
-use crate::{CustodyPolicy, CustodyTeam, RollbackRecord};
+use crate::{CustodyAgent, CustodyPolicy, CustodyTeam, RollbackRecord};
 
 /// The file name and YAML text of every Custody CRD.
 pub fn crd_documents() -> Result<Vec<(&'static str, String)>, GenerateError> {
     let header = "# Generated from the Rust types in crds/ by `cargo run -p custody-crds --example crdgen`.\n# Do not edit by hand.\n";
     Ok(vec![
+        (
+            "custodyagents.custody.dev.yaml",
+            format!("{header}{}", to_yaml(&CustodyAgent::crd())?),
+        ),
         (
             "custodypolicies.custody.dev.yaml",
             format!("{header}{}", to_yaml(&CustodyPolicy::crd())?),

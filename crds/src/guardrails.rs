@@ -12,13 +12,46 @@ pub struct AgentGuardrails {
     /// 1 hour, per namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probation: Option<Probation>,
+    /// Blast-radius budgets: how much one agent may have in flight, and ship, per scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<AgentLimit>,
 }
 
 impl AgentGuardrails {
     /// True when no guardrail is set.
     pub fn is_empty(&self) -> bool {
-        self.probation.is_none()
+        self.probation.is_none() && self.limits.is_empty()
     }
+}
+
+/// A budget for the agents it names, counted per agent id, in one scope. The counts come from
+/// the controller's per-agent summaries (CustodyAgent objects), so they are cluster-wide and the
+/// same in every webhook replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentLimit {
+    /// The agent ids it applies to, as globs (`claude-code/*`); each agent has its own budget.
+    #[serde(default = "all_agents")]
+    pub agents: Vec<String>,
+    /// Where the agent's rollouts and revisions count together.
+    #[serde(default)]
+    pub scope: ProbationScope,
+    /// At most this many of the agent's rollouts unfinished at once (admitted, not yet marked
+    /// healthy by the controller, not reverted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_in_flight: Option<u32>,
+    /// At most this many new revisions of the agent per `window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_revisions: Option<u32>,
+    /// The window of `maxRevisions`: `10m`, `1h`, `1d` or ISO 8601.
+    #[serde(default = "default_window")]
+    pub window: String,
+}
+
+fn all_agents() -> Vec<String> {
+    vec!["*".to_string()]
 }
 
 /// After `reverts` reverts of one agent's revisions within `window`, in one scope, that agent's

@@ -6,6 +6,7 @@
 //! [`fingerprint`](fingerprint::template_fingerprint) the webhook then uses to keep a reverted
 //! revision out. This crate holds only types and pure functions: no client, no runtime, no I/O.
 
+pub mod agent;
 pub mod attestation;
 pub mod fingerprint;
 pub mod freeze;
@@ -19,9 +20,10 @@ pub mod signatures;
 pub mod team;
 pub mod vocabulary;
 
+pub use agent::{AgentRevision, CustodyAgent, CustodyAgentSpec, CustodyAgentStatus};
 pub use fingerprint::{TemplateFingerprint, template_fingerprint};
 pub use freeze::{FreezeWindow, OwnershipMode};
-pub use guardrails::{AgentGuardrails, Probation, ProbationScope};
+pub use guardrails::{AgentGuardrails, AgentLimit, Probation, ProbationScope};
 pub use policy::{
     AnnotationRule, CustodyPolicy, CustodyPolicySpec, CustodyPolicyStatus, EnforcementMode,
     FailurePolicy, Identities, IdentitySet, MatchRules, NamespaceMatch, RollbackSettings,

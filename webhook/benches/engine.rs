@@ -134,6 +134,7 @@ fn run_with(name: &str, body: &[u8], policies: &PolicySet, cached: bool, teams: 
             attestations,
             teams,
             background: false,
+            activity: &custody_webhook::engine::AgentActivity::default(),
         };
         let request = review::decode(black_box(body)).expect("decodes");
         let decision = evaluate(policies, &request, &ctx);

@@ -79,6 +79,7 @@ fn policy(scope: ProbationScope) -> PolicySet {
                 scope,
                 ..Probation::default()
             }),
+            ..AgentGuardrails::default()
         },
         ..CustodyPolicySpec::default()
     };
@@ -107,6 +108,7 @@ fn judge(
         attestations: &AttestationCache::default(),
         teams: &TeamIndex::default(),
         background: false,
+        activity: &custody_webhook::engine::AgentActivity::default(),
     };
     evaluate(set, &request, &ctx)
 }
@@ -430,6 +432,7 @@ fn bad_probation_settings_are_refused() {
                     window: window.into(),
                     scope: ProbationScope::Namespace,
                 }),
+                ..AgentGuardrails::default()
             },
             ..CustodyPolicySpec::default()
         };

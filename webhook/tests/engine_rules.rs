@@ -407,6 +407,7 @@ fn namespace_labels_from_the_context_are_used() {
             attestations: &custody_webhook::attest::AttestationCache::default(),
             teams: &custody_webhook::engine::TeamIndex::default(),
             background: false,
+            activity: &custody_webhook::engine::AgentActivity::default(),
         };
         assert_eq!(!evaluate(&set, &request, &ctx).allowed, judged, "{env}");
     }
@@ -898,6 +899,7 @@ fn failure_policy_for_a_request() {
         attestations: &custody_webhook::attest::AttestationCache::default(),
         teams: &custody_webhook::engine::TeamIndex::default(),
         background: false,
+        activity: &custody_webhook::engine::AgentActivity::default(),
     };
     let deploy = review_of(
         "CREATE",
@@ -1095,6 +1097,7 @@ fn controller_owned_objects_are_judged_unless_a_controller_writes_them() {
         attestations: &custody_webhook::attest::AttestationCache::default(),
         teams: &custody_webhook::engine::TeamIndex::default(),
         background: false,
+        activity: &custody_webhook::engine::AgentActivity::default(),
     };
     let argo_sa = "system:serviceaccount:argo-rollouts:argo-rollouts";
     // (situation, policies, operation, object, old object, user, outcome, failure policy)

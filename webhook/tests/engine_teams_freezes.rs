@@ -105,6 +105,7 @@ fn judge_at(
         attestations: &AttestationCache::default(),
         teams,
         background: false,
+        activity: &custody_webhook::engine::AgentActivity::default(),
     };
     evaluate(set, &request, &ctx)
 }
@@ -551,6 +552,7 @@ fn freeze_follows_the_policy_mode_and_skips_background_audits() {
         attestations: &AttestationCache::default(),
         teams: &teams,
         background: true,
+        activity: &custody_webhook::engine::AgentActivity::default(),
     };
     assert!(
         evaluate(&set, &request, &ctx).allowed,

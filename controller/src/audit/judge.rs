@@ -90,6 +90,7 @@ pub fn audit(
             teams,
             // Freezes judge changes; the audit judges what runs.
             background: true,
+            activity: &custody_webhook::engine::AgentActivity::default(),
         };
         judge(&singles, &ctx, workload, &mut findings);
     }

@@ -80,6 +80,7 @@ pub fn run(paths: &[PathBuf], stdin: &mut dyn std::io::Read, options: &CheckOpti
         attestations: &attestations,
         teams: &teams,
         background: false,
+        activity: &crate::engine::AgentActivity::default(),
     };
     let results = loaded
         .objects

@@ -56,6 +56,10 @@ pub enum ViolationCode {
     InvalidTeam,
     /// The revision's agent is on probation after repeated reverts.
     OnProbation,
+    /// The agent has as many rollouts in flight as its budget allows.
+    RolloutLimit,
+    /// The agent shipped as many revisions in the window as its budget allows.
+    RevisionLimit,
 }
 
 impl ViolationCode {
@@ -99,6 +103,8 @@ impl ViolationCode {
             ViolationCode::BreakGlassRefused => "BreakGlassRefused",
             ViolationCode::InvalidTeam => "InvalidTeam",
             ViolationCode::OnProbation => "OnProbation",
+            ViolationCode::RolloutLimit => "RolloutLimit",
+            ViolationCode::RevisionLimit => "RevisionLimit",
         }
     }
 }

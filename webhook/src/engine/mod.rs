@@ -12,6 +12,7 @@ mod controllers;
 mod decision;
 mod freeze;
 mod frozen;
+mod limits;
 mod policies;
 mod policy_review;
 mod probation;
@@ -33,6 +34,7 @@ use custody_crds::{
 pub use controllers::{BUILTIN_CONTROLLERS, Ownership};
 pub use decision::{Decision, Outcome, Violation, ViolationCode};
 pub use freeze::CompiledFreeze;
+pub use limits::{AgentActivity, CompiledLimit};
 pub use policies::{CompiledPolicy, CompiledRule, PolicyError, PolicySet, identity_matches};
 pub use policy_review::validate_policy;
 pub use probation::{CompiledProbation, Revert, RevertIndex};
@@ -69,6 +71,8 @@ pub struct Context<'a> {
     /// A background audit of what runs, not a change: freezes judge changes, so they do not
     /// apply.
     pub background: bool,
+    /// The controller's summaries of agents' rollouts and revisions, for `spec.agents.limits`.
+    pub activity: &'a AgentActivity,
 }
 
 /// Judges a workload admission request.
@@ -223,6 +227,30 @@ pub fn evaluate(
                     }
                 },
                 Err(decision) => return decision,
+            }
+        }
+        if !ctx.activity.is_empty() {
+            let workload = limits::Workload {
+                namespace: &namespace,
+                kind,
+                name: object.metadata.name.as_deref().unwrap_or_default(),
+            };
+            let found: Vec<Violation> = selecting
+                .iter()
+                .flat_map(|p| limits::judge(p, &subject, &workload, ctx.activity, ctx.now))
+                .collect();
+            if !found.is_empty() {
+                match is_new_revision() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        for v in found {
+                            if !violations.iter().any(|seen| seen.code == v.code) {
+                                violations.push(v);
+                            }
+                        }
+                    }
+                    Err(decision) => return decision,
+                }
             }
         }
         let reverts = ctx.quarantine.reverts();

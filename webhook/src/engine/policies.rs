@@ -16,6 +16,7 @@ use regex::Regex;
 
 use super::controllers::Ownership;
 use super::freeze::CompiledFreeze;
+use super::limits::CompiledLimit;
 use super::probation::CompiledProbation;
 
 /// Patterns are user input evaluated on every admission: bound their compiled size.
@@ -65,6 +66,8 @@ pub struct CompiledPolicy {
     pub freezes: Vec<CompiledFreeze>,
     /// Its agents' probation, parsed.
     pub probation: Option<CompiledProbation>,
+    /// Its agents' budgets, parsed.
+    pub limits: Vec<CompiledLimit>,
 }
 
 impl CompiledPolicy {
@@ -103,6 +106,14 @@ impl CompiledPolicy {
             .probation
             .as_ref()
             .and_then(|p| CompiledProbation::compile(p, &mut problems));
+        let limits: Vec<CompiledLimit> = policy
+            .spec
+            .agents
+            .limits
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| CompiledLimit::compile(i, l, &mut problems))
+            .collect();
         if problems.is_empty() {
             Ok(Self {
                 name,
@@ -111,6 +122,7 @@ impl CompiledPolicy {
                 keys,
                 freezes,
                 probation,
+                limits,
             })
         } else {
             Err(PolicyError {

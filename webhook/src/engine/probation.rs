@@ -29,37 +29,42 @@ impl CompiledProbation {
         if spec.reverts == 0 {
             problems.push("spec.agents.probation.reverts must be at least 1".to_string());
         }
-        let window = spec
-            .window
-            .trim()
-            .parse::<Span>()
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                s.to_duration(SpanRelativeTo::days_are_24_hours())
-                    .map_err(|e| e.to_string())
-            });
-        let window = match window {
-            Ok(w) if w.is_positive() => Some(w),
-            Ok(_) => {
-                problems.push(format!(
-                    "spec.agents.probation.window {:?} must be positive",
-                    spec.window
-                ));
-                None
-            }
-            Err(error) => {
-                problems.push(format!(
-                    "spec.agents.probation.window {:?} is not a duration such as 1h, 30m or 1d: {error}",
-                    spec.window
-                ));
-                None
-            }
-        };
+        let window = parse_window("spec.agents.probation.window", &spec.window, problems);
         Some(Self {
             spec: spec.clone(),
             window: window?,
         })
         .filter(|_| spec.reverts > 0)
+    }
+}
+
+/// Parses a guardrail's window (`1h`, `30m`, `1d`, ISO 8601), days as 24 hours; problems name
+/// `field`.
+pub(crate) fn parse_window(
+    field: &str,
+    value: &str,
+    problems: &mut Vec<String>,
+) -> Option<SignedDuration> {
+    let window = value
+        .trim()
+        .parse::<Span>()
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            s.to_duration(SpanRelativeTo::days_are_24_hours())
+                .map_err(|e| e.to_string())
+        });
+    match window {
+        Ok(w) if w.is_positive() => Some(w),
+        Ok(_) => {
+            problems.push(format!("{field} {value:?} must be positive"));
+            None
+        }
+        Err(error) => {
+            problems.push(format!(
+                "{field} {value:?} is not a duration such as 1h, 30m or 1d: {error}"
+            ));
+            None
+        }
     }
 }
 
@@ -191,7 +196,10 @@ impl RevertIndex {
 
 /// The agent a revision is attributed to, if it is an agent's: declared `actor: agent`, or sent
 /// by one of the policy's agent identities; the id is its `agent` annotation.
-fn agent_of<'s>(policy: &CompiledPolicy, subject: &'s Subject<'_, '_>) -> Option<&'s str> {
+pub(crate) fn agent_of<'s>(
+    policy: &CompiledPolicy,
+    subject: &'s Subject<'_, '_>,
+) -> Option<&'s str> {
     let ids = &policy.spec.identities;
     let agent_identity = identity_matches(&ids.agents, subject.username, subject.groups)
         && !identity_matches(&ids.delivery, subject.username, subject.groups);

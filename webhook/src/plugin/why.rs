@@ -142,6 +142,7 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
         attestations: &attestations,
         teams: &teams,
         background: false,
+        activity: &crate::engine::AgentActivity::default(),
     };
     let decision = judge(input, &policies, &ctx);
 

@@ -48,6 +48,15 @@ pub struct ProbationLabels {
     pub scope: String,
 }
 
+/// Labels of a budget denial.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The agent id.
+    pub agent: String,
+    /// `inFlight` or `revisions`.
+    pub limit: &'static str,
+}
+
 /// Every metric the webhook exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -69,6 +78,8 @@ pub struct Metrics {
     pub teams_loaded: Gauge,
     /// 1 for each agent on probation, by scope.
     pub agent_probation: Family<ProbationLabels, Gauge>,
+    /// Requests denied by an agent budget (not dry runs), by agent and budget.
+    pub agent_limit_denials: Family<LimitLabels, Counter>,
     /// Workloads with quarantined templates.
     pub quarantined_workloads: Gauge,
     /// 1 once a cache has synced.
@@ -104,6 +115,7 @@ impl Metrics {
             policies_invalid: Gauge::default(),
             teams_loaded: Gauge::default(),
             agent_probation: Family::default(),
+            agent_limit_denials: Family::default(),
             quarantined_workloads: Gauge::default(),
             cache_synced: Family::default(),
             watch_errors: Family::default(),
@@ -144,6 +156,11 @@ impl Metrics {
             "policies_invalid",
             "CustodyPolicies left out because they are invalid",
             m.policies_invalid.clone(),
+        );
+        registry.register(
+            "agent_limit_denials",
+            "Requests denied by an agent's blast-radius budget (dry runs not counted)",
+            m.agent_limit_denials.clone(),
         );
         registry.register(
             "agent_probation",

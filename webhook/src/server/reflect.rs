@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use custody_crds::{CustodyPolicy, CustodyTeam, RollbackRecord};
+use custody_crds::{CustodyAgent, CustodyPolicy, CustodyTeam, RollbackRecord};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
@@ -21,7 +21,7 @@ use super::state::{Cache, LiveState};
 /// ends with time.
 const PROBATION_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Runs the four watches, and the probation gauge's timer, until `shutdown`.
+/// Runs the five watches, and the probation gauge's timer, until `shutdown`.
 pub async fn run(
     client: Client,
     state: Arc<LiveState>,
@@ -51,6 +51,13 @@ pub async fn run(
         &metrics,
         LiveState::rebuild_teams,
     );
+    let agents = follow::<CustodyAgent>(
+        &client,
+        Cache::Agents,
+        &state,
+        &metrics,
+        LiveState::rebuild_activity,
+    );
     let namespaces = {
         let stream = reflector(
             namespace_writer,
@@ -75,7 +82,7 @@ pub async fn run(
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = probation => {}
-        _ = futures::future::join4(policies, records, teams, namespaces) => {}
+        _ = futures::future::join5(policies, records, teams, agents, namespaces) => {}
     }
 }
 

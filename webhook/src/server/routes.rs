@@ -13,7 +13,7 @@ use custody_crds::{FailurePolicy, Vocabulary, WorkloadKind};
 
 use super::metrics::Metrics;
 use super::state::LiveState;
-use crate::engine::{Context, Decision, evaluate, validate_policy, validate_record};
+use crate::engine::{Context, Decision, ViolationCode, evaluate, validate_policy, validate_record};
 use crate::review::{self, AdmissionRequest};
 
 /// What the handlers share.
@@ -75,6 +75,7 @@ fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, 
     let policies = live.policies();
     let quarantine = live.quarantine();
     let teams = live.teams();
+    let activity = live.activity();
     let namespace = request
         .namespace
         .as_deref()
@@ -87,6 +88,7 @@ fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, 
         attestations: &app.attestations,
         teams: &teams,
         background: false,
+        activity: &activity,
     };
     if !live.is_synced() {
         // Policies may not be known yet; the flag says what the operator wants meanwhile.
@@ -98,7 +100,28 @@ fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, 
             kind,
         );
     }
-    (evaluate(&policies, request, &ctx), kind)
+    let decision = evaluate(&policies, request, &ctx);
+    if !request.dry_run {
+        count_limit_denials(app, &decision);
+    }
+    (decision, kind)
+}
+
+fn count_limit_denials(app: &AppState, decision: &Decision) {
+    for v in decision.violations.iter().filter(|v| v.blocks()) {
+        let limit = match v.code {
+            ViolationCode::RolloutLimit => "inFlight",
+            ViolationCode::RevisionLimit => "revisions",
+            _ => continue,
+        };
+        app.metrics
+            .agent_limit_denials
+            .get_or_create(&super::metrics::LimitLabels {
+                agent: v.value.clone().unwrap_or_default(),
+                limit,
+            })
+            .inc();
+    }
 }
 
 fn answer(

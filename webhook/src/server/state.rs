@@ -5,21 +5,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
-use custody_crds::{CustodyPolicy, CustodyTeam, RollbackRecord};
+use custody_crds::{CustodyAgent, CustodyPolicy, CustodyTeam, RollbackRecord};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 
 use super::metrics::Metrics;
-use crate::engine::{PolicySet, QuarantineIndex, TeamIndex};
+use crate::engine::{AgentActivity, PolicySet, QuarantineIndex, TeamIndex};
 
 /// What the webhook knows of the cluster.
 pub struct LiveState {
     policies: ArcSwap<PolicySet>,
     quarantine: ArcSwap<QuarantineIndex>,
     teams: ArcSwap<TeamIndex>,
+    activity: ArcSwap<AgentActivity>,
     namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
-    synced: [AtomicBool; 4],
+    synced: [AtomicBool; 5],
     metrics: Metrics,
 }
 
@@ -34,6 +35,8 @@ pub enum Cache {
     Records = 2,
     /// CustodyTeams.
     Teams = 3,
+    /// CustodyAgents, the controller's summaries.
+    Agents = 4,
 }
 
 impl Cache {
@@ -44,6 +47,7 @@ impl Cache {
             Cache::Namespaces => "namespaces",
             Cache::Records => "rollbackrecords",
             Cache::Teams => "custodyteams",
+            Cache::Agents => "custodyagents",
         }
     }
 }
@@ -61,6 +65,7 @@ impl LiveState {
             policies: ArcSwap::from_pointee(PolicySet::default()),
             quarantine: ArcSwap::from_pointee(QuarantineIndex::default()),
             teams: ArcSwap::from_pointee(TeamIndex::default()),
+            activity: ArcSwap::from_pointee(AgentActivity::default()),
             namespaces: Some(reader),
             synced: Default::default(),
             metrics,
@@ -74,8 +79,10 @@ impl LiveState {
             policies: ArcSwap::from_pointee(PolicySet::default()),
             quarantine: ArcSwap::from_pointee(QuarantineIndex::default()),
             teams: ArcSwap::from_pointee(TeamIndex::default()),
+            activity: ArcSwap::from_pointee(AgentActivity::default()),
             namespaces: None,
             synced: [
+                AtomicBool::new(true),
                 AtomicBool::new(true),
                 AtomicBool::new(true),
                 AtomicBool::new(true),
@@ -101,6 +108,18 @@ impl LiveState {
     /// The registered teams.
     pub fn teams(&self) -> arc_swap::Guard<Arc<TeamIndex>> {
         self.teams.load()
+    }
+
+    /// The controller's summaries of agents.
+    pub fn activity(&self) -> arc_swap::Guard<Arc<AgentActivity>> {
+        self.activity.load()
+    }
+
+    /// Rebuilds the agents' summaries from a snapshot of the cache.
+    pub fn rebuild_activity(&self, snapshot: Vec<Arc<CustodyAgent>>) {
+        self.activity.store(Arc::new(AgentActivity::from_objects(
+            snapshot.iter().map(|a| &**a),
+        )));
     }
 
     /// Swaps in registered teams.

@@ -35,6 +35,7 @@ pub fn judge_with(body: &[u8], policies: &PolicySet, quarantine: &QuarantineInde
         attestations: &custody_webhook::attest::AttestationCache::default(),
         teams: &custody_webhook::engine::TeamIndex::default(),
         background: false,
+        activity: &custody_webhook::engine::AgentActivity::default(),
     };
     evaluate(policies, &request, &ctx)
 }
