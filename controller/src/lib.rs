@@ -18,6 +18,8 @@
 //! webhook's engine and writes policy reports.
 
 pub mod announce;
+pub mod agents;
+pub mod agents_publish;
 pub mod attested;
 pub mod attribution;
 pub mod audit;

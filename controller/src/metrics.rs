@@ -14,6 +14,15 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// An agent and the scope a count is about.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentScopeLabels {
+    /// The agent id.
+    pub agent: String,
+    /// `namespace/<name>`.
+    pub scope: String,
+}
+
 /// An error label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -63,6 +72,8 @@ pub struct ReportWriteLabels {
 /// Every metric the controller exports.
 #[derive(Clone)]
 pub struct Metrics {
+    /// Agents' rollouts in flight, by agent and scope (`namespace/<name>`), as last published.
+    pub agent_rollouts_in_flight: Family<AgentScopeLabels, Gauge>,
     /// Reverts written, by reason.
     pub reverts: Family<ReasonLabels, Counter>,
     /// Alerts raised (including dry-run reverts), by reason.
@@ -98,6 +109,7 @@ impl Metrics {
     /// Creates and registers the metrics.
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
+            agent_rollouts_in_flight: Family::default(),
             reverts: Family::default(),
             alerts: Family::default(),
             not_attributed: Family::default(),
@@ -117,6 +129,11 @@ impl Metrics {
             audit_report_writes: Family::default(),
         };
         registry.register("reverts", "Reverts written, by reason", m.reverts.clone());
+        registry.register(
+            "agent_rollouts_in_flight",
+            "Agents' rollouts admitted and not yet marked healthy nor reverted, by agent and scope, as the leader last published them",
+            m.agent_rollouts_in_flight.clone(),
+        );
         registry.register(
             "alerts",
             "Regressions reported without a revert, by reason",

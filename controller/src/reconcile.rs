@@ -37,6 +37,8 @@ use crate::index::Cache;
 use crate::metrics::{ErrorLabels, Metrics, NotAttributedLabels, ReasonLabels};
 use crate::notify::Notifier;
 use crate::observe::{self, Observed, PROVENANCE, Revision, WorkloadState};
+use crate::agents;
+use crate::agents_publish::AgentLedger;
 use crate::record;
 use crate::revert;
 use crate::slim::{SlimControllerRevision, SlimReplicaSet};
@@ -69,6 +71,8 @@ pub struct Context {
     pub notifier: Option<Notifier>,
     /// The workloads whose failing revision is not blamed, and why, as last reported.
     pub not_attributed: Mutex<Ledger>,
+    /// Each workload's part of the agents' summaries, for the webhook's budgets.
+    pub agents: Arc<AgentLedger>,
 }
 
 /// Why a reconcile failed. The variant names are the metric labels.
@@ -195,8 +199,13 @@ pub async fn reconcile<K: Workload>(
     };
     let Some(observed) = ctx.cache.observe(&uid) else {
         ledger(&ctx).forget(compact::uid(&uid));
+        ctx.agents.forget(&uid);
         return Ok(Requeue::await_change());
     };
+    ctx.agents.set(
+        &uid,
+        agents::contribution(&observed, &ctx.vocabulary, Timestamp::now()),
+    );
     act::<K>(&ctx, &observed).await
 }
 

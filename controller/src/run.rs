@@ -286,6 +286,7 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    let agent_ledger = Arc::new(crate::agents_publish::AgentLedger::default());
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -305,7 +306,15 @@ pub async fn run(
         leader,
         notifier: config.notifier,
         not_attributed: std::sync::Mutex::default(),
+        agents: agent_ledger.clone(),
     });
+    background.spawn(crate::agents_publish::run(
+        client.clone(),
+        agent_ledger,
+        ctx.metrics.clone(),
+        ctx.leader.clone(),
+        shutdown.clone(),
+    ));
     background.spawn({
         let cache = cache.clone();
         async move {

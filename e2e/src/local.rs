@@ -201,6 +201,7 @@ impl LocalInstall {
             &[
                 "wait",
                 "--for=condition=Established",
+                "crd/custodyagents.custody.dev",
                 "crd/custodypolicies.custody.dev",
                 "crd/custodyteams.custody.dev",
                 "crd/rollbackrecords.custody.dev",
