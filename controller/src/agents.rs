@@ -109,10 +109,16 @@ pub fn summarize<'a>(
     let mut out: BTreeMap<String, Summary> = BTreeMap::new();
     for c in contributions {
         for (agent, r) in &c.revisions {
-            out.entry(agent.clone()).or_default().revisions.push(r.clone());
+            out.entry(agent.clone())
+                .or_default()
+                .revisions
+                .push(r.clone());
         }
         if let Some((agent, r)) = &c.in_flight {
-            out.entry(agent.clone()).or_default().in_flight.push(r.clone());
+            out.entry(agent.clone())
+                .or_default()
+                .in_flight
+                .push(r.clone());
         }
     }
     let key = |r: &AgentRevision| {
@@ -225,13 +231,19 @@ mod tests {
         let cases = vec![
             (
                 "a new agent revision rolling out",
-                observed("b", vec![revision("web-b", "b", "2026-12-03T11:59:00Z", AGENT)]),
+                observed(
+                    "b",
+                    vec![revision("web-b", "b", "2026-12-03T11:59:00Z", AGENT)],
+                ),
                 true,
                 1,
             ),
             (
                 "marked healthy",
-                observed("b", vec![revision("web-b", "b", "2026-12-03T11:59:00Z", &healthy)]),
+                observed(
+                    "b",
+                    vec![revision("web-b", "b", "2026-12-03T11:59:00Z", &healthy)],
+                ),
                 false,
                 1,
             ),
@@ -249,19 +261,28 @@ mod tests {
             ),
             (
                 "a person's revision",
-                observed("b", vec![revision("web-b", "b", "2026-12-03T11:59:00Z", &human)]),
+                observed(
+                    "b",
+                    vec![revision("web-b", "b", "2026-12-03T11:59:00Z", &human)],
+                ),
                 false,
                 0,
             ),
             (
                 "older than the horizons",
-                observed("b", vec![revision("web-b", "b", "2026-12-02T11:59:59Z", AGENT)]),
+                observed(
+                    "b",
+                    vec![revision("web-b", "b", "2026-12-02T11:59:59Z", AGENT)],
+                ),
                 false,
                 0,
             ),
             (
                 "never marked, past the in-flight horizon",
-                observed("b", vec![revision("web-b", "b", "2026-12-03T10:59:00Z", AGENT)]),
+                observed(
+                    "b",
+                    vec![revision("web-b", "b", "2026-12-03T10:59:00Z", AGENT)],
+                ),
                 false,
                 1,
             ),
@@ -272,7 +293,10 @@ mod tests {
             assert_eq!(c.revisions.len(), revisions, "{case}");
         }
         let c = contribution(
-            &observed("b", vec![revision("web-b", "b", "2026-12-03T11:59:00Z", AGENT)]),
+            &observed(
+                "b",
+                vec![revision("web-b", "b", "2026-12-03T11:59:00Z", AGENT)],
+            ),
             &v,
             now,
         );
@@ -290,12 +314,18 @@ mod tests {
         let v = Vocabulary::default();
         let now = at("2026-12-03T12:00:00Z");
         let one = contribution(
-            &observed("b", vec![revision("web-b", "b", "2026-12-03T11:59:00Z", AGENT)]),
+            &observed(
+                "b",
+                vec![revision("web-b", "b", "2026-12-03T11:59:00Z", AGENT)],
+            ),
             &v,
             now,
         );
         let two = contribution(
-            &observed("c", vec![revision("web-c", "c", "2026-12-03T11:58:00Z", AGENT)]),
+            &observed(
+                "c",
+                vec![revision("web-c", "c", "2026-12-03T11:58:00Z", AGENT)],
+            ),
             &v,
             now,
         );

@@ -17,9 +17,9 @@
 //! warm. The same cache feeds the background [`audit`], which judges what is running with the
 //! webhook's engine and writes policy reports.
 
-pub mod announce;
 pub mod agents;
 pub mod agents_publish;
+pub mod announce;
 pub mod attested;
 pub mod attribution;
 pub mod audit;

@@ -27,6 +27,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::agents;
+use crate::agents_publish::AgentLedger;
 use crate::announce;
 use crate::attested;
 use crate::attribution::{Excuse, Ledger};
@@ -37,8 +39,6 @@ use crate::index::Cache;
 use crate::metrics::{ErrorLabels, Metrics, NotAttributedLabels, ReasonLabels};
 use crate::notify::Notifier;
 use crate::observe::{self, Observed, PROVENANCE, Revision, WorkloadState};
-use crate::agents;
-use crate::agents_publish::AgentLedger;
 use crate::record;
 use crate::revert;
 use crate::slim::{SlimControllerRevision, SlimReplicaSet};

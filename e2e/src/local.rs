@@ -24,7 +24,14 @@ pub const NAMESPACE: &str = "custody-e2e-system";
 /// The Lease the controllers compete for.
 pub const LEASE: &str = "custody-e2e-controller";
 /// The webhook configurations the local install registers (the chart's names for `RELEASE`).
-pub const WEBHOOK_CONFIGURATIONS: [&str; 2] = ["custody-e2e-workloads", "custody-e2e-policies"];
+pub const WEBHOOK_CONFIGURATIONS: [&str; 3] = [
+    "custody-e2e-workloads",
+    "custody-e2e-policies",
+    SECOND_WORKLOADS,
+];
+
+/// The configuration that sends workloads to the second webhook process as well.
+const SECOND_WORKLOADS: &str = "custody-e2e-workloads-second";
 
 /// How the chart is rendered for the local install.
 #[derive(Clone, Debug)]
@@ -48,6 +55,8 @@ pub struct LocalInstall {
     /// The port the webhook serves admission on.
     pub webhook_port: u16,
     webhook: Option<Process>,
+    /// A second webhook process (scenarios with two replicas), on its own port.
+    second_webhook: Option<(Process, u16)>,
     controllers: Vec<Process>,
     janitor: Option<Child>,
     certs: ServingCerts,
@@ -174,6 +183,7 @@ impl LocalInstall {
             kubeconfig,
             webhook_port: free_port()?,
             webhook: None,
+            second_webhook: None,
             controllers: Vec::new(),
             janitor: None,
             certs,
@@ -281,6 +291,7 @@ impl LocalInstall {
         let pids: Vec<String> = self
             .webhook
             .iter()
+            .chain(self.second_webhook.iter().map(|(p, _)| p))
             .chain(self.controllers.iter())
             .map(|p| p.child.id().to_string())
             .collect();
@@ -492,6 +503,90 @@ impl LocalInstall {
         Ok(())
     }
 
+    /// Starts a second webhook process on its own port, as a second replica would run, and
+    /// registers it by url for workloads beside the first: the apiserver then asks both, and a
+    /// request is admitted only if both admit it. Never by Service (see `register_webhooks`).
+    pub async fn start_second_webhook(&mut self) -> anyhow::Result<()> {
+        let port = free_port()?;
+        let mut command = Command::new(Self::bin("custody-webhook")?);
+        command
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert")
+            .arg(self.certs.cert_path())
+            .arg("--tls-key")
+            .arg(self.certs.key_path())
+            .args(["--drain-ms", "2000"]);
+        let process = self.spawn("custody-webhook-2", "webhook.kubeconfig", command)?;
+        self.second_webhook = Some((process, port));
+        self.record_pids();
+        if let Some((p, _)) = self.second_webhook.as_mut() {
+            wait_ready(p, Duration::from_secs(60)).await?;
+        }
+        let rendered = render(
+            &self.values,
+            &["webhook-configurations.yaml"],
+            &self.external_values(),
+        )?;
+        let first = self.webhook_url();
+        let second = format!("https://127.0.0.1:{port}");
+        let mut workloads: serde_json::Value = rendered
+            .split("\n---")
+            .filter_map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).ok())
+            .find(|doc| doc["metadata"]["name"] == "custody-e2e-workloads")
+            .ok_or_else(|| {
+                anyhow::anyhow!("the chart rendered no workloads webhook configuration")
+            })?;
+        workloads["metadata"]["name"] = serde_json::json!(SECOND_WORKLOADS);
+        for hook in workloads["webhooks"].as_array_mut().into_iter().flatten() {
+            let name = hook["name"].as_str().unwrap_or_default().to_string();
+            hook["name"] = serde_json::json!(format!("second.{name}"));
+            let url = hook["clientConfig"]["url"].as_str().unwrap_or_default();
+            anyhow::ensure!(
+                url.starts_with(&first),
+                "webhook {name} is not registered by url on {first}: {url}"
+            );
+            hook["clientConfig"]["url"] = serde_json::json!(url.replacen(&first, &second, 1));
+        }
+        run_with_input(
+            &kubectl(),
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            &workloads.to_string(),
+        )?;
+        Ok(())
+    }
+
+    /// The second webhook's /metrics text.
+    pub async fn second_webhook_metrics(&self) -> anyhow::Result<String> {
+        let (p, _) = self
+            .second_webhook
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no second webhook is running"))?;
+        Ok(
+            crate::http_get(&format!("http://127.0.0.1:{}/metrics", p.admin))
+                .await?
+                .1,
+        )
+    }
+
+    /// Unregisters and stops the second webhook process (idempotent).
+    pub fn stop_second_webhook(&mut self) -> anyhow::Result<()> {
+        run(
+            &kubectl(),
+            &[
+                "delete",
+                "validatingwebhookconfiguration",
+                SECOND_WORKLOADS,
+                "--ignore-not-found",
+                "--wait=true",
+            ],
+        )?;
+        if let Some((mut p, _)) = self.second_webhook.take() {
+            terminate(&mut p.child)?;
+        }
+        self.record_pids();
+        Ok(())
+    }
+
     /// Removes the webhook configurations (idempotent).
     pub fn unregister(&mut self) -> anyhow::Result<()> {
         let mut args = vec!["delete", "validatingwebhookconfiguration"];
@@ -516,6 +611,7 @@ impl LocalInstall {
             .webhook
             .take()
             .into_iter()
+            .chain(self.second_webhook.take().map(|(p, _)| p))
             .chain(self.controllers.drain(..))
         {
             let _ = terminate(&mut p.child);

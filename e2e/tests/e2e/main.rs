@@ -5,6 +5,7 @@
 
 mod admission;
 mod audit;
+mod budget;
 mod freeze;
 mod helm_install;
 mod leader;
@@ -289,7 +290,19 @@ async fn custody_end_to_end() {
             s.teardown(&ctx).await;
         }
     }
-    if ["24 ", "25 ", "26 "].iter().any(|n| wanted(n)) {
+    if ["24 ", "25 ", "26 ", "28 "].iter().any(|n| wanted(n)) {
+        // With a local install, a second webhook process judges every workload too, as a
+        // second replica would: the guardrails must hold in both.
+        let second = match ctx.local.as_mut() {
+            Some(local) => match local.start_second_webhook().await {
+                Ok(()) => true,
+                Err(e) => {
+                    say(&format!("second webhook process not started: {e:#}"));
+                    false
+                }
+            },
+            None => false,
+        };
         let frozen = freeze::Frozen::setup(&ctx).await;
         scenario!(
             "24 ownership Registered: an unregistered owner is denied; a registered team's workload without oncall is admitted",
@@ -303,8 +316,20 @@ async fn custody_end_to_end() {
             "26 probation: an agent's third broken revision reverted, its fourth change denied, a person's admitted; a lift lets it back",
             probation::probation(&ctx, &frozen)
         );
+        scenario!(
+            "28 budget: an agent with two rollouts in flight is refused a third until one finishes, by both webhook processes",
+            budget::in_flight_budget(&ctx, &frozen)
+        );
         if let Ok(f) = &frozen {
             f.teardown(&ctx).await;
+        }
+        if second
+            && let Some(local) = ctx.local.as_mut()
+            && let Err(e) = local.stop_second_webhook()
+        {
+            say(&format!(
+                "stopping the second webhook process failed: {e:#}"
+            ));
         }
     }
     scenario!(
