@@ -1,7 +1,7 @@
 //! What each agent has in flight and has shipped lately, for the webhook's blast-radius budgets
-//! (`spec.agents.limits`). Pure: a workload's observed state in, its contribution out; the
-//! contributions of all workloads summed per agent. [`crate::agents_publish`] writes the sums
-//! as CustodyAgent objects.
+//! (`spec.agents.limits`). Pure: a workload and its revisions in, its contribution out; the
+//! contributions of all workloads summed per agent, at most [`MAX_LISTED`] of each list, newest
+//! kept. [`crate::agents_publish`] writes the sums as CustodyAgent objects.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,12 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::decide::mark;
-use crate::observe::{Observed, Revision};
+use crate::observe::{Revision, WorkloadState};
+
+/// The most rollouts in flight, and revisions, listed per agent: keeps a CustodyAgent far below
+/// etcd's object size limit whatever an agent does. Budgets above it are refused when a policy
+/// is applied.
+pub const MAX_LISTED: usize = custody_crds::guardrails::MAX_BUDGET as usize;
 
 /// How far back revisions are summarized: the longest `maxRevisions` window a budget can use
 /// here.
@@ -60,8 +65,12 @@ fn agent_of(revision: &Revision, vocabulary: &Vocabulary) -> Option<String> {
 }
 
 /// The workload's contribution at `now`.
-pub fn contribution(observed: &Observed, vocabulary: &Vocabulary, now: Timestamp) -> Contribution {
-    let w = &observed.workload;
+pub fn contribution(
+    w: &WorkloadState,
+    revisions: &[Revision],
+    vocabulary: &Vocabulary,
+    now: Timestamp,
+) -> Contribution {
     let entry = |revision: &Revision, at: Timestamp| AgentRevision {
         namespace: w.namespace.clone(),
         kind: w.kind,
@@ -74,7 +83,7 @@ pub fn contribution(observed: &Observed, vocabulary: &Vocabulary, now: Timestamp
         at: Time(at),
     };
     let mut out = Contribution::default();
-    for revision in &observed.revisions {
+    for revision in revisions {
         let (Some(agent), Some(created)) = (agent_of(revision, vocabulary), revision.created)
         else {
             continue;
@@ -83,8 +92,7 @@ pub fn contribution(observed: &Observed, vocabulary: &Vocabulary, now: Timestamp
             out.revisions.push((agent, entry(revision, created)));
         }
     }
-    let current = observed
-        .revisions
+    let current = revisions
         .iter()
         .find(|r| r.fingerprint == w.template_fingerprint);
     if let Some(current) = current
@@ -102,38 +110,94 @@ pub fn contribution(observed: &Observed, vocabulary: &Vocabulary, now: Timestamp
     out
 }
 
+/// The per-agent sums, built one contribution at a time, each list bounded.
+#[derive(Debug, Default)]
+pub struct Sums(BTreeMap<String, Summary>);
+
+impl Sums {
+    /// Adds a workload's contribution.
+    pub fn add(&mut self, c: Contribution) {
+        for (agent, r) in c.revisions {
+            let s = self.0.entry(agent).or_default();
+            s.revisions.push(r);
+            bound(&mut s.revisions);
+        }
+        if let Some((agent, r)) = c.in_flight {
+            let s = self.0.entry(agent).or_default();
+            s.in_flight.push(r);
+            bound(&mut s.in_flight);
+        }
+    }
+
+    /// The sums, each list sorted oldest first and at most [`MAX_LISTED`] long.
+    pub fn finish(mut self) -> BTreeMap<String, Summary> {
+        for s in self.0.values_mut() {
+            for list in [&mut s.in_flight, &mut s.revisions] {
+                keep_newest(list, MAX_LISTED);
+                list.sort_by_key(order);
+            }
+        }
+        self.0
+    }
+}
+
+fn order(r: &AgentRevision) -> (Timestamp, String, String, String) {
+    (
+        r.at.0,
+        r.namespace.clone(),
+        r.name.clone(),
+        r.revision.clone(),
+    )
+}
+
+/// Lets a list grow to twice the cap before trimming, so adding stays cheap.
+fn bound(list: &mut Vec<AgentRevision>) {
+    if list.len() >= 2 * MAX_LISTED {
+        keep_newest(list, MAX_LISTED);
+    }
+}
+
+fn keep_newest(list: &mut Vec<AgentRevision>, n: usize) {
+    if list.len() > n {
+        list.sort_by_key(|r| std::cmp::Reverse(order(r)));
+        list.truncate(n);
+    }
+}
+
 /// Sums contributions per agent.
-pub fn summarize<'a>(
-    contributions: impl IntoIterator<Item = &'a Contribution>,
+pub fn summarize(
+    contributions: impl IntoIterator<Item = Contribution>,
 ) -> BTreeMap<String, Summary> {
-    let mut out: BTreeMap<String, Summary> = BTreeMap::new();
+    let mut sums = Sums::default();
     for c in contributions {
-        for (agent, r) in &c.revisions {
-            out.entry(agent.clone())
-                .or_default()
-                .revisions
-                .push(r.clone());
-        }
-        if let Some((agent, r)) = &c.in_flight {
-            out.entry(agent.clone())
-                .or_default()
-                .in_flight
-                .push(r.clone());
-        }
+        sums.add(c);
     }
-    let key = |r: &AgentRevision| {
+    sums.finish()
+}
+
+/// A fingerprint of a contribution, to tell cheaply whether a workload's changed.
+pub fn digest(c: &Contribution) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    fn feed(h: &mut DefaultHasher, agent: &str, r: &AgentRevision) {
         (
-            r.at.0,
-            r.namespace.clone(),
-            r.name.clone(),
-            r.revision.clone(),
+            agent,
+            &r.namespace,
+            &r.name,
+            &r.revision,
+            &r.team,
+            r.at.0.as_nanosecond(),
         )
-    };
-    for s in out.values_mut() {
-        s.in_flight.sort_by_key(key);
-        s.revisions.sort_by_key(key);
+            .hash(h);
     }
-    out
+    let mut h = DefaultHasher::new();
+    for (agent, r) in &c.revisions {
+        feed(&mut h, agent, r);
+    }
+    if let Some((agent, r)) = &c.in_flight {
+        "in flight".hash(&mut h);
+        feed(&mut h, agent, r);
+    }
+    h.finish()
 }
 
 /// The CustodyAgent object's name for `agent`: a DNS subdomain, readable, and unique through a
@@ -159,7 +223,6 @@ pub fn object_name(agent: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::WorkloadState;
     use custody_crds::WorkloadKind;
 
     fn at(s: &str) -> Timestamp {
@@ -181,9 +244,9 @@ mod tests {
         }
     }
 
-    fn observed(current: &str, revisions: Vec<Revision>) -> Observed {
-        Observed {
-            workload: WorkloadState {
+    fn observed(current: &str, revisions: Vec<Revision>) -> (WorkloadState, Vec<Revision>) {
+        (
+            WorkloadState {
                 kind: WorkloadKind::Deployment,
                 name: "web".into(),
                 namespace: "shop".into(),
@@ -207,9 +270,7 @@ mod tests {
                 managed_by: String::new(),
             },
             revisions,
-            pods: vec![],
-            nodes: vec![],
-        }
+        )
     }
 
     const AGENT: &[(&str, &str)] = &[
@@ -288,18 +349,15 @@ mod tests {
             ),
         ];
         for (case, o, in_flight, revisions) in cases {
-            let c = contribution(&o, &v, now);
+            let c = contribution(&o.0, &o.1, &v, now);
             assert_eq!(c.in_flight.is_some(), in_flight, "{case}");
             assert_eq!(c.revisions.len(), revisions, "{case}");
         }
-        let c = contribution(
-            &observed(
-                "b",
-                vec![revision("web-b", "b", "2026-12-03T11:59:00Z", AGENT)],
-            ),
-            &v,
-            now,
+        let (w, revs) = observed(
+            "b",
+            vec![revision("web-b", "b", "2026-12-03T11:59:00Z", AGENT)],
         );
+        let c = contribution(&w, &revs, &v, now);
         let (agent, r) = c.in_flight.unwrap();
         assert_eq!(agent, "claude-code/1.0");
         assert_eq!(
@@ -313,23 +371,18 @@ mod tests {
     fn summaries_sum_per_agent_and_names_are_distinct() {
         let v = Vocabulary::default();
         let now = at("2026-12-03T12:00:00Z");
-        let one = contribution(
-            &observed(
-                "b",
-                vec![revision("web-b", "b", "2026-12-03T11:59:00Z", AGENT)],
-            ),
-            &v,
-            now,
+        let (w1, r1) = observed(
+            "b",
+            vec![revision("web-b", "b", "2026-12-03T11:59:00Z", AGENT)],
         );
-        let two = contribution(
-            &observed(
-                "c",
-                vec![revision("web-c", "c", "2026-12-03T11:58:00Z", AGENT)],
-            ),
-            &v,
-            now,
+        let (w2, r2) = observed(
+            "c",
+            vec![revision("web-c", "c", "2026-12-03T11:58:00Z", AGENT)],
         );
-        let sums = summarize([&one, &two]);
+        let one = contribution(&w1, &r1, &v, now);
+        let two = contribution(&w2, &r2, &v, now);
+        assert_ne!(digest(&one), digest(&two));
+        let sums = summarize([one, two]);
         let s = &sums["claude-code/1.0"];
         assert_eq!(s.in_flight.len(), 2);
         assert_eq!(s.revisions[0].revision, "web-c", "oldest first");
@@ -339,5 +392,33 @@ mod tests {
         assert!(a.starts_with("claude-code-1-0-"), "{a}");
         assert!(object_name("///").starts_with("agent-"));
         assert!(object_name(&"x".repeat(300)).len() <= 49);
+    }
+
+    #[test]
+    fn lists_are_capped_keeping_the_newest() {
+        let v = Vocabulary::default();
+        let now = at("2026-12-03T12:00:00Z");
+        let contributions = (0..2_500).map(|i| {
+            let (w, revs) = observed(
+                &format!("f{i}"),
+                vec![revision(
+                    &format!("web-{i}"),
+                    &format!("f{i}"),
+                    &(now - SignedDuration::from_secs(i)).to_string(),
+                    AGENT,
+                )],
+            );
+            contribution(&w, &revs, &v, now)
+        });
+        let sums = summarize(contributions);
+        let s = &sums["claude-code/1.0"];
+        assert_eq!(s.revisions.len(), MAX_LISTED);
+        assert_eq!(s.in_flight.len(), MAX_LISTED);
+        assert_eq!(
+            s.revisions.last().unwrap().revision,
+            "web-0",
+            "the newest kept"
+        );
+        assert_eq!(s.revisions[0].revision, format!("web-{}", MAX_LISTED - 1));
     }
 }

@@ -1,87 +1,88 @@
-//! Publishing the agents' summaries: each workload's contribution is kept as the leader last
-//! reconciled it, and a task writes the per-agent sums as CustodyAgent objects (server-side
-//! apply of the status) when they change, and deletes those of agents with nothing left.
-//! The webhook enforces `spec.agents.limits` from them.
+//! Publishing the agents' summaries. Reconciles note which workloads' contributions changed (a
+//! hash per workload, not the contributions: the cache already holds what they are made of);
+//! when one did, a task on the leader sums every workload's contribution from the cache, a
+//! namespace at a time, and writes the sums as CustodyAgent objects (server-side apply of the
+//! status) where they changed, deleting those of agents with nothing left. The webhook enforces
+//! `spec.agents.limits` from them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use custody_crds::{CustodyAgent, CustodyAgentSpec, CustodyAgentStatus};
+use custody_crds::{CustodyAgent, CustodyAgentSpec, CustodyAgentStatus, Vocabulary};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::agents::{Contribution, Summary, object_name, summarize};
+use crate::agents::{Contribution, Summary, Sums, contribution, digest, object_name};
+use crate::compact::Uid;
+use crate::index::Cache;
 use crate::metrics::{AgentScopeLabels, Metrics};
 
-/// How often the sums are written when something changed: the lag a burst of agent rollouts
-/// can overshoot a budget by, on top of the watches'.
+/// How often the sums are rebuilt and written when something changed: most of the lag a burst
+/// of agent rollouts can overshoot a budget by.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+
+/// Workloads summed between two yields, so reconciles are not held up.
+const CHUNK: usize = 256;
 
 const MANAGER: &str = "custody-controller";
 
-/// Every workload's contribution, by workload uid.
+/// Which workloads' contributions changed since the last publication.
 #[derive(Default)]
 pub struct AgentLedger {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    by_workload: HashMap<String, Contribution>,
-    dirty: bool,
+    digests: Mutex<HashMap<Uid, u64>>,
+    dirty: AtomicBool,
 }
 
 impl AgentLedger {
-    /// Records a workload's contribution (an empty one removes it).
-    pub fn set(&self, uid: &str, contribution: Contribution) {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let changed = if contribution.is_empty() {
-            inner.by_workload.remove(uid).is_some()
-        } else if inner.by_workload.get(uid) != Some(&contribution) {
-            inner.by_workload.insert(uid.to_string(), contribution);
-            true
+    /// Notes a workload's contribution as its reconcile sees it.
+    pub fn note(&self, uid: Uid, c: &Contribution) {
+        let mut digests = self.digests.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = if c.is_empty() {
+            digests.remove(&uid).is_some()
         } else {
-            false
+            digests.insert(uid, digest(c)) != Some(digest(c))
         };
-        inner.dirty |= changed;
+        if changed {
+            self.dirty.store(true, Ordering::Release);
+        }
     }
 
     /// Forgets a workload that is gone.
-    pub fn forget(&self, uid: &str) {
-        self.set(uid, Contribution::default());
+    pub fn forget(&self, uid: Uid) {
+        self.note(uid, &Contribution::default());
     }
 
-    /// The sums, if anything changed since the last call.
-    fn take_changed(&self) -> Option<BTreeMap<String, Summary>> {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if !inner.dirty {
-            return None;
-        }
-        inner.dirty = false;
-        Some(summarize(inner.by_workload.values()))
+    fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::AcqRel)
     }
 
     fn mark_dirty(&self) {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .dirty = true;
+        self.dirty.store(true, Ordering::Release);
     }
 }
 
+/// What the publisher reads and writes with.
+pub struct Publisher {
+    /// The API client.
+    pub client: Client,
+    /// The controller's cache.
+    pub cache: Arc<Cache>,
+    /// The change notes.
+    pub ledger: Arc<AgentLedger>,
+    /// The annotation keys.
+    pub vocabulary: Vocabulary,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
 /// Writes the summaries while this replica leads, until `shutdown`.
-pub async fn run(
-    client: Client,
-    ledger: std::sync::Arc<AgentLedger>,
-    metrics: Metrics,
-    mut leader: watch::Receiver<bool>,
-    shutdown: CancellationToken,
-) {
-    let api: Api<CustodyAgent> = Api::all(client);
+pub async fn run(p: Publisher, mut leader: watch::Receiver<bool>, shutdown: CancellationToken) {
+    let api: Api<CustodyAgent> = Api::all(p.client.clone());
     // What this replica wrote, so unchanged agents are not written again; forgotten when the
     // lease is lost, since another replica may have written since.
     let mut published: Option<BTreeMap<String, Summary>> = None;
@@ -94,9 +95,10 @@ pub async fn run(
             published = None;
             continue;
         }
-        let Some(sums) = ledger.take_changed() else {
+        if !p.cache.is_synced() || (published.is_some() && !p.ledger.take_dirty()) {
             continue;
-        };
+        }
+        let sums = sum(&p).await;
         // First write as leader: everything, and away with agents another leader left behind.
         let (before, stale) = match published.take() {
             Some(before) => (before, Vec::new()),
@@ -104,22 +106,39 @@ pub async fn run(
                 Ok(agents) => (BTreeMap::new(), agents),
                 Err(error) => {
                     tracing::warn!(%error, "cannot list CustodyAgents (is the CRD installed?); agent budgets are not published");
-                    ledger.mark_dirty();
                     continue;
                 }
             },
         };
         match publish(&api, &before, &sums, &stale).await {
             Ok(()) => {
-                set_gauge(&metrics, &sums);
+                set_gauge(&p.metrics, &sums);
                 published = Some(sums);
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot write the agents' summaries; retrying");
-                ledger.mark_dirty();
+                p.ledger.mark_dirty();
+                published = Some(before);
             }
         }
     }
+}
+
+/// Sums every cached workload's contribution, a namespace at a time.
+async fn sum(p: &Publisher) -> BTreeMap<String, Summary> {
+    let now = jiff::Timestamp::now();
+    let mut sums = Sums::default();
+    for (_, uids) in p.cache.workloads_by_namespace() {
+        for chunk in uids.chunks(CHUNK) {
+            for uid in chunk {
+                if let Some((w, revisions)) = p.cache.revisions_of(*uid) {
+                    sums.add(contribution(&w, &revisions, &p.vocabulary, now));
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    sums.finish()
 }
 
 /// The agents whose objects exist.

@@ -305,6 +305,18 @@ impl Cache {
             .collect()
     }
 
+    /// A workload and its revisions (no Pods), by UID: what the agents' summaries read.
+    pub fn revisions_of(&self, uid: Uid) -> Option<(WorkloadState, Vec<Revision>)> {
+        let t = self.lock();
+        let workload = t.workloads.rows.get(&uid)?.value.state(&self.keys);
+        let revisions = t
+            .revisions
+            .owned(uid)
+            .map(|(_, r)| r.revision(&self.keys))
+            .collect();
+        Some((workload, revisions))
+    }
+
     /// The rollout of the workload whose UID is `workload_uid`, if the cache has it.
     pub fn observe(&self, workload_uid: &str) -> Option<Observed> {
         let uid = uid(workload_uid);

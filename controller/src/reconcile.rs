@@ -199,12 +199,17 @@ pub async fn reconcile<K: Workload>(
     };
     let Some(observed) = ctx.cache.observe(&uid) else {
         ledger(&ctx).forget(compact::uid(&uid));
-        ctx.agents.forget(&uid);
+        ctx.agents.forget(compact::uid(&uid));
         return Ok(Requeue::await_change());
     };
-    ctx.agents.set(
-        &uid,
-        agents::contribution(&observed, &ctx.vocabulary, Timestamp::now()),
+    ctx.agents.note(
+        compact::uid(&uid),
+        &agents::contribution(
+            &observed.workload,
+            &observed.revisions,
+            &ctx.vocabulary,
+            Timestamp::now(),
+        ),
     );
     act::<K>(&ctx, &observed).await
 }

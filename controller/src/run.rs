@@ -309,9 +309,13 @@ pub async fn run(
         agents: agent_ledger.clone(),
     });
     background.spawn(crate::agents_publish::run(
-        client.clone(),
-        agent_ledger,
-        ctx.metrics.clone(),
+        crate::agents_publish::Publisher {
+            client: client.clone(),
+            cache: cache.clone(),
+            ledger: agent_ledger,
+            vocabulary: ctx.vocabulary.clone(),
+            metrics: ctx.metrics.clone(),
+        },
         ctx.leader.clone(),
         shutdown.clone(),
     ));

@@ -50,6 +50,11 @@ pub struct AgentLimit {
     pub window: String,
 }
 
+/// The largest budget a policy may set: the controller lists at most this many rollouts in
+/// flight, and revisions, per agent, which keeps a CustodyAgent far below etcd's object size
+/// limit.
+pub const MAX_BUDGET: u32 = 1_000;
+
 fn all_agents() -> Vec<String> {
     vec!["*".to_string()]
 }

@@ -302,6 +302,10 @@ fn bad_budgets_are_refused() {
             "a limit of 0",
         ),
         (
+            limit(ProbationScope::Namespace, None, Some(5_000)),
+            "a budget above 1000",
+        ),
+        (
             AgentLimit {
                 window: "often".into(),
                 ..limit(ProbationScope::Namespace, None, Some(3))

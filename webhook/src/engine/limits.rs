@@ -44,6 +44,12 @@ impl CompiledLimit {
                 "{at}: a limit of 0 refuses every agent revision; remove the agent's identity instead"
             ));
         }
+        let max = custody_crds::guardrails::MAX_BUDGET;
+        if spec.max_in_flight.unwrap_or(0) > max || spec.max_revisions.unwrap_or(0) > max {
+            problems.push(format!(
+                "{at}: a budget above {max} cannot be counted (the controller lists at most {max} of an agent's rollouts and revisions)"
+            ));
+        }
         if spec.agents.is_empty() || spec.agents.iter().any(|g| g.trim().is_empty()) {
             problems.push(format!(
                 "{at}.agents: name the agents as globs (\"*\" for every agent); an empty pattern matches nothing"
