@@ -12,7 +12,9 @@ use custody_crds::{
     Vocabulary,
 };
 use custody_webhook::attest::AttestationCache;
-use custody_webhook::engine::{Context, PolicySet, QuarantineIndex, TeamIndex, evaluate};
+use custody_webhook::engine::{
+    AgentActivity, Context, PolicySet, QuarantineIndex, TeamIndex, evaluate,
+};
 use custody_webhook::review;
 
 #[path = "support/signed.rs"]
@@ -108,6 +110,98 @@ fn teams_and_freezes(open: bool) -> (PolicySet, TeamIndex) {
     (set, teams)
 }
 
+/// 10,000 RollbackRecords of 1,000 agents (the fixture's agent among them, 3 reverts in
+/// another namespace), one policy with probation and an in-flight and a revisions budget, and
+/// the controller's summaries of those 1,000 agents (20 revisions and 2 rollouts in flight
+/// each).
+fn guardrails() -> (PolicySet, QuarantineIndex, AgentActivity) {
+    use custody_crds::{
+        AgentGuardrails, AgentLimit, AgentRevision, CustodyAgent, CustodyAgentSpec,
+        CustodyAgentStatus, Probation, RecordAction, RevisionSnapshot, RollbackRecord,
+        RollbackRecordSpec, SignalReason, WorkloadKind, WorkloadRef,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let agent = |i: usize| {
+        if i == 0 {
+            "claude-code/1.0".to_string()
+        } else {
+            format!("agent-{i:04}/1.0")
+        }
+    };
+    let records: Vec<RollbackRecord> = (0..10_000)
+        .map(|i| {
+            let mut r = RollbackRecord::new(
+                &format!("r{i}"),
+                RollbackRecordSpec {
+                    workload: WorkloadRef {
+                        kind: WorkloadKind::Deployment,
+                        name: format!("app-{i}"),
+                        uid: None,
+                    },
+                    action: RecordAction::Reverted,
+                    reason: SignalReason::NotReady,
+                    from: RevisionSnapshot {
+                        revision: "2".into(),
+                        template_fingerprint: format!("sha256:{i}"),
+                        actor: Some(custody_crds::Actor::Agent),
+                        agent: Some(agent(i % 1_000)),
+                        ..RevisionSnapshot::default()
+                    },
+                    to: None,
+                    signals: vec![],
+                    policy: "guarded".into(),
+                    explanation: String::new(),
+                    revision_seen_at: None,
+                    regression_detected_at: Time(now),
+                    acted_at: Time(now - k8s_openapi::jiff::SignedDuration::from_secs(60)),
+                    team: Some("team-x".into()),
+                    oncall: None,
+                },
+            );
+            r.metadata.namespace = Some(format!("ns-{}", i % 100));
+            r
+        })
+        .collect();
+    let quarantine = QuarantineIndex::from_records(&records);
+    let revision = |i: usize, j: usize| AgentRevision {
+        namespace: format!("ns-{}", j % 100),
+        kind: WorkloadKind::Deployment,
+        name: format!("app-{i}-{j}"),
+        revision: format!("app-{i}-{j}-abc"),
+        team: Some("team-x".into()),
+        at: Time(now - k8s_openapi::jiff::SignedDuration::from_secs(j as i64 * 60)),
+    };
+    let objects: Vec<CustodyAgent> = (0..1_000)
+        .map(|i| {
+            let mut a = CustodyAgent::new(&format!("a{i}"), CustodyAgentSpec { agent: agent(i) });
+            a.status = Some(CustodyAgentStatus {
+                in_flight: (0..2).map(|j| revision(i, j)).collect(),
+                revisions: (0..20).map(|j| revision(i, j)).collect(),
+                updated_at: None,
+            });
+            a
+        })
+        .collect();
+    let activity = AgentActivity::from_objects(&objects);
+    let spec = CustodyPolicySpec {
+        agents: AgentGuardrails {
+            probation: Some(Probation::default()),
+            limits: vec![AgentLimit {
+                agents: vec!["*".into()],
+                scope: custody_crds::ProbationScope::Namespace,
+                max_in_flight: Some(5),
+                max_revisions: Some(50),
+                window: "1h".into(),
+            }],
+        },
+        ..CustodyPolicySpec::default()
+    };
+    let (set, errors) = PolicySet::compile([CustodyPolicy::new("guarded", spec)]);
+    assert!(errors.is_empty(), "{errors:?}");
+    (set, quarantine, activity)
+}
+
 fn run(name: &str, body: &[u8], policies: &PolicySet) {
     run_with(name, body, policies, true, &TeamIndex::default());
 }
@@ -115,8 +209,27 @@ fn run(name: &str, body: &[u8], policies: &PolicySet) {
 /// With `cached` false, every review gets an empty attestation cache, so a signed one pays for
 /// its signature check each time.
 fn run_with(name: &str, body: &[u8], policies: &PolicySet, cached: bool, teams: &TeamIndex) {
+    run_full(
+        name,
+        body,
+        policies,
+        cached,
+        teams,
+        &QuarantineIndex::default(),
+        &AgentActivity::default(),
+    );
+}
+
+fn run_full(
+    name: &str,
+    body: &[u8],
+    policies: &PolicySet,
+    cached: bool,
+    teams: &TeamIndex,
+    quarantine: &QuarantineIndex,
+    activity: &AgentActivity,
+) {
     let vocabulary = Vocabulary::default();
-    let quarantine = QuarantineIndex::default();
     let shared = AttestationCache::default();
     let once = || {
         let fresh;
@@ -129,12 +242,12 @@ fn run_with(name: &str, body: &[u8], policies: &PolicySet, cached: bool, teams: 
         let ctx = Context {
             vocabulary: &vocabulary,
             namespace_labels: None,
-            quarantine: &quarantine,
+            quarantine,
             now: k8s_openapi::jiff::Timestamp::now(),
             attestations,
             teams,
             background: false,
-            activity: &custody_webhook::engine::AgentActivity::default(),
+            activity,
         };
         let request = review::decode(black_box(body)).expect("decodes");
         let decision = evaluate(policies, &request, &ctx);
@@ -259,6 +372,16 @@ fn main() {
             &teams,
         );
     }
+    let (guarded, records, activity) = guardrails();
+    run_full(
+        "create, 10,000 records + 1,000 agents' summaries, probation + budgets",
+        &fixture("deployment-create-agent-annotated.json"),
+        &guarded,
+        true,
+        &TeamIndex::default(),
+        &records,
+        &activity,
+    );
     if let Some(kib) = peak_rss_kib() {
         println!("peak RSS {:.1} MiB", kib as f64 / 1024.0);
     }
