@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use custody_e2e::{deployment, wait_for};
 use serde_json::{Value, json};
 
-use crate::freeze::{Frozen, TEAM, owned_by};
+use crate::freeze::{Frozen, TEAM, denial, owned_by};
 use crate::support::{Ctx, api_error, apply, create, secs};
 
 /// An agent of its own, so the other scenarios' revisions do not count here.
@@ -66,31 +66,37 @@ pub async fn in_flight_budget(
         .await
         .map_err(|e| anyhow::anyhow!("{name} v2 refused within the budget: {e}"))?;
     }
-    // The third is refused once the controller's summary shows the two (a real apply, so the
-    // denial is counted).
+    // The third is refused once the controller's summary shows the two. Dry runs until then
+    // (a real apply admitted before the summary would start the third rollout), then one real
+    // apply, refused and counted.
     let third = revision(ctx, "budget-c", "agent", "v2", false);
     let message = wait_for(
         "the third agent rollout to be refused",
         Duration::from_secs(15),
-        || async { refused(ctx, &third).await },
+        || async { denial(ctx, &third).await },
     )
     .await?;
     let refused_after = secs(started);
     anyhow::ensure!(
-        message.contains("RolloutLimit")
-            || (message.contains("rollouts in flight")
-                && message.contains("budget-a")
-                && message.contains("budget-b")),
+        message.contains("rollouts in flight")
+            && message.contains("budget-a")
+            && message.contains("budget-b"),
         "the denial does not name the rollouts in flight: {message}"
     );
+    anyhow::ensure!(
+        refused(ctx, &third).await?.is_some(),
+        "the third rollout was admitted for real while two were in flight"
+    );
     // Room frees when Custody reverts one of them; then the third goes through.
-    let admitted = wait_for(
+    wait_for(
         "the third agent rollout to be admitted once one finished",
         ctx.settings.revert_window,
-        || async { Ok(refused(ctx, &third).await?.is_none().then_some(())) },
+        || async { Ok(denial(ctx, &third).await?.is_none().then_some(())) },
     )
-    .await;
-    admitted?;
+    .await?;
+    apply(&ctx.deployments(), &third)
+        .await
+        .map_err(|e| anyhow::anyhow!("the third rollout was refused after room freed: {e}"))?;
     let freed_after = secs(started);
     let mut counted = String::new();
     if let Some(local) = main.local.as_ref() {
