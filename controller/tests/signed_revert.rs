@@ -1,6 +1,8 @@
 //! Signed provenance in the controller: the actor it acts on is the one a key vouched for, the
 //! record names the key, and a revert restores the attestation with the template, so the
-//! restored revision verifies at admission as it did when it was first applied.
+//! restored revision verifies at admission as it did when it was first applied. The cache keeps
+//! only a digest of each attestation; the envelopes are passed in as the controller reads them
+//! from the API server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +11,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use custody_controller::attested::{Vouch, as_believed, keys_of, vouch};
+use custody_controller::attested::{Attestation, Vouch, as_believed, digest, keys_of, vouch};
 use custody_controller::decide::{Action, decide};
 use custody_controller::observe::{Observed, Revision};
 use custody_controller::{record, revert};
@@ -103,9 +105,26 @@ fn provenance(actor: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// What the API server stores: the envelopes, by revision name.
+type Stored = BTreeMap<String, String>;
+
+/// Annotations as the cache keeps them: the attestation as its digest.
+fn cached(mut annotations: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    if let Some(envelope) = annotations.get_mut("custody.dev/attestation") {
+        *envelope = digest(envelope);
+    }
+    annotations
+}
+
+fn read(stored: &Stored, revision: &str) -> Attestation {
+    stored
+        .get(revision)
+        .map_or(Attestation::Absent, |e| Attestation::Read(e.clone()))
+}
+
 /// Revision 1 signed by the release key for a human and marked healthy; revision 2 by `actor`,
 /// signed by `v2_key` if given, crash-looping.
-fn situation(release: &Key, v2: (&str, Option<&Key>)) -> Observed {
+fn situation(release: &Key, v2: (&str, Option<&Key>)) -> (Observed, Stored) {
     let mut a1 = provenance("human");
     a1.insert(
         "custody.dev/attestation".into(),
@@ -120,6 +139,11 @@ fn situation(release: &Key, v2: (&str, Option<&Key>)) -> Observed {
             key.sign(&stored("web:2", "h2"), &a2),
         );
     }
+    let envelopes: Stored = [("web-1", &a1), ("web-2", &a2)]
+        .into_iter()
+        .filter_map(|(name, a)| Some((name.to_string(), a.get("custody.dev/attestation")?.clone())))
+        .collect();
+    let (a1, a2) = (cached(a1), cached(a2));
     let mut workload = deployment("web:2", 3, 0, 3);
     workload.template_fingerprint =
         custody_crds::template_fingerprint(&stored("web:2", "h2")).to_string();
@@ -127,7 +151,7 @@ fn situation(release: &Key, v2: (&str, Option<&Key>)) -> Observed {
     let mut crashing = pod("web-2", 1, false, 0);
     crashing.containers[0].waiting = Some("CrashLoopBackOff".into());
     crashing.containers[0].restarts = 5;
-    Observed {
+    let observed = Observed {
         workload,
         revisions: vec![
             Revision::new("web-2".into(), 2, &stored("web:2", "h2"), a2, Some(t(0))),
@@ -135,7 +159,8 @@ fn situation(release: &Key, v2: (&str, Option<&Key>)) -> Observed {
         ],
         pods: vec![crashing],
         nodes: Vec::new(),
-    }
+    };
+    (observed, envelopes)
 }
 
 fn policy(keys: Vec<TrustedKey>) -> CustodyPolicy {
@@ -151,13 +176,18 @@ fn policy(keys: Vec<TrustedKey>) -> CustodyPolicy {
     )
 }
 
-fn judge(observed: &Observed, policy: &CustodyPolicy) -> (Vouch, Action) {
+fn judge(
+    observed: &Observed,
+    policy: &CustodyPolicy,
+    attestation: &Attestation,
+) -> (Vouch, Action) {
     let vocabulary = Vocabulary::default();
     let keys = keys_of(policy);
     let current = &observed.revisions[0];
     let v = vouch(
         &observed.workload,
         current,
+        attestation,
         Some(policy),
         &keys,
         &vocabulary,
@@ -184,8 +214,8 @@ fn a_signed_agent_revision_is_reverted_and_the_record_names_its_key() {
         release.trusted(vec![Actor::Human]),
         ci.trusted(vec![Actor::Agent]),
     ]);
-    let observed = situation(&release, ("agent", Some(&ci)));
-    let (v, action) = judge(&observed, &policy);
+    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let (v, action) = judge(&observed, &policy, &read(&envelopes, "web-2"));
     assert_eq!(
         v,
         Vouch::Verified {
@@ -214,8 +244,8 @@ fn an_unverified_claim_of_a_human_is_not_believed() {
     let policy = policy(vec![release.trusted(vec![Actor::Human])]);
     // An agent's revision that writes actor: human and carries no attestation (admitted before
     // the policy required one, say): the controller does not take the claim at its word.
-    let observed = situation(&release, ("human", None));
-    let (v, action) = judge(&observed, &policy);
+    let (observed, envelopes) = situation(&release, ("human", None));
+    let (v, action) = judge(&observed, &policy, &read(&envelopes, "web-2"));
     assert!(
         matches!(v, Vouch::Unverified { required: true, .. }),
         "{v:?}"
@@ -237,16 +267,18 @@ fn the_reverted_workload_verifies_as_its_restored_revision() {
         release.trusted(vec![Actor::Human]),
         ci.trusted(vec![Actor::Agent]),
     ]);
-    let observed = situation(&release, ("agent", Some(&ci)));
-    let (_, Action::Revert(verdict)) = judge(&observed, &policy) else {
+    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let (_, Action::Revert(verdict)) = judge(&observed, &policy, &read(&envelopes, "web-2")) else {
         panic!("expected a revert");
     };
     let to = verdict.to.clone().unwrap();
     // The Deployment as stored at revision 2, then the controller's revert patch applied.
+    let mut stored_annotations = observed.workload.annotations.clone();
+    stored_annotations.insert("custody.dev/attestation".into(), envelopes["web-2"].clone());
     let mut deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "42",
-            "annotations": observed.workload.annotations},
+            "annotations": stored_annotations},
         "spec": {"template": stored("web:2", "h2")}
     });
     deployment["spec"]["template"]["metadata"]["labels"]
@@ -257,6 +289,7 @@ fn the_reverted_workload_verifies_as_its_restored_revision() {
         &observed.workload,
         stored("web:1", "h1"),
         &to,
+        envelopes.get(&to.name).map(String::as_str),
         &verdict,
         "web-r2-x",
         &Vocabulary::default(),
@@ -294,4 +327,86 @@ fn the_reverted_workload_verifies_as_its_restored_revision() {
             .map(String::as_str),
         Some("human")
     );
+}
+
+#[test]
+fn the_cache_keeps_a_digest_not_the_envelope() {
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let cached = &observed.revisions[0].annotations["custody.dev/attestation"];
+    assert_eq!(cached, &digest(&envelopes["web-2"]));
+    assert!(
+        cached.len() < 80 && envelopes["web-2"].len() > 200,
+        "{cached}"
+    );
+}
+
+#[test]
+fn an_attestation_that_cannot_be_read_is_not_believed() {
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let policy = policy(vec![
+        release.trusted(vec![Actor::Human]),
+        ci.trusted(vec![Actor::Agent]),
+    ]);
+    let (observed, _) = situation(&release, ("agent", Some(&ci)));
+    let unreadable = Attestation::Unreadable("connection refused".into());
+    let (v, action) = judge(&observed, &policy, &unreadable);
+    assert!(
+        matches!(&v, Vouch::Unverified { required: true, why } if why.contains("connection refused")),
+        "{v:?}"
+    );
+    let Action::Alert(verdict) = action else {
+        panic!("an actor no key could vouch for is alerted on, not reverted: {action:?}");
+    };
+    assert_eq!(verdict.attested_by, None);
+}
+
+#[test]
+fn the_envelope_read_is_the_truth_when_it_changed_since_cached() {
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let policy = policy(vec![
+        release.trusted(vec![Actor::Human]),
+        ci.trusted(vec![Actor::Agent]),
+    ]);
+    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let cached = observed.revisions[0]
+        .annotations
+        .get("custody.dev/attestation")
+        .map(String::as_str);
+    // Stripped since the cache saw it: judged as unsigned, not as the cache remembers it.
+    assert!(Attestation::Absent.differs_from(cached));
+    let (v, _) = judge(&observed, &policy, &Attestation::Absent);
+    assert!(
+        matches!(v, Vouch::Unverified { required: true, .. }),
+        "{v:?}"
+    );
+    let same = read(&envelopes, "web-2");
+    assert!(!same.differs_from(cached));
+    let (v, _) = judge(&observed, &policy, &same);
+    assert_eq!(v.key_id(), Some("ci"));
+}
+
+#[test]
+fn a_revert_to_an_unsigned_revision_removes_the_attestation() {
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let policy = policy(vec![
+        release.trusted(vec![Actor::Human]),
+        ci.trusted(vec![Actor::Agent]),
+    ]);
+    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let (_, Action::Revert(verdict)) = judge(&observed, &policy, &read(&envelopes, "web-2")) else {
+        panic!("expected a revert");
+    };
+    let to = verdict.to.clone().unwrap();
+    let after = revert::annotations_after(
+        &observed.workload,
+        &to,
+        None,
+        &verdict,
+        "web-r2-x",
+        &Vocabulary::default(),
+    );
+    assert_eq!(after.get("custody.dev/attestation"), Some(&None));
+    // Ownership comes back only with an attestation to vouch for it.
+    assert_eq!(after.get("custody.dev/owner"), None);
 }
