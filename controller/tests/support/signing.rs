@@ -1,5 +1,6 @@
 //! Signing keys and envelopes as `custody stamp --sign` writes them, for the tests of signed
-//! provenance.
+//! provenance and the controller bench's signed cluster.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 
@@ -10,8 +11,6 @@ use custody_crds::attestation::{
 use custody_crds::{Actor, KeyScope, TrustedKey, Vocabulary, WorkloadKind};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
-
-use super::template;
 
 pub struct Key {
     pub id: &'static str,
@@ -45,14 +44,25 @@ impl Key {
         }
     }
 
-    /// The annotations `custody stamp --sign` would write for the Deployment `shop/web` with
+    /// The attestation `custody stamp --sign` would write for the Deployment `shop/web` with
     /// `template` and `annotations`.
     pub fn sign(&self, template: &Value, annotations: &BTreeMap<String, String>) -> String {
+        self.sign_for("shop", "web", template, annotations)
+    }
+
+    /// The attestation for the Deployment `namespace/name`.
+    pub fn sign_for(
+        &self,
+        namespace: &str,
+        name: &str,
+        template: &Value,
+        annotations: &BTreeMap<String, String>,
+    ) -> String {
         let vocabulary = Vocabulary::default();
         let claim = Claim {
             kind: WorkloadKind::Deployment,
-            namespace: "shop".into(),
-            name: "web".into(),
+            namespace: namespace.into(),
+            name: name.into(),
             template_digest: subject_digest(WorkloadKind::Deployment, template),
             annotations: SIGNED_KEYS
                 .into_iter()
@@ -70,7 +80,7 @@ impl Key {
 
 /// A pod template as the apiserver stores it (defaults filled in), with the ReplicaSet's hash.
 pub fn stored(image: &str, hash: &str) -> Value {
-    let mut t = template(image);
+    let mut t = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}});
     apply_server_defaults(WorkloadKind::Deployment, &mut t);
     let mut rs = t.clone();
     rs["metadata"]["labels"]["pod-template-hash"] = json!(hash);
