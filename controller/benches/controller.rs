@@ -286,7 +286,13 @@ async fn memory(deployments: usize, signed: bool) {
         let attestation = key.as_ref().map(|key| {
             let signed: BTreeMap<String, String> =
                 serde_json::from_value(deployment_annotations.clone()).expect("annotations");
-            key.sign_for(&ns, &name, &template("web:1", None), &signed)
+            key.sign_for(
+                custody_crds::WorkloadKind::Deployment,
+                &ns,
+                &name,
+                &template("web:1", None),
+                &signed,
+            )
         });
         if let Some(envelope) = &attestation {
             envelope_bytes = envelope.len();

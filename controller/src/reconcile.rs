@@ -285,6 +285,8 @@ async fn respond<K: Workload>(
     let w = &observed.workload;
     let now = Timestamp::now();
     let mut action = decide::decide(observed, settings, &ctx.vocabulary, ctx.dry_run, now);
+    // The current revision's attestation, once read: the marks that follow copy it.
+    let mut read = None;
     // Under spec.signatures, act on the actor a trusted key vouched for. The actor is read only
     // once a regression is confirmed (a revert or an alert), so only then is the envelope read
     // and verified, and the decision taken again on what is believed.
@@ -317,6 +319,7 @@ async fn respond<K: Workload>(
         if let Action::Revert(v) | Action::Alert(v) = &mut action {
             v.attested_by = vouch.key_id().map(str::to_string);
         }
+        read = Some(attestation);
     }
     let (kind, ns, name) = (w.kind.as_str(), &w.namespace, &w.name);
     if !matches!(action, Action::NotAttributed { .. }) {
@@ -343,17 +346,17 @@ async fn respond<K: Workload>(
         }
         Action::MarkHealthy { revision } => {
             if let Some(r) = observed.revisions.iter().find(|r| r.name == revision) {
-                mark(ctx, w, r, marks::HEALTHY_SINCE, &now.to_string()).await?;
+                mark(ctx, w, r, marks::HEALTHY_SINCE, &now.to_string(), None).await?;
                 tracing::info!(kind, namespace = %ns, name = %name, revision = %revision, "revision marked healthy");
             }
             Ok(Requeue::await_change())
         }
         Action::Revert(verdict) => {
-            revert_to::<K>(ctx, w, &verdict, &policy, settings).await?;
+            revert_to::<K>(ctx, w, &verdict, &policy, settings, read).await?;
             Ok(Requeue::await_change())
         }
         Action::Alert(verdict) => {
-            alert(ctx, w, &verdict, &policy, settings).await?;
+            alert(ctx, w, &verdict, &policy, settings, read.as_ref()).await?;
             Ok(Requeue::await_change())
         }
     }
@@ -372,13 +375,15 @@ async fn create_record(ctx: &Context, record: &RollbackRecord) -> Result<(), Err
 
 /// Writes one of the controller's marks on a revision. A ControllerRevision also gets the
 /// provenance of the workload that ran it: unlike a ReplicaSet it does not copy the workload's
-/// annotations, and a later revert to it restores them from there.
+/// annotations, and a later revert to it restores them from there. `read` is the revision's
+/// attestation if it was already read; otherwise it is read here when needed.
 pub(crate) async fn mark(
     ctx: &Context,
     workload: &WorkloadState,
     revision: &Revision,
     key: &str,
     value: &str,
+    read: Option<&attested::Attestation>,
 ) -> Result<(), Error> {
     let mut annotations = BTreeMap::from([(decide::mark(&ctx.vocabulary, key), value.to_string())]);
     if workload.kind != WorkloadKind::Deployment {
@@ -393,7 +398,11 @@ pub(crate) async fn mark(
         }
         // The cache has only the attestation's digest: the envelope is read to be copied. A
         // revision marked without it could not be restored verifiable, so the mark waits.
-        match envelopes::attestation_of(ctx, workload, revision).await {
+        let attestation = match read {
+            Some(a) => a.clone(),
+            None => envelopes::attestation_of(ctx, workload, revision).await,
+        };
+        match attestation {
             attested::Attestation::Read(envelope) => {
                 annotations.insert(ctx.vocabulary.attestation().to_string(), envelope);
             }
@@ -468,9 +477,18 @@ async fn revert_to<K: Workload>(
     verdict: &Verdict,
     policy: &str,
     settings: &RollbackSettings,
+    read: Option<attested::Attestation>,
 ) -> Result<(), Error> {
     let Some(to) = &verdict.to else {
-        return alert(ctx, w, verdict, policy, settings).await;
+        return alert(ctx, w, verdict, policy, settings, read.as_ref()).await;
+    };
+    // A StatefulSet's or DaemonSet's running revision has its attestation on the workload, which
+    // the revert overwrites: read it first, for the mark that keeps it with the revision.
+    let read = match read {
+        None if w.kind != WorkloadKind::Deployment => {
+            Some(envelopes::attestation_of(ctx, w, &verdict.from).await)
+        }
+        read => read,
     };
     let (template, attestation) = target_template(ctx, w, to).await?;
     let started = Timestamp::now();
@@ -525,7 +543,16 @@ async fn revert_to<K: Workload>(
         record = %record_name, regression_to_revert_seconds = seconds, "reverted"
     );
     // The revert is written; what follows is bookkeeping, and a failure there must not undo it.
-    if let Err(error) = mark(ctx, w, &verdict.from, marks::REVERTED, &record_name).await {
+    if let Err(error) = mark(
+        ctx,
+        w,
+        &verdict.from,
+        marks::REVERTED,
+        &record_name,
+        read.as_ref(),
+    )
+    .await
+    {
         tracing::warn!(%error, revision = %verdict.from.name, "cannot mark the reverted revision");
     }
     publish(ctx, w, "Reverted", "Revert", &verdict.explanation, &record).await;
@@ -539,6 +566,7 @@ async fn alert(
     verdict: &Verdict,
     policy: &str,
     settings: &RollbackSettings,
+    read: Option<&attested::Attestation>,
 ) -> Result<(), Error> {
     let action = if verdict.dry_run {
         RecordAction::DryRun
@@ -560,7 +588,7 @@ async fn alert(
     );
     let record_name = record.metadata.name.clone().unwrap_or_default();
     create_record(ctx, &record).await?;
-    mark(ctx, w, &verdict.from, marks::ALERTED, &record_name).await?;
+    mark(ctx, w, &verdict.from, marks::ALERTED, &record_name, read).await?;
     ctx.metrics
         .alerts
         .get_or_create(&ReasonLabels {

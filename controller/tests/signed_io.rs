@@ -250,3 +250,110 @@ async fn an_attestation_that_cannot_be_read_is_counted_and_not_believed() {
     assert_eq!(image(&api), "web:2");
     controller.stop().await;
 }
+
+const STATEFULSETS: &str = "apis/apps/v1/statefulsets";
+const CONTROLLER_REVISIONS: &str = "apis/apps/v1/controllerrevisions";
+
+/// A StatefulSet `db` under the same policy: revision 1 (a ControllerRevision the controller
+/// marked healthy, so it carries the provenance and attestation of its day) signed for a human,
+/// revision 2 signed for an agent on the StatefulSet itself (its ControllerRevision carries
+/// none), one pod crash-looping.
+fn seed_stateful_set(api: &FakeApiServer, release: &Key, ci: &Key) -> Seeded {
+    use custody_crds::WorkloadKind::StatefulSet;
+    api.upsert(
+        POLICIES,
+        json!({
+            "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
+            "metadata": {"name": "signed", "uid": "uid-policy"},
+            "spec": {"match": {"namespaces": {"include": ["shop"]}},
+                     "signatures": {"mode": "Required", "keys": [
+                         release.trusted(vec![custody_crds::Actor::Human]),
+                         ci.trusted(vec![custody_crds::Actor::Agent])]}}
+        }),
+    );
+    let template = |image: &str| {
+        let mut t = json!({"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": image}]}});
+        custody_crds::attestation::apply_server_defaults(StatefulSet, &mut t);
+        t
+    };
+    let mut a1 = provenance("human", "aaaaaaa");
+    let v1 = release.sign_for(StatefulSet, "shop", "db", &template("db:1"), &a1);
+    a1.insert(ATTESTATION.into(), v1.clone());
+    a1.insert("custody.dev/healthy-since".into(), ago(3600));
+    let mut a2 = provenance("agent", "bbbbbbb");
+    let v2 = ci.sign_for(StatefulSet, "shop", "db", &template("db:2"), &a2);
+    a2.insert(ATTESTATION.into(), v2.clone());
+    api.upsert(STATEFULSETS, json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "shop", "uid": "uid-db", "generation": 2, "annotations": a2},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "db"}}, "template": template("db:2")},
+        "status": {"observedGeneration": 2, "replicas": 2, "readyReplicas": 1, "availableReplicas": 1,
+                   "updatedReplicas": 1, "currentRevision": "db-h1", "updateRevision": "db-h2"}
+    }));
+    let owner = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "uid-db", "controller": true}]);
+    for (n, image, annotations, created) in [
+        (1, "db:1", json!(a1), ago(7200)),
+        (2, "db:2", json!({}), ago(300)),
+    ] {
+        let mut data = template(image);
+        data["$patch"] = json!("replace");
+        api.upsert(CONTROLLER_REVISIONS, json!({
+            "apiVersion": "apps/v1", "kind": "ControllerRevision",
+            "metadata": {"name": format!("db-h{n}"), "namespace": "shop", "uid": format!("uid-cr{n}"),
+                         "creationTimestamp": created, "labels": {"app": "db", "controller-revision-hash": format!("h{n}")},
+                         "annotations": annotations, "ownerReferences": owner},
+            "revision": n,
+            "data": {"spec": {"template": data}}
+        }));
+    }
+    for (n, ready, state) in [
+        (1, true, json!({"running": {}})),
+        (2, false, json!({"waiting": {"reason": "CrashLoopBackOff"}})),
+    ] {
+        api.upsert(PODS, json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("db-{n}"), "namespace": "shop", "uid": format!("uid-db-{n}"),
+                         "labels": {"app": "db", "controller-revision-hash": format!("db-h{n}")}, "ownerReferences": owner},
+            "spec": {"containers": [{"name": "db", "image": "db"}]},
+            "status": {"startTime": ago(120), "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": ago(120)}],
+                       "containerStatuses": [{"name": "db", "image": "db", "imageID": "", "ready": ready, "restartCount": 4, "state": state}]}
+        }));
+    }
+    Seeded { v1, v2 }
+}
+
+#[tokio::test]
+async fn a_signed_stateful_set_is_reverted_and_its_marked_revision_keeps_the_envelope() {
+    let api = FakeApiServer::start().await.unwrap();
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let seeded = seed_stateful_set(&api, &release, &ci);
+    let controller = start(&api);
+    let workload = || api.get(STATEFULSETS, "shop", "db").unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            workload()["spec"]["template"]["spec"]["containers"][0]["image"] == "db:1"
+        })
+        .await,
+        "no revert"
+    );
+    assert_eq!(
+        workload()["metadata"]["annotations"][ATTESTATION],
+        seeded.v1,
+        "the target revision's attestation comes back"
+    );
+    let records = api.list(RECORDS);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["spec"]["from"]["attestedBy"], "ci");
+    // The reverted revision is marked with the workload's provenance, its attestation the
+    // envelope read from the StatefulSet, not the digest the cache keeps.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let cr = api.get(CONTROLLER_REVISIONS, "shop", "db-h2").unwrap();
+            let a = &cr["metadata"]["annotations"];
+            a["custody.dev/reverted-by"].is_string() && a[ATTESTATION] == seeded.v2.as_str()
+        })
+        .await,
+        "the marked revision does not carry its envelope"
+    );
+    controller.stop().await;
+}

@@ -47,12 +47,19 @@ impl Key {
     /// The attestation `custody stamp --sign` would write for the Deployment `shop/web` with
     /// `template` and `annotations`.
     pub fn sign(&self, template: &Value, annotations: &BTreeMap<String, String>) -> String {
-        self.sign_for("shop", "web", template, annotations)
+        self.sign_for(
+            WorkloadKind::Deployment,
+            "shop",
+            "web",
+            template,
+            annotations,
+        )
     }
 
-    /// The attestation for the Deployment `namespace/name`.
+    /// The attestation for the workload `kind` `namespace/name`.
     pub fn sign_for(
         &self,
+        kind: WorkloadKind,
         namespace: &str,
         name: &str,
         template: &Value,
@@ -60,10 +67,10 @@ impl Key {
     ) -> String {
         let vocabulary = Vocabulary::default();
         let claim = Claim {
-            kind: WorkloadKind::Deployment,
+            kind,
             namespace: namespace.into(),
             name: name.into(),
-            template_digest: subject_digest(WorkloadKind::Deployment, template),
+            template_digest: subject_digest(kind, template),
             annotations: SIGNED_KEYS
                 .into_iter()
                 .filter_map(|k| annotations.get(vocabulary.key(k)).map(|v| (k, v.clone())))
