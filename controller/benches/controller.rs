@@ -9,8 +9,15 @@
 //!   background audit on (one CustodyPolicy, metrics only: the fake API server serves no report
 //!   CRD), and the audit's own time and result counts.
 //!   CUSTODY_CONTROLLER_BIN runs another build, or a profiler wrapping one (it is stopped with
-//!   SIGTERM, so massif and the like write their output).
+//!   SIGTERM, so massif and the like write their output);
+//! - memory, signed: the same cluster under a policy with `spec.signatures`, each Deployment and
+//!   its ReplicaSet carrying the DSSE attestation `custody stamp --sign` writes (about 2 kB).
+//!   MEMORY_VARIANTS picks `unsigned`, `signed` or both (the default, `unsigned,signed`).
 
+#[path = "../tests/support/signing.rs"]
+mod signing;
+
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -246,18 +253,25 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn memory(deployments: usize) {
+async fn memory(deployments: usize, signed: bool) {
     let api = FakeApiServer::start().await.expect("fake api");
     seed_node(&api);
+    let key = signed.then(|| signing::Key::new("ci"));
+    let mut spec = json!({"mode": "Enforce"});
+    if let Some(key) = &key {
+        spec["signatures"] =
+            json!({"mode": "Required", "keys": [key.trusted(vec![custody_crds::Actor::Agent])]});
+    }
     // Every tenth Deployment lacks `oncall`, so the audit finds failures as well as passes.
     api.upsert(
         "apis/custody.dev/v1alpha1/custodypolicies",
         json!({
             "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
             "metadata": {"name": "bench", "uid": "uid-policy-bench"},
-            "spec": {"mode": "Enforce"}
+            "spec": spec
         }),
     );
+    let mut envelope_bytes = 0usize;
     for i in 0..deployments {
         let ns = format!("team-{}", i % 100);
         let name = format!("svc{i}");
@@ -268,6 +282,22 @@ async fn memory(deployments: usize) {
         {
             a.remove("custody.dev/oncall");
         }
+        // The attestation `custody stamp --sign` writes; the ReplicaSet copies it.
+        let attestation = key.as_ref().map(|key| {
+            let signed: BTreeMap<String, String> =
+                serde_json::from_value(deployment_annotations.clone()).expect("annotations");
+            key.sign_for(
+                custody_crds::WorkloadKind::Deployment,
+                &ns,
+                &name,
+                &template("web:1", None),
+                &signed,
+            )
+        });
+        if let Some(envelope) = &attestation {
+            envelope_bytes = envelope.len();
+            deployment_annotations["custody.dev/attestation"] = json!(envelope);
+        }
         api.upsert("apis/apps/v1/deployments", json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": ns, "uid": uid, "generation": 1, "labels": {"app": name},
@@ -277,6 +307,9 @@ async fn memory(deployments: usize) {
         }));
         let mut ann = annotations("agent", 1);
         ann["custody.dev/healthy-since"] = json!(ago(3600));
+        if let Some(envelope) = &attestation {
+            ann["custody.dev/attestation"] = json!(envelope);
+        }
         api.upsert("apis/apps/v1/replicasets", json!({
             "apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": format!("{name}-1"), "namespace": ns, "uid": format!("{uid}-rs1"), "annotations": ann,
@@ -343,8 +376,15 @@ async fn memory(deployments: usize) {
     }
     // Every Deployment is reconciled once after the sync; let that settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let variant = if signed {
+        format!(
+            ", signed (attestations of {envelope_bytes} bytes on each Deployment and ReplicaSet)"
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "memory: custody-controller RSS {:.1} MiB (peak {:.1} MiB) with {deployments} Deployments, {deployments} ReplicaSets and {} Pods cached (synced in {:.1} s)",
+        "memory: custody-controller RSS {:.1} MiB (peak {:.1} MiB) with {deployments} Deployments, {deployments} ReplicaSets and {} Pods cached{variant} (synced in {:.1} s)",
         status_kib(pid, "VmRSS:") as f64 / 1024.0,
         status_kib(pid, "VmHWM:") as f64 / 1024.0,
         deployments * 3,
@@ -420,7 +460,14 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
+    let variants = std::env::var("MEMORY_VARIANTS").unwrap_or_else(|_| "unsigned,signed".into());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(reaction(samples));
-    runtime.block_on(memory(deployments));
+    for variant in variants.split(',') {
+        match variant.trim() {
+            "unsigned" => runtime.block_on(memory(deployments, false)),
+            "signed" => runtime.block_on(memory(deployments, true)),
+            other => println!("memory: unknown variant {other:?} (unsigned, signed)"),
+        }
+    }
 }

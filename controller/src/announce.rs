@@ -91,6 +91,7 @@ pub async fn break_glass(
         &sighting.revision,
         breakglass::NOTICED,
         &now.to_string(),
+        None,
     )
     .await?;
     ctx.metrics

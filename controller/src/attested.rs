@@ -2,21 +2,79 @@
 //! actor a decision acts on is the one a trusted key vouched for, and the key goes into the
 //! RollbackRecord. Pure: the revision, the policy's keys and the time are passed in.
 //!
-//! The cache keeps what verification needs beyond provenance (owner, on-call and the
-//! attestation itself), and a revert restores them with the template, as `kubectl rollout undo`
-//! does, so the restored revision verifies again.
+//! The cache keeps what verification needs beyond provenance (owner and on-call), but of the
+//! attestation (a DSSE envelope of a few kB, on every signed revision) only its [`digest`]:
+//! ten thousand signed Deployments would otherwise hold tens of MB of envelopes that are read
+//! only when a regression is decided or reverted. The envelope is read from the API server
+//! then ([`Attestation`]), and a revert restores it with the template, as `kubectl rollout
+//! undo` does, so the restored revision verifies again.
 
 use std::borrow::Cow;
 
 use custody_crds::attestation::{Claim, CompiledKey, SIGNED_KEYS, verify};
 use custody_crds::{Actor, AnnotationKey, CustodyPolicy, SignatureMode, Vocabulary};
 use jiff::Timestamp;
+use sha2::{Digest as _, Sha256};
 
 use crate::observe::{Observed, Revision, WorkloadState};
 
 /// Vocabulary keys kept for verification (and the audit) besides
 /// [`PROVENANCE`](crate::observe::PROVENANCE).
 pub use crate::observe::OWNERSHIP;
+
+/// What the cache keeps of an attestation annotation: `sha256:` and the envelope's digest in
+/// hex. Enough to tell whether the revision is signed, and whether the envelope read later is
+/// the one the cache saw.
+pub fn digest(envelope: &str) -> String {
+    let hash = Sha256::digest(envelope.as_bytes());
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in hash {
+        for nibble in [b >> 4, b & 0x0f] {
+            out.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
+        }
+    }
+    out
+}
+
+/// The digest the cache keeps of `revision`'s attestation, if it carries one.
+pub fn cached_digest<'r>(revision: &'r Revision, vocabulary: &Vocabulary) -> Option<&'r str> {
+    revision
+        .annotations
+        .get(vocabulary.attestation())
+        .map(String::as_str)
+}
+
+/// A revision's attestation as read from the API server when a decision needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attestation {
+    /// The revision carries none.
+    Absent,
+    /// The envelope, as stored.
+    Read(String),
+    /// It could not be read (the error, in words): never believed.
+    Unreadable(String),
+}
+
+impl Attestation {
+    /// The envelope, if one was read.
+    pub fn envelope(&self) -> Option<&str> {
+        match self {
+            Attestation::Read(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether it is another envelope than the one the cache saw (`cached`, a [`digest`]): the
+    /// revision was re-signed or stripped since, and what was read is the truth.
+    pub fn differs_from(&self, cached: Option<&str>) -> bool {
+        match (self, cached) {
+            (Attestation::Read(e), Some(d)) => digest(e) != d,
+            (Attestation::Read(_), None) | (Attestation::Absent, Some(_)) => true,
+            (Attestation::Absent, None) | (Attestation::Unreadable(_), _) => false,
+        }
+    }
+}
 
 /// What the attestation of the current revision says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,11 +120,13 @@ pub fn keys_of(policy: &CustodyPolicy) -> Vec<CompiledKey> {
         .collect()
 }
 
-/// Verifies `revision`'s attestation. The key window is judged at the revision's creation (when
-/// it was admitted), so a key retired since does not disown the revisions it signed.
+/// Verifies `revision`'s attestation, `attestation` as read from the API server (the cache
+/// keeps only its digest). The key window is judged at the revision's creation (when it was
+/// admitted), so a key retired since does not disown the revisions it signed.
 pub fn vouch(
     workload: &WorkloadState,
     revision: &Revision,
+    attestation: &Attestation,
     policy: Option<&CustodyPolicy>,
     keys: &[CompiledKey],
     vocabulary: &Vocabulary,
@@ -76,11 +136,22 @@ pub fn vouch(
         return Vouch::NotRequired;
     };
     let required = signatures.mode == SignatureMode::Required;
-    let Some(envelope) = revision.annotations.get(vocabulary.attestation()) else {
-        return Vouch::Unverified {
-            why: "the revision carries no signed attestation".to_string(),
-            required,
-        };
+    let envelope = match attestation {
+        Attestation::Read(envelope) => envelope,
+        Attestation::Absent => {
+            return Vouch::Unverified {
+                why: "the revision carries no signed attestation".to_string(),
+                required,
+            };
+        }
+        Attestation::Unreadable(error) => {
+            return Vouch::Unverified {
+                why: format!("the revision's attestation cannot be read: {error}"),
+                // The revision is signed (the cache saw an attestation) but nothing can be
+                // checked: like a bad attestation, it is not believed, whatever the mode.
+                required: true,
+            };
+        }
     };
     let claim = Claim {
         kind: workload.kind,
@@ -130,5 +201,98 @@ pub fn as_believed<'o>(
             Cow::Owned(believed)
         }
         _ => Cow::Borrowed(observed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_is_sha256_in_hex() {
+        let d = digest("{\"payload\":\"x\"}");
+        assert_eq!(d.len(), 71);
+        assert!(d.starts_with("sha256:"), "{d}");
+        assert_eq!(d, digest("{\"payload\":\"x\"}"));
+        assert_ne!(d, digest("{\"payload\":\"y\"}"));
+        // The well-known digest of the empty string, so it is the standard sha256.
+        assert_eq!(
+            digest(""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn what_was_read_differs_from_what_was_cached() {
+        let envelope = "{\"payload\":\"x\"}";
+        let cached = digest(envelope);
+        let read = |e: &str| Attestation::Read(e.to_string());
+        let cases: [(&str, Attestation, Option<&str>, bool); 7] = [
+            ("the same envelope", read(envelope), Some(&cached), false),
+            ("re-signed since", read("{}"), Some(&cached), true),
+            ("signed since", read(envelope), None, true),
+            ("stripped since", Attestation::Absent, Some(&cached), true),
+            ("unsigned still", Attestation::Absent, None, false),
+            (
+                "unreadable: nothing to compare",
+                Attestation::Unreadable("e".into()),
+                Some(&cached),
+                false,
+            ),
+            (
+                "unreadable, unsigned",
+                Attestation::Unreadable("e".into()),
+                None,
+                false,
+            ),
+        ];
+        for (situation, attestation, cached, differs) in cases {
+            assert_eq!(attestation.differs_from(cached), differs, "{situation}");
+        }
+    }
+
+    #[test]
+    fn without_signatures_nothing_is_verified() {
+        let workload_fp = custody_crds::template_fingerprint(&serde_json::json!({})).to_string();
+        let revision = Revision::new(
+            "web-1".into(),
+            1,
+            &serde_json::json!({}),
+            Default::default(),
+            None,
+        );
+        let workload = WorkloadState {
+            kind: custody_crds::WorkloadKind::Deployment,
+            name: "web".into(),
+            namespace: "shop".into(),
+            uid: "u".into(),
+            resource_version: "1".into(),
+            generation: 1,
+            observed_generation: 1,
+            paused: false,
+            replicas: 1,
+            updated_replicas: 1,
+            available_replicas: 1,
+            total_replicas: 1,
+            max_unavailable: 0,
+            partition: 0,
+            progress_deadline_exceeded_since: None,
+            unavailable_since: None,
+            template_fingerprint: workload_fp,
+            annotations: Default::default(),
+            any_annotations: false,
+            labels: Default::default(),
+            managed_by: String::new(),
+        };
+        let v = vouch(
+            &workload,
+            &revision,
+            &Attestation::Unreadable("never read".into()),
+            None,
+            &[],
+            &Vocabulary::default(),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(v, Vouch::NotRequired);
     }
 }

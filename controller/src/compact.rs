@@ -569,6 +569,11 @@ mod tests {
         let keys = AnnotationKeys::new(&custody_crds::Vocabulary::default());
         let map: BTreeMap<String, String> = [
             ("custody.dev/actor", "agent"),
+            // What observe keeps of an attestation: its digest.
+            (
+                "custody.dev/attestation",
+                "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            ),
             ("custody.dev/healthy-since", "2027-01-01T00:00:00Z"),
             ("custody.dev/owner", "team-web"),
             ("custody.dev/quarantine-override", "a reason"),

@@ -12,7 +12,10 @@
 //! re-apply it, then the guarded revert ([`revert`]), the marks, the Event, the metrics
 //! ([`metrics`]) and the notification ([`announce`], [`notify`]) to the owning team's targets or
 //! the policy's URL ([`ownership`], [`route`], [`headers`]). A revision shipped with the
-//! break-glass annotation is announced once ([`breakglass`]). [`run`] wires the watches and one
+//! break-glass annotation is announced once ([`breakglass`]). Under `spec.signatures` the actor
+//! acted on is the one a key vouched for ([`attested`]); the cache keeps only a digest of each
+//! attestation, and the envelope is read when a regression is decided or reverted
+//! ([`envelopes`]). [`run`] wires the watches and one
 //! Controller per kind. Only the Lease holder ([`leader`]) acts; every replica keeps its cache
 //! warm. The same cache feeds the background [`audit`], which judges what is running with the
 //! webhook's engine and writes policy reports.
@@ -27,6 +30,7 @@ pub mod breakglass;
 pub mod certs;
 pub mod compact;
 pub mod decide;
+pub mod envelopes;
 pub mod headers;
 pub mod health;
 pub mod index;

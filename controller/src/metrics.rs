@@ -103,6 +103,9 @@ pub struct Metrics {
     pub audit_duration_ms: Gauge,
     /// Report writes, by outcome.
     pub audit_report_writes: Family<ReportWriteLabels, Counter>,
+    /// Signed revisions whose attestation could not be read when a decision needed it, by
+    /// kind (the revision's actor is then not believed).
+    pub attestation_read_failures: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -127,6 +130,7 @@ impl Metrics {
             audit_runs: Counter::default(),
             audit_duration_ms: Gauge::default(),
             audit_report_writes: Family::default(),
+            attestation_read_failures: Family::default(),
         };
         registry.register("reverts", "Reverts written, by reason", m.reverts.clone());
         registry.register(
@@ -194,6 +198,11 @@ impl Metrics {
             "audit_report_writes",
             "Policy report writes, by outcome (written, unchanged, deleted, failed)",
             m.audit_report_writes.clone(),
+        );
+        registry.register(
+            "attestation_read_failures",
+            "Signed revisions whose attestation could not be read from the API server when a decision needed it (their actor is then not believed), by kind",
+            m.attestation_read_failures.clone(),
         );
         m
     }

@@ -79,7 +79,8 @@ pub struct WorkloadState {
     /// The fingerprint of its pod template (the template itself is not kept: a revert reads
     /// the target revision's from the API server).
     pub template_fingerprint: String,
-    /// Its provenance annotations (the only ones the controller reads of a workload).
+    /// Its provenance annotations (the only ones the controller reads of a workload); its
+    /// attestation as a [`digest`](crate::attested::digest).
     pub annotations: BTreeMap<String, String>,
     /// Whether it has any annotation at all, so a revert knows whether the map exists.
     pub any_annotations: bool,
@@ -105,7 +106,8 @@ pub struct Revision {
     pub fingerprint: String,
     /// The template's images, for the record.
     pub images: Vec<String>,
-    /// Its provenance annotations and the controller's marks.
+    /// Its provenance annotations and the controller's marks; its attestation, if signed, as
+    /// a [`digest`](crate::attested::digest), never the envelope.
     pub annotations: BTreeMap<String, String>,
     /// When it was created.
     pub created: Option<Timestamp>,
@@ -306,7 +308,9 @@ pub const MARKS: [&str; 4] = [
     crate::breakglass::NOTICED,
 ];
 
-/// The annotations the controller reads: provenance, ownership and its own marks.
+/// The annotations the controller reads: provenance, ownership and its own marks, and the
+/// attestation as its [`digest`](crate::attested::digest) only (the envelope is read from the
+/// API server when a decision needs it).
 fn read_annotations(meta: &ObjectMeta, vocabulary: &Vocabulary) -> BTreeMap<String, String> {
     let read = |key: &str| {
         vocabulary.parse_key(key).is_some_and(|k| {
@@ -320,7 +324,14 @@ fn read_annotations(meta: &ObjectMeta, vocabulary: &Vocabulary) -> BTreeMap<Stri
         .iter()
         .flatten()
         .filter(|(k, _)| read(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| {
+            let value = if k == vocabulary.attestation() {
+                crate::attested::digest(v)
+            } else {
+                v.clone()
+            };
+            (k.clone(), value)
+        })
         .collect()
 }
 
@@ -648,6 +659,22 @@ mod tests {
             );
         }
         assert!(!pod(json!({"phase": "Failed", "reason": "OOMKilled"})).disrupted);
+    }
+
+    #[test]
+    fn a_revision_keeps_the_digest_of_its_attestation_not_the_envelope() {
+        let envelope = format!("{{\"payload\":\"{}\"}}", "x".repeat(2000));
+        let rs: SlimReplicaSet = slim(json!({"metadata": {"name": "web-2",
+            "annotations": {REVISION_ANNOTATION: "2", "custody.dev/actor": "agent",
+                "custody.dev/attestation": envelope},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u", "controller": true}]},
+            "spec": {"template": {}}}));
+        let (_, revision) = replica_set_revision(&rs, &Vocabulary::default()).unwrap();
+        assert_eq!(
+            revision.annotations.get("custody.dev/attestation"),
+            Some(&crate::attested::digest(&envelope))
+        );
+        assert_eq!(revision.annotations["custody.dev/actor"], "agent");
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::attribution::{Excuse, Ledger};
 use crate::breakglass;
 use crate::compact;
 use crate::decide::{self, Action, Verdict, marks};
+use crate::envelopes;
 use crate::index::Cache;
 use crate::metrics::{ErrorLabels, Metrics, NotAttributedLabels, ReasonLabels};
 use crate::notify::Notifier;
@@ -87,6 +88,9 @@ pub enum Error {
     /// A patch could not be built.
     #[error("cannot build the patch: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A signed revision's attestation, to be copied onto it with a mark, could not be read.
+    #[error("cannot read the revision's attestation to keep it with the mark; retrying")]
+    AttestationUnreadable,
 }
 
 impl Error {
@@ -96,6 +100,7 @@ impl Error {
             Error::Conflict => "Conflict",
             Error::Api(_) => "Api",
             Error::Encode(_) => "Encode",
+            Error::AttestationUnreadable => "AttestationUnreadable",
         }
     }
 }
@@ -293,36 +298,42 @@ async fn respond<K: Workload>(
 ) -> Result<Requeue, Error> {
     let w = &observed.workload;
     let now = Timestamp::now();
-    // Under spec.signatures, decide on the actor a trusted key vouched for.
+    let mut action = decide::decide(observed, settings, &ctx.vocabulary, ctx.dry_run, now);
+    // The current revision's attestation, once read: the marks that follow copy it.
+    let mut read = None;
+    // Under spec.signatures, act on the actor a trusted key vouched for. The actor is read only
+    // once a regression is confirmed (a revert or an alert), so only then is the envelope read
+    // and verified, and the decision taken again on what is believed.
     let current = observed
         .revisions
         .iter()
         .find(|r| r.fingerprint == w.template_fingerprint);
-    let vouch = match current {
-        Some(current) => attested::vouch(
+    if let (Some(signing), Some(current), Action::Revert(_) | Action::Alert(_)) =
+        (signing, current, &action)
+    {
+        let attestation = envelopes::attestation_of(ctx, w, current).await;
+        let vouch = attested::vouch(
             w,
             current,
-            signing,
-            &signing.map(attested::keys_of).unwrap_or_default(),
+            &attestation,
+            Some(signing),
+            &attested::keys_of(signing),
             &ctx.vocabulary,
             now,
-        ),
-        None => attested::Vouch::NotRequired,
-    };
-    if let attested::Vouch::Unverified {
-        why,
-        required: true,
-    } = &vouch
-    {
-        tracing::debug!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, why, "current revision's provenance is not vouched for; its declared actor is not believed");
-    }
-    let believed = match current {
-        Some(c) => attested::as_believed(observed, &c.name, &vouch, &ctx.vocabulary),
-        None => std::borrow::Cow::Borrowed(observed),
-    };
-    let mut action = decide::decide(&believed, settings, &ctx.vocabulary, ctx.dry_run, now);
-    if let Action::Revert(v) | Action::Alert(v) = &mut action {
-        v.attested_by = vouch.key_id().map(str::to_string);
+        );
+        if let attested::Vouch::Unverified {
+            why,
+            required: true,
+        } = &vouch
+        {
+            tracing::debug!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, why, "current revision's provenance is not vouched for; its declared actor is not believed");
+        }
+        let believed = attested::as_believed(observed, &current.name, &vouch, &ctx.vocabulary);
+        action = decide::decide(&believed, settings, &ctx.vocabulary, ctx.dry_run, now);
+        if let Action::Revert(v) | Action::Alert(v) = &mut action {
+            v.attested_by = vouch.key_id().map(str::to_string);
+        }
+        read = Some(attestation);
     }
     let (kind, ns, name) = (w.kind.as_str(), &w.namespace, &w.name);
     if !matches!(action, Action::NotAttributed { .. }) {
@@ -349,17 +360,17 @@ async fn respond<K: Workload>(
         }
         Action::MarkHealthy { revision } => {
             if let Some(r) = observed.revisions.iter().find(|r| r.name == revision) {
-                mark(ctx, w, r, marks::HEALTHY_SINCE, &now.to_string()).await?;
+                mark(ctx, w, r, marks::HEALTHY_SINCE, &now.to_string(), None).await?;
                 tracing::info!(kind, namespace = %ns, name = %name, revision = %revision, "revision marked healthy");
             }
             Ok(Requeue::await_change())
         }
         Action::Revert(verdict) => {
-            revert_to::<K>(ctx, w, &verdict, &policy, settings).await?;
+            revert_to::<K>(ctx, w, &verdict, &policy, settings, read).await?;
             Ok(Requeue::await_change())
         }
         Action::Alert(verdict) => {
-            alert(ctx, w, &verdict, &policy, settings).await?;
+            alert(ctx, w, &verdict, &policy, settings, read.as_ref()).await?;
             Ok(Requeue::await_change())
         }
     }
@@ -378,25 +389,39 @@ async fn create_record(ctx: &Context, record: &RollbackRecord) -> Result<(), Err
 
 /// Writes one of the controller's marks on a revision. A ControllerRevision also gets the
 /// provenance of the workload that ran it: unlike a ReplicaSet it does not copy the workload's
-/// annotations, and a later revert to it restores them from there.
+/// annotations, and a later revert to it restores them from there. `read` is the revision's
+/// attestation if it was already read; otherwise it is read here when needed.
 pub(crate) async fn mark(
     ctx: &Context,
     workload: &WorkloadState,
     revision: &Revision,
     key: &str,
     value: &str,
+    read: Option<&attested::Attestation>,
 ) -> Result<(), Error> {
     let mut annotations = BTreeMap::from([(decide::mark(&ctx.vocabulary, key), value.to_string())]);
     if workload.kind != WorkloadKind::Deployment {
         let signed = PROVENANCE
             .iter()
             .chain(attested::OWNERSHIP.iter())
-            .map(|k| ctx.vocabulary.key(*k))
-            .chain([ctx.vocabulary.attestation()]);
+            .map(|k| ctx.vocabulary.key(*k));
         for name in signed {
             if let Some(v) = revision.annotations.get(name) {
                 annotations.insert(name.to_string(), v.clone());
             }
+        }
+        // The cache has only the attestation's digest: the envelope is read to be copied. A
+        // revision marked without it could not be restored verifiable, so the mark waits.
+        let attestation = match read {
+            Some(a) => a.clone(),
+            None => envelopes::attestation_of(ctx, workload, revision).await,
+        };
+        match attestation {
+            attested::Attestation::Read(envelope) => {
+                annotations.insert(ctx.vocabulary.attestation().to_string(), envelope);
+            }
+            attested::Attestation::Absent => {}
+            attested::Attestation::Unreadable(_) => return Err(Error::AttestationUnreadable),
         }
     }
     let patch = serde_json::json!({"metadata": {"annotations": annotations}});
@@ -415,29 +440,40 @@ pub(crate) async fn mark(
     result.map_err(Error::Api)
 }
 
-/// The target revision's pod template, read fresh: the cache keeps only its fingerprint. A
-/// revision gone (pruned) or changed since the decision means deciding again.
+/// The target revision's pod template and attestation, read fresh in one request: the cache
+/// keeps only their fingerprint and digest. A revision gone (pruned) or changed since the
+/// decision means deciding again. An attestation that changed is taken as read: it is what the
+/// revision carries.
 async fn target_template(
     ctx: &Context,
     workload: &WorkloadState,
     to: &Revision,
-) -> Result<Value, Error> {
+) -> Result<(Value, Option<String>), Error> {
+    let key = ctx.vocabulary.attestation();
+    let attestation = |meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.annotations.as_mut().and_then(|a| a.remove(key))
+    };
     let fetched = if workload.kind == WorkloadKind::Deployment {
         Api::<SlimReplicaSet>::namespaced(ctx.client.clone(), &workload.namespace)
             .get(&to.name)
             .await
-            .map(|rs| rs.spec.template)
+            .map(|mut rs| {
+                let a = attestation(&mut rs.metadata);
+                rs.spec.template.map(|t| (t, a))
+            })
     } else {
         Api::<SlimControllerRevision>::namespaced(ctx.client.clone(), &workload.namespace)
             .get(&to.name)
             .await
-            .map(|cr| {
+            .map(|mut cr| {
+                let a = attestation(&mut cr.metadata);
                 cr.data
                     .as_ref()
                     .and_then(observe::controller_revision_template)
+                    .map(|t| (t, a))
             })
     };
-    let template = match fetched {
+    let (template, attestation) = match fetched {
         Ok(Some(t)) => t,
         Ok(None) => return Err(Error::Conflict),
         Err(kube::Error::Api(s)) if s.code == 404 => return Err(Error::Conflict),
@@ -446,7 +482,7 @@ async fn target_template(
     if template_fingerprint(&template).as_str() != to.fingerprint {
         return Err(Error::Conflict);
     }
-    Ok(template)
+    Ok((template, attestation))
 }
 
 async fn revert_to<K: Workload>(
@@ -455,11 +491,20 @@ async fn revert_to<K: Workload>(
     verdict: &Verdict,
     policy: &str,
     settings: &RollbackSettings,
+    read: Option<attested::Attestation>,
 ) -> Result<(), Error> {
     let Some(to) = &verdict.to else {
-        return alert(ctx, w, verdict, policy, settings).await;
+        return alert(ctx, w, verdict, policy, settings, read.as_ref()).await;
     };
-    let template = target_template(ctx, w, to).await?;
+    // A StatefulSet's or DaemonSet's running revision has its attestation on the workload, which
+    // the revert overwrites: read it first, for the mark that keeps it with the revision.
+    let read = match read {
+        None if w.kind != WorkloadKind::Deployment => {
+            Some(envelopes::attestation_of(ctx, w, &verdict.from).await)
+        }
+        read => read,
+    };
+    let (template, attestation) = target_template(ctx, w, to).await?;
     let started = Timestamp::now();
     let ownership = announce::ownership_of(ctx, w, &verdict.from);
     let record = record::with_ownership(
@@ -480,6 +525,7 @@ async fn revert_to<K: Workload>(
         w,
         template,
         to,
+        attestation.as_deref(),
         verdict,
         &record_name,
         &ctx.vocabulary,
@@ -511,7 +557,16 @@ async fn revert_to<K: Workload>(
         record = %record_name, regression_to_revert_seconds = seconds, "reverted"
     );
     // The revert is written; what follows is bookkeeping, and a failure there must not undo it.
-    if let Err(error) = mark(ctx, w, &verdict.from, marks::REVERTED, &record_name).await {
+    if let Err(error) = mark(
+        ctx,
+        w,
+        &verdict.from,
+        marks::REVERTED,
+        &record_name,
+        read.as_ref(),
+    )
+    .await
+    {
         tracing::warn!(%error, revision = %verdict.from.name, "cannot mark the reverted revision");
     }
     publish(ctx, w, "Reverted", "Revert", &verdict.explanation, &record).await;
@@ -525,6 +580,7 @@ async fn alert(
     verdict: &Verdict,
     policy: &str,
     settings: &RollbackSettings,
+    read: Option<&attested::Attestation>,
 ) -> Result<(), Error> {
     let action = if verdict.dry_run {
         RecordAction::DryRun
@@ -546,7 +602,7 @@ async fn alert(
     );
     let record_name = record.metadata.name.clone().unwrap_or_default();
     create_record(ctx, &record).await?;
-    mark(ctx, w, &verdict.from, marks::ALERTED, &record_name).await?;
+    mark(ctx, w, &verdict.from, marks::ALERTED, &record_name, read).await?;
     ctx.metrics
         .alerts
         .get_or_create(&ReasonLabels {

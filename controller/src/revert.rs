@@ -5,7 +5,9 @@
 //! decision saw: any concurrent change (a human rolling forward) makes it fail, and the
 //! controller decides again on fresh state instead of clobbering it. Because of that test, the
 //! cache's view of the annotations is exact for the version patched, so annotations are set and
-//! removed key by key and the workload's other annotations are left as they are.
+//! removed key by key and the workload's other annotations are left as they are. The target's
+//! attestation is the one exception: the cache keeps only its digest, so the envelope is read
+//! with the target's template and passed in.
 
 use std::collections::BTreeMap;
 
@@ -29,10 +31,12 @@ pub fn template_for_workload(mut template: Value) -> Value {
 }
 
 /// The vocabulary annotations the workload carries after the revert; `None` for a key to be
-/// removed.
+/// removed. `attestation` is the target revision's envelope as read with its template (the
+/// cache keeps only a digest); `None` when it carries none.
 pub fn annotations_after(
     workload: &WorkloadState,
     to: &Revision,
+    attestation: Option<&str>,
     verdict: &Verdict,
     record: &str,
     vocabulary: &Vocabulary,
@@ -40,8 +44,7 @@ pub fn annotations_after(
     let mut out = BTreeMap::new();
     // A signed revision gets its ownership and attestation back too, so it verifies again; an
     // attestation of the reverted revision would not, so it goes.
-    let attestation = vocabulary.attestation();
-    let signed = to.annotations.contains_key(attestation);
+    let signed = attestation.is_some();
     let ownership = crate::attested::OWNERSHIP
         .iter()
         .filter(|_| signed)
@@ -49,8 +52,18 @@ pub fn annotations_after(
     let restored = PROVENANCE
         .iter()
         .map(|k| vocabulary.key(*k))
-        .chain(ownership)
-        .chain([attestation]);
+        .chain(ownership);
+    let attestation_key = vocabulary.attestation();
+    match attestation {
+        Some(envelope) => {
+            out.insert(attestation_key.to_string(), Some(envelope.to_string()));
+        }
+        // The cache's view of which keys the workload has is exact for the version patched.
+        None if workload.annotations.contains_key(attestation_key) => {
+            out.insert(attestation_key.to_string(), None);
+        }
+        None => {}
+    }
     for name in restored {
         match to.annotations.get(name) {
             Some(v) => {
@@ -75,11 +88,13 @@ fn pointer_segment(key: &str) -> String {
 }
 
 /// The JSON patch: test the resourceVersion, replace the template, set the annotations.
-/// `template` is the target revision's pod template as stored.
+/// `template` is the target revision's pod template and `attestation` its attestation, both
+/// as stored.
 pub fn patch(
     workload: &WorkloadState,
     template: Value,
     to: &Revision,
+    attestation: Option<&str>,
     verdict: &Verdict,
     record: &str,
     vocabulary: &Vocabulary,
@@ -88,7 +103,7 @@ pub fn patch(
         json!({"op": "test", "path": "/metadata/resourceVersion", "value": workload.resource_version}),
         json!({"op": "replace", "path": "/spec/template", "value": template_for_workload(template)}),
     ];
-    let annotations = annotations_after(workload, to, verdict, record, vocabulary);
+    let annotations = annotations_after(workload, to, attestation, verdict, record, vocabulary);
     if workload.any_annotations {
         for (key, value) in annotations {
             let path = format!("/metadata/annotations/{}", pointer_segment(&key));

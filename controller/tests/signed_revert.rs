@@ -1,6 +1,8 @@
 //! Signed provenance in the controller: the actor it acts on is the one a key vouched for, the
 //! record names the key, and a revert restores the attestation with the template, so the
-//! restored revision verifies at admission as it did when it was first applied.
+//! restored revision verifies at admission as it did when it was first applied. The cache keeps
+//! only a digest of each attestation; the envelopes are passed in as the controller reads them
+//! from the API server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,86 +10,18 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
-use custody_controller::attested::{Vouch, as_believed, keys_of, vouch};
+use custody_controller::attested::{Attestation, Vouch, as_believed, digest, keys_of, vouch};
 use custody_controller::decide::{Action, decide};
 use custody_controller::observe::{Observed, Revision};
 use custody_controller::{record, revert};
-use custody_crds::attestation::{
-    Claim, CompiledKey, Envelope, SIGNED_KEYS, Statement, apply_server_defaults, subject_digest,
-    verify,
-};
+use custody_crds::attestation::{Claim, CompiledKey, SIGNED_KEYS, subject_digest, verify};
 use custody_crds::{
-    Actor, AnnotationKey, CustodyPolicy, CustodyPolicySpec, KeyScope, RecordAction,
-    RollbackSettings, SignatureMode, SignaturePolicy, TrustedKey, Vocabulary, WorkloadKind,
+    Actor, AnnotationKey, CustodyPolicy, CustodyPolicySpec, RecordAction, RollbackSettings,
+    SignatureMode, SignaturePolicy, TrustedKey, Vocabulary, WorkloadKind,
 };
-use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
+use support::signing::{Key, stored};
 use support::*;
-
-struct Key {
-    id: &'static str,
-    pair: Ed25519KeyPair,
-}
-
-impl Key {
-    fn new(id: &'static str) -> Self {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        Self {
-            id,
-            pair: Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap(),
-        }
-    }
-
-    fn trusted(&self, actors: Vec<Actor>) -> TrustedKey {
-        let mut spki = vec![
-            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-        ];
-        spki.extend_from_slice(self.pair.public_key().as_ref());
-        let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
-        TrustedKey {
-            key_id: self.id.into(),
-            public_key: format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n"),
-            scope: KeyScope {
-                actors,
-                ..KeyScope::default()
-            },
-            ..TrustedKey::default()
-        }
-    }
-
-    /// The annotations `custody stamp --sign` would write for the Deployment `shop/web` with
-    /// `template` and `annotations`.
-    fn sign(&self, template: &Value, annotations: &BTreeMap<String, String>) -> String {
-        let vocabulary = Vocabulary::default();
-        let claim = Claim {
-            kind: WorkloadKind::Deployment,
-            namespace: "shop".into(),
-            name: "web".into(),
-            template_digest: subject_digest(WorkloadKind::Deployment, template),
-            annotations: SIGNED_KEYS
-                .into_iter()
-                .filter_map(|k| annotations.get(vocabulary.key(k)).map(|v| (k, v.clone())))
-                .collect(),
-        };
-        let payload = serde_json::to_vec(&Statement::for_claim(&claim, "test", false)).unwrap();
-        let envelope = Envelope::seal(&payload, self.id, |m| {
-            Ok::<_, ()>(self.pair.sign(m).as_ref().to_vec())
-        })
-        .unwrap();
-        serde_json::to_string(&envelope).unwrap()
-    }
-}
-
-/// A pod template as the apiserver stores it (defaults filled in), with the ReplicaSet's hash.
-fn stored(image: &str, hash: &str) -> Value {
-    let mut t = template(image);
-    apply_server_defaults(WorkloadKind::Deployment, &mut t);
-    let mut rs = t.clone();
-    rs["metadata"]["labels"]["pod-template-hash"] = json!(hash);
-    rs
-}
 
 fn provenance(actor: &str) -> BTreeMap<String, String> {
     [
@@ -103,9 +37,26 @@ fn provenance(actor: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// What the API server stores: the envelopes, by revision name.
+type Stored = BTreeMap<String, String>;
+
+/// Annotations as the cache keeps them: the attestation as its digest.
+fn cached(mut annotations: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    if let Some(envelope) = annotations.get_mut("custody.dev/attestation") {
+        *envelope = digest(envelope);
+    }
+    annotations
+}
+
+fn read(stored: &Stored, revision: &str) -> Attestation {
+    stored
+        .get(revision)
+        .map_or(Attestation::Absent, |e| Attestation::Read(e.clone()))
+}
+
 /// Revision 1 signed by the release key for a human and marked healthy; revision 2 by `actor`,
 /// signed by `v2_key` if given, crash-looping.
-fn situation(release: &Key, v2: (&str, Option<&Key>)) -> Observed {
+fn situation(release: &Key, v2: (&str, Option<&Key>)) -> (Observed, Stored) {
     let mut a1 = provenance("human");
     a1.insert(
         "custody.dev/attestation".into(),
@@ -120,6 +71,11 @@ fn situation(release: &Key, v2: (&str, Option<&Key>)) -> Observed {
             key.sign(&stored("web:2", "h2"), &a2),
         );
     }
+    let envelopes: Stored = [("web-1", &a1), ("web-2", &a2)]
+        .into_iter()
+        .filter_map(|(name, a)| Some((name.to_string(), a.get("custody.dev/attestation")?.clone())))
+        .collect();
+    let (a1, a2) = (cached(a1), cached(a2));
     let mut workload = deployment("web:2", 3, 0, 3);
     workload.template_fingerprint =
         custody_crds::template_fingerprint(&stored("web:2", "h2")).to_string();
@@ -127,7 +83,7 @@ fn situation(release: &Key, v2: (&str, Option<&Key>)) -> Observed {
     let mut crashing = pod("web-2", 1, false, 0);
     crashing.containers[0].waiting = Some("CrashLoopBackOff".into());
     crashing.containers[0].restarts = 5;
-    Observed {
+    let observed = Observed {
         workload,
         revisions: vec![
             Revision::new("web-2".into(), 2, &stored("web:2", "h2"), a2, Some(t(0))),
@@ -135,7 +91,8 @@ fn situation(release: &Key, v2: (&str, Option<&Key>)) -> Observed {
         ],
         pods: vec![crashing],
         nodes: Vec::new(),
-    }
+    };
+    (observed, envelopes)
 }
 
 fn policy(keys: Vec<TrustedKey>) -> CustodyPolicy {
@@ -151,13 +108,18 @@ fn policy(keys: Vec<TrustedKey>) -> CustodyPolicy {
     )
 }
 
-fn judge(observed: &Observed, policy: &CustodyPolicy) -> (Vouch, Action) {
+fn judge(
+    observed: &Observed,
+    policy: &CustodyPolicy,
+    attestation: &Attestation,
+) -> (Vouch, Action) {
     let vocabulary = Vocabulary::default();
     let keys = keys_of(policy);
     let current = &observed.revisions[0];
     let v = vouch(
         &observed.workload,
         current,
+        attestation,
         Some(policy),
         &keys,
         &vocabulary,
@@ -184,8 +146,8 @@ fn a_signed_agent_revision_is_reverted_and_the_record_names_its_key() {
         release.trusted(vec![Actor::Human]),
         ci.trusted(vec![Actor::Agent]),
     ]);
-    let observed = situation(&release, ("agent", Some(&ci)));
-    let (v, action) = judge(&observed, &policy);
+    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let (v, action) = judge(&observed, &policy, &read(&envelopes, "web-2"));
     assert_eq!(
         v,
         Vouch::Verified {
@@ -214,8 +176,8 @@ fn an_unverified_claim_of_a_human_is_not_believed() {
     let policy = policy(vec![release.trusted(vec![Actor::Human])]);
     // An agent's revision that writes actor: human and carries no attestation (admitted before
     // the policy required one, say): the controller does not take the claim at its word.
-    let observed = situation(&release, ("human", None));
-    let (v, action) = judge(&observed, &policy);
+    let (observed, envelopes) = situation(&release, ("human", None));
+    let (v, action) = judge(&observed, &policy, &read(&envelopes, "web-2"));
     assert!(
         matches!(v, Vouch::Unverified { required: true, .. }),
         "{v:?}"
@@ -237,16 +199,18 @@ fn the_reverted_workload_verifies_as_its_restored_revision() {
         release.trusted(vec![Actor::Human]),
         ci.trusted(vec![Actor::Agent]),
     ]);
-    let observed = situation(&release, ("agent", Some(&ci)));
-    let (_, Action::Revert(verdict)) = judge(&observed, &policy) else {
+    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let (_, Action::Revert(verdict)) = judge(&observed, &policy, &read(&envelopes, "web-2")) else {
         panic!("expected a revert");
     };
     let to = verdict.to.clone().unwrap();
     // The Deployment as stored at revision 2, then the controller's revert patch applied.
+    let mut stored_annotations = observed.workload.annotations.clone();
+    stored_annotations.insert("custody.dev/attestation".into(), envelopes["web-2"].clone());
     let mut deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "42",
-            "annotations": observed.workload.annotations},
+            "annotations": stored_annotations},
         "spec": {"template": stored("web:2", "h2")}
     });
     deployment["spec"]["template"]["metadata"]["labels"]
@@ -257,6 +221,7 @@ fn the_reverted_workload_verifies_as_its_restored_revision() {
         &observed.workload,
         stored("web:1", "h1"),
         &to,
+        envelopes.get(&to.name).map(String::as_str),
         &verdict,
         "web-r2-x",
         &Vocabulary::default(),
@@ -294,4 +259,86 @@ fn the_reverted_workload_verifies_as_its_restored_revision() {
             .map(String::as_str),
         Some("human")
     );
+}
+
+#[test]
+fn the_cache_keeps_a_digest_not_the_envelope() {
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let cached = &observed.revisions[0].annotations["custody.dev/attestation"];
+    assert_eq!(cached, &digest(&envelopes["web-2"]));
+    assert!(
+        cached.len() < 80 && envelopes["web-2"].len() > 200,
+        "{cached}"
+    );
+}
+
+#[test]
+fn an_attestation_that_cannot_be_read_is_not_believed() {
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let policy = policy(vec![
+        release.trusted(vec![Actor::Human]),
+        ci.trusted(vec![Actor::Agent]),
+    ]);
+    let (observed, _) = situation(&release, ("agent", Some(&ci)));
+    let unreadable = Attestation::Unreadable("connection refused".into());
+    let (v, action) = judge(&observed, &policy, &unreadable);
+    assert!(
+        matches!(&v, Vouch::Unverified { required: true, why } if why.contains("connection refused")),
+        "{v:?}"
+    );
+    let Action::Alert(verdict) = action else {
+        panic!("an actor no key could vouch for is alerted on, not reverted: {action:?}");
+    };
+    assert_eq!(verdict.attested_by, None);
+}
+
+#[test]
+fn the_envelope_read_is_the_truth_when_it_changed_since_cached() {
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let policy = policy(vec![
+        release.trusted(vec![Actor::Human]),
+        ci.trusted(vec![Actor::Agent]),
+    ]);
+    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let cached = observed.revisions[0]
+        .annotations
+        .get("custody.dev/attestation")
+        .map(String::as_str);
+    // Stripped since the cache saw it: judged as unsigned, not as the cache remembers it.
+    assert!(Attestation::Absent.differs_from(cached));
+    let (v, _) = judge(&observed, &policy, &Attestation::Absent);
+    assert!(
+        matches!(v, Vouch::Unverified { required: true, .. }),
+        "{v:?}"
+    );
+    let same = read(&envelopes, "web-2");
+    assert!(!same.differs_from(cached));
+    let (v, _) = judge(&observed, &policy, &same);
+    assert_eq!(v.key_id(), Some("ci"));
+}
+
+#[test]
+fn a_revert_to_an_unsigned_revision_removes_the_attestation() {
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let policy = policy(vec![
+        release.trusted(vec![Actor::Human]),
+        ci.trusted(vec![Actor::Agent]),
+    ]);
+    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let (_, Action::Revert(verdict)) = judge(&observed, &policy, &read(&envelopes, "web-2")) else {
+        panic!("expected a revert");
+    };
+    let to = verdict.to.clone().unwrap();
+    let after = revert::annotations_after(
+        &observed.workload,
+        &to,
+        None,
+        &verdict,
+        "web-r2-x",
+        &Vocabulary::default(),
+    );
+    assert_eq!(after.get("custody.dev/attestation"), Some(&None));
+    // Ownership comes back only with an attestation to vouch for it.
+    assert_eq!(after.get("custody.dev/owner"), None);
 }

@@ -2,6 +2,8 @@
 //! three replicas whose revision 1 is healthy and marked, and whose revision 2 rolls out.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod signing;
+
 use std::collections::BTreeMap;
 
 use custody_controller::decide::{Action, decide};

@@ -1,0 +1,162 @@
+//! Reads a revision's attestation from the API server, for the rare moments that need the
+//! envelope itself (a regression decided under `spec.signatures`, a revision marked by the
+//! controller): the cache keeps only its digest (see [`crate::attested`]). A revision the cache
+//! saw unsigned is never read for one, so an unsigned revision costs no request and no failure.
+
+use custody_crds::WorkloadKind;
+use kube::Api;
+
+use crate::attested::{self, Attestation};
+use crate::metrics::KindLabels;
+use crate::observe::{Revision, WorkloadState};
+use crate::reconcile::Context;
+use crate::slim::{SlimControllerRevision, SlimDaemonSet, SlimReplicaSet, SlimStatefulSet};
+
+/// Where a revision's attestation is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// A Deployment's ReplicaSet, which copies the Deployment's annotations.
+    ReplicaSet,
+    /// The StatefulSet or DaemonSet itself, for the revision it runs: its ControllerRevisions
+    /// do not copy its annotations (see [`crate::observe::Observed::assemble`]).
+    Workload,
+    /// A ControllerRevision the controller marked, which it gave the attestation then.
+    ControllerRevision,
+}
+
+/// Where `revision`'s attestation is read from.
+pub fn holder(workload: &WorkloadState, revision: &Revision) -> Holder {
+    match workload.kind {
+        WorkloadKind::Deployment => Holder::ReplicaSet,
+        _ if revision.fingerprint == workload.template_fingerprint => Holder::Workload,
+        _ => Holder::ControllerRevision,
+    }
+}
+
+/// The attestation annotation of the object holding `revision`'s.
+async fn read(
+    ctx: &Context,
+    workload: &WorkloadState,
+    revision: &Revision,
+) -> Result<Option<String>, kube::Error> {
+    let key = ctx.vocabulary.attestation();
+    let (client, ns) = (ctx.client.clone(), workload.namespace.as_str());
+    let mut annotations = match (holder(workload, revision), workload.kind) {
+        (Holder::ReplicaSet, _) => {
+            Api::<SlimReplicaSet>::namespaced(client, ns)
+                .get(&revision.name)
+                .await?
+                .metadata
+                .annotations
+        }
+        (Holder::Workload, WorkloadKind::StatefulSet) => {
+            Api::<SlimStatefulSet>::namespaced(client, ns)
+                .get(&workload.name)
+                .await?
+                .metadata
+                .annotations
+        }
+        (Holder::Workload, _) => {
+            Api::<SlimDaemonSet>::namespaced(client, ns)
+                .get(&workload.name)
+                .await?
+                .metadata
+                .annotations
+        }
+        (Holder::ControllerRevision, _) => {
+            Api::<SlimControllerRevision>::namespaced(client, ns)
+                .get(&revision.name)
+                .await?
+                .metadata
+                .annotations
+        }
+    };
+    Ok(annotations.as_mut().and_then(|a| a.remove(key)))
+}
+
+/// `revision`'s attestation as stored now. A failure is logged and counted and comes back as
+/// [`Attestation::Unreadable`], which [`attested::vouch`] never believes.
+pub async fn attestation_of(
+    ctx: &Context,
+    workload: &WorkloadState,
+    revision: &Revision,
+) -> Attestation {
+    let Some(cached) = attested::cached_digest(revision, &ctx.vocabulary) else {
+        return Attestation::Absent;
+    };
+    let attestation = match read(ctx, workload, revision).await {
+        Ok(Some(envelope)) => Attestation::Read(envelope),
+        Ok(None) => Attestation::Absent,
+        Err(error) => {
+            ctx.metrics
+                .attestation_read_failures
+                .get_or_create(&KindLabels {
+                    kind: workload.kind.as_str(),
+                })
+                .inc();
+            tracing::warn!(
+                kind = workload.kind.as_str(), namespace = %workload.namespace,
+                name = %workload.name, revision = %revision.name, %error,
+                "cannot read the revision's attestation; its actor is not believed"
+            );
+            Attestation::Unreadable(error.to_string())
+        }
+    };
+    if attestation.differs_from(Some(cached)) {
+        // The watch will catch up; what was read is the truth meanwhile.
+        tracing::debug!(
+            kind = workload.kind.as_str(), namespace = %workload.namespace,
+            name = %workload.name, revision = %revision.name,
+            "the revision's attestation changed since it was cached; using the one read"
+        );
+    }
+    attestation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::Revision;
+    use serde_json::json;
+
+    fn workload(kind: WorkloadKind, fingerprint: &str) -> WorkloadState {
+        WorkloadState {
+            kind,
+            name: "db".into(),
+            namespace: "shop".into(),
+            uid: "uid-db".into(),
+            resource_version: "1".into(),
+            generation: 1,
+            observed_generation: 1,
+            paused: false,
+            replicas: 1,
+            updated_replicas: 1,
+            available_replicas: 1,
+            total_replicas: 1,
+            max_unavailable: 1,
+            partition: 0,
+            progress_deadline_exceeded_since: None,
+            unavailable_since: None,
+            template_fingerprint: fingerprint.into(),
+            annotations: Default::default(),
+            any_annotations: false,
+            labels: Default::default(),
+            managed_by: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_attestation_is_read_where_it_is_stored() {
+        let current = Revision::new("db-2".into(), 2, &json!({"v": 2}), Default::default(), None);
+        let older = Revision::new("db-1".into(), 1, &json!({"v": 1}), Default::default(), None);
+        let running = current.fingerprint.clone();
+        let deployment = workload(WorkloadKind::Deployment, &running);
+        assert_eq!(holder(&deployment, &current), Holder::ReplicaSet);
+        assert_eq!(holder(&deployment, &older), Holder::ReplicaSet);
+        for kind in [WorkloadKind::StatefulSet, WorkloadKind::DaemonSet] {
+            let w = workload(kind, &running);
+            assert_eq!(holder(&w, &current), Holder::Workload, "{kind:?}");
+            assert_eq!(holder(&w, &older), Holder::ControllerRevision, "{kind:?}");
+        }
+    }
+}
