@@ -223,7 +223,6 @@ pub fn object_name(agent: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use custody_crds::WorkloadKind;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -245,32 +244,7 @@ mod tests {
     }
 
     fn observed(current: &str, revisions: Vec<Revision>) -> (WorkloadState, Vec<Revision>) {
-        (
-            WorkloadState {
-                kind: WorkloadKind::Deployment,
-                name: "web".into(),
-                namespace: "shop".into(),
-                uid: "uid-web".into(),
-                resource_version: "1".into(),
-                generation: 1,
-                observed_generation: 1,
-                paused: false,
-                replicas: 1,
-                updated_replicas: 1,
-                available_replicas: 1,
-                total_replicas: 1,
-                max_unavailable: 0,
-                partition: 0,
-                progress_deadline_exceeded_since: None,
-                unavailable_since: None,
-                template_fingerprint: current.into(),
-                annotations: Default::default(),
-                any_annotations: false,
-                labels: Default::default(),
-                managed_by: String::new(),
-            },
-            revisions,
-        )
+        (WorkloadState::sample(current), revisions)
     }
 
     const AGENT: &[(&str, &str)] = &[

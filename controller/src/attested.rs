@@ -262,27 +262,8 @@ mod tests {
             None,
         );
         let workload = WorkloadState {
-            kind: custody_crds::WorkloadKind::Deployment,
-            name: "web".into(),
-            namespace: "shop".into(),
             uid: "u".into(),
-            resource_version: "1".into(),
-            generation: 1,
-            observed_generation: 1,
-            paused: false,
-            replicas: 1,
-            updated_replicas: 1,
-            available_replicas: 1,
-            total_replicas: 1,
-            max_unavailable: 0,
-            partition: 0,
-            progress_deadline_exceeded_since: None,
-            unavailable_since: None,
-            template_fingerprint: workload_fp,
-            annotations: Default::default(),
-            any_annotations: false,
-            labels: Default::default(),
-            managed_by: String::new(),
+            ..WorkloadState::sample(&workload_fp)
         };
         let v = vouch(
             &workload,

@@ -144,7 +144,6 @@ pub fn note(sighting: &Sighting) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use serde_json::json;
@@ -168,29 +167,7 @@ mod tests {
         )
         .to_string();
         Observed {
-            workload: WorkloadState {
-                kind: WorkloadKind::Deployment,
-                name: "web".into(),
-                namespace: "shop".into(),
-                uid: "uid-web".into(),
-                resource_version: "1".into(),
-                generation: 1,
-                observed_generation: 1,
-                paused: false,
-                replicas: 1,
-                updated_replicas: 1,
-                available_replicas: 1,
-                total_replicas: 1,
-                max_unavailable: 0,
-                partition: 0,
-                progress_deadline_exceeded_since: None,
-                unavailable_since: None,
-                template_fingerprint: fingerprint,
-                annotations: BTreeMap::new(),
-                any_annotations: false,
-                labels: BTreeMap::new(),
-                managed_by: String::new(),
-            },
+            workload: WorkloadState::sample(&fingerprint),
             revisions,
             pods: Vec::new(),
             nodes: Vec::new(),

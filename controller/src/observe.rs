@@ -91,6 +91,37 @@ pub struct WorkloadState {
     pub managed_by: String,
 }
 
+#[cfg(test)]
+impl WorkloadState {
+    /// A settled one-replica Deployment `shop/web` running the template `fingerprint`, for the
+    /// unit tests' tables to start from.
+    pub(crate) fn sample(fingerprint: &str) -> Self {
+        Self {
+            kind: custody_crds::WorkloadKind::Deployment,
+            name: "web".into(),
+            namespace: "shop".into(),
+            uid: "uid-web".into(),
+            resource_version: "1".into(),
+            generation: 1,
+            observed_generation: 1,
+            paused: false,
+            replicas: 1,
+            updated_replicas: 1,
+            available_replicas: 1,
+            total_replicas: 1,
+            max_unavailable: 0,
+            partition: 0,
+            progress_deadline_exceeded_since: None,
+            unavailable_since: None,
+            template_fingerprint: fingerprint.to_string(),
+            annotations: BTreeMap::new(),
+            any_annotations: false,
+            labels: BTreeMap::new(),
+            managed_by: String::new(),
+        }
+    }
+}
+
 /// One revision: a ReplicaSet of a Deployment, or a ControllerRevision of a StatefulSet or
 /// DaemonSet.
 #[derive(Clone, Debug, PartialEq)]

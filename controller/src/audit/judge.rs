@@ -221,7 +221,7 @@ pub const fn verdict(mode: EnforcementMode) -> (ResultStatus, Severity) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use custody_crds::{CustodyPolicy, WorkloadKind};
+    use custody_crds::CustodyPolicy;
 
     fn policy(name: &str, yaml_spec: &str) -> CustodyPolicy {
         let spec = serde_saphyr::from_str(yaml_spec).unwrap();
@@ -230,30 +230,14 @@ mod tests {
 
     fn workload(name: &str, annotations: &[(&str, &str)]) -> WorkloadState {
         WorkloadState {
-            kind: WorkloadKind::Deployment,
             name: name.into(),
-            namespace: "shop".into(),
             uid: format!("uid-{name}"),
-            resource_version: "1".into(),
-            generation: 1,
-            observed_generation: 1,
-            paused: false,
-            replicas: 1,
-            updated_replicas: 1,
-            available_replicas: 1,
-            total_replicas: 1,
-            max_unavailable: 0,
-            partition: 0,
-            progress_deadline_exceeded_since: None,
-            unavailable_since: None,
-            template_fingerprint: String::new(),
             annotations: annotations
                 .iter()
                 .map(|(k, v)| (format!("custody.dev/{k}"), v.to_string()))
                 .collect(),
             any_annotations: !annotations.is_empty(),
-            labels: BTreeMap::new(),
-            managed_by: String::new(),
+            ..WorkloadState::sample("")
         }
     }
 
