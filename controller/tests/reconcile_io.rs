@@ -3,16 +3,16 @@
 //! ending in exactly one revert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::time::Duration;
 
-use custody_controller::metrics::Metrics;
-use custody_controller::run::{self, RunConfig};
-use custody_crds::Vocabulary;
+use custody_controller::run::RunConfig;
 use custody_runtime::fake_apiserver::FakeApiServer;
 use http::{Method, StatusCode};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
+use support::running::{self, Running, eventually, image};
 
 const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
 const REPLICASETS: &str = "apis/apps/v1/replicasets";
@@ -86,66 +86,11 @@ fn seed(api: &FakeApiServer, actor: &str) {
     }));
 }
 
-struct Running {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    metrics: Metrics,
-    readiness: custody_runtime::Readiness,
-}
-
 fn start(api: &FakeApiServer, dry_run: bool) -> Running {
-    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let (tx, leader) = tokio::sync::watch::channel(true);
-    let shutdown = CancellationToken::new();
-    let readiness = custody_runtime::Readiness::new();
-    let ready = readiness.register("caches");
-    let config = RunConfig {
-        vocabulary: Vocabulary::default(),
+    running::start(api, |_, _| RunConfig {
         dry_run,
-        identity: "test".into(),
-        notifier: None,
-        audit: None,
-    };
-    let task = tokio::spawn({
-        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
-        async move {
-            run::run(client, config, metrics, leader, ready, shutdown).await;
-            drop(tx);
-        }
-    });
-    Running {
-        shutdown,
-        task,
-        metrics,
-        readiness,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-    }
-}
-
-async fn eventually(deadline: Duration, check: impl Fn() -> bool) -> bool {
-    let until = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < until {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
-}
-
-fn image(api: &FakeApiServer) -> String {
-    api.get(DEPLOYMENTS, "shop", "web").unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .unwrap()
-        .to_string()
+        ..running::config()
+    })
 }
 
 fn deployment_patches(api: &FakeApiServer) -> usize {

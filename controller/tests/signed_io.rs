@@ -10,15 +10,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use custody_controller::metrics::{KindLabels, Metrics};
-use custody_controller::run::{self, RunConfig};
-use custody_crds::Vocabulary;
+use custody_controller::metrics::KindLabels;
 use custody_runtime::fake_apiserver::FakeApiServer;
 use http::{Method, StatusCode};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
+use support::running::{self, Running, eventually, image};
 use support::signing::{Key, stored};
-use tokio_util::sync::CancellationToken;
 
 const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
 const REPLICASETS: &str = "apis/apps/v1/replicasets";
@@ -118,64 +116,8 @@ fn seed(api: &FakeApiServer, release: &Key, ci: &Key) -> Seeded {
     Seeded { v1, v2 }
 }
 
-struct Running {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    metrics: Metrics,
-}
-
 fn start(api: &FakeApiServer) -> Running {
-    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let (tx, leader) = tokio::sync::watch::channel(true);
-    let shutdown = CancellationToken::new();
-    let readiness = custody_runtime::Readiness::new();
-    let ready = readiness.register("caches");
-    let config = RunConfig {
-        vocabulary: Vocabulary::default(),
-        dry_run: false,
-        identity: "test".into(),
-        notifier: None,
-        audit: None,
-    };
-    let task = tokio::spawn({
-        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
-        async move {
-            run::run(client, config, metrics, leader, ready, shutdown).await;
-            drop(tx);
-        }
-    });
-    Running {
-        shutdown,
-        task,
-        metrics,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-    }
-}
-
-async fn eventually(deadline: Duration, check: impl Fn() -> bool) -> bool {
-    let until = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < until {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
-}
-
-fn image(api: &FakeApiServer) -> String {
-    api.get(DEPLOYMENTS, "shop", "web").unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    running::start(api, |_, _| running::config())
 }
 
 fn gets(api: &FakeApiServer, path: &str) -> usize {

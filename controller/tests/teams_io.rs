@@ -4,6 +4,8 @@
 //! revision is announced once, across a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,12 +15,11 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use custody_controller::metrics::{KindLabels, Metrics};
 use custody_controller::notify::Notifier;
-use custody_controller::run::{self, RunConfig};
-use custody_crds::Vocabulary;
+use custody_controller::run::RunConfig;
 use custody_runtime::fake_apiserver::FakeApiServer;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
+use support::running::{self, Running, eventually};
 
 const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
 const REPLICASETS: &str = "apis/apps/v1/replicasets";
@@ -161,60 +162,16 @@ fn secret(api: &FakeApiServer, name: &str, data: Value) {
     );
 }
 
-struct Running {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    metrics: Metrics,
-}
-
 fn start(api: &FakeApiServer) -> Running {
-    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let (tx, leader) = tokio::sync::watch::channel(true);
-    let shutdown = CancellationToken::new();
-    let readiness = custody_runtime::Readiness::new();
-    let ready = readiness.register("caches");
-    let notifier = Notifier::new(metrics.clone(), 2, Duration::from_millis(50))
-        .unwrap()
-        .with_secrets(kube::Api::namespaced(client.clone(), OWN_NAMESPACE));
-    let config = RunConfig {
-        vocabulary: Vocabulary::default(),
-        dry_run: false,
-        identity: "test".into(),
-        notifier: Some(notifier),
-        audit: None,
-    };
-    let task = tokio::spawn({
-        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
-        async move {
-            run::run(client, config, metrics, leader, ready, shutdown).await;
-            drop(tx);
+    running::start(api, |client, metrics| {
+        let notifier = Notifier::new(metrics.clone(), 2, Duration::from_millis(50))
+            .unwrap()
+            .with_secrets(kube::Api::namespaced(client.clone(), OWN_NAMESPACE));
+        RunConfig {
+            notifier: Some(notifier),
+            ..running::config()
         }
-    });
-    Running {
-        shutdown,
-        task,
-        metrics,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-    }
-}
-
-async fn eventually(deadline: Duration, check: impl Fn() -> bool) -> bool {
-    let until = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < until {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
+    })
 }
 
 fn record_status(api: &FakeApiServer) -> Value {
