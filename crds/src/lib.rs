@@ -13,6 +13,7 @@ pub mod freeze;
 pub mod generate;
 pub mod guardrails;
 pub mod policy;
+pub mod quantity;
 pub mod record;
 pub mod report;
 pub mod selection;

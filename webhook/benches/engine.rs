@@ -2,6 +2,7 @@
 //!
 //! `cargo bench -p custody-webhook --bench engine` prints reviews per second and latency
 //! percentiles per scenario, and the process's peak RSS. Numbers, not assertions.
+//! `ENGINE_ONLY=<text>` runs only the scenarios whose name contains the text.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -229,6 +230,9 @@ fn run_full(
     quarantine: &QuarantineIndex,
     activity: &AgentActivity,
 ) {
+    if !selected(name) {
+        return;
+    }
     let vocabulary = Vocabulary::default();
     let shared = AttestationCache::default();
     let once = || {
@@ -286,6 +290,11 @@ fn run_full(
         pct(0.50),
         pct(0.99),
     );
+}
+
+/// `ENGINE_ONLY=<text>` runs only the scenarios whose name contains it (to profile one).
+fn selected(name: &str) -> bool {
+    std::env::var("ENGINE_ONLY").map_or(true, |only| name.contains(&only))
 }
 
 fn peak_rss_kib() -> Option<u64> {

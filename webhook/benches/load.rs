@@ -9,7 +9,8 @@
 //! It does so for unsigned reviews under the built-in policy, then for signed ones under a
 //! policy requiring signatures: one envelope sent over and over (the cached path), and more
 //! distinct envelopes than the cache holds (every review verified), for each key type.
-//! Numbers, not assertions. Environment: LOAD_SECONDS (default 10), LOAD_CONNECTIONS (32).
+//! Numbers, not assertions. Environment: LOAD_SECONDS (default 10), LOAD_CONNECTIONS (32),
+//! LOAD_ONLY (run only the phases whose label contains it).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -264,6 +265,9 @@ fn measure(
     seconds: u64,
     connections: usize,
 ) {
+    if !std::env::var("LOAD_ONLY").map_or(true, |only| label.contains(&only)) {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("custody-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let ca = pki(&dir);

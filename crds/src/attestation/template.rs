@@ -5,14 +5,21 @@
 //! decoded it, with `imagePullPolicy`, `terminationMessagePath`, probe timings and the like
 //! filled in. Applying the same defaults to both makes them agree, and since defaulting is
 //! idempotent, the digest of an admitted object equals the fingerprint its RollbackRecord would
-//! carry. Not covered: mutating webhooks and admission plugins that rewrite templates (sidecar
-//! injectors; the ServiceAccount plugin on bare Pods), and non-canonical resource quantities
-//! written as strings (`"0.5"` rather than `500m`).
+//! carry. Resource quantities are written back as the apiserver writes them (`"0.5"` as
+//! `500m`, see [`crate::quantity`]).
+//!
+//! A bare Pod also goes through admission plugins that add to it: the ServiceAccount plugin's
+//! token volume (with a random name) and its mounts, DefaultTolerationSeconds' two
+//! tolerations, and Priority's `priority` and `preemptionPolicy` (derived from
+//! `priorityClassName`, which stays in the digest). Those are left out of a Pod's digest on
+//! both sides; so a Pod's digest is not its quarantine fingerprint, which no revert ever
+//! records. Not covered: mutating webhooks that rewrite templates (sidecar injectors).
 
 use serde_json::{Map, Value, json};
 
 use crate::fingerprint::{TemplateFingerprint, template_fingerprint};
 use crate::policy::WorkloadKind;
+use crate::quantity;
 
 /// Labels the Job controller adds to its pod template, which differ per Job object.
 const JOB_TEMPLATE_LABELS: [&str; 4] = [
@@ -34,8 +41,12 @@ pub fn subject_digest(kind: WorkloadKind, template: &Value) -> TemplateFingerpri
 pub fn apply_server_defaults(kind: WorkloadKind, template: &mut Value) {
     if kind == WorkloadKind::Pod {
         if let Some(spec) = template.as_object_mut() {
+            if !spec.contains_key("serviceAccount") {
+                spec.entry("serviceAccountName").or_insert(json!("default"));
+            }
             pod_spec(spec);
             spec.entry("enableServiceLinks").or_insert(json!(true));
+            without_admission_additions(spec);
         }
         return;
     }
@@ -74,7 +85,7 @@ fn pod_spec(spec: &mut Map<String, Value>) {
         }
         _ => {}
     }
-    for list in ["containers", "initContainers"] {
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
         for container in each_object(spec.get_mut(list)) {
             self::container(container);
         }
@@ -82,6 +93,87 @@ fn pod_spec(spec: &mut Map<String, Value>) {
     for volume in each_object(spec.get_mut("volumes")) {
         self::volume(volume);
     }
+    resource_list(spec.get_mut("overhead"));
+    if let Some(resources) = spec.get_mut("resources") {
+        resource_lists(resources);
+    }
+}
+
+/// Where the ServiceAccount plugin mounts a Pod's token.
+const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Removes what the apiserver's admission plugins add to a bare Pod, so that a manifest and
+/// the Pod it became have one digest.
+fn without_admission_additions(spec: &mut Map<String, Value>) {
+    spec.remove("priority");
+    spec.remove("preemptionPolicy");
+    retain(spec, "tolerations", |t| !is_default_toleration(t));
+    // A Pod that opted out of the token gets none from the plugin, so a token volume on it was
+    // written by someone and counts.
+    if spec.get("automountServiceAccountToken") == Some(&Value::Bool(false)) {
+        return;
+    }
+    let mut token_volumes = Vec::new();
+    retain(spec, "volumes", |v| {
+        let plugins = is_token_volume(v);
+        if plugins && let Some(name) = v.get("name").and_then(Value::as_str) {
+            token_volumes.push(name.to_string());
+        }
+        !plugins
+    });
+    for list in ["containers", "initContainers"] {
+        for container in each_object(spec.get_mut(list)) {
+            retain(container, "volumeMounts", |m| {
+                let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
+                !(token_volumes.iter().any(|t| t == name)
+                    && m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH))
+            });
+        }
+    }
+}
+
+/// Keeps the items of `object[key]` that `keep` accepts; an emptied list goes, as the apiserver
+/// never writes an empty one.
+fn retain(object: &mut Map<String, Value>, key: &str, keep: impl FnMut(&Value) -> bool) {
+    if let Some(list) = object.get_mut(key).and_then(Value::as_array_mut) {
+        list.retain(keep);
+        if list.is_empty() {
+            object.remove(key);
+        }
+    }
+}
+
+fn is_default_toleration(t: &Value) -> bool {
+    [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ]
+    .iter()
+    .any(|key| {
+        *t == json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": 300})
+    })
+}
+
+/// The projected volume the ServiceAccount plugin adds, exactly: any other content counts.
+fn is_token_volume(v: &Value) -> bool {
+    let named = v
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n.starts_with("kube-api-access-"));
+    named
+        && v.as_object().is_some_and(|o| o.len() == 2)
+        && v.get("projected")
+            == Some(&json!({
+                "defaultMode": 420,
+                "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": [{"path": "namespace",
+                        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+                ]
+            }))
 }
 
 fn each_object(list: Option<&mut Value>) -> impl Iterator<Item = &mut Map<String, Value>> {
@@ -98,15 +190,7 @@ fn container(c: &mut Map<String, Value>) {
     let policy = pull_policy(c.get("image").and_then(Value::as_str).unwrap_or_default());
     c.entry("imagePullPolicy").or_insert(json!(policy));
     let resources = c.entry("resources").or_insert(json!({}));
-    for list in ["limits", "requests"] {
-        if let Some(quantities) = resources.get_mut(list).and_then(Value::as_object_mut) {
-            for q in quantities.values_mut() {
-                if let Value::Number(n) = q {
-                    *q = json!(quantity(n));
-                }
-            }
-        }
-    }
+    resource_lists(resources);
     for port in each_object(c.get_mut("ports")) {
         port.entry("protocol").or_insert(json!("TCP"));
     }
@@ -155,22 +239,30 @@ fn pull_policy(image: &str) -> &'static str {
     }
 }
 
-/// A quantity written as a YAML number, as the apiserver prints it back: `1` is `"1"`, `0.5`
-/// is `"500m"`.
-fn quantity(n: &serde_json::Number) -> String {
-    if let Some(i) = n.as_i64() {
-        return i.to_string();
+/// The `limits` and `requests` of a resource requirements object.
+fn resource_lists(requirements: &mut Value) {
+    for list in ["limits", "requests"] {
+        resource_list(requirements.get_mut(list));
     }
-    match n.as_f64() {
-        Some(f) if (f * 1000.0).fract() == 0.0 => {
-            let milli = (f * 1000.0) as i64;
-            if milli % 1000 == 0 {
-                (milli / 1000).to_string()
-            } else {
-                format!("{milli}m")
-            }
+}
+
+fn resource_list(list: Option<&mut Value>) {
+    if let Some(quantities) = list.and_then(Value::as_object_mut) {
+        for q in quantities.values_mut() {
+            rewrite_quantity(q, quantity::canonical_in_resource_list);
         }
-        _ => n.to_string(),
+    }
+}
+
+/// A quantity, written as a string or as a YAML number, as the apiserver writes it back.
+fn rewrite_quantity(q: &mut Value, canonical: fn(&str) -> Option<String>) {
+    let text = match q {
+        Value::String(s) => canonical(s),
+        Value::Number(n) => canonical(&n.to_string()),
+        _ => None,
+    };
+    if let Some(text) = text {
+        *q = Value::String(text);
     }
 }
 
@@ -193,6 +285,15 @@ fn volume(v: &mut Map<String, Value>) {
     }
     if let Some(host_path) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
         host_path.entry("type").or_insert(json!(""));
+    }
+    if let Some(limit) = v.get_mut("emptyDir").and_then(|d| d.get_mut("sizeLimit")) {
+        rewrite_quantity(limit, quantity::canonical);
+    }
+    if let Some(claim) = v
+        .get_mut("ephemeral")
+        .and_then(|e| e.pointer_mut("/volumeClaimTemplate/spec/resources"))
+    {
+        resource_lists(claim);
     }
 }
 
@@ -258,16 +359,161 @@ mod tests {
     }
 
     #[test]
-    fn numeric_quantities_print_as_the_apiserver_prints_them() {
-        let cases = [
-            (json!(1), "1"),
-            (json!(0.5), "500m"),
-            (json!(2.0), "2"),
-            (json!(0.25), "250m"),
-        ];
-        for (n, expected) in cases {
-            let Value::Number(n) = n else { unreachable!() };
-            assert_eq!(quantity(&n), expected);
+    fn quantities_are_written_as_the_apiserver_writes_them() {
+        let mut manifest = manifest_template();
+        let spec = &mut manifest["spec"];
+        spec["containers"][0]["resources"] = json!({
+            "limits": {"cpu": "0.5", "memory": "1024Mi"},
+            "requests": {"cpu": 0.25, "memory": 1000, "ephemeral-storage": "1.5Gi"}
+        });
+        spec["overhead"] = json!({"cpu": "0.1"});
+        spec["volumes"] = json!([
+            {"name": "scratch", "emptyDir": {"sizeLimit": "0.5Gi"}},
+            {"name": "claim", "ephemeral": {"volumeClaimTemplate": {"spec": {
+                "resources": {"requests": {"storage": "1024Mi"}}}}}}
+        ]);
+        let mut stored = manifest.clone();
+        let spec = &mut stored["spec"];
+        spec["containers"][0]["resources"] = json!({
+            "limits": {"cpu": "500m", "memory": "1Gi"},
+            "requests": {"cpu": "250m", "memory": "1k", "ephemeral-storage": "1536Mi"}
+        });
+        spec["overhead"] = json!({"cpu": "100m"});
+        spec["volumes"][0]["emptyDir"]["sizeLimit"] = json!("512Mi");
+        spec["volumes"][1]["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] =
+            json!("1Gi");
+        assert_eq!(
+            subject_digest(WorkloadKind::Deployment, &manifest),
+            subject_digest(WorkloadKind::Deployment, &stored)
+        );
+        let mut other = stored.clone();
+        other["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("501m");
+        assert_ne!(
+            subject_digest(WorkloadKind::Deployment, &other),
+            subject_digest(WorkloadKind::Deployment, &stored)
+        );
+    }
+
+    /// A bare Pod's spec as a v1.28 apiserver sent it to the webhook (the captured
+    /// `pod-create-bare-unannotated.json` review): the
+    /// ServiceAccount plugin's volume and mount, the default tolerations and the priority.
+    fn stored_pod_spec() -> Value {
+        json!({
+            "containers": [
+                {
+                    "image": "registry.example.com/tools:1",
+                    "imagePullPolicy": "IfNotPresent",
+                    "name": "sh",
+                    "resources": {},
+                    "terminationMessagePath": "/dev/termination-log",
+                    "terminationMessagePolicy": "File",
+                    "volumeMounts": [
+                        {
+                            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                            "name": "kube-api-access-4qxhk",
+                            "readOnly": true
+                        }
+                    ]
+                }
+            ],
+            "dnsPolicy": "ClusterFirst",
+            "enableServiceLinks": true,
+            "preemptionPolicy": "PreemptLowerPriority",
+            "priority": 0,
+            "restartPolicy": "Always",
+            "schedulerName": "default-scheduler",
+            "securityContext": {},
+            "serviceAccount": "default",
+            "serviceAccountName": "default",
+            "terminationGracePeriodSeconds": 30,
+            "tolerations": [
+                {
+                    "effect": "NoExecute",
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "tolerationSeconds": 300
+                },
+                {
+                    "effect": "NoExecute",
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "tolerationSeconds": 300
+                }
+            ],
+            "volumes": [
+                {
+                    "name": "kube-api-access-4qxhk",
+                    "projected": {
+                        "defaultMode": 420,
+                        "sources": [
+                            {
+                                "serviceAccountToken": {
+                                    "expirationSeconds": 3607,
+                                    "path": "token"
+                                }
+                            },
+                            {
+                                "configMap": {
+                                    "items": [
+                                        {
+                                            "key": "ca.crt",
+                                            "path": "ca.crt"
+                                        }
+                                    ],
+                                    "name": "kube-root-ca.crt"
+                                }
+                            },
+                            {
+                                "downwardAPI": {
+                                    "items": [
+                                        {
+                                            "fieldRef": {
+                                                "apiVersion": "v1",
+                                                "fieldPath": "metadata.namespace"
+                                            },
+                                            "path": "namespace"
+                                        }
+                                    ]
+                                }
+                            }
+                        ]
+                    }
+                }
+            ]
+        })
+    }
+
+    #[test]
+    fn a_bare_pod_and_its_manifest_have_one_digest() {
+        let manifest =
+            json!({"containers": [{"name": "sh", "image": "registry.example.com/tools:1"}]});
+        let stored = stored_pod_spec();
+        assert_eq!(
+            subject_digest(WorkloadKind::Pod, &manifest),
+            subject_digest(WorkloadKind::Pod, &stored)
+        );
+        // Whatever else changes counts: a token volume on a Pod that opted out, a toleration
+        // of its own, another image.
+        let mut opted_out = stored.clone();
+        opted_out["automountServiceAccountToken"] = json!(false);
+        let mut manifest_opted_out = manifest.clone();
+        manifest_opted_out["automountServiceAccountToken"] = json!(false);
+        assert_ne!(
+            subject_digest(WorkloadKind::Pod, &opted_out),
+            subject_digest(WorkloadKind::Pod, &manifest_opted_out)
+        );
+        let mut tolerating = stored.clone();
+        tolerating["tolerations"][0]["tolerationSeconds"] = json!(30);
+        let mut changed_image = stored.clone();
+        changed_image["containers"][0]["image"] = json!("registry.example.com/tools:2");
+        let mut extra_source = stored.clone();
+        extra_source["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["audience"] =
+            json!("vault");
+        for other in [tolerating, changed_image, extra_source] {
+            assert_ne!(
+                subject_digest(WorkloadKind::Pod, &other),
+                subject_digest(WorkloadKind::Pod, &manifest)
+            );
         }
     }
 

@@ -268,7 +268,10 @@ async fn custody_end_to_end() {
             "SKIPPED scenarios 11-14, 16, 22 and 23 (outage, leader kill, certificate rotation, node death, failure policy by actor, teams' notifications to a receiver on 127.0.0.1): they need local processes; run with CUSTODY_E2E_MODE=local",
         );
     }
-    if ["17 ", "18 ", "19 ", "27 "].iter().any(|n| wanted(n)) {
+    if ["17 ", "18 ", "19 ", "27 ", "29 "]
+        .iter()
+        .any(|n| wanted(n))
+    {
         let signed = signatures::Signed::setup(&ctx).await;
         scenario!(
             "17 a signed agent Deployment is admitted; a forged actor: human is denied",
@@ -285,6 +288,10 @@ async fn custody_end_to_end() {
         scenario!(
             "27 a signed StatefulSet revision reverted by the controller verifies after the revert",
             signatures::signed_stateful_set_revert_verifies(&ctx, &signed)
+        );
+        scenario!(
+            "29 signed as written: rewritten quantities and a bare Pod the admission plugins add to verify as stored",
+            signatures::written_forms_verify(&ctx, &signed)
         );
         if let Ok(s) = &signed {
             s.teardown(&ctx).await;

@@ -1,6 +1,7 @@
 //! Signed provenance on a real apiserver: manifests stamped and signed by `custody stamp`, as a
 //! pipeline would, judged by the webhook under a policy that requires signatures; a forged actor
-//! refused; a signed revision reverted by the controller still verifying; and a key rotation.
+//! refused; a signed revision reverted by the controller still verifying; a key rotation; and
+//! manifests the apiserver and its admission plugins rewrite still verifying.
 //! Keys are the OpenSSL-made fixtures of the webhook's tests.
 
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use custody_e2e::{command, deployment, provenance, repo_root, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, PostParams};
 use kube::core::DynamicObject;
 use kube::{Api, Client};
@@ -518,5 +519,79 @@ pub async fn signed_stateful_set_revert_verifies(
     let verified = s.verify_json("signed-db", &serde_json::to_string(&live)?)?;
     Ok(format!(
         "reverted {reverted_in:.1}s after v2; record names key ci; the live StatefulSet verifies: {verified}"
+    ))
+}
+
+/// Manifests as people write them, signed as written: resource quantities the apiserver
+/// rewrites (`"0.5"` comes back `500m`, `1000000` as `1M`, `1024Mi` as `1Gi`), and a bare Pod,
+/// to which admission plugins add a token volume and its mount, two tolerations and a
+/// priority. Both are admitted and verify as stored.
+pub async fn written_forms_verify(
+    ctx: &Ctx,
+    signed: &anyhow::Result<Signed>,
+) -> anyhow::Result<String> {
+    let s = setup_of(signed)?;
+    let api = s.deployments(&ctx.client);
+    let mut manifest = s.manifest(ctx, "quantities", "agent", "ccccccc", "v1", false);
+    manifest["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({
+        "limits": {"cpu": "0.5", "memory": "1024Mi"},
+        "requests": {"cpu": 0.25, "memory": 1_000_000, "ephemeral-storage": "1.5Gi"}
+    });
+    let stored = apply(&api, &s.sign(&manifest, "p256.key", "ci")?).await?;
+    let stored = serde_json::to_value(&stored)?;
+    let resources = &stored["spec"]["template"]["spec"]["containers"][0]["resources"];
+    anyhow::ensure!(
+        resources["limits"]["cpu"] == "500m"
+            && resources["limits"]["memory"] == "1Gi"
+            && resources["requests"]["memory"] == "1M",
+        "the apiserver did not rewrite the quantities as expected: {resources}"
+    );
+    let deployment = s.verify_live(ctx, "quantities").await?;
+
+    let mut annotations = provenance("agent", "ddddddd", "run-ddddddd");
+    annotations["custody.dev/source-repo"] = json!("https://github.com/acme/e2e");
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "signed-pod", "namespace": s.ns, "annotations": annotations},
+        "spec": {"containers": [{
+            "name": "app",
+            "image": ctx.settings.workload_image,
+            "command": ["sh", "-c", "sleep 3600"],
+            "resources": {"requests": {"cpu": "0.01", "memory": "16Mi"}}
+        }]}
+    });
+    let pod: Pod = serde_json::from_value(s.sign(&pod, "p256.key", "ci")?)?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &s.ns);
+    // The namespace's default ServiceAccount, which the plugin needs, appears shortly after the
+    // namespace.
+    let created = wait_for(
+        "the signed Pod to be created",
+        Duration::from_secs(20),
+        || {
+            let (pods, pod) = (pods.clone(), pod.clone());
+            async move {
+                match pods.create(&PostParams::default(), &pod).await {
+                    Ok(p) => Ok(Some(p)),
+                    Err(e) if api_error(&e).is_some_and(|(_, m)| m.contains("serviceaccount")) => {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        },
+    )
+    .await?;
+    let spec = serde_json::to_value(&created.spec)?;
+    anyhow::ensure!(
+        spec["volumes"][0]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("kube-api-access-"))
+            && spec["tolerations"].as_array().is_some_and(|t| t.len() == 2),
+        "the admission plugins did not add what the scenario expects: {spec}"
+    );
+    let pod = s.verify_json("signed-pod", &serde_json::to_string(&created)?)?;
+    Ok(format!(
+        "Deployment with rewritten quantities: {deployment}; bare Pod: {pod}"
     ))
 }
