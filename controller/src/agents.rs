@@ -234,6 +234,7 @@ mod tests {
             number: 1,
             pod_key: name.into(),
             fingerprint: fp.into(),
+            restart_free: None,
             images: vec![],
             annotations: annotations
                 .iter()

@@ -157,9 +157,7 @@ pub fn vouch(
         kind: workload.kind,
         namespace: workload.namespace.clone(),
         name: workload.name.clone(),
-        template_digest: custody_crds::TemplateFingerprint::from_recorded(
-            revision.fingerprint.clone(),
-        ),
+        template_digest: custody_crds::TemplateFingerprint::from_recorded(revision.code()),
         annotations: SIGNED_KEYS
             .into_iter()
             .filter_map(|k| {

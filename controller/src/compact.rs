@@ -324,6 +324,8 @@ pub struct StoredRevision {
     own_pod_key: bool,
     number: i64,
     fingerprint: Fingerprint,
+    /// Boxed: only restarted templates have one.
+    restart_free: Option<Box<Fingerprint>>,
     annotations: PackedAnnotations,
     created: i64,
 }
@@ -343,6 +345,10 @@ impl StoredRevision {
             own_pod_key,
             number: revision.number,
             fingerprint: Fingerprint::new(&revision.fingerprint),
+            restart_free: revision
+                .restart_free
+                .as_deref()
+                .map(|f| Box::new(Fingerprint::new(f))),
             annotations: PackedAnnotations::pack(&revision.annotations, keys),
             created: seconds(revision.created),
         }
@@ -361,6 +367,7 @@ impl StoredRevision {
             number: self.number,
             pod_key: self.pod_key().to_string(),
             fingerprint: self.fingerprint.text(),
+            restart_free: self.restart_free.as_ref().map(|f| f.text()),
             images: (first_image..self.texts.ends.len())
                 .map(|i| self.texts.get(i).to_string())
                 .collect(),
@@ -520,8 +527,11 @@ mod tests {
         let template = serde_json::json!({"spec": {"initContainers": [{"image": "init:1"}], "containers": [{"image": "web:2"}]}});
         let annotations: BTreeMap<String, String> =
             [("custody.dev/actor".to_string(), "agent".to_string())].into();
-        for pod_key in ["web-2", "6d9f"] {
-            let revision = Revision::new("web-2".into(), 2, &template, annotations.clone(), t(50))
+        let mut restarted = template.clone();
+        restarted["metadata"] =
+            serde_json::json!({"annotations": {"kubectl.kubernetes.io/restartedAt": "now"}});
+        for (pod_key, template) in [("web-2", &template), ("6d9f", &restarted)] {
+            let revision = Revision::new("web-2".into(), 2, template, annotations.clone(), t(50))
                 .with_pod_key(pod_key);
             assert_eq!(
                 StoredRevision::new(revision.clone(), &keys).revision(&keys),

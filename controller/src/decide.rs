@@ -132,11 +132,13 @@ pub fn decide(
             why: format!("revision {} was already reported", current.number),
         };
     }
+    // Going back means going to other code: a revision that differs from the current one only
+    // by a restart (`kubectl rollout restart`) runs the same.
     let target = observed
         .revisions
         .iter()
         .skip(1)
-        .find(|r| marked(r, marks::HEALTHY_SINCE) && r.fingerprint != current.fingerprint);
+        .find(|r| marked(r, marks::HEALTHY_SINCE) && r.code() != current.code());
     let judged = attribution::attribute(
         observed,
         &current.pod_key,
@@ -248,6 +250,19 @@ pub fn decide(
         attested_by: None,
     };
     let actor_word = actor.map_or("an undeclared actor", Actor::as_str);
+    if current.restart_free.is_some()
+        && let Some(same) = observed
+            .revisions
+            .iter()
+            .skip(1)
+            .find(|r| marked(r, marks::HEALTHY_SINCE) && r.code() == current.code())
+    {
+        verdict.explanation = format!(
+            "revision {} is a restart of revision {}, which was healthy with the same code; the regression is not the revision's doing (reverting would run the same code again); alert only",
+            current.number, same.number
+        );
+        return Action::Alert(verdict);
+    }
     let why_alert = match (mode, actor) {
         (RollbackMode::Unsafe, _) => Some("the revision is marked rollback: unsafe (an irreversible change); alert only, never revert".to_string()),
         (RollbackMode::Alert, _) => Some("the revision is marked rollback: alert".to_string()),

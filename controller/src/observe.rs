@@ -135,6 +135,10 @@ pub struct Revision {
     pub pod_key: String,
     /// The template's fingerprint (which ignores `pod-template-hash`).
     pub fingerprint: String,
+    /// A restarted template's fingerprint without its restart annotation
+    /// (`kubectl rollout restart`): the code it runs, and what a signature vouches for. `None`
+    /// for a template never restarted, whose fingerprint is both.
+    pub restart_free: Option<String>,
     /// The template's images, for the record.
     pub images: Vec<String>,
     /// Its provenance annotations and the controller's marks; its attestation, if signed, as
@@ -145,6 +149,12 @@ pub struct Revision {
 }
 
 impl Revision {
+    /// The fingerprint of the code it runs: two revisions that differ only by a restart have
+    /// the same one.
+    pub fn code(&self) -> &str {
+        self.restart_free.as_deref().unwrap_or(&self.fingerprint)
+    }
+
     /// A ReplicaSet-style revision (its pods are known by its name) from its template.
     pub fn new(
         name: String,
@@ -158,6 +168,8 @@ impl Revision {
             name,
             number,
             fingerprint: template_fingerprint(template).to_string(),
+            restart_free: custody_crds::attestation::restart_free_fingerprint(template)
+                .map(|f| f.to_string()),
             images: images(template),
             annotations,
             created,

@@ -464,3 +464,62 @@ fn a_daemon_set_availability_drop_counts_from_its_first_unready_pod() {
         other => panic!("{other:?}"),
     }
 }
+
+/// v3 is `kubectl rollout restart` of the agent's v2 (the same template plus a restart
+/// timestamp), failing; v1 healthy.
+fn restarted(v2_healthy: bool) -> Observed {
+    let mut restarted_template = rs_template("web:2", "h3");
+    restarted_template["metadata"]["annotations"] =
+        serde_json::json!({"kubectl.kubernetes.io/restartedAt": "2026-12-03T12:00:00Z"});
+    let v3 = custody_controller::observe::Revision::new(
+        "web-3".into(),
+        3,
+        &restarted_template,
+        annotations("agent", &[]),
+        Some(t(0)),
+    );
+    let mut workload = deployment("web:2", 1, 3, 4);
+    workload.template_fingerprint = v3.fingerprint.clone();
+    let v2_marks: &[(&str, &str)] = if v2_healthy { &[healthy_mark()] } else { &[] };
+    Observed {
+        workload,
+        revisions: vec![
+            v3,
+            revision(2, "web:2", "agent", v2_marks),
+            revision(1, "web:1", "human", &[healthy_mark()]),
+        ],
+        pods: [
+            vec![
+                pod("web-2", 1, true, 0),
+                pod("web-2", 2, true, 0),
+                pod("web-2", 3, true, 0),
+            ],
+            vec![pod("web-3", 1, false, NOW - 100)],
+        ]
+        .concat(),
+        nodes: Vec::new(),
+    }
+}
+
+#[test]
+fn a_restart_of_healthy_code_that_regresses_is_alerted_not_reverted() {
+    let o = restarted(true);
+    assert_eq!(o.revisions[0].code(), o.revisions[1].code());
+    assert_ne!(o.revisions[0].fingerprint, o.revisions[1].fingerprint);
+    match run(&o) {
+        Action::Alert(v) => assert!(
+            v.explanation
+                .contains("is a restart of revision 2, which was healthy"),
+            "{}",
+            v.explanation
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_restart_of_code_never_healthy_goes_back_to_other_code() {
+    // The agent's v2 never became healthy; restarting it changes nothing: back to v1.
+    let a = run(&restarted(false));
+    assert_eq!(reverts_to(&a), Some((1, SignalReason::NotReady)), "{a:?}");
+}

@@ -342,3 +342,36 @@ fn a_revert_to_an_unsigned_revision_removes_the_attestation() {
     // Ownership comes back only with an attestation to vouch for it.
     assert_eq!(after.get("custody.dev/owner"), None);
 }
+
+#[test]
+fn a_restarted_signed_revision_still_verifies() {
+    // `kubectl rollout restart` of the agent's signed v2: a new ReplicaSet whose template has
+    // a restart timestamp, carrying the attestation signed over the template without it.
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let policy = policy(vec![
+        release.trusted(vec![Actor::Human]),
+        ci.trusted(vec![Actor::Agent]),
+    ]);
+    let (mut observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let mut template = stored("web:2", "h3");
+    template["metadata"]["annotations"] =
+        json!({"kubectl.kubernetes.io/restartedAt": "2026-12-03T12:00:00Z"});
+    let annotations = observed.revisions[0].annotations.clone();
+    observed.revisions[0] = Revision::new("web-3".into(), 3, &template, annotations, Some(t(0)));
+    let v = vouch(
+        &observed.workload,
+        &observed.revisions[0],
+        &read(&envelopes, "web-2"),
+        Some(&policy),
+        &keys_of(&policy),
+        &Vocabulary::default(),
+        t(NOW),
+    );
+    assert_eq!(
+        v,
+        Vouch::Verified {
+            key_id: "ci".into(),
+            actor: Some(Actor::Agent)
+        }
+    );
+}

@@ -240,7 +240,10 @@ fn whole(value: Decimal) -> Option<u128> {
             .checked_mul(10u128.checked_pow(value.exponent.unsigned_abs())?);
     }
     let scale = 10u128.checked_pow(value.exponent.unsigned_abs())?;
-    (value.mantissa % scale == 0).then_some(value.mantissa / scale)
+    value
+        .mantissa
+        .is_multiple_of(scale)
+        .then_some(value.mantissa / scale)
 }
 
 fn render(format: Format, value: Decimal) -> Option<String> {

@@ -83,6 +83,21 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time the process has used (user + system), in clock ticks of 1/100 s.
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0)
+}
+
 fn pki(dir: &std::path::Path) -> CertificateDer<'static> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -313,10 +328,15 @@ fn measure(
         for t in tasks { t.await.expect("warmup"); }
 
         let until = Instant::now() + Duration::from_secs(seconds);
+        let cpu_before = cpu_ticks(pid);
         let tasks: Vec<_> = (0..connections).map(|i| tokio::spawn(closed_loop(addr, tls.clone(), bodies.for_connection(i), until))).collect();
         let mut stats = Vec::new();
         for t in tasks { stats.push(t.await.expect("peak")); }
+        let cpu_seconds = (cpu_ticks(pid) - cpu_before) as f64 / 100.0;
         let peak = report("peak (closed loop)", stats, seconds as f64);
+        // What the server alone spends per review: the rate two cores of its own would reach.
+        let per_review_us = cpu_seconds * 1e6 / (peak * seconds as f64);
+        println!("server CPU at peak: {:.2} of 2 cores, {per_review_us:.1} µs per review (2 cores of its own: ~{:.0}/s)", cpu_seconds / seconds as f64, 2e6 / per_review_us);
 
         let half = peak / 2.0;
         let per_conn = Duration::from_secs_f64(connections as f64 / half);

@@ -376,6 +376,20 @@ fn scaling_is_not_a_template_change() {
 }
 
 #[test]
+fn a_restart_keeps_the_signature() {
+    // `kubectl rollout restart` writes a timestamp into the template's annotations.
+    let mut object = ci_signed();
+    object["spec"]["template"]["metadata"]["annotations"] =
+        json!({"kubectl.kubernetes.io/restartedAt": "2026-12-03T12:00:00Z"});
+    let d = judge_signed(&object, &policies(SignatureMode::Required, keys()));
+    assert!(d.allowed, "{:?}", d.violations);
+    // Any other template annotation is a change the signature does not cover.
+    object["spec"]["template"]["metadata"]["annotations"]["team.example.com/note"] = json!("x");
+    let d = judge_signed(&object, &policies(SignatureMode::Required, keys()));
+    assert_eq!(codes(&d), vec![ViolationCode::SubjectMismatch]);
+}
+
+#[test]
 fn keys_are_judged_by_trust_scope_and_window() {
     let past = |s: &str| Some(Time(s.parse::<Timestamp>().unwrap()));
     let cases: Vec<(&str, Value, Vec<TrustedKey>, Option<ViolationCode>)> = vec![

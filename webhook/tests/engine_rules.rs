@@ -514,6 +514,13 @@ fn stale_provenance() {
     let image_and_commit = deployment("web", with("custody.dev/source-commit", "abcdef1"), "web:2");
     let image_and_run = deployment("web", with("custody.dev/pipeline-run", "run-2"), "web:2");
     let unannotated_old = deployment("web", json!({}), "web:1");
+    // `kubectl rollout restart`: the template gains a restart timestamp, nothing else.
+    let mut restarted = v1.clone();
+    restarted["spec"]["template"]["metadata"]["annotations"] =
+        json!({"kubectl.kubernetes.io/restartedAt": "2026-12-03T12:00:00Z"});
+    let mut restarted_and_changed = image_only.clone();
+    restarted_and_changed["spec"]["template"]["metadata"]["annotations"] =
+        json!({"kubectl.kubernetes.io/restartedAt": "2026-12-03T12:00:00Z"});
     let cases: Vec<(&str, &Value, &Value, Vec<ViolationCode>)> = vec![
         (
             "image changed, provenance unchanged",
@@ -530,6 +537,13 @@ fn stale_provenance() {
         ),
         ("replicas changed only", &scaled, &v1, vec![]),
         ("object labels changed only", &relabelled, &v1, vec![]),
+        ("restarted only", &restarted, &v1, vec![]),
+        (
+            "restarted with a new image, provenance unchanged",
+            &restarted_and_changed,
+            &v1,
+            vec![ViolationCode::StaleProvenance],
+        ),
         (
             "old object had no provenance to go stale",
             &image_only,

@@ -18,5 +18,8 @@ pub use statement::{
     Builder, Claim, Dependency, PREDICATE_TYPE, Provenance, ResourceDescriptor, SIGNED_KEYS,
     STATEMENT_TYPE, Statement, subject_name,
 };
-pub use template::{apply_server_defaults, subject_digest};
+pub use template::{
+    RESTARTED_AT_ANNOTATION, apply_server_defaults, remove_restart, restart_free_fingerprint,
+    subject_digest,
+};
 pub use verify::{CompiledKey, Failure, FailureCode, Opened, Verified, judge, open, verify};

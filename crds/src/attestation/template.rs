@@ -29,12 +29,39 @@ const JOB_TEMPLATE_LABELS: [&str; 4] = [
     "batch.kubernetes.io/job-name",
 ];
 
+/// The pod-template annotation `kubectl rollout restart` writes (a timestamp). A restart runs
+/// the same code again, so the annotation is no part of what a signature vouches for, and a
+/// change to it alone is no new revision.
+pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
+
 /// The subject digest of a workload's pod template (`spec.template`, a CronJob's job
 /// template's, or a bare Pod's `spec`).
 pub fn subject_digest(kind: WorkloadKind, template: &Value) -> TemplateFingerprint {
     let mut template = template.clone();
     apply_server_defaults(kind, &mut template);
+    remove_restart(&mut template);
     template_fingerprint(&template)
+}
+
+/// The fingerprint of a stored pod template without its restart annotation, when it has one:
+/// the subject digest of a revision made by `kubectl rollout restart` (a stored template
+/// carries the apiserver's defaults already), which its plain fingerprint is not.
+pub fn restart_free_fingerprint(template: &Value) -> Option<TemplateFingerprint> {
+    template
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))?;
+    let mut template = template.clone();
+    remove_restart(&mut template);
+    Some(template_fingerprint(&template))
+}
+
+/// Removes the restart annotation from a pod template; whether there was one.
+pub fn remove_restart(template: &mut Value) -> bool {
+    template
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+        .and_then(|a| a.remove(RESTARTED_AT_ANNOTATION))
+        .is_some()
 }
 
 /// Fills in the defaults the apiserver sets on a pod template of `kind`.
@@ -515,6 +542,24 @@ mod tests {
                 subject_digest(WorkloadKind::Pod, &manifest)
             );
         }
+    }
+
+    #[test]
+    fn a_restart_is_no_part_of_the_subject() {
+        let stored = stored_template();
+        let mut restarted = stored.clone();
+        restarted["metadata"]["annotations"] =
+            json!({RESTARTED_AT_ANNOTATION: "2026-12-03T12:00:00Z"});
+        let digest = subject_digest(WorkloadKind::Deployment, &stored);
+        assert_eq!(subject_digest(WorkloadKind::Deployment, &restarted), digest);
+        // The plain fingerprint tells the two revisions apart; the restart-free one is the
+        // subject digest, and only a restarted template has one.
+        assert_ne!(template_fingerprint(&restarted), digest);
+        assert_eq!(restart_free_fingerprint(&restarted), Some(digest.clone()));
+        assert_eq!(restart_free_fingerprint(&stored), None);
+        // Another template annotation still counts.
+        restarted["metadata"]["annotations"]["team.example.com/note"] = json!("x");
+        assert_ne!(subject_digest(WorkloadKind::Deployment, &restarted), digest);
     }
 
     #[test]

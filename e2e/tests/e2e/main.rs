@@ -268,7 +268,7 @@ async fn custody_end_to_end() {
             "SKIPPED scenarios 11-14, 16, 22 and 23 (outage, leader kill, certificate rotation, node death, failure policy by actor, teams' notifications to a receiver on 127.0.0.1): they need local processes; run with CUSTODY_E2E_MODE=local",
         );
     }
-    if ["17 ", "18 ", "19 ", "27 ", "29 "]
+    if ["17 ", "18 ", "19 ", "27 ", "29 ", "30 "]
         .iter()
         .any(|n| wanted(n))
     {
@@ -292,6 +292,10 @@ async fn custody_end_to_end() {
         scenario!(
             "29 signed as written: rewritten quantities and a bare Pod the admission plugins add to verify as stored",
             signatures::written_forms_verify(&ctx, &signed)
+        );
+        scenario!(
+            "30 kubectl rollout restart of a signed agent Deployment is admitted without new provenance and still verifies",
+            signatures::restart_keeps_signature(&ctx, &signed)
         );
         if let Ok(s) = &signed {
             s.teardown(&ctx).await;

@@ -595,3 +595,81 @@ pub async fn written_forms_verify(
         "Deployment with rewritten quantities: {deployment}; bare Pod: {pod}"
     ))
 }
+
+/// `kubectl rollout restart` of a signed agent Deployment, as the on-call engineer runs it: a
+/// patch of the template's restart annotation and nothing else. It is admitted (no new
+/// provenance needed, no new signature), rolls out a new ReplicaSet, and still verifies.
+pub async fn restart_keeps_signature(
+    ctx: &Ctx,
+    signed: &anyhow::Result<Signed>,
+) -> anyhow::Result<String> {
+    let s = setup_of(signed)?;
+    let api = s.deployments(&ctx.client);
+    let manifest = s.manifest(ctx, "restarted", "agent", "eeeeeee", "v1", false);
+    apply(&api, &s.sign(&manifest, "p256.key", "ci")?).await?;
+    let before = api.get("restarted").await?;
+    let generation = before.metadata.generation.unwrap_or_default();
+    // What `kubectl rollout restart` sends (a strategic merge patch of the annotation).
+    let at = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": at
+    }}}}});
+    // The control: the same patch that also changes the template otherwise is a new revision,
+    // refused for its stale provenance (and its signature).
+    let mut changed = patch.clone();
+    changed["spec"]["template"]["metadata"]["annotations"]["e2e.custody.dev/version"] = json!("v9");
+    let refused = denial(
+        api.patch(
+            "restarted",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(changed),
+        )
+        .await,
+        "the pod template changed but",
+    )?;
+    let t = Instant::now();
+    let restarted = api
+        .patch(
+            "restarted",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(patch),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("the restart was refused: {e}"))?;
+    anyhow::ensure!(
+        restarted.metadata.generation.unwrap_or_default() > generation,
+        "the restart did not change the template"
+    );
+    let verified = s.verify_live(ctx, "restarted").await?;
+    let replica_sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(ctx.client.clone(), &s.ns);
+    let count = wait_for(
+        "the restart's new ReplicaSet",
+        Duration::from_secs(30),
+        || {
+            let replica_sets = replica_sets.clone();
+            async move {
+                let owned = replica_sets
+                    .list(&kube::api::ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|rs| {
+                        rs.metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .any(|o| o.name == "restarted")
+                    })
+                    .count();
+                Ok((owned >= 2).then_some(owned))
+            }
+        },
+    )
+    .await?;
+    Ok(format!(
+        "restart with a change refused ({}); restart admitted in {:.2}s; {count} ReplicaSets; live Deployment: {verified}",
+        codes_of(&refused),
+        secs(t)
+    ))
+}

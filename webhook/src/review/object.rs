@@ -130,14 +130,20 @@ struct JobTemplate<'a> {
     spec: Option<TemplateSpec<'a>>,
 }
 
-/// Whether two raw templates differ. The apiserver serializes `object` and `oldObject` with the
-/// same encoder, so equal bytes settle it without parsing; otherwise compare as JSON values.
+/// Whether two raw templates differ, so that the change makes a new revision. The apiserver
+/// serializes `object` and `oldObject` with the same encoder, so equal bytes settle it without
+/// parsing; otherwise compare as JSON values. A change of the restart annotation alone
+/// (`kubectl rollout restart`) runs the same code again and is no new revision.
 pub fn templates_differ(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
     match (a, b) {
         (None, None) => false,
         (Some(a), Some(b)) if a.get() == b.get() => false,
         (Some(a), Some(b)) => {
-            let parse = |r: &RawValue| serde_json::from_str::<serde_json::Value>(r.get()).ok();
+            let parse = |r: &RawValue| {
+                serde_json::from_str::<serde_json::Value>(r.get())
+                    .ok()
+                    .map(without_restart)
+            };
             match (parse(a), parse(b)) {
                 (Some(a), Some(b)) => a != b,
                 _ => true,
@@ -145,6 +151,21 @@ pub fn templates_differ(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
         }
         _ => true,
     }
+}
+
+fn without_restart(mut template: serde_json::Value) -> serde_json::Value {
+    if custody_crds::attestation::remove_restart(&mut template)
+        && let Some(metadata) = template
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut)
+        && metadata
+            .get("annotations")
+            .and_then(serde_json::Value::as_object)
+            .is_some_and(serde_json::Map::is_empty)
+    {
+        metadata.remove("annotations");
+    }
+    template
 }
 
 #[cfg(test)]
@@ -212,5 +233,25 @@ mod tests {
         assert!(templates_differ(Some(&a), Some(&c)));
         assert!(templates_differ(Some(&a), None));
         assert!(!templates_differ(None, None));
+    }
+
+    #[test]
+    fn a_restart_alone_is_no_new_revision() {
+        let plain = raw(r#"{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[]}}"#);
+        let restarted = raw(
+            r#"{"metadata":{"labels":{"app":"web"},"annotations":{"kubectl.kubernetes.io/restartedAt":"2026-12-03T12:00:00Z"}},"spec":{"containers":[]}}"#,
+        );
+        let again = raw(
+            r#"{"metadata":{"labels":{"app":"web"},"annotations":{"kubectl.kubernetes.io/restartedAt":"2026-12-03T13:00:00Z"}},"spec":{"containers":[]}}"#,
+        );
+        let restarted_and_changed = raw(
+            r#"{"metadata":{"labels":{"app":"web"},"annotations":{"kubectl.kubernetes.io/restartedAt":"2026-12-03T13:00:00Z"}},"spec":{"containers":[{"name":"x"}]}}"#,
+        );
+        assert!(!templates_differ(Some(&restarted), Some(&plain)));
+        assert!(!templates_differ(Some(&again), Some(&restarted)));
+        assert!(templates_differ(
+            Some(&restarted_and_changed),
+            Some(&restarted)
+        ));
     }
 }
