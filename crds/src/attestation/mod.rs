@@ -20,6 +20,6 @@ pub use statement::{
 };
 pub use template::{
     RESTARTED_AT_ANNOTATION, apply_server_defaults, remove_restart, restart_free_fingerprint,
-    subject_digest,
+    subject_digest, subject_digest_of,
 };
 pub use verify::{CompiledKey, Failure, FailureCode, Opened, Verified, judge, open, verify};

@@ -37,7 +37,11 @@ pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 /// The subject digest of a workload's pod template (`spec.template`, a CronJob's job
 /// template's, or a bare Pod's `spec`).
 pub fn subject_digest(kind: WorkloadKind, template: &Value) -> TemplateFingerprint {
-    let mut template = template.clone();
+    subject_digest_of(kind, template.clone())
+}
+
+/// [`subject_digest`] of a template the caller has no further use for (no copy is made).
+pub fn subject_digest_of(kind: WorkloadKind, mut template: Value) -> TemplateFingerprint {
     apply_server_defaults(kind, &mut template);
     remove_restart(&mut template);
     template_fingerprint(&template)

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use custody_crds::attestation::{Claim, SIGNED_KEYS, subject_digest};
+use custody_crds::attestation::{Claim, SIGNED_KEYS, subject_digest, subject_digest_of};
 use custody_crds::{Vocabulary, WorkloadKind};
 use serde_json::Value;
 
@@ -36,7 +36,7 @@ pub fn claim_from_view(
             .as_deref()
             .unwrap_or_default()
             .to_string(),
-        template_digest: subject_digest(kind, &template),
+        template_digest: subject_digest_of(kind, template),
         annotations,
     })
 }
