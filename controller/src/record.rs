@@ -31,7 +31,7 @@ fn snapshot(revision: &Revision, vocabulary: &Vocabulary) -> RevisionSnapshot {
     RevisionSnapshot {
         revision: revision.number.to_string(),
         revision_object: Some(revision.name.clone()),
-        template_fingerprint: revision.fingerprint.clone(),
+        template_fingerprint: revision.code().to_string(),
         images: revision.images.clone(),
         actor: get(AnnotationKey::Actor).and_then(|a| a.parse().ok()),
         agent: get(AnnotationKey::Agent),

@@ -520,6 +520,29 @@ fn a_restart_of_healthy_code_that_regresses_is_alerted_not_reverted() {
 #[test]
 fn a_restart_of_code_never_healthy_goes_back_to_other_code() {
     // The agent's v2 never became healthy; restarting it changes nothing: back to v1.
-    let a = run(&restarted(false));
+    let observed = restarted(false);
+    let a = run(&observed);
     assert_eq!(reverts_to(&a), Some((1, SignalReason::NotReady)), "{a:?}");
+    // Its record keeps the code's fingerprint, which v2 (and Git's copy, without the restart
+    // annotation) has too: the quarantine holds against both.
+    let Action::Revert(verdict) = a else {
+        unreachable!()
+    };
+    let record = custody_controller::record::build(
+        &observed.workload,
+        &verdict,
+        custody_crds::RecordAction::Reverted,
+        "p",
+        &Vocabulary::default(),
+        None,
+        t(NOW),
+    );
+    assert_eq!(
+        record.spec.from.template_fingerprint,
+        observed.revisions[1].fingerprint
+    );
+    assert_ne!(
+        record.spec.from.template_fingerprint,
+        observed.revisions[0].fingerprint
+    );
 }

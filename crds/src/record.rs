@@ -106,7 +106,10 @@ pub struct RevisionSnapshot {
     /// The ReplicaSet or ControllerRevision holding the revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision_object: Option<String>,
-    /// [`template_fingerprint`](crate::template_fingerprint) of its pod template.
+    /// [`template_fingerprint`](crate::template_fingerprint) of its pod template, without the
+    /// `kubectl rollout restart` annotation
+    /// ([`code_fingerprint`](crate::attestation::code_fingerprint)): the code it runs, however
+    /// often restarted.
     pub template_fingerprint: String,
     /// The container images of its pod template.
     #[serde(default)]

@@ -663,6 +663,16 @@ fn quarantine() {
     let v3 = deployment("web", with("custody.dev/source-commit", "ccccccc"), "web:3");
     let mut v2_meta_only = v2.clone();
     v2_meta_only["metadata"]["labels"]["touched"] = json!("yes");
+    // `kubectl rollout restart` of the reverted template; and a record of a reverted revision
+    // that was itself a restart, whose fingerprint the controller takes without the annotation.
+    let restart = json!({"kubectl.kubernetes.io/restartedAt": "2026-12-03T12:00:00Z"});
+    let mut v2_restarted = v2.clone();
+    v2_restarted["spec"]["template"]["metadata"]["annotations"] = restart.clone();
+    let mut restarted_rs_template = rs_template.clone();
+    restarted_rs_template["metadata"]["annotations"] = restart;
+    let code = custody_crds::attestation::code_fingerprint(&restarted_rs_template).to_string();
+    let reverted_restart =
+        QuarantineIndex::from_records([&record("web-r2", RecordAction::Reverted, &code)]);
 
     let argo = "system:serviceaccount:argocd:argocd-application-controller";
     let cases: Vec<(&str, &QuarantineIndex, &str, &Value, Option<&Value>, bool)> = vec![
@@ -727,6 +737,22 @@ fn quarantine() {
             &reverted,
             "UPDATE",
             &v2_agent_override,
+            Some(&v1),
+            false,
+        ),
+        (
+            "a restart of the reverted template",
+            &reverted,
+            "UPDATE",
+            &v2_restarted,
+            Some(&v1),
+            false,
+        ),
+        (
+            "Git's copy of a reverted restarted revision",
+            &reverted_restart,
+            "UPDATE",
+            &v2,
             Some(&v1),
             false,
         ),

@@ -19,7 +19,7 @@ pub use statement::{
     STATEMENT_TYPE, Statement, subject_name,
 };
 pub use template::{
-    RESTARTED_AT_ANNOTATION, apply_server_defaults, remove_restart, restart_free_fingerprint,
-    subject_digest, subject_digest_of,
+    RESTARTED_AT_ANNOTATION, apply_server_defaults, code_fingerprint, remove_restart,
+    restart_free_fingerprint, subject_digest, subject_digest_of,
 };
 pub use verify::{CompiledKey, Failure, FailureCode, Opened, Verified, judge, open, verify};

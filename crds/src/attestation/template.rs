@@ -59,6 +59,14 @@ pub fn restart_free_fingerprint(template: &Value) -> Option<TemplateFingerprint>
     Some(template_fingerprint(&template))
 }
 
+/// The fingerprint of the code a stored pod template runs: its fingerprint without the restart
+/// annotation. A RollbackRecord keeps this one, so the quarantine holds against the reverted
+/// template however often it is restarted, and against the template without the annotation
+/// that Git holds.
+pub fn code_fingerprint(template: &Value) -> TemplateFingerprint {
+    restart_free_fingerprint(template).unwrap_or_else(|| template_fingerprint(template))
+}
+
 /// Removes the restart annotation from a pod template; whether there was one.
 pub fn remove_restart(template: &mut Value) -> bool {
     template
@@ -561,6 +569,8 @@ mod tests {
         assert_ne!(template_fingerprint(&restarted), digest);
         assert_eq!(restart_free_fingerprint(&restarted), Some(digest.clone()));
         assert_eq!(restart_free_fingerprint(&stored), None);
+        assert_eq!(code_fingerprint(&restarted), code_fingerprint(&stored));
+        assert_eq!(code_fingerprint(&stored), template_fingerprint(&stored));
         // Another template annotation still counts.
         restarted["metadata"]["annotations"]["team.example.com/note"] = json!("x");
         assert_ne!(subject_digest(WorkloadKind::Deployment, &restarted), digest);

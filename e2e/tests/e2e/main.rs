@@ -225,6 +225,10 @@ async fn custody_end_to_end() {
         rollback::stateful_set_reverted(&ctx)
     );
     scenario!(
+        "31 a broken agent revision restarted by a person is reverted to v1, and Git's copy of it stays quarantined",
+        rollback::restarted_then_reverted(&ctx)
+    );
+    scenario!(
         "10 a forged controller ownerReference is judged",
         admission::forged_owner_denied(&ctx)
     );

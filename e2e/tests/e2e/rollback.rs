@@ -1,5 +1,6 @@
-//! Rollback: an agent's broken revision is reverted (Deployment and StatefulSet), the reverted
-//! template is quarantined against re-sync, and a human's regression is only alerted.
+//! Rollback: an agent's broken revision is reverted (Deployment and StatefulSet, and after a
+//! restart), the reverted template is quarantined against re-sync, and a human's regression is
+//! only alerted.
 
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,61 @@ pub async fn human_alerted(ctx: &Ctx) -> anyhow::Result<String> {
         "the human's spec was changed"
     );
     Ok(format!("alerted {alerted:.1}s after v2; spec untouched"))
+}
+
+/// An agent's broken v2, restarted by a person (`kubectl rollout restart`) before Custody reverts
+/// it: the restart runs the same code, so the revert goes back to v1, and the record keeps the
+/// code's fingerprint, so Git's copy of v2 (which has no restart annotation) is refused on
+/// re-sync.
+pub async fn restarted_then_reverted(ctx: &Ctx) -> anyhow::Result<String> {
+    let name = "restart-app";
+    let v1 = deployment(
+        &ctx.settings,
+        name,
+        provenance("agent", "5555555", "run-5"),
+        "v1",
+        false,
+    );
+    create(&ctx.deployments(), &v1).await?;
+    ctx.wait_healthy_mark(name).await?;
+    let v2 = deployment(
+        &ctx.settings,
+        name,
+        provenance("agent", "6666666", "run-6"),
+        "v2",
+        true,
+    );
+    let applied = Instant::now();
+    apply(&ctx.deployments(), &v2).await?;
+    let restart = json!({"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": k8s_openapi::jiff::Timestamp::now().to_string()
+    }}}}});
+    ctx.deployments()
+        .patch(name, &PatchParams::default(), &Patch::Strategic(restart))
+        .await
+        .map_err(|e| anyhow::anyhow!("the restart was refused: {e}"))?;
+    ctx.wait_version(name, "v1", ctx.settings.revert_window)
+        .await?;
+    let reverted_in = secs(applied);
+    let reverted = ctx.records_of(name, "Reverted").await?;
+    anyhow::ensure!(
+        reverted.len() == 1,
+        "expected one RollbackRecord, found {reverted:?}"
+    );
+    match apply(&ctx.deployments(), &v2).await {
+        Ok(_) => anyhow::bail!("Git's copy of the reverted, restarted revision was re-admitted"),
+        Err(e) => {
+            let (code, message) = api_error(&e).ok_or_else(|| anyhow::anyhow!("{e}"))?;
+            anyhow::ensure!(
+                code == 403 && message.contains("RollbackRecord"),
+                "unexpected answer {code}: {message}"
+            );
+        }
+    }
+    Ok(format!(
+        "v2 restarted, then reverted to v1 {reverted_in:.1}s after v2 was applied; record {}; Git's v2 refused on re-sync",
+        reverted[0]
+    ))
 }
 
 fn stateful_set_version(set: &StatefulSet) -> String {

@@ -2,7 +2,8 @@
 
 use std::borrow::Cow;
 
-use custody_crds::{Actor, AnnotationKey, EnforcementMode, Vocabulary, template_fingerprint};
+use custody_crds::attestation::code_fingerprint;
+use custody_crds::{Actor, AnnotationKey, EnforcementMode, Vocabulary};
 use serde_json::value::RawValue;
 
 use super::decision::{Violation, ViolationCode};
@@ -257,7 +258,9 @@ pub(crate) fn quarantine(
     let Ok(value) = serde_json::from_str::<serde_json::Value>(template.get()) else {
         return QuarantineOutcome::Clear;
     };
-    let fingerprint = template_fingerprint(&value);
+    // The code it runs: the records keep it without the restart annotation, so neither a
+    // restart of a reverted template nor Git's copy of it without one slips by.
+    let fingerprint = code_fingerprint(&value);
     let Some(entry) = entries
         .iter()
         .find(|e| e.fingerprint == fingerprint.as_str())

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use custody_crds::attestation::code_fingerprint;
 use custody_crds::{
     AnnotationKey, CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary, template_fingerprint,
 };
@@ -163,7 +164,7 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
         })
         .collect();
 
-    let fingerprint = pod_template(input.object, kind).map(|t| template_fingerprint(t).to_string());
+    let fingerprint = pod_template(input.object, kind).map(|t| code_fingerprint(t).to_string());
     let records = records::for_workload(input.records, input.namespace, kind, &input.target.name);
     let quarantined_by = fingerprint.as_ref().and_then(|f| {
         records
