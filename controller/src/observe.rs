@@ -168,7 +168,7 @@ impl Revision {
             name,
             number,
             fingerprint: template_fingerprint(template).to_string(),
-            restart_free: custody_crds::attestation::restart_free_fingerprint(template)
+            restart_free: custody_crds::fingerprint::restart_free_fingerprint(template)
                 .map(|f| f.to_string()),
             images: images(template),
             annotations,

@@ -5,6 +5,10 @@
 //! taken over a canonical form: object keys sorted, nulls dropped, the `pod-template-hash` label
 //! (which the Deployment controller adds to its ReplicaSets' templates) removed, and empty label
 //! and annotation maps treated as absent.
+//!
+//! The fingerprint tells a restarted ReplicaSet from the one before it. The code fingerprint
+//! does not: it leaves out the annotation `kubectl rollout restart` writes, and is what
+//! RollbackRecords keep and signatures cover.
 
 use std::fmt;
 
@@ -14,6 +18,11 @@ use sha2::{Digest, Sha256};
 
 /// The label the Deployment controller adds to each ReplicaSet's pod template.
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+/// The pod-template annotation `kubectl rollout restart` writes (a timestamp). A restart runs
+/// the same code again, so the annotation is no part of what a signature vouches for, and a
+/// change to it alone is no new revision.
+pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 
 /// A pod template's fingerprint, `sha256:` followed by 64 hex digits.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -54,6 +63,47 @@ pub fn template_fingerprint(template: &Value) -> TemplateFingerprint {
 
 fn hex_digit(nibble: u8) -> char {
     char::from(b"0123456789abcdef"[usize::from(nibble & 0x0f)])
+}
+
+/// The fingerprint of a stored pod template without its restart annotation, when it has one:
+/// the subject digest of a revision made by `kubectl rollout restart` (a stored template
+/// carries the apiserver's defaults already), which its plain fingerprint is not.
+pub fn restart_free_fingerprint(template: &Value) -> Option<TemplateFingerprint> {
+    template
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))?;
+    let mut template = template.clone();
+    remove_restart(&mut template);
+    Some(template_fingerprint(&template))
+}
+
+/// The fingerprint of the code a stored pod template runs: its fingerprint without the restart
+/// annotation. A RollbackRecord keeps this one, so the quarantine holds against the reverted
+/// template however often it is restarted, and against the template without the annotation
+/// that Git holds.
+pub fn code_fingerprint(template: &Value) -> TemplateFingerprint {
+    restart_free_fingerprint(template).unwrap_or_else(|| template_fingerprint(template))
+}
+
+/// Removes the restart annotation from a pod template, and the annotations with it when it was
+/// the only one (the apiserver writes no empty map); whether there was one.
+pub fn remove_restart(template: &mut Value) -> bool {
+    let Some(metadata) = template.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    let Some(annotations) = metadata
+        .get_mut("annotations")
+        .and_then(Value::as_object_mut)
+    else {
+        return false;
+    };
+    if annotations.remove(RESTARTED_AT_ANNOTATION).is_none() {
+        return false;
+    }
+    if annotations.is_empty() {
+        metadata.remove("annotations");
+    }
+    true
 }
 
 /// Where in the template a value sits, for the few places canonicalisation treats specially.

@@ -108,7 +108,7 @@ pub struct RevisionSnapshot {
     pub revision_object: Option<String>,
     /// [`template_fingerprint`](crate::template_fingerprint) of its pod template, without the
     /// `kubectl rollout restart` annotation
-    /// ([`code_fingerprint`](crate::attestation::code_fingerprint)): the code it runs, however
+    /// ([`code_fingerprint`](crate::fingerprint::code_fingerprint)): the code it runs, however
     /// often restarted.
     pub template_fingerprint: String,
     /// The container images of its pod template.

@@ -670,7 +670,7 @@ fn quarantine() {
     v2_restarted["spec"]["template"]["metadata"]["annotations"] = restart.clone();
     let mut restarted_rs_template = rs_template.clone();
     restarted_rs_template["metadata"]["annotations"] = restart;
-    let code = custody_crds::attestation::code_fingerprint(&restarted_rs_template).to_string();
+    let code = custody_crds::fingerprint::code_fingerprint(&restarted_rs_template).to_string();
     let reverted_restart =
         QuarantineIndex::from_records([&record("web-r2", RecordAction::Reverted, &code)]);
 

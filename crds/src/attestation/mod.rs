@@ -18,8 +18,5 @@ pub use statement::{
     Builder, Claim, Dependency, PREDICATE_TYPE, Provenance, ResourceDescriptor, SIGNED_KEYS,
     STATEMENT_TYPE, Statement, subject_name,
 };
-pub use template::{
-    RESTARTED_AT_ANNOTATION, apply_server_defaults, code_fingerprint, remove_restart,
-    restart_free_fingerprint, subject_digest, subject_digest_of,
-};
+pub use template::{apply_server_defaults, subject_digest, subject_digest_of};
 pub use verify::{CompiledKey, Failure, FailureCode, Opened, Verified, judge, open, verify};

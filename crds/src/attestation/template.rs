@@ -17,7 +17,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::fingerprint::{TemplateFingerprint, template_fingerprint};
+use crate::fingerprint::{TemplateFingerprint, remove_restart, template_fingerprint};
 use crate::policy::WorkloadKind;
 use crate::quantity;
 
@@ -28,11 +28,6 @@ const JOB_TEMPLATE_LABELS: [&str; 4] = [
     "job-name",
     "batch.kubernetes.io/job-name",
 ];
-
-/// The pod-template annotation `kubectl rollout restart` writes (a timestamp). A restart runs
-/// the same code again, so the annotation is no part of what a signature vouches for, and a
-/// change to it alone is no new revision.
-pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 
 /// The subject digest of a workload's pod template (`spec.template`, a CronJob's job
 /// template's, or a bare Pod's `spec`).
@@ -45,35 +40,6 @@ pub fn subject_digest_of(kind: WorkloadKind, mut template: Value) -> TemplateFin
     apply_server_defaults(kind, &mut template);
     remove_restart(&mut template);
     template_fingerprint(&template)
-}
-
-/// The fingerprint of a stored pod template without its restart annotation, when it has one:
-/// the subject digest of a revision made by `kubectl rollout restart` (a stored template
-/// carries the apiserver's defaults already), which its plain fingerprint is not.
-pub fn restart_free_fingerprint(template: &Value) -> Option<TemplateFingerprint> {
-    template
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))?;
-    let mut template = template.clone();
-    remove_restart(&mut template);
-    Some(template_fingerprint(&template))
-}
-
-/// The fingerprint of the code a stored pod template runs: its fingerprint without the restart
-/// annotation. A RollbackRecord keeps this one, so the quarantine holds against the reverted
-/// template however often it is restarted, and against the template without the annotation
-/// that Git holds.
-pub fn code_fingerprint(template: &Value) -> TemplateFingerprint {
-    restart_free_fingerprint(template).unwrap_or_else(|| template_fingerprint(template))
-}
-
-/// Removes the restart annotation from a pod template; whether there was one.
-pub fn remove_restart(template: &mut Value) -> bool {
-    template
-        .pointer_mut("/metadata/annotations")
-        .and_then(Value::as_object_mut)
-        .and_then(|a| a.remove(RESTARTED_AT_ANNOTATION))
-        .is_some()
 }
 
 /// Fills in the defaults the apiserver sets on a pod template of `kind`.
@@ -339,6 +305,7 @@ fn volume(v: &mut Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fingerprint::{RESTARTED_AT_ANNOTATION, code_fingerprint, restart_free_fingerprint};
 
     fn manifest_template() -> Value {
         json!({

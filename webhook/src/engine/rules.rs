@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use custody_crds::attestation::code_fingerprint;
+use custody_crds::fingerprint::code_fingerprint;
 use custody_crds::{Actor, AnnotationKey, EnforcementMode, Vocabulary};
 use serde_json::value::RawValue;
 

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use custody_crds::attestation::code_fingerprint;
+use custody_crds::fingerprint::code_fingerprint;
 use custody_crds::{
     AnnotationKey, CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary, template_fingerprint,
 };

@@ -154,17 +154,7 @@ pub fn templates_differ(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
 }
 
 fn without_restart(mut template: serde_json::Value) -> serde_json::Value {
-    if custody_crds::attestation::remove_restart(&mut template)
-        && let Some(metadata) = template
-            .get_mut("metadata")
-            .and_then(serde_json::Value::as_object_mut)
-        && metadata
-            .get("annotations")
-            .and_then(serde_json::Value::as_object)
-            .is_some_and(serde_json::Map::is_empty)
-    {
-        metadata.remove("annotations");
-    }
+    custody_crds::fingerprint::remove_restart(&mut template);
     template
 }
 
