@@ -95,6 +95,18 @@ fn situation(release: &Key, v2: (&str, Option<&Key>)) -> (Observed, Stored) {
     (observed, envelopes)
 }
 
+/// The release key trusted for people and the CI key for agents, and [`situation`] with the
+/// agent's revision 2 signed by the CI key.
+fn ci_signed_agent_revision() -> (CustodyPolicy, Observed, Stored) {
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let policy = policy(vec![
+        release.trusted(vec![Actor::Human]),
+        ci.trusted(vec![Actor::Agent]),
+    ]);
+    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    (policy, observed, envelopes)
+}
+
 fn policy(keys: Vec<TrustedKey>) -> CustodyPolicy {
     CustodyPolicy::new(
         "signed",
@@ -141,12 +153,7 @@ fn judge(
 
 #[test]
 fn a_signed_agent_revision_is_reverted_and_the_record_names_its_key() {
-    let (release, ci) = (Key::new("release"), Key::new("ci"));
-    let policy = policy(vec![
-        release.trusted(vec![Actor::Human]),
-        ci.trusted(vec![Actor::Agent]),
-    ]);
-    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let (policy, observed, envelopes) = ci_signed_agent_revision();
     let (v, action) = judge(&observed, &policy, &read(&envelopes, "web-2"));
     assert_eq!(
         v,
@@ -194,12 +201,7 @@ fn an_unverified_claim_of_a_human_is_not_believed() {
 
 #[test]
 fn the_reverted_workload_verifies_as_its_restored_revision() {
-    let (release, ci) = (Key::new("release"), Key::new("ci"));
-    let policy = policy(vec![
-        release.trusted(vec![Actor::Human]),
-        ci.trusted(vec![Actor::Agent]),
-    ]);
-    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let (policy, observed, envelopes) = ci_signed_agent_revision();
     let (_, Action::Revert(verdict)) = judge(&observed, &policy, &read(&envelopes, "web-2")) else {
         panic!("expected a revert");
     };
@@ -275,12 +277,7 @@ fn the_cache_keeps_a_digest_not_the_envelope() {
 
 #[test]
 fn an_attestation_that_cannot_be_read_is_not_believed() {
-    let (release, ci) = (Key::new("release"), Key::new("ci"));
-    let policy = policy(vec![
-        release.trusted(vec![Actor::Human]),
-        ci.trusted(vec![Actor::Agent]),
-    ]);
-    let (observed, _) = situation(&release, ("agent", Some(&ci)));
+    let (policy, observed, _) = ci_signed_agent_revision();
     let unreadable = Attestation::Unreadable("connection refused".into());
     let (v, action) = judge(&observed, &policy, &unreadable);
     assert!(
@@ -295,12 +292,7 @@ fn an_attestation_that_cannot_be_read_is_not_believed() {
 
 #[test]
 fn the_envelope_read_is_the_truth_when_it_changed_since_cached() {
-    let (release, ci) = (Key::new("release"), Key::new("ci"));
-    let policy = policy(vec![
-        release.trusted(vec![Actor::Human]),
-        ci.trusted(vec![Actor::Agent]),
-    ]);
-    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let (policy, observed, envelopes) = ci_signed_agent_revision();
     let cached = observed.revisions[0]
         .annotations
         .get("custody.dev/attestation")
@@ -320,12 +312,7 @@ fn the_envelope_read_is_the_truth_when_it_changed_since_cached() {
 
 #[test]
 fn a_revert_to_an_unsigned_revision_removes_the_attestation() {
-    let (release, ci) = (Key::new("release"), Key::new("ci"));
-    let policy = policy(vec![
-        release.trusted(vec![Actor::Human]),
-        ci.trusted(vec![Actor::Agent]),
-    ]);
-    let (observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let (policy, observed, envelopes) = ci_signed_agent_revision();
     let (_, Action::Revert(verdict)) = judge(&observed, &policy, &read(&envelopes, "web-2")) else {
         panic!("expected a revert");
     };
@@ -347,12 +334,7 @@ fn a_revert_to_an_unsigned_revision_removes_the_attestation() {
 fn a_restarted_signed_revision_still_verifies() {
     // `kubectl rollout restart` of the agent's signed v2: a new ReplicaSet whose template has
     // a restart timestamp, carrying the attestation signed over the template without it.
-    let (release, ci) = (Key::new("release"), Key::new("ci"));
-    let policy = policy(vec![
-        release.trusted(vec![Actor::Human]),
-        ci.trusted(vec![Actor::Agent]),
-    ]);
-    let (mut observed, envelopes) = situation(&release, ("agent", Some(&ci)));
+    let (policy, mut observed, envelopes) = ci_signed_agent_revision();
     let mut template = stored("web:2", "h3");
     template["metadata"]["annotations"] =
         json!({"kubectl.kubernetes.io/restartedAt": "2026-12-03T12:00:00Z"});

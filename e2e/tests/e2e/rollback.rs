@@ -2,15 +2,15 @@
 //! restart), the reverted template is quarantined against re-sync, and a human's regression is
 //! only alerted.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use custody_e2e::{deployment, provenance, stateful_set, wait_for};
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::support::{Ctx, api_error, apply, create, image_version, secs};
+use crate::support::{Ctx, api_error, apply, create, image_version, secs, wait_revision_healthy};
 
 fn agent_v2(ctx: &Ctx) -> Value {
     deployment(
@@ -167,29 +167,7 @@ pub async fn stateful_set_reverted(ctx: &Ctx) -> anyhow::Result<String> {
     );
     sets.create(&PostParams::default(), &serde_json::from_value(s1)?)
         .await?;
-    let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ctx.ns);
-    wait_for(
-        "agent-db v1 marked healthy",
-        Duration::from_secs(240),
-        || {
-            let revisions = revisions.clone();
-            async move {
-                Ok(revisions
-                    .list(&ListParams::default().labels("app=agent-db"))
-                    .await?
-                    .items
-                    .iter()
-                    .any(|r| {
-                        r.metadata
-                            .annotations
-                            .as_ref()
-                            .is_some_and(|a| a.contains_key("custody.dev/healthy-since"))
-                    })
-                    .then_some(()))
-            }
-        },
-    )
-    .await?;
+    wait_revision_healthy::<ControllerRevision>(&ctx.client, &ctx.ns, "agent-db").await?;
     let s2 = stateful_set(
         &ctx.settings,
         "agent-db",

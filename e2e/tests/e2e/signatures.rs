@@ -15,7 +15,7 @@ use kube::core::DynamicObject;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use crate::support::{Ctx, api_error, apply, policies_api, secs};
+use crate::support::{Ctx, api_error, apply, policies_api, secs, wait_revision_healthy};
 
 const POLICY: &str = "e2e-signatures";
 
@@ -453,29 +453,7 @@ pub async fn signed_stateful_set_revert_verifies(
         &kube::api::Patch::Apply(&v1),
     )
     .await?;
-    let revisions: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &s.ns);
-    wait_for(
-        "signed-db v1 marked healthy",
-        Duration::from_secs(240),
-        || {
-            let revisions = revisions.clone();
-            async move {
-                Ok(revisions
-                    .list(&kube::api::ListParams::default().labels("app=signed-db"))
-                    .await?
-                    .items
-                    .iter()
-                    .any(|r| {
-                        r.metadata
-                            .annotations
-                            .as_ref()
-                            .is_some_and(|a| a.contains_key("custody.dev/healthy-since"))
-                    })
-                    .then_some(()))
-            }
-        },
-    )
-    .await?;
+    wait_revision_healthy::<ControllerRevision>(&ctx.client, &s.ns, "signed-db").await?;
     let v2 = s.sign(&manifest("5d6e7f8", "v2", true), "p256.key", "ci")?;
     let applied = Instant::now();
     sets.patch(

@@ -13,6 +13,41 @@ use kube::discovery::ApiResource;
 use kube::{Api, Client};
 use serde_json::Value;
 
+/// Waits until a revision of `app` in `ns` (a ReplicaSet, or a StatefulSet's or DaemonSet's
+/// ControllerRevision) carries the controller's healthy mark.
+pub async fn wait_revision_healthy<K>(client: &Client, ns: &str, app: &str) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + for<'de> k8s_openapi::serde::Deserialize<'de>
+        + std::fmt::Debug,
+{
+    let revisions: Api<K> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("{app} marked healthy"),
+        Duration::from_secs(240),
+        || {
+            let revisions = revisions.clone();
+            async move {
+                let list = revisions
+                    .list(&ListParams::default().labels(&format!("app={app}")))
+                    .await?;
+                Ok(list
+                    .items
+                    .iter()
+                    .any(|r| {
+                        r.meta()
+                            .annotations
+                            .as_ref()
+                            .is_some_and(|a| a.contains_key("custody.dev/healthy-since"))
+                    })
+                    .then_some(()))
+            }
+        },
+    )
+    .await
+}
+
 /// The run: cluster, settings, the test namespace and the local install (local mode).
 pub struct Ctx {
     pub client: Client,
@@ -128,30 +163,7 @@ impl Ctx {
 
     /// Waits until one of `app`'s ReplicaSets is marked healthy by the controller.
     pub async fn wait_healthy_mark(&self, app: &str) -> anyhow::Result<()> {
-        let rss: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &self.ns);
-        wait_for(
-            &format!("{app} marked healthy"),
-            Duration::from_secs(240),
-            || {
-                let rss = rss.clone();
-                async move {
-                    let list = rss
-                        .list(&ListParams::default().labels(&format!("app={app}")))
-                        .await?;
-                    Ok(list
-                        .items
-                        .iter()
-                        .any(|rs| {
-                            rs.metadata
-                                .annotations
-                                .as_ref()
-                                .is_some_and(|a| a.contains_key("custody.dev/healthy-since"))
-                        })
-                        .then_some(()))
-                }
-            },
-        )
-        .await
+        wait_revision_healthy::<ReplicaSet>(&self.client, &self.ns, app).await
     }
 }
 

@@ -229,48 +229,40 @@ pub fn evaluate(
                 Err(decision) => return decision,
             }
         }
+        // Budgets and probation bind new revisions only: their findings count once that is
+        // known, each code once.
+        let mut guarded: Vec<Violation> = Vec::new();
         if !ctx.activity.is_empty() {
             let workload = limits::Workload {
                 namespace: &namespace,
                 kind,
                 name: object.metadata.name.as_deref().unwrap_or_default(),
             };
-            let found: Vec<Violation> = selecting
-                .iter()
-                .flat_map(|p| limits::judge(p, &subject, &workload, ctx.activity, ctx.now))
-                .collect();
-            if !found.is_empty() {
-                match is_new_revision() {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        for v in found {
-                            if !violations.iter().any(|seen| seen.code == v.code) {
-                                violations.push(v);
-                            }
-                        }
-                    }
-                    Err(decision) => return decision,
-                }
-            }
+            guarded.extend(
+                selecting
+                    .iter()
+                    .flat_map(|p| limits::judge(p, &subject, &workload, ctx.activity, ctx.now)),
+            );
         }
         let reverts = ctx.quarantine.reverts();
         if reverts.agents() > 0 {
-            let found: Vec<Violation> = selecting
-                .iter()
-                .filter_map(|p| probation::judge(p, &subject, &namespace, reverts, ctx.now))
-                .collect();
-            if !found.is_empty() {
-                match is_new_revision() {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        for v in found {
-                            if !violations.iter().any(|seen| seen.code == v.code) {
-                                violations.push(v);
-                            }
+            guarded.extend(
+                selecting
+                    .iter()
+                    .filter_map(|p| probation::judge(p, &subject, &namespace, reverts, ctx.now)),
+            );
+        }
+        if !guarded.is_empty() {
+            match is_new_revision() {
+                Ok(false) => {}
+                Ok(true) => {
+                    for v in guarded {
+                        if !violations.iter().any(|seen| seen.code == v.code) {
+                            violations.push(v);
                         }
                     }
-                    Err(decision) => return decision,
                 }
+                Err(decision) => return decision,
             }
         }
     }
