@@ -158,6 +158,10 @@ pub fn vouch(
         namespace: workload.namespace.clone(),
         name: workload.name.clone(),
         template_digest: custody_crds::TemplateFingerprint::from_recorded(revision.code()),
+        // The cache keeps fingerprints, not templates: `custody verify` on the live object
+        // names the differing fields.
+        template: None,
+        unbound_digest: None,
         annotations: SIGNED_KEYS
             .into_iter()
             .filter_map(|k| {

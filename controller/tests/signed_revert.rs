@@ -239,6 +239,8 @@ fn the_reverted_workload_verifies_as_its_restored_revision() {
         namespace: "shop".into(),
         name: "web".into(),
         template_digest: subject_digest(WorkloadKind::Deployment, &deployment["spec"]["template"]),
+        template: None,
+        unbound_digest: None,
         annotations: SIGNED_KEYS
             .into_iter()
             .filter_map(|k| {

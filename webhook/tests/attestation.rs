@@ -558,11 +558,16 @@ fn denial_messages() {
     let mut changed = ci_signed();
     changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.28");
     let out_of_scope = signed("p256", "ci", "human", "https://github.com/acme/shop");
+    // A field nobody signed, as a default the apiserver sets and Custody does not know would be.
+    let mut added = ci_signed();
+    added["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] =
+        json!({"grpc": {"port": 9000, "mode": "strict"}});
     let mut text = String::new();
     for (name, object) in [
         ("unsigned", unsigned),
         ("forged actor", forged),
         ("template changed", changed),
+        ("field added", added),
         ("key out of scope", out_of_scope),
     ] {
         let d = judge_signed(&object, &set);

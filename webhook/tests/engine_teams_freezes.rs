@@ -263,6 +263,158 @@ fn registered_ownership_rules() {
     assert!(d.allowed, "{:?}", d.message);
 }
 
+/// The install: a Registered policy next to the chart's default (FreeForm, Enforce).
+/// A registered team's on-call satisfies `oncall` for both; anything short of that is still
+/// denied "oncall is missing" by the FreeForm one.
+#[test]
+fn registered_team_oncall_satisfies_every_policy() {
+    let spec = |ownership| CustodyPolicySpec {
+        ownership,
+        ..CustodyPolicySpec::default()
+    };
+    let compile = |policies: Vec<CustodyPolicy>| {
+        let (set, errors) = PolicySet::compile(policies);
+        assert!(errors.is_empty(), "{errors:?}");
+        set
+    };
+    let registered = || CustodyPolicy::new("prod", spec(OwnershipMode::Registered));
+    let free_form = || CustodyPolicy::new("default", spec(OwnershipMode::FreeForm));
+    let both = compile(vec![registered(), free_form()]);
+    let registered_only = compile(vec![registered()]);
+    let free_form_only = compile(vec![free_form()]);
+    let teams = teams();
+    let object = |ns: &str, owner: &str, oncall: Option<&str>| {
+        let mut d = deployment(
+            "web",
+            with(&[("owner", Some(owner)), ("oncall", oncall)]),
+            "web:1",
+        );
+        d["metadata"]["namespace"] = json!(ns);
+        d
+    };
+    use ViolationCode::{InvalidValue, MissingAnnotation, NamespaceNotOwned, OwnerNotRegistered};
+    // (case, namespace, owner, oncall, codes under FreeForm alone, under Registered alone, under both)
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(
+        &str,
+        &str,
+        &str,
+        Option<&str>,
+        Vec<ViolationCode>,
+        Vec<ViolationCode>,
+        Vec<ViolationCode>,
+    )> = vec![
+        (
+            "team of the namespace with on-call, oncall omitted: admitted by both",
+            "shop",
+            "team-checkout",
+            None,
+            vec![],
+            vec![],
+            vec![],
+        ),
+        (
+            "team registered for another namespace: FreeForm still wants oncall",
+            "web-frontend",
+            "team-checkout",
+            None,
+            vec![MissingAnnotation],
+            vec![MissingAnnotation, NamespaceNotOwned],
+            vec![MissingAnnotation, NamespaceNotOwned],
+        ),
+        (
+            "unknown owner: denied for oncall",
+            "shop",
+            "team-nobody",
+            None,
+            vec![MissingAnnotation],
+            vec![MissingAnnotation, OwnerNotRegistered],
+            vec![MissingAnnotation, OwnerNotRegistered],
+        ),
+        (
+            "team without on-call: denied for oncall",
+            "data-lake",
+            "team-data",
+            None,
+            vec![MissingAnnotation],
+            vec![MissingAnnotation],
+            vec![MissingAnnotation],
+        ),
+        (
+            "malformed oncall is judged as written, team or not",
+            "shop",
+            "team-checkout",
+            Some("not a contact"),
+            vec![InvalidValue],
+            vec![InvalidValue],
+            vec![InvalidValue],
+        ),
+    ];
+    for (case, ns, owner, oncall, free, reg, combined) in cases {
+        let obj = object(ns, owner, oncall);
+        for (set, expected, which) in [
+            (&free_form_only, &free, "FreeForm"),
+            (&registered_only, &reg, "Registered"),
+            (&both, &combined, "both"),
+        ] {
+            let d = judge_at(set, &teams, QUIET, "CREATE", &obj, None, PERSON);
+            let mut got = codes(&d);
+            got.sort_by_key(|c| c.as_str());
+            assert_eq!(&got, expected, "{case} ({which}): {:?}", d.message);
+            assert_eq!(d.allowed, expected.is_empty(), "{case} ({which})");
+            let oncall_missing: Vec<&str> = d
+                .violations
+                .iter()
+                .filter(|v| v.code == MissingAnnotation)
+                .map(|v| v.field.as_str())
+                .collect();
+            if !oncall_missing.is_empty() {
+                assert_eq!(
+                    oncall_missing,
+                    ["metadata.annotations[custody.dev/oncall]"],
+                    "{case} ({which})"
+                );
+            }
+            if expected.is_empty() && oncall.is_none() {
+                // The audit log says whose on-call stood in.
+                assert_eq!(d.audit_annotations["team"], owner, "{case} ({which})");
+                assert_eq!(
+                    d.audit_annotations["oncall"], "checkout@example.com, @co-pager",
+                    "{case} ({which})"
+                );
+                assert_eq!(
+                    d.audit_annotations["oncall-from"],
+                    format!("CustodyTeam/{owner}"),
+                    "{case} ({which})"
+                );
+            }
+            if which == "FreeForm" && !expected.is_empty() {
+                assert!(
+                    !d.audit_annotations.contains_key("team"),
+                    "{case}: no team stood in: {:?}",
+                    d.audit_annotations
+                );
+            }
+        }
+        // With both installed, the FreeForm policy is the one that denies for oncall (the
+        // strictest-then-name order keeps "default"'s violation).
+        if combined.contains(&MissingAnnotation) {
+            let d = judge_at(&both, &teams, QUIET, "CREATE", &obj, None, PERSON);
+            let v = d
+                .violations
+                .iter()
+                .find(|v| v.code == MissingAnnotation)
+                .unwrap();
+            assert_eq!(v.policy, "default", "{case}");
+            assert!(
+                v.message.contains("custody.dev/oncall is missing"),
+                "{case}: {}",
+                v.message
+            );
+        }
+    }
+}
+
 fn freeze_policy(mode: EnforcementMode) -> PolicySet {
     policy(CustodyPolicySpec {
         mode,

@@ -71,6 +71,8 @@ impl Key {
             namespace: namespace.into(),
             name: name.into(),
             template_digest: subject_digest(kind, template),
+            template: None,
+            unbound_digest: None,
             annotations: SIGNED_KEYS
                 .into_iter()
                 .filter_map(|k| annotations.get(vocabulary.key(k)).map(|v| (k, v.clone())))

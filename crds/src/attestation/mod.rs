@@ -6,17 +6,24 @@
 //! webhook, the offline CLI and the controller verify it ([`verify`]) against the keys a policy
 //! trusts, with the time passed in. Everything here is pure: no clock, no network, no files.
 
+mod defaults;
+mod diff;
 mod dsse;
 mod keys;
+mod schema;
 mod statement;
 mod template;
 mod verify;
 
+pub use diff::{Change, Difference, describe, differences, template_path};
 pub use dsse::{Envelope, EnvelopeSignature, PAYLOAD_TYPE, pae};
 pub use keys::{KeyAlgorithm, KeyError, PublicKey};
 pub use statement::{
-    Builder, Claim, Dependency, PREDICATE_TYPE, Provenance, ResourceDescriptor, SIGNED_KEYS,
-    STATEMENT_TYPE, Statement, subject_name,
+    Builder, Claim, Dependency, MAX_SIGNED_TEMPLATE_BYTES, PREDICATE_TYPE, Provenance,
+    ResourceDescriptor, SIGNED_KEYS, STATEMENT_TYPE, Statement, subject_name,
 };
-pub use template::{apply_server_defaults, subject_digest, subject_digest_of};
+pub use template::{
+    apply_server_defaults, normalized_template, scheduled_pod_digest, subject_digest,
+    subject_digest_of,
+};
 pub use verify::{CompiledKey, Failure, FailureCode, Opened, Verified, judge, open, verify};

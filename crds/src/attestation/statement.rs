@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::fingerprint::TemplateFingerprint;
 use crate::policy::WorkloadKind;
@@ -72,7 +73,17 @@ pub struct Provenance {
     /// The work tree had uncommitted changes when stamped (`--allow-dirty`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dirty_tree: bool,
+    /// The signed pod template as digested (defaults filled in), compact, when its JSON is at
+    /// most [`MAX_SIGNED_TEMPLATE_BYTES`]: what a mismatch is explained against, field by field.
+    /// The digest alone decides; this only says where the object differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<Value>,
 }
+
+/// The largest pod template (compact JSON) an attestation carries. The envelope is base64 of
+/// the statement and `kubectl apply` keeps a second copy in its last-applied annotation, so a
+/// 32 KiB template costs about 85 KiB of the object's 256 KiB annotation budget at most.
+pub const MAX_SIGNED_TEMPLATE_BYTES: usize = 32 * 1024;
 
 /// SLSA builder.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +112,12 @@ pub struct Claim {
     pub name: String,
     /// [`subject_digest`](super::subject_digest) of its pod template.
     pub template_digest: TemplateFingerprint,
+    /// The pod template as digested ([`normalized_template`](super::normalized_template)),
+    /// where the caller has it: a mismatch then names the fields that differ.
+    pub template: Option<Value>,
+    /// A scheduled bare Pod's digest without `spec.nodeName`, which the scheduler set after
+    /// admission (see [`scheduled_pod_digest`](super::scheduled_pod_digest)).
+    pub unbound_digest: Option<TemplateFingerprint>,
     /// Its signed vocabulary annotations ([`SIGNED_KEYS`]) that are present, by key.
     pub annotations: BTreeMap<AnnotationKey, String>,
 }
@@ -159,7 +176,12 @@ impl Statement {
                 resolved_dependencies,
                 annotations: claim.annotation_map(),
                 dirty_tree,
+                pod_template: claim.template.as_ref().filter(|t| fits(t)).cloned(),
             },
         }
     }
+}
+
+fn fits(template: &Value) -> bool {
+    serde_json::to_vec(template).is_ok_and(|json| json.len() <= MAX_SIGNED_TEMPLATE_BYTES)
 }

@@ -17,9 +17,9 @@
 
 use serde_json::{Map, Value, json};
 
+use super::defaults::{self, each_object};
 use crate::fingerprint::{TemplateFingerprint, remove_restart, template_fingerprint};
 use crate::policy::WorkloadKind;
-use crate::quantity;
 
 /// Labels the Job controller adds to its pod template, which differ per Job object.
 const JOB_TEMPLATE_LABELS: [&str; 4] = [
@@ -36,21 +36,59 @@ pub fn subject_digest(kind: WorkloadKind, template: &Value) -> TemplateFingerpri
 }
 
 /// [`subject_digest`] of a template the caller has no further use for (no copy is made).
-pub fn subject_digest_of(kind: WorkloadKind, mut template: Value) -> TemplateFingerprint {
-    apply_server_defaults(kind, &mut template);
-    remove_restart(&mut template);
-    template_fingerprint(&template)
+pub fn subject_digest_of(kind: WorkloadKind, template: Value) -> TemplateFingerprint {
+    template_fingerprint(&normalized_template(kind, template))
 }
 
-/// Fills in the defaults the apiserver sets on a pod template of `kind`.
+/// The template as the subject digest sees it: the apiserver's defaults filled in, the restart
+/// annotation gone. Its [`template_fingerprint`] is the subject digest.
+pub fn normalized_template(kind: WorkloadKind, mut template: Value) -> Value {
+    apply_server_defaults(kind, &mut template);
+    remove_restart(&mut template);
+    template
+}
+
+/// The digest of a bare Pod's normalized spec without `nodeName`, for a Pod the scheduler has
+/// bound (its status says `PodScheduled`): the binding writes `nodeName` after admission, so a
+/// signed manifest without one still vouches for the running Pod. `None` for any other object.
+///
+/// Only the apiserver writes a Pod's status (a CREATE's is replaced), and `nodeName` cannot
+/// change once set, so this opens no way to place a new Pod on a node the signer did not name.
+pub fn scheduled_pod_digest(
+    kind: WorkloadKind,
+    normalized: &Value,
+    status: Option<&Value>,
+) -> Option<TemplateFingerprint> {
+    if kind != WorkloadKind::Pod || normalized.get("nodeName").is_none() || !is_scheduled(status) {
+        return None;
+    }
+    let mut unbound = normalized.clone();
+    unbound.as_object_mut()?.remove("nodeName");
+    Some(template_fingerprint(&unbound))
+}
+
+fn is_scheduled(status: Option<&Value>) -> bool {
+    status
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("PodScheduled")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+}
+
+/// Fills in the defaults the apiserver sets on a pod template of `kind`, and writes it as the
+/// apiserver writes it back (see [`super::defaults`]).
 pub fn apply_server_defaults(kind: WorkloadKind, template: &mut Value) {
     if kind == WorkloadKind::Pod {
         if let Some(spec) = template.as_object_mut() {
+            // The ServiceAccount admission plugin names the default account.
             if !spec.contains_key("serviceAccount") {
                 spec.entry("serviceAccountName").or_insert(json!("default"));
             }
-            pod_spec(spec);
-            spec.entry("enableServiceLinks").or_insert(json!(true));
+            defaults::default_pod_spec(spec);
             without_admission_additions(spec);
         }
         return;
@@ -64,43 +102,8 @@ pub fn apply_server_defaults(kind: WorkloadKind, template: &mut Value) {
             labels.remove(label);
         }
     }
-    if let Some(spec) = template.get_mut("spec").and_then(Value::as_object_mut) {
-        pod_spec(spec);
-    }
-}
-
-fn pod_spec(spec: &mut Map<String, Value>) {
-    spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
-    spec.entry("restartPolicy").or_insert(json!("Always"));
-    spec.entry("schedulerName")
-        .or_insert(json!("default-scheduler"));
-    spec.entry("securityContext").or_insert(json!({}));
-    spec.entry("terminationGracePeriodSeconds")
-        .or_insert(json!(30));
-    // The deprecated field mirrors the new one in both directions when converted to v1.
-    match (
-        spec.get("serviceAccountName").cloned(),
-        spec.get("serviceAccount").cloned(),
-    ) {
-        (Some(name), None) => {
-            spec.insert("serviceAccount".into(), name);
-        }
-        (None, Some(name)) => {
-            spec.insert("serviceAccountName".into(), name);
-        }
-        _ => {}
-    }
-    for list in ["containers", "initContainers", "ephemeralContainers"] {
-        for container in each_object(spec.get_mut(list)) {
-            self::container(container);
-        }
-    }
-    for volume in each_object(spec.get_mut("volumes")) {
-        self::volume(volume);
-    }
-    resource_list(spec.get_mut("overhead"));
-    if let Some(resources) = spec.get_mut("resources") {
-        resource_lists(resources);
+    if let Some(template) = template.as_object_mut() {
+        defaults::default_pod_template(template);
     }
 }
 
@@ -181,127 +184,6 @@ fn is_token_volume(v: &Value) -> bool {
             }))
 }
 
-fn each_object(list: Option<&mut Value>) -> impl Iterator<Item = &mut Map<String, Value>> {
-    list.and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_object_mut)
-}
-
-fn container(c: &mut Map<String, Value>) {
-    c.entry("terminationMessagePath")
-        .or_insert(json!("/dev/termination-log"));
-    c.entry("terminationMessagePolicy").or_insert(json!("File"));
-    let policy = pull_policy(c.get("image").and_then(Value::as_str).unwrap_or_default());
-    c.entry("imagePullPolicy").or_insert(json!(policy));
-    let resources = c.entry("resources").or_insert(json!({}));
-    resource_lists(resources);
-    for port in each_object(c.get_mut("ports")) {
-        port.entry("protocol").or_insert(json!("TCP"));
-    }
-    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        if let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) {
-            p.entry("timeoutSeconds").or_insert(json!(1));
-            p.entry("periodSeconds").or_insert(json!(10));
-            p.entry("successThreshold").or_insert(json!(1));
-            p.entry("failureThreshold").or_insert(json!(3));
-            http_get(p);
-        }
-    }
-    if let Some(lifecycle) = c.get_mut("lifecycle").and_then(Value::as_object_mut) {
-        for hook in lifecycle.values_mut().filter_map(Value::as_object_mut) {
-            http_get(hook);
-        }
-    }
-    for env in each_object(c.get_mut("env")) {
-        if let Some(field_ref) = env
-            .get_mut("valueFrom")
-            .and_then(|v| v.get_mut("fieldRef"))
-            .and_then(Value::as_object_mut)
-        {
-            field_ref.entry("apiVersion").or_insert(json!("v1"));
-        }
-    }
-}
-
-fn http_get(handler: &mut Map<String, Value>) {
-    if let Some(get) = handler.get_mut("httpGet").and_then(Value::as_object_mut) {
-        get.entry("path").or_insert(json!("/"));
-        get.entry("scheme").or_insert(json!("HTTP"));
-    }
-}
-
-/// `Always` for an untagged or `:latest` image, `IfNotPresent` otherwise (a digest counts as a
-/// tag), as the apiserver decides.
-fn pull_policy(image: &str) -> &'static str {
-    if image.contains('@') {
-        return "IfNotPresent";
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.split_once(':') {
-        Some((_, "latest")) | None => "Always",
-        Some(_) => "IfNotPresent",
-    }
-}
-
-/// The `limits` and `requests` of a resource requirements object.
-fn resource_lists(requirements: &mut Value) {
-    for list in ["limits", "requests"] {
-        resource_list(requirements.get_mut(list));
-    }
-}
-
-fn resource_list(list: Option<&mut Value>) {
-    if let Some(quantities) = list.and_then(Value::as_object_mut) {
-        for q in quantities.values_mut() {
-            rewrite_quantity(q, quantity::canonical_in_resource_list);
-        }
-    }
-}
-
-/// A quantity, written as a string or as a YAML number, as the apiserver writes it back.
-fn rewrite_quantity(q: &mut Value, canonical: fn(&str) -> Option<String>) {
-    let text = match q {
-        Value::String(s) => canonical(s),
-        Value::Number(n) => canonical(&n.to_string()),
-        _ => None,
-    };
-    if let Some(text) = text {
-        *q = Value::String(text);
-    }
-}
-
-fn volume(v: &mut Map<String, Value>) {
-    const SOURCES_WITH_MODE: [&str; 4] = ["secret", "configMap", "downwardAPI", "projected"];
-    if v.len() == 1 && v.contains_key("name") {
-        v.insert("emptyDir".into(), json!({}));
-    }
-    for source in SOURCES_WITH_MODE {
-        if let Some(s) = v.get_mut(source).and_then(Value::as_object_mut) {
-            s.entry("defaultMode").or_insert(json!(420));
-        }
-    }
-    if let Some(items) = v.get_mut("downwardAPI").and_then(|d| d.get_mut("items")) {
-        for item in each_object(Some(items)) {
-            if let Some(field_ref) = item.get_mut("fieldRef").and_then(Value::as_object_mut) {
-                field_ref.entry("apiVersion").or_insert(json!("v1"));
-            }
-        }
-    }
-    if let Some(host_path) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
-        host_path.entry("type").or_insert(json!(""));
-    }
-    if let Some(limit) = v.get_mut("emptyDir").and_then(|d| d.get_mut("sizeLimit")) {
-        rewrite_quantity(limit, quantity::canonical);
-    }
-    if let Some(claim) = v
-        .get_mut("ephemeral")
-        .and_then(|e| e.pointer_mut("/volumeClaimTemplate/spec/resources"))
-    {
-        resource_lists(claim);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,7 +242,7 @@ mod tests {
             ("web@sha256:abc", "IfNotPresent"),
         ];
         for (image, expected) in cases {
-            assert_eq!(pull_policy(image), expected, "{image}");
+            assert_eq!(defaults::pull_policy(image), expected, "{image}");
         }
     }
 

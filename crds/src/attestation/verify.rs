@@ -10,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::jiff::Timestamp;
 
+use super::diff::{describe, differences};
 use super::dsse::{Envelope, PAYLOAD_TYPE, pae};
 use super::keys::{KeyError, PublicKey};
 use super::statement::{Claim, PREDICATE_TYPE, STATEMENT_TYPE, Statement};
@@ -235,18 +236,14 @@ pub fn judge(
             ),
         ));
     };
-    let digest = claim.template_digest.as_str().trim_start_matches("sha256:");
-    if subject.digest.get("sha256").map(String::as_str) != Some(digest) {
+    let signed_digest = subject.digest.get("sha256").map(String::as_str);
+    let matches = |d: &crate::TemplateFingerprint| {
+        signed_digest == Some(d.as_str().trim_start_matches("sha256:"))
+    };
+    if !matches(&claim.template_digest) && !claim.unbound_digest.as_ref().is_some_and(matches) {
         return Err(fail(
             FailureCode::SubjectMismatch,
-            format!(
-                "the pod template changed after signing (signed sha256:{}, now {})",
-                subject
-                    .digest
-                    .get("sha256")
-                    .map_or("<none>", String::as_str),
-                claim.template_digest
-            ),
+            template_mismatch(statement, claim, signed_digest.unwrap_or("<none>")),
         ));
     }
     let on_object = claim.annotation_map();
@@ -280,6 +277,38 @@ pub fn verify(
     now: Timestamp,
 ) -> Result<Verified, Failure> {
     judge(&open(envelope, keys)?, keys, claim, now)
+}
+
+/// Why the template does not match: the fields that differ, when the statement carries the
+/// signed template and the caller has the object's; the two digests otherwise.
+fn template_mismatch(statement: &Statement, claim: &Claim, signed_digest: &str) -> String {
+    let digests = format!(
+        "signed sha256:{signed_digest}, now {}",
+        claim.template_digest
+    );
+    let (Some(signed), Some(stored)) = (&statement.predicate.pod_template, &claim.template) else {
+        return format!("the pod template changed after signing ({digests})");
+    };
+    let found = differences(claim.kind, signed, stored);
+    if found.is_empty() {
+        // The signer normalized the template differently (another Custody version's defaults).
+        return format!(
+            "the pod template was digested with other defaults than this Custody version's ({digests}); sign it again with this version"
+        );
+    }
+    let added = found
+        .iter()
+        .find(|d| matches!(d.change, super::diff::Change::Added(_)));
+    let unknown_default = added.map_or(String::new(), |d| {
+        format!(
+            ". If nobody changed `{}` after signing, the apiserver set it: a default this Custody version does not know for the cluster's Kubernetes version (please report it)",
+            d.path
+        )
+    });
+    format!(
+        "the pod template differs from the signed one: {}{unknown_default} ({digests})",
+        describe(&found)
+    )
 }
 
 fn predicate_difference(

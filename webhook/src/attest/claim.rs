@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use custody_crds::attestation::{Claim, SIGNED_KEYS, subject_digest, subject_digest_of};
+use custody_crds::attestation::{Claim, SIGNED_KEYS, normalized_template, scheduled_pod_digest};
+use custody_crds::template_fingerprint;
 use custody_crds::{Vocabulary, WorkloadKind};
 use serde_json::Value;
 
@@ -18,6 +19,11 @@ pub fn claim_from_view(
     let template: Value = match object.pod_template(kind)? {
         Some(raw) => serde_json::from_str(raw.get())?,
         None => Value::Null,
+    };
+    let template = normalized_template(kind, template);
+    let status: Option<Value> = match object.status {
+        Some(raw) if kind == WorkloadKind::Pod => serde_json::from_str(raw.get()).ok(),
+        _ => None,
     };
     let annotations = SIGNED_KEYS
         .into_iter()
@@ -36,7 +42,9 @@ pub fn claim_from_view(
             .as_deref()
             .unwrap_or_default()
             .to_string(),
-        template_digest: subject_digest_of(kind, template),
+        template_digest: template_fingerprint(&template),
+        unbound_digest: scheduled_pod_digest(kind, &template, status.as_ref()),
+        template: Some(template),
         annotations,
     })
 }
@@ -56,6 +64,8 @@ pub fn claim_from_value(
     }
     .cloned()
     .unwrap_or(Value::Null);
+    let template = normalized_template(kind, template);
+    let status = object.get("status").filter(|_| kind == WorkloadKind::Pod);
     Claim {
         kind,
         namespace: namespace.to_string(),
@@ -64,7 +74,9 @@ pub fn claim_from_value(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string(),
-        template_digest: subject_digest(kind, &template),
+        template_digest: template_fingerprint(&template),
+        unbound_digest: scheduled_pod_digest(kind, &template, status),
+        template: Some(template),
         annotations: SIGNED_KEYS
             .into_iter()
             .filter_map(|k| annotations.get(vocabulary.key(k)).map(|v| (k, v.clone())))

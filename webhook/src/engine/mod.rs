@@ -126,21 +126,32 @@ pub fn evaluate(
     let mut violations: Vec<Violation> = Vec::new();
     let mut extra_warnings = Vec::new();
     let mut extra_audit = BTreeMap::new();
+    // Resolved once, not per policy: a FreeForm policy installed next to a Registered one
+    // must not deny for a missing `oncall` the team already answers.
+    let stand_in = registered::oncall_stand_in(&subject, &namespace, ctx.teams);
+    if let Some((team, oncall)) = &stand_in {
+        extra_audit.insert("team".to_string(), team.name.clone());
+        extra_audit.insert("oncall".to_string(), oncall.clone());
+        // Says where the on-call came from: the workload declared none.
+        extra_audit.insert(
+            "oncall-from".to_string(),
+            format!("CustodyTeam/{}", team.name),
+        );
+    }
     for policy in &selecting {
         let mut found = rules::annotation_rules(policy, &subject);
+        if stand_in.is_some() {
+            found.retain(|v| {
+                !(v.code == ViolationCode::MissingAnnotation
+                    && v.key == Some(AnnotationKey::Oncall))
+            });
+        }
         found.extend(rules::actor_cross_check(policy, &subject));
         if policy.spec.ownership == OwnershipMode::Registered {
             match registered::registered_owner(policy, &subject, &namespace, ctx.teams) {
                 OwnerCheck::Resolved(team) => {
                     let declared = subject.annotations.get(AnnotationKey::Oncall);
                     let team_oncall = team.oncall_contact();
-                    if declared.is_none() && team_oncall.is_some() {
-                        // The registered team's on-call stands in for the annotation.
-                        found.retain(|v| {
-                            !(v.code == ViolationCode::MissingAnnotation
-                                && v.key == Some(AnnotationKey::Oncall))
-                        });
-                    }
                     extra_audit.insert("team".to_string(), team.name.clone());
                     if let Some(oncall) = declared.map(str::to_string).or(team_oncall) {
                         extra_audit.insert("oncall".to_string(), oncall);

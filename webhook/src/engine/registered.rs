@@ -1,5 +1,5 @@
 //! `ownership: Registered`: the owner must be a CustodyTeam that may own workloads in the
-//! namespace, and its on-call stands in for a missing `oncall`.
+//! namespace. Whatever the mode, such a team's on-call stands in for a missing `oncall`.
 
 use custody_crds::AnnotationKey;
 
@@ -28,11 +28,11 @@ pub(crate) fn registered_owner<'t>(
     let Some(owner) = subject.value(AnnotationKey::Owner) else {
         return OwnerCheck::Absent;
     };
+    if let Some(team) = resolve_owner(&owner, namespace, teams) {
+        return OwnerCheck::Resolved(team);
+    }
     let owner = owner.trim();
-    let team = match teams.get(owner) {
-        Some(team) if team.owns(namespace) => return OwnerCheck::Resolved(team),
-        other => other,
-    };
+    let team = teams.get(owner);
     // Only a denial lists the namespace's teams: the one path that scans them.
     let name = subject.vocabulary.key(AnnotationKey::Owner);
     let owners = teams.owners_of_or_hint(namespace);
@@ -83,6 +83,30 @@ pub(crate) fn registered_owner<'t>(
             },
         ),
     })
+}
+
+/// The registered team `owner` names, when it may own workloads in `namespace`: the one
+/// resolution both the Registered check and the on-call stand-in use, so they cannot disagree.
+fn resolve_owner<'t>(owner: &str, namespace: &str, teams: &'t TeamIndex) -> Option<&'t Team> {
+    teams.get(owner.trim()).filter(|team| team.owns(namespace))
+}
+
+/// The team whose on-call stands in for the workload's missing `oncall`, with that on-call as
+/// the annotation would carry it. It applies under every policy, whatever its ownership mode:
+/// a team registered for the namespace is a contact whether or not the policy insists on
+/// registration. `None` when `oncall` is present (a malformed one is judged as written), the
+/// owner resolves to no team of the namespace, or the team lists no on-call.
+pub(crate) fn oncall_stand_in<'t>(
+    subject: &Subject<'_, '_>,
+    namespace: &str,
+    teams: &'t TeamIndex,
+) -> Option<(&'t Team, String)> {
+    if subject.annotations.get(AnnotationKey::Oncall).is_some() {
+        return None;
+    }
+    let owner = subject.annotations.get(AnnotationKey::Owner)?;
+    let team = resolve_owner(owner, namespace, teams)?;
+    Some((team, team.oncall_contact()?))
 }
 
 /// The teams of a namespace, in words for a denial.
