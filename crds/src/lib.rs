@@ -20,6 +20,7 @@ pub mod selection;
 pub mod signatures;
 pub mod team;
 pub mod vocabulary;
+pub mod yaml;
 
 pub use agent::{AgentRevision, CustodyAgent, CustodyAgentSpec, CustodyAgentStatus};
 pub use fingerprint::{TemplateFingerprint, template_fingerprint};

@@ -531,7 +531,7 @@ impl LocalInstall {
         let second = format!("https://127.0.0.1:{port}");
         let mut workloads: serde_json::Value = rendered
             .split("\n---")
-            .filter_map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).ok())
+            .filter_map(|doc| custody_crds::yaml::from_manifest_yaml::<serde_json::Value>(doc).ok())
             .find(|doc| doc["metadata"]["name"] == "custody-e2e-workloads")
             .ok_or_else(|| {
                 anyhow::anyhow!("the chart rendered no workloads webhook configuration")

@@ -209,7 +209,8 @@ fn default_host_network_ports(spec: &mut Map<String, Value>) {
 
 fn set_defaults_container(o: &mut Map<String, Value>) {
     if o.get("imagePullPolicy").is_none_or(|p| p == "") {
-        let policy = pull_policy(o.get("image").and_then(Value::as_str).unwrap_or_default());
+        let image = o.get("image").and_then(Value::as_str).unwrap_or_default();
+        let policy = super::image::default_pull_policy(image);
         o.insert("imagePullPolicy".into(), json!(policy));
     }
     if_zero(o, "terminationMessagePath", json!("/dev/termination-log"));
@@ -281,19 +282,6 @@ fn default_resize_policy(container: &mut Map<String, Value>) {
         if !named {
             policies.push(json!({"resourceName": resource, "restartPolicy": "NotRequired"}));
         }
-    }
-}
-
-/// `Always` for a `:latest` image, `IfNotPresent` otherwise, as `SetDefaults_Container`
-/// decides. An untagged image is `:latest` to the parser; a digest counts as a tag.
-pub fn pull_policy(image: &str) -> &'static str {
-    if image.contains('@') {
-        return "IfNotPresent";
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.split_once(':') {
-        Some((_, "latest")) | None => "Always",
-        Some(_) => "IfNotPresent",
     }
 }
 

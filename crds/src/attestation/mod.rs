@@ -9,6 +9,7 @@
 mod defaults;
 mod diff;
 mod dsse;
+mod image;
 mod keys;
 mod schema;
 mod statement;

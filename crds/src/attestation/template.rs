@@ -242,7 +242,11 @@ mod tests {
             ("web@sha256:abc", "IfNotPresent"),
         ];
         for (image, expected) in cases {
-            assert_eq!(defaults::pull_policy(image), expected, "{image}");
+            assert_eq!(
+                super::super::image::default_pull_policy(image),
+                expected,
+                "{image}"
+            );
         }
     }
 

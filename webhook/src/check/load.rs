@@ -133,23 +133,23 @@ pub fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> 
     Ok(())
 }
 
-/// Reads one file's text: JSON if it parses as JSON, otherwise multi-document YAML.
+/// Reads one file's text: JSON if it parses as JSON (one value or a stream of them, as kubectl
+/// reads), otherwise multi-document YAML (KYAML's flow style starts with `{` too).
 pub fn load_text(file: &str, text: &str, loaded: &mut Loaded) {
     let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let origin = Origin {
-            file: file.to_string(),
-            document: 1,
-            line: 1 + text[..text.len() - trimmed.len()].matches('\n').count(),
-            source: None,
-            item: None,
-        };
-        match serde_json::from_str::<Value>(text) {
-            Ok(value) => push_value(origin, value, loaded),
-            Err(e) => loaded.errors.push(LoadError {
-                origin,
-                message: format!("invalid JSON: {e}"),
-            }),
+    if (trimmed.starts_with('{') || trimmed.starts_with('['))
+        && let Some(values) = json_stream(text)
+    {
+        let first_line = 1 + text[..text.len() - trimmed.len()].matches('\n').count();
+        for (index, (offset, value)) in values.into_iter().enumerate() {
+            let origin = Origin {
+                file: file.to_string(),
+                document: index + 1,
+                line: first_line.max(1 + text[..offset].matches('\n').count()),
+                source: None,
+                item: None,
+            };
+            push_value(origin, value, loaded);
         }
         return;
     }
@@ -167,7 +167,7 @@ pub fn load_text(file: &str, text: &str, loaded: &mut Loaded) {
         }) {
             continue;
         }
-        match serde_saphyr::from_str::<Value>(&doc.text) {
+        match custody_crds::yaml::from_manifest_yaml::<Value>(&doc.text) {
             Ok(Value::Null) => {}
             Ok(value) => push_value(origin, value, loaded),
             Err(e) => loaded.errors.push(LoadError {
@@ -291,6 +291,21 @@ fn split_documents(text: &str) -> Vec<Document> {
         .collect()
 }
 
+/// Every JSON value of `text` with the byte offset where it starts, or `None` when the text is
+/// not a JSON stream.
+pub fn json_stream(text: &str) -> Option<Vec<(usize, Value)>> {
+    let mut values = Vec::new();
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let mut start = 0;
+    while let Some(next) = stream.next() {
+        let value = next.ok()?;
+        let skipped = text[start..].len() - text[start..].trim_start().len();
+        values.push((start + skipped, value));
+        start = stream.byte_offset();
+    }
+    Some(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,9 +356,21 @@ mod tests {
     }
 
     #[test]
+    fn json_streams_and_flow_yaml_both_load() {
+        let loaded = load(
+            "{\"apiVersion\": \"v1\", \"kind\": \"Pod\"}\n{\"apiVersion\": \"v1\", \"kind\": \"Pod\"}\n",
+        );
+        assert_eq!(loaded.objects.len(), 2, "{:?}", loaded.errors);
+        assert_eq!(loaded.objects[1].0.line, 2);
+        // KYAML: flow style, unquoted keys, a trailing comma and a comment.
+        let loaded = load("{\n  apiVersion: \"v1\",\n  kind: \"Pod\", # a bare Pod\n}\n");
+        assert_eq!(loaded.objects.len(), 1, "{:?}", loaded.errors);
+    }
+
+    #[test]
     fn invalid_json_is_an_error() {
         let loaded = load("{\"apiVersion\": ");
         assert_eq!(loaded.errors.len(), 1);
-        assert!(loaded.errors[0].message.starts_with("invalid JSON"));
+        assert!(loaded.errors[0].message.starts_with("invalid"));
     }
 }

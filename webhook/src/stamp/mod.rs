@@ -68,17 +68,21 @@ pub struct Stamped {
 /// Stamps every workload of a YAML stream or JSON document.
 pub fn stamp_text(text: &str, stamper: &Stamper<'_>) -> Result<Stamped, StampError> {
     let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let mut value: Value = serde_json::from_str(text).map_err(|e| StampError::Parse {
-            document: 1,
-            message: format!("invalid JSON: {e}"),
-        })?;
-        let workloads = stamp_value(&mut value, stamper)?;
-        let mut out = serde_json::to_string_pretty(&value).map_err(|e| StampError::Write {
-            document: 1,
-            message: e.to_string(),
-        })?;
-        out.push('\n');
+    // JSON (one value or a stream of them); KYAML also opens with `{` and goes the YAML way.
+    if (trimmed.starts_with('{') || trimmed.starts_with('['))
+        && let Some(values) = crate::check::load::json_stream(text)
+    {
+        let mut out = String::with_capacity(text.len() + 1024);
+        let mut workloads = 0;
+        for (i, (_, mut value)) in values.into_iter().enumerate() {
+            workloads += stamp_value(&mut value, stamper)?;
+            let json = serde_json::to_string_pretty(&value).map_err(|e| StampError::Write {
+                document: i + 1,
+                message: e.to_string(),
+            })?;
+            out.push_str(&json);
+            out.push('\n');
+        }
         return Ok(Stamped {
             text: out,
             workloads,
@@ -98,7 +102,7 @@ pub fn stamp_text(text: &str, stamper: &Stamper<'_>) -> Result<Stamped, StampErr
             continue;
         }
         let original: Value =
-            serde_saphyr::from_str(chunk.body).map_err(|e| StampError::Parse {
+            custody_crds::yaml::from_manifest_yaml(chunk.body).map_err(|e| StampError::Parse {
                 document,
                 message: format!(
                     "invalid YAML: {}",
@@ -123,7 +127,12 @@ pub fn stamp_text(text: &str, stamper: &Stamper<'_>) -> Result<Stamped, StampErr
         let edited = annotations
             .and_then(|a| yaml_edit::set_annotations(chunk.body, &changed(&original, &a)))
             // Trust the text edit only if it reads back as exactly the stamped object.
-            .filter(|text| serde_saphyr::from_str::<Value>(text).ok().as_ref() == Some(&value));
+            .filter(|text| {
+                custody_crds::yaml::from_manifest_yaml::<Value>(text)
+                    .ok()
+                    .as_ref()
+                    == Some(&value)
+            });
         match edited {
             Some(text) => out.push_str(&text),
             None => {
