@@ -21,6 +21,7 @@
 //! - `CUSTODY_E2E_REVERT_WINDOW`: seconds allowed from v2 to its revert (default 120).
 
 pub mod certs;
+pub mod corpus;
 pub mod local;
 
 use std::time::{Duration, Instant};

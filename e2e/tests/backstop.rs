@@ -270,4 +270,74 @@ async fn backstop_refuses_unannotated_workloads_without_the_webhook() {
     .await
     .unwrap();
     eprintln!("backstop: {pods} pod(s) created by the ReplicaSet controller");
+
+    let (admitted, refused) = corpus_through_the_backstop(&namespace, &vap);
+    eprintln!(
+        "backstop: public corpus: {admitted} stamped workloads admitted, {refused} unstamped ones refused"
+    );
+}
+
+/// The public corpus (`e2e/corpus/`): stamped, every workload passes the backstop's CEL on the
+/// apiserver; unstamped, every one is refused by it, naming the missing key. Real manifests
+/// (KYAML, host networking, every kind) never make the generated expressions error.
+fn corpus_through_the_backstop(namespace: &str, vap: &str) -> (usize, usize) {
+    use custody_e2e::corpus::{json_stream, name_of, projects};
+    let k = kubectl();
+    let mut admitted = 0;
+    let mut refused = 0;
+    for project in projects().expect("the corpus") {
+        let stamped = run_with_input(
+            &custody_binary(),
+            &[
+                "stamp",
+                "--actor",
+                "human",
+                "--source-repo",
+                "https://git.example.com/corpus/app",
+                "--source-commit",
+                "3f9c2a7",
+                "--pipeline-run",
+                "run-corpus",
+                "--owner",
+                "team-e2e",
+                "--oncall",
+                "@e2e-oncall",
+                "-n",
+                namespace,
+                "-",
+            ],
+            &json_stream(&project.workloads),
+        )
+        .unwrap_or_else(|e| panic!("{}: custody stamp: {e}", project.name));
+        run_with_input(
+            &k,
+            &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+            &stamped,
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: the backstop refused a stamped workload: {e}",
+                project.name
+            )
+        });
+        admitted += project.workloads.len();
+        for workload in &project.workloads {
+            let error = run_with_input(
+                &k,
+                &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+                &workload.to_string(),
+            )
+            .expect_err("the backstop admitted an unstamped workload")
+            .to_string();
+            assert!(
+                error.contains(&format!("ValidatingAdmissionPolicy '{vap}'"))
+                    && error.contains("custody.dev/actor is missing"),
+                "{} {}: {error}",
+                project.name,
+                name_of(workload)
+            );
+            refused += 1;
+        }
+    }
+    (admitted, refused)
 }

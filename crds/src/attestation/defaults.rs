@@ -9,7 +9,7 @@
 //!   generated defaulter calls).
 //!
 //! Where versions differ (a default behind a feature gate that is on in some minors and off
-//! in others, such as resize policies on bare Pods), the default is applied on both sides of
+//! in others, such as resize policies on bare Pods), the default is left out on both sides of
 //! the comparison: the manifest and the stored object agree whether or not the cluster filled
 //! it in. Only a bare Pod's digest may do that: a template's digest must stay the fingerprint
 //! of its stored form, which the controller records.
@@ -219,13 +219,14 @@ fn set_defaults_container(o: &mut Map<String, Value>) {
 
 /// `SetDefaults_Pod`: what only a Pod gets, not a template. Requests default to limits; a
 /// container with CPU or memory requests gets the `NotRequired` resize policy where
-/// InPlacePodVerticalScaling is on (1.33 and later); service links are on.
+/// InPlacePodVerticalScaling is on (1.33 and later), which both sides leave out; service links
+/// are on; host ports follow container ports under `hostNetwork`.
 fn set_defaults_pod(spec: &mut Map<String, Value>) {
     for list in ["containers", "initContainers"] {
         for container in each_object(spec.get_mut(list)) {
             requests_from_limits(container);
             if list == "containers" {
-                default_resize_policy(container);
+                without_default_resize_policy(container);
             }
         }
     }
@@ -257,30 +258,35 @@ fn requests_from_limits(container: &mut Map<String, Value>) {
     }
 }
 
-fn default_resize_policy(container: &mut Map<String, Value>) {
-    let requested: Vec<&str> = ["cpu", "memory"]
-        .into_iter()
-        .filter(|r| {
-            container
-                .get("resources")
-                .and_then(|res| res.get("requests"))
-                .and_then(|req| req.get(*r))
-                .is_some()
-        })
-        .collect();
-    if requested.is_empty() {
-        return;
-    }
-    let policies = container.entry("resizePolicy").or_insert(json!([]));
-    let Some(policies) = policies.as_array_mut() else {
-        return;
+/// The `NotRequired` resize policy that 1.33 and later add for each requested CPU or memory is
+/// taken out rather than added: on 1.28 to 1.32 the apiserver does not add it, and a digest
+/// made before Custody knew of it must keep verifying.
+fn without_default_resize_policy(container: &mut Map<String, Value>) {
+    let requested = |resource: &str| {
+        container
+            .get("resources")
+            .and_then(|res| res.get("requests"))
+            .and_then(|req| req.get(resource))
+            .is_some()
     };
-    for resource in requested {
-        let named = policies
-            .iter()
-            .any(|p| p.get("resourceName").and_then(Value::as_str) == Some(resource));
-        if !named {
-            policies.push(json!({"resourceName": resource, "restartPolicy": "NotRequired"}));
+    let defaulted: Vec<&str> = ["cpu", "memory"]
+        .into_iter()
+        .filter(|r| requested(r))
+        .collect();
+    retain_list(container, "resizePolicy", |p| {
+        !(p.get("restartPolicy").and_then(Value::as_str) == Some("NotRequired")
+            && p.get("resourceName")
+                .and_then(Value::as_str)
+                .is_some_and(|r| defaulted.contains(&r)))
+    });
+}
+
+/// Keeps the items of `object[key]` that `keep` accepts; an emptied list goes.
+fn retain_list(object: &mut Map<String, Value>, key: &str, keep: impl FnMut(&Value) -> bool) {
+    if let Some(list) = object.get_mut(key).and_then(Value::as_array_mut) {
+        list.retain(keep);
+        if list.is_empty() {
+            object.remove(key);
         }
     }
 }
@@ -337,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn pod_requests_follow_limits_and_get_resize_policies() {
+    fn pod_requests_follow_limits_and_default_resize_policies_are_left_out() {
         let spec = defaulted(json!({"containers": [{"name": "a", "image": "a:1",
             "resources": {"limits": {"cpu": "0.5", "nvidia.com/gpu": 1}}}],
             "initContainers": [{"name": "i", "image": "i:1",
@@ -347,9 +353,15 @@ mod tests {
             c["resources"]["requests"],
             json!({"cpu": "500m", "nvidia.com/gpu": "1"})
         );
+        assert!(c.get("resizePolicy").is_none());
+        // What 1.33 and later store digests as what 1.28 stores; a policy of one's own stays.
+        let stored_133 = defaulted(json!({"containers": [{"name": "a", "image": "a:1",
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+            "resizePolicy": [{"resourceName": "cpu", "restartPolicy": "NotRequired"},
+                             {"resourceName": "memory", "restartPolicy": "RestartContainer"}]}]}));
         assert_eq!(
-            c["resizePolicy"],
-            json!([{"resourceName": "cpu", "restartPolicy": "NotRequired"}])
+            stored_133["containers"][0]["resizePolicy"],
+            json!([{"resourceName": "memory", "restartPolicy": "RestartContainer"}])
         );
         let i = &spec["initContainers"][0];
         assert_eq!(i["resources"]["requests"], json!({"memory": "1Gi"}));

@@ -2,11 +2,10 @@
 //! uses, taken after the defaults the apiserver fills in.
 //!
 //! `custody stamp` sees a manifest as written; the webhook sees the object as the apiserver
-//! decoded it, with `imagePullPolicy`, `terminationMessagePath`, probe timings and the like
-//! filled in. Applying the same defaults to both makes them agree, and since defaulting is
-//! idempotent, the digest of an admitted object equals the fingerprint its RollbackRecord would
-//! carry. Resource quantities are written back as the apiserver writes them (`"0.5"` as
-//! `500m`, see [`crate::quantity`]).
+//! decoded, defaulted and re-serialized it. Bringing both to that form ([`super::defaults`],
+//! derived from the Kubernetes types and defaulting functions) makes them agree, and since
+//! defaulting is idempotent, the digest of an admitted template equals the fingerprint its
+//! RollbackRecord would carry.
 //!
 //! A bare Pod also goes through admission plugins that add to it: the ServiceAccount plugin's
 //! token volume (with a random name) and its mounts, DefaultTolerationSeconds' two
@@ -407,6 +406,33 @@ mod tests {
                 subject_digest(WorkloadKind::Pod, &manifest)
             );
         }
+    }
+
+    #[test]
+    fn a_scheduled_pod_verifies_without_the_node_the_scheduler_chose() {
+        let manifest =
+            json!({"containers": [{"name": "sh", "image": "registry.example.com/tools:1"}]});
+        let signed = subject_digest(WorkloadKind::Pod, &manifest);
+        let mut bound = stored_pod_spec();
+        bound["nodeName"] = json!("kwok-node-1");
+        let bound = normalized_template(WorkloadKind::Pod, bound);
+        assert_ne!(template_fingerprint(&bound), signed);
+        let scheduled = json!({"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "True"}]});
+        assert_eq!(
+            scheduled_pod_digest(WorkloadKind::Pod, &bound, Some(&scheduled)),
+            Some(signed.clone())
+        );
+        // Not bound by the scheduler (a CREATE's status), or not a Pod: nothing is left out.
+        let pending = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        assert_eq!(
+            scheduled_pod_digest(WorkloadKind::Pod, &bound, Some(&pending)),
+            None
+        );
+        assert_eq!(
+            scheduled_pod_digest(WorkloadKind::Deployment, &bound, Some(&scheduled)),
+            None
+        );
     }
 
     #[test]

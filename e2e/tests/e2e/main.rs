@@ -6,6 +6,8 @@
 mod admission;
 mod audit;
 mod budget;
+mod corpus;
+mod faults;
 mod freeze;
 mod helm_install;
 mod leader;
@@ -262,9 +264,17 @@ async fn custody_end_to_end() {
                 "14 a node dies under an agent revision: nothing reverted or alerted",
                 node::node_dies(&mut ctx)
             );
+            scenario!(
+                "33 kube-apiserver SIGKILLed during an agent's broken rollout: the watches recover, one revert",
+                faults::apiserver_killed_mid_rollout(&ctx)
+            );
+            scenario!(
+                "34 etcd stopped under steady applies: nothing admitted unjudged, the revert recorded once",
+                faults::etcd_stopped_under_applies(&ctx)
+            );
         } else {
             say(
-                "SKIPPED scenario 14 (node dies): set CUSTODY_E2E_LAB to the lab's folder to stop a node",
+                "SKIPPED scenarios 14, 33 and 34 (node dies, apiserver killed, etcd stopped): set CUSTODY_E2E_LAB to the lab's folder",
             );
         }
     } else {
@@ -305,6 +315,10 @@ async fn custody_end_to_end() {
             s.teardown(&ctx).await;
         }
     }
+    scenario!(
+        "32 public corpus: every project's workloads signed, applied with kubectl, verified live, re-applied, restarted, verified again",
+        corpus::real_manifests(&ctx)
+    );
     if ["24 ", "25 ", "26 ", "28 "].iter().any(|n| wanted(n)) {
         // With a local install, a second webhook process judges every workload too, as a
         // second replica would: the guardrails must hold in both.
