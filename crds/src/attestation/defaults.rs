@@ -118,10 +118,7 @@ fn set_defaults(ty: &str, o: &mut Map<String, Value>) {
             if_zero(o, "path", json!("/"));
             if_zero(o, "scheme", json!("HTTP"));
         }
-        // No source at all is an emptyDir (SetDefaults_Volume).
-        "Volume" if o.iter().all(|(k, v)| k == "name" || v.is_null()) => {
-            o.insert("emptyDir".into(), json!({}));
-        }
+        "Volume" => set_defaults_volume(o),
         "SecretVolumeSource"
         | "ConfigMapVolumeSource"
         | "DownwardAPIVolumeSource"
@@ -147,6 +144,24 @@ fn set_defaults(ty: &str, o: &mut Map<String, Value>) {
             if_absent(o, "readOnly", json!(false));
         }
         _ => {}
+    }
+}
+
+/// `SetDefaults_Volume`: no source at all is an emptyDir; an image volume (1.31 and later,
+/// behind ImageVolume) pulls as a container image does.
+fn set_defaults_volume(o: &mut Map<String, Value>) {
+    if o.iter().all(|(k, v)| k == "name" || v.is_null()) {
+        o.insert("emptyDir".into(), json!({}));
+    }
+    if let Some(image) = o.get_mut("image").and_then(Value::as_object_mut)
+        && image.get("pullPolicy").is_none_or(|p| p == "")
+    {
+        let reference = image
+            .get("reference")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let policy = super::image::default_pull_policy(reference);
+        image.insert("pullPolicy".into(), json!(policy));
     }
 }
 
@@ -429,6 +444,20 @@ mod tests {
             json!("1Gi")
         );
         assert_eq!(claim["metadata"], json!({}));
+    }
+
+    #[test]
+    fn image_volumes_pull_as_images_do() {
+        let spec = defaulted(
+            json!({"containers": [{"name": "a", "image": "a:1"}], "volumes": [
+            {"name": "model", "image": {"reference": "registry.example/models/llm:latest"}},
+            {"name": "data", "image": {"reference": "registry.example/data:v3"}}]}),
+        );
+        assert_eq!(spec["volumes"][0]["image"]["pullPolicy"], json!("Always"));
+        assert_eq!(
+            spec["volumes"][1]["image"]["pullPolicy"],
+            json!("IfNotPresent")
+        );
     }
 
     #[test]

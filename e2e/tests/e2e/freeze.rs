@@ -244,3 +244,80 @@ pub async fn freeze(frozen: &Result<Frozen, anyhow::Error>) -> anyhow::Result<St
         "agent change denied naming the window; the broken agent v2 reverted {reverted:.1}s after apply, during the freeze; a person's break-glass admitted with a BreakGlass Event"
     ))
 }
+
+/// The chart's default policy (FreeForm) and a Registered one over the same namespace: a
+/// workload whose owner is a team registered for the namespace, without `oncall`, is admitted
+/// by both, since the team's on-call stands in under every policy; an unregistered owner
+/// without `oncall` is still denied for it.
+pub async fn team_oncall_under_every_policy(ctx: &Ctx) -> anyhow::Result<String> {
+    let id = std::process::id();
+    let team = format!("team-e2e-oncall-{id}");
+    let policy = format!("e2e-registered-{id}");
+    teams_api(ctx)
+        .patch(
+            &team,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyTeam",
+                "metadata": {"name": team},
+                "spec": {"namespaces": [ctx.ns], "oncall": ["@e2e-oncall-pager"]}
+            })),
+        )
+        .await?;
+    let result = async {
+        policies_api(&ctx.client)
+            .patch(
+                &policy,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
+                    "metadata": {"name": policy},
+                    "spec": {"mode": "Enforce", "ownership": "Registered",
+                             "match": {"namespaces": {"include": [ctx.ns]}}}
+                })),
+            )
+            .await?;
+        let started = Instant::now();
+        let stranger = deployment(
+            &ctx.settings,
+            "oncall-stranger",
+            owned_by("team-nobody", "human", "3434343", false),
+            "v1",
+            false,
+        );
+        // Once the Registered policy applies, the stranger is refused by it too.
+        let message = wait_for("the Registered policy to apply", Duration::from_secs(10), || async {
+            Ok(denial(ctx, &stranger)
+                .await?
+                .filter(|m| m.contains("not a registered CustodyTeam")))
+        })
+        .await?;
+        anyhow::ensure!(
+            message.contains("custody.dev/oncall is missing"),
+            "an unregistered owner without oncall must still be denied for it: {message}"
+        );
+        let owned = deployment(
+            &ctx.settings,
+            "oncall-owned",
+            owned_by(&team, "human", "3535353", false),
+            "v1",
+            false,
+        );
+        wait_for(
+            "the registered team's workload without oncall to be admitted",
+            Duration::from_secs(10),
+            || async { Ok(denial(ctx, &owned).await?.is_none().then_some(())) },
+        )
+        .await?;
+        Ok(format!(
+            "{team}'s workload without oncall admitted under the default FreeForm policy and a Registered one {:.1}s after the policy; team-nobody's denied for oncall",
+            secs(started)
+        ))
+    }
+    .await;
+    let _ = policies_api(&ctx.client)
+        .delete(&policy, &DeleteParams::default())
+        .await;
+    let _ = teams_api(ctx).delete(&team, &DeleteParams::default()).await;
+    result
+}

@@ -362,6 +362,10 @@ async fn custody_end_to_end() {
         }
     }
     scenario!(
+        "35 a registered team's on-call stands in for a missing oncall under the default FreeForm policy too",
+        freeze::team_oncall_under_every_policy(&ctx)
+    );
+    scenario!(
         "6 kube-system untouched",
         admission::kube_system_untouched(&ctx)
     );
