@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the e2e suite against the lab: a real Kubernetes 1.28.7 control plane with simulated
-# nodes, built once per machine into $LAB (default $HOME/k8s-lab; see the README's e2e section).
+# nodes, built once per machine into $LAB (default $HOME/k8s-lab; see docs/testing.md).
 # Starts the lab when it is not running and stops it afterwards (only then: a lab that was
 # already up is left up). Without a built lab it prints one loud SKIPPED line and exits 0.
 #
@@ -12,7 +12,7 @@ LAB="${LAB:-$HOME/k8s-lab}"
 LAB="$(cd "$LAB" 2>/dev/null && pwd || echo "$LAB")"
 
 if [ ! -x "$LAB/bin/kube-apiserver" ] || [ ! -x "$LAB/bin/kwok" ] || [ ! -f "$LAB/scripts/up.sh" ]; then
-  echo "SKIPPED: e2e on the lab: no lab built in $LAB (build it once with the lab's build.sh; see the README's e2e section)" >&2
+  echo "SKIPPED: e2e on the lab: no lab built in $LAB (build it once with the lab's build.sh; see docs/testing.md)" >&2
   exit 0
 fi
 

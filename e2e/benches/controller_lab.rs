@@ -1,5 +1,5 @@
 //! The controller benchmark of `controller/benches/controller.rs`, against a REAL kube-apiserver
-//! (the lab, built once per machine as the README's e2e section says: kube-apiserver,
+//! (the lab, built once per machine as docs/testing.md says: kube-apiserver,
 //! controller-manager and scheduler v1.28.7, nodes simulated by kwok). Numbers, not assertions.
 //!
 //! ```sh
