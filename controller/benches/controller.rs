@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use custody_controller::metrics::Metrics;
 use custody_controller::run::{self, RunConfig};
 use custody_crds::Vocabulary;
-use custody_runtime::fake_apiserver::FakeApiServer;
+use custody_testkit::fake_apiserver::FakeApiServer;
 use http::Method;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};

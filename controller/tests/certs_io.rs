@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use custody_controller::certs::{CertConfig, ensure_secret, sync_ca_bundles};
-use custody_runtime::fake_apiserver::FakeApiServer;
+use custody_testkit::fake_apiserver::FakeApiServer;
 use http::Method;
 use serde_json::json;
 

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use custody_controller::run::RunConfig;
-use custody_runtime::fake_apiserver::FakeApiServer;
+use custody_testkit::fake_apiserver::FakeApiServer;
 use http::{Method, StatusCode};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use custody_controller::metrics::KindLabels;
-use custody_runtime::fake_apiserver::FakeApiServer;
+use custody_testkit::fake_apiserver::FakeApiServer;
 use http::{Method, StatusCode};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};

@@ -16,7 +16,7 @@ use axum::routing::post;
 use custody_controller::metrics::{KindLabels, Metrics};
 use custody_controller::notify::Notifier;
 use custody_controller::run::RunConfig;
-use custody_runtime::fake_apiserver::FakeApiServer;
+use custody_testkit::fake_apiserver::FakeApiServer;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use support::running::{self, Running, eventually};

@@ -6,8 +6,6 @@
 //! metrics, then hand the pieces to [`admin::serve`].
 
 pub mod admin;
-#[cfg(feature = "fake-apiserver")]
-pub mod fake_apiserver;
 pub mod logging;
 pub mod readiness;
 pub mod shutdown;

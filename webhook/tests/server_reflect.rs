@@ -6,7 +6,7 @@ mod server_support;
 
 use std::time::Duration;
 
-use custody_runtime::fake_apiserver::FakeApiServer;
+use custody_testkit::fake_apiserver::FakeApiServer;
 use custody_webhook::server::{LiveState, reflect};
 use serde_json::{Value, json};
 use server_support::*;

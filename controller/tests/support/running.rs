@@ -5,7 +5,7 @@ use std::time::Duration;
 use custody_controller::metrics::Metrics;
 use custody_controller::run::{self, RunConfig};
 use custody_crds::Vocabulary;
-use custody_runtime::fake_apiserver::FakeApiServer;
+use custody_testkit::fake_apiserver::FakeApiServer;
 use tokio_util::sync::CancellationToken;
 
 /// A controller running as the leader.

@@ -37,7 +37,10 @@ fn normalize(schema: &Schema, ty: &str, object: &mut Map<String, Value>) {
     let Some(fields) = schema.fields(ty) else {
         return;
     };
-    for (name, field) in fields {
+    for name in schema.fills(ty) {
+        let Some(field) = fields.get(name) else {
+            continue;
+        };
         if let Some(default) = &field.default
             && object.get(name).is_none_or(|v| field.omitted_at(v))
         {

@@ -95,12 +95,38 @@ impl Field {
 pub struct Schema {
     /// The fields of each struct, by JSON name.
     pub types: HashMap<String, HashMap<String, Field>>,
+    /// Of each struct, the fields that may be filled in (a `+default`, or written when absent):
+    /// a handful of its dozens, so the walk does not visit the rest (on every signed review).
+    #[serde(skip)]
+    fills: HashMap<String, Vec<String>>,
 }
 
 impl Schema {
     /// The fields of struct `name`.
     pub fn fields(&self, name: &str) -> Option<&HashMap<String, Field>> {
         self.types.get(name)
+    }
+
+    /// The fields of struct `name` that may be filled in.
+    pub fn fills(&self, name: &str) -> &[String] {
+        self.fills.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    fn index_fills(mut self) -> Self {
+        self.fills = self
+            .types
+            .iter()
+            .map(|(ty, fields)| {
+                let mut names: Vec<String> = fields
+                    .iter()
+                    .filter(|(_, f)| f.default.is_some() || f.written_when_absent().is_some())
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                names.sort_unstable();
+                (ty.clone(), names)
+            })
+            .collect();
+        self
     }
 }
 
@@ -109,8 +135,9 @@ pub fn schema() -> &'static Schema {
     static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
         // The file is generated and checked in; a test parses it, so this cannot fail in a
         // build that passed its tests.
-        serde_json::from_str(TYPES_JSON)
+        serde_json::from_str::<Schema>(TYPES_JSON)
             .unwrap_or_else(|e| panic!("crds/defaults/podspec-types.json does not parse: {e}"))
+            .index_fills()
     });
     &SCHEMA
 }

@@ -1,0 +1,4 @@
+//! Test support shared by Custody's crates, kept out of the product crates: a dev-dependency
+//! only, never linked into a binary.
+
+pub mod fake_apiserver;
