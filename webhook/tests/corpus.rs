@@ -10,10 +10,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use cli::{Scratch, custody};
 
 use custody_webhook::check::load::{Loaded, load_text};
 use serde_json::Value;
@@ -53,23 +56,6 @@ fn index() -> BTreeMap<String, Vec<(String, String)>> {
     by_file
 }
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("custody-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 const GITHUB: [(&str, &str); 7] = [
     ("GITHUB_ACTIONS", "true"),
     ("GITHUB_SERVER_URL", "https://github.com"),
@@ -79,34 +65,6 @@ const GITHUB: [(&str, &str); 7] = [
     ("GITHUB_RUN_ATTEMPT", "1"),
     ("CUSTODY_ACTOR", "automation"),
 ];
-
-fn custody(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_custody"));
-    command.args(args).current_dir(dir);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CUSTODY_") || k.starts_with("GITHUB_") || k.starts_with("CI_") {
-            command.env_remove(k);
-        }
-    }
-    let mut child = command
-        .envs(env.iter().copied())
-        .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let text = stdin.to_string();
-    let writer = std::thread::spawn(move || input.write_all(text.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
 
 fn signed_policy(public_pem: &str) -> String {
     let indented: String = public_pem

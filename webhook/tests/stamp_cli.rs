@@ -4,61 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+#[path = "support/cli.rs"]
+mod cli;
 
-/// A scratch directory outside any git checkout, removed on drop.
-struct Scratch(PathBuf);
+use std::process::Command;
 
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("custody-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn custody(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_custody"));
-    command.args(args).current_dir(dir);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CUSTODY_")
-            || k.starts_with("GITHUB_")
-            || k.starts_with("GITLAB")
-            || k.starts_with("CI_")
-        {
-            command.env_remove(k);
-        }
-    }
-    let mut child = command
-        .envs(env.iter().copied())
-        .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+use cli::{Scratch, custody};
 
 const MANIFESTS: &str = "\
 # rendered by helm

@@ -231,25 +231,6 @@ mod tests {
     }
 
     #[test]
-    fn pull_policy_follows_the_tag() {
-        let cases = [
-            ("nginx", "Always"),
-            ("nginx:latest", "Always"),
-            ("nginx:1.27", "IfNotPresent"),
-            ("registry:5000/team/web", "Always"),
-            ("registry:5000/team/web:v2", "IfNotPresent"),
-            ("web@sha256:abc", "IfNotPresent"),
-        ];
-        for (image, expected) in cases {
-            assert_eq!(
-                super::super::image::default_pull_policy(image),
-                expected,
-                "{image}"
-            );
-        }
-    }
-
-    #[test]
     fn quantities_are_written_as_the_apiserver_writes_them() {
         let mut manifest = manifest_template();
         let spec = &mut manifest["spec"];
