@@ -21,8 +21,11 @@ pub fn claim_from_view(
         None => Value::Null,
     };
     let template = normalized_template(kind, template);
+    // Only a bound Pod's status can matter (see `scheduled_pod_digest`): read it for no other.
     let status: Option<Value> = match object.status {
-        Some(raw) if kind == WorkloadKind::Pod => serde_json::from_str(raw.get()).ok(),
+        Some(raw) if kind == WorkloadKind::Pod && template.get("nodeName").is_some() => {
+            serde_json::from_str(raw.get()).ok()
+        }
         _ => None,
     };
     let annotations = SIGNED_KEYS
