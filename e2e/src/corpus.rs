@@ -4,20 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use custody_crds::WorkloadKind;
 use serde_json::Value;
 
 use crate::repo_root;
-
-/// The kinds Custody judges.
-pub const WORKLOAD_KINDS: [&str; 7] = [
-    "Deployment",
-    "StatefulSet",
-    "DaemonSet",
-    "ReplicaSet",
-    "Job",
-    "CronJob",
-    "Pod",
-];
 
 /// One project's objects.
 pub struct Project {
@@ -33,7 +23,7 @@ pub struct Project {
 pub fn is_workload(object: &Value) -> bool {
     object["kind"]
         .as_str()
-        .is_some_and(|k| WORKLOAD_KINDS.contains(&k))
+        .is_some_and(|k| WorkloadKind::ALL.iter().any(|w| w.as_str() == k))
 }
 
 /// `Kind/name` of an object, for messages.
@@ -166,7 +156,8 @@ mod tests {
             .collect();
         kinds.sort_unstable();
         kinds.dedup();
-        assert_eq!(kinds.len(), WORKLOAD_KINDS.len(), "{kinds:?}");
+        // Every kind but ReplicationController, which no project ships any more.
+        assert_eq!(kinds.len(), WorkloadKind::ALL.len() - 1, "{kinds:?}");
         assert!(
             projects
                 .iter()
