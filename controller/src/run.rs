@@ -92,7 +92,7 @@ async fn feed<K>(
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let mut events = pin!(watcher(api, config).default_backoff());
+    let mut events = pin!(watcher(api, config).backoff(custody_runtime::watch_backoff()));
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
@@ -114,7 +114,7 @@ async fn feed<K>(
 async fn watch_teams(api: Api<CustodyTeam>, config: watcher::Config, writer: Writer<CustodyTeam>) {
     let mut failing = false;
     watcher(api, config)
-        .default_backoff()
+        .backoff(custody_runtime::watch_backoff())
         .modify(|team| {
             team.managed_fields_mut().clear();
             team.annotations_mut()
@@ -150,7 +150,7 @@ fn controller<K: Workload>(
 ) -> impl Future<Output = ()> {
     let (reader, writer) = reflector::store::<PartialObjectMeta<K>>();
     let workloads = watcher(Api::<K>::all(client), config)
-        .default_backoff()
+        .backoff(custody_runtime::watch_backoff())
         .map_ok(move |event| {
             cache.apply_workload(K::FEED, &event, K::reduce);
             skeleton_event(event)
@@ -190,7 +190,7 @@ pub async fn run(
         let changed = policy_changed.clone();
         let mut listed = false;
         watcher(Api::<CustodyPolicy>::all(client.clone()), cfg.clone())
-            .default_backoff()
+            .backoff(custody_runtime::watch_backoff())
             .reflect(policy_writer)
             .for_each(move |event| {
                 // A relist's InitApply events are followed by InitDone: one audit for all. The
@@ -215,7 +215,7 @@ pub async fn run(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             cfg.clone(),
         )
-        .default_backoff()
+        .backoff(custody_runtime::watch_backoff())
         .reflect(ns_writer)
         .for_each(|_| futures::future::ready(())),
     );

@@ -163,7 +163,7 @@ async fn wait_ready(process: &mut Process, deadline: Duration) -> anyhow::Result
 pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(15);
+    let from = lines.len().saturating_sub(40);
     format!("{}:\n{}", path.display(), lines[from..].join("\n"))
 }
 

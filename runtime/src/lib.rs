@@ -6,11 +6,13 @@
 //! metrics, then hand the pieces to [`admin::serve`].
 
 pub mod admin;
+pub mod backoff;
 pub mod logging;
 pub mod readiness;
 pub mod shutdown;
 
 pub use admin::{AdminError, serve as serve_admin};
+pub use backoff::watch_backoff;
 pub use logging::LogFormat;
 pub use readiness::{Readiness, ReadyHandle};
 pub use shutdown::shutdown_token;

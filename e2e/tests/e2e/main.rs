@@ -407,7 +407,13 @@ async fn custody_end_to_end() {
             o.detail
         );
     }
-    let failed: Vec<&str> = outcomes.iter().filter(|o| !o.ok).map(|o| o.name).collect();
+    // Each failure with its reason, so the panic (the part of a CI log that is always shown)
+    // says why and not only which.
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.ok)
+        .map(|o| format!("{}: {}", o.name, o.detail))
+        .collect();
     if !failed.is_empty() {
         println!("\nlogs:\n{logs}");
     }

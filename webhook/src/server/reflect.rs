@@ -128,7 +128,7 @@ async fn drive<K, S>(
     K: Resource + Clone,
     S: Stream<Item = Result<Event<K>, watcher::Error>>,
 {
-    let stream = stream.default_backoff();
+    let stream = stream.backoff(custody_runtime::watch_backoff());
     futures::pin_mut!(stream);
     while let Some(event) = stream.next().await {
         match event {
