@@ -1,5 +1,6 @@
 //! The webhook's metrics. Labels are fixed strings (kind, operation, decision, mode), never
-//! object names, so their cardinality is bounded.
+//! object names, so their cardinality is bounded; the two agent labels are ids, and their
+//! comments say what bounds them.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +41,10 @@ pub struct CacheLabels {
 }
 
 /// Labels of an agent on probation.
+///
+/// Both are ids, not fixed strings, and still bounded: the family is cleared and rebuilt from
+/// the RollbackRecords on every refresh, so it holds only the agents that have reverts recorded
+/// inside a policy's probation window, one series per agent and scope at most.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbationLabels {
     /// The agent id.
@@ -49,6 +54,11 @@ pub struct ProbationLabels {
 }
 
 /// Labels of a budget denial.
+///
+/// `agent` is an id taken from the denied request; it is bounded because a budget only denies an
+/// agent that already has rollouts in flight or revisions recorded under that name (from the
+/// controller's published summaries and the records), so a name nobody has deployed with never
+/// gets a series. Dry runs are not counted.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
     /// The agent id.
