@@ -30,6 +30,7 @@ pub mod breakglass;
 pub mod certs;
 pub mod compact;
 pub mod decide;
+#[path = "signed/fetch.rs"]
 pub mod envelopes;
 pub mod headers;
 pub mod health;
@@ -40,6 +41,7 @@ pub mod node;
 pub mod notify;
 pub mod observe;
 pub mod ownership;
+#[path = "act/mod.rs"]
 pub mod reconcile;
 pub mod record;
 pub mod revert;
