@@ -35,7 +35,7 @@ pub struct ErrorLabels {
 pub struct NotAttributedLabels {
     /// Deployment, StatefulSet or DaemonSet.
     pub kind: &'static str,
-    /// The [`Excuse`](crate::attribution::Excuse) label.
+    /// The [`Excuse`](crate::decide::attribution::Excuse) label.
     pub reason: &'static str,
 }
 

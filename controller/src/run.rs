@@ -14,7 +14,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, store::Writer};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -22,16 +22,17 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::act::agent_status::{self, AgentLedger, Publisher};
+use crate::act::notify::Notifier;
+use crate::act::{Context, error_policy, reconcile};
 use crate::audit::{self, AuditConfig, AuditInputs};
-use crate::index::{Cache, WorkloadKey};
-use crate::metrics::Metrics;
-use crate::notify::Notifier;
-use crate::reconcile::{Context, error_policy, reconcile};
-use crate::slim::{
+use crate::cache::index::{Cache, WorkloadKey};
+use crate::cache::slim::{
     SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimNode, SlimPod, SlimReplicaSet,
     SlimStatefulSet,
 };
-use crate::workload::{Workload, skeleton_event};
+use crate::cache::workload::{Workload, skeleton_event};
+use crate::metrics::Metrics;
 
 /// Runtime settings of the controller loop.
 pub struct RunConfig {
@@ -170,6 +171,22 @@ fn controller<K: Workload>(
         })
 }
 
+/// The stores reconciles read besides the cache.
+struct Stores {
+    policies: Store<CustodyPolicy>,
+    /// Notified when a policy changes (and after a relist), for the audit.
+    policy_changed: Arc<tokio::sync::Notify>,
+    teams: Store<CustodyTeam>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+}
+
+/// The receiving ends of [`Triggers`], one per Controller.
+struct TriggeredKinds {
+    deployments: Triggered<SlimDeployment>,
+    stateful_sets: Triggered<SlimStatefulSet>,
+    daemon_sets: Triggered<SlimDaemonSet>,
+}
+
 /// Watches workloads, their revisions and Pods, policies and namespaces, and reconciles until
 /// `shutdown`.
 pub async fn run(
@@ -183,7 +200,98 @@ pub async fn run(
     let cfg = watcher::Config::default();
     let cache = Arc::new(Cache::new(config.vocabulary.clone()));
     let mut background = JoinSet::new();
+    let stores = watch_stores(&mut background, &client, &cfg);
+    let triggered = feed_cache(&mut background, &client, &cfg, &cache);
+    let (synced_tx, synced) = watch::channel(false);
+    let RunConfig {
+        vocabulary,
+        dry_run,
+        identity,
+        notifier,
+        audit: audit_config,
+    } = config;
+    if let Some(audit_config) = audit_config {
+        background.spawn(audit::run(
+            client.clone(),
+            AuditInputs {
+                cache: cache.clone(),
+                policies: stores.policies.clone(),
+                namespaces: stores.namespaces.clone(),
+                teams: stores.teams.clone(),
+                policy_changed: stores.policy_changed.clone(),
+                synced,
+                vocabulary: vocabulary.clone(),
+            },
+            audit_config,
+            metrics.clone(),
+            leader.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let agent_ledger = Arc::new(AgentLedger::default());
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "custody-controller".into(),
+                instance: Some(identity),
+            },
+        ),
+        client: client.clone(),
+        cache: cache.clone(),
+        policies: stores.policies.clone(),
+        namespaces: stores.namespaces.clone(),
+        teams: stores.teams,
+        metrics,
+        vocabulary,
+        dry_run,
+        leader,
+        notifier,
+        not_attributed: std::sync::Mutex::default(),
+        agents: agent_ledger.clone(),
+    });
+    background.spawn(agent_status::run(
+        Publisher {
+            client: client.clone(),
+            cache: cache.clone(),
+            ledger: agent_ledger,
+            vocabulary: ctx.vocabulary.clone(),
+            metrics: ctx.metrics.clone(),
+        },
+        ctx.leader.clone(),
+        shutdown.clone(),
+    ));
+    background.spawn(report_ready(
+        cache.clone(),
+        stores.policies,
+        stores.namespaces,
+        ready,
+        synced_tx,
+    ));
+    tokio::join!(
+        controller::<SlimDeployment>(
+            client.clone(),
+            cfg.clone(),
+            cache.clone(),
+            triggered.deployments,
+            ctx.clone(),
+            shutdown.clone(),
+        ),
+        controller::<SlimStatefulSet>(
+            client.clone(),
+            cfg.clone(),
+            cache.clone(),
+            triggered.stateful_sets,
+            ctx.clone(),
+            shutdown.clone(),
+        ),
+        controller::<SlimDaemonSet>(client, cfg, cache, triggered.daemon_sets, ctx, shutdown),
+    );
+    background.shutdown().await;
+}
 
+/// Starts the watches of policies, teams and namespaces into their stores.
+fn watch_stores(background: &mut JoinSet<()>, client: &Client, cfg: &watcher::Config) -> Stores {
     let (policy_reader, policy_writer) = reflector::store::<CustodyPolicy>();
     let policy_changed = Arc::new(tokio::sync::Notify::new());
     background.spawn({
@@ -219,7 +327,22 @@ pub async fn run(
         .reflect(ns_writer)
         .for_each(|_| futures::future::ready(())),
     );
+    Stores {
+        policies: policy_reader,
+        policy_changed,
+        teams: team_reader,
+        namespaces: ns_reader,
+    }
+}
 
+/// Starts the watches of revisions, Pods and Nodes into the cache; each event triggers the
+/// workloads it concerns, on the returned channels.
+fn feed_cache(
+    background: &mut JoinSet<()>,
+    client: &Client,
+    cfg: &watcher::Config,
+    cache: &Arc<Cache>,
+) -> TriggeredKinds {
     let (deployments, triggered_deployments) = mpsc::unbounded();
     let (stateful_sets, triggered_stateful_sets) = mpsc::unbounded();
     let (daemon_sets, triggered_daemon_sets) = mpsc::unbounded();
@@ -266,92 +389,29 @@ pub async fn run(
         },
         triggers,
     ));
-
-    let (synced_tx, synced) = watch::channel(false);
-    if let Some(audit_config) = config.audit {
-        background.spawn(audit::run(
-            client.clone(),
-            AuditInputs {
-                cache: cache.clone(),
-                policies: policy_reader.clone(),
-                namespaces: ns_reader.clone(),
-                teams: team_reader.clone(),
-                policy_changed,
-                synced,
-                vocabulary: config.vocabulary.clone(),
-            },
-            audit_config,
-            metrics.clone(),
-            leader.clone(),
-            shutdown.clone(),
-        ));
+    TriggeredKinds {
+        deployments: triggered_deployments,
+        stateful_sets: triggered_stateful_sets,
+        daemon_sets: triggered_daemon_sets,
     }
-    let agent_ledger = Arc::new(crate::agents_publish::AgentLedger::default());
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "custody-controller".into(),
-                instance: Some(config.identity.clone()),
-            },
-        ),
-        client: client.clone(),
-        cache: cache.clone(),
-        policies: policy_reader.clone(),
-        namespaces: ns_reader.clone(),
-        teams: team_reader,
-        metrics,
-        vocabulary: config.vocabulary,
-        dry_run: config.dry_run,
-        leader,
-        notifier: config.notifier,
-        not_attributed: std::sync::Mutex::default(),
-        agents: agent_ledger.clone(),
-    });
-    background.spawn(crate::agents_publish::run(
-        crate::agents_publish::Publisher {
-            client: client.clone(),
-            cache: cache.clone(),
-            ledger: agent_ledger,
-            vocabulary: ctx.vocabulary.clone(),
-            metrics: ctx.metrics.clone(),
-        },
-        ctx.leader.clone(),
-        shutdown.clone(),
-    ));
-    background.spawn({
-        let cache = cache.clone();
-        async move {
-            let _ = tokio::join!(
-                cache.synced(),
-                policy_reader.wait_until_ready(),
-                ns_reader.wait_until_ready()
-            );
-            ready.set(true);
-            let _ = synced_tx.send(true);
-            let (workloads, revisions, pods) = cache.sizes();
-            let nodes = cache.node_count();
-            tracing::info!(workloads, revisions, pods, nodes, "caches synced");
-        }
-    });
-    tokio::join!(
-        controller::<SlimDeployment>(
-            client.clone(),
-            cfg.clone(),
-            cache.clone(),
-            triggered_deployments,
-            ctx.clone(),
-            shutdown.clone(),
-        ),
-        controller::<SlimStatefulSet>(
-            client.clone(),
-            cfg.clone(),
-            cache.clone(),
-            triggered_stateful_sets,
-            ctx.clone(),
-            shutdown.clone(),
-        ),
-        controller::<SlimDaemonSet>(client, cfg, cache, triggered_daemon_sets, ctx, shutdown,),
+}
+
+/// Reports ready, and tells the audit, once the cache and the stores decisions read are synced.
+async fn report_ready(
+    cache: Arc<Cache>,
+    policies: Store<CustodyPolicy>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    ready: custody_runtime::ReadyHandle,
+    synced: watch::Sender<bool>,
+) {
+    let _ = tokio::join!(
+        cache.synced(),
+        policies.wait_until_ready(),
+        namespaces.wait_until_ready()
     );
-    background.shutdown().await;
+    ready.set(true);
+    let _ = synced.send(true);
+    let (workloads, revisions, pods) = cache.sizes();
+    let nodes = cache.node_count();
+    tracing::info!(workloads, revisions, pods, nodes, "caches synced");
 }

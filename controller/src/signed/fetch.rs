@@ -1,16 +1,18 @@
 //! Reads a revision's attestation from the API server, for the rare moments that need the
 //! envelope itself (a regression decided under `spec.signatures`, a revision marked by the
-//! controller): the cache keeps only its digest (see [`crate::attested`]). A revision the cache
+//! controller): the cache keeps only its digest (see [`super::vouch`]). A revision the cache
 //! saw unsigned is never read for one, so an unsigned revision costs no request and no failure.
+//! One [`Envelopes`] serves one decision, so each revision's attestation is read at most once
+//! however many steps need it (the vouch, the revert, the mark).
 
-use custody_crds::WorkloadKind;
-use kube::Api;
+use custody_crds::{Vocabulary, WorkloadKind};
+use kube::{Api, Client};
 
-use crate::attested::{self, Attestation};
-use crate::metrics::KindLabels;
-use crate::observe::{Revision, WorkloadState};
-use crate::reconcile::Context;
-use crate::slim::{SlimControllerRevision, SlimDaemonSet, SlimReplicaSet, SlimStatefulSet};
+use crate::cache::observe::{Revision, WorkloadState};
+use crate::cache::slim::{SlimControllerRevision, SlimDaemonSet, SlimReplicaSet, SlimStatefulSet};
+use crate::metrics::{KindLabels, Metrics};
+
+use super::vouch::{Attestation, cached_digest};
 
 /// Where a revision's attestation is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,7 +20,7 @@ pub enum Holder {
     /// A Deployment's ReplicaSet, which copies the Deployment's annotations.
     ReplicaSet,
     /// The StatefulSet or DaemonSet itself, for the revision it runs: its ControllerRevisions
-    /// do not copy its annotations (see [`crate::observe::Observed::assemble`]).
+    /// do not copy its annotations (see [`crate::cache::observe::Observed::assemble`]).
     Workload,
     /// A ControllerRevision the controller marked, which it gave the attestation then.
     ControllerRevision,
@@ -33,90 +35,121 @@ pub fn holder(workload: &WorkloadState, revision: &Revision) -> Holder {
     }
 }
 
-/// The attestation annotation of the object holding `revision`'s.
-async fn read(
-    ctx: &Context,
-    workload: &WorkloadState,
-    revision: &Revision,
-) -> Result<Option<String>, kube::Error> {
-    let key = ctx.vocabulary.attestation();
-    let (client, ns) = (ctx.client.clone(), workload.namespace.as_str());
-    let mut annotations = match (holder(workload, revision), workload.kind) {
-        (Holder::ReplicaSet, _) => {
-            Api::<SlimReplicaSet>::namespaced(client, ns)
-                .get(&revision.name)
-                .await?
-                .metadata
-                .annotations
-        }
-        (Holder::Workload, WorkloadKind::StatefulSet) => {
-            Api::<SlimStatefulSet>::namespaced(client, ns)
-                .get(&workload.name)
-                .await?
-                .metadata
-                .annotations
-        }
-        (Holder::Workload, _) => {
-            Api::<SlimDaemonSet>::namespaced(client, ns)
-                .get(&workload.name)
-                .await?
-                .metadata
-                .annotations
-        }
-        (Holder::ControllerRevision, _) => {
-            Api::<SlimControllerRevision>::namespaced(client, ns)
-                .get(&revision.name)
-                .await?
-                .metadata
-                .annotations
-        }
-    };
-    Ok(annotations.as_mut().and_then(|a| a.remove(key)))
+/// The attestations one decision has read, by revision name, and what reading needs.
+pub struct Envelopes<'c> {
+    client: &'c Client,
+    vocabulary: &'c Vocabulary,
+    metrics: &'c Metrics,
+    read: Vec<(String, Attestation)>,
 }
 
-/// `revision`'s attestation as stored now. A failure is logged and counted and comes back as
-/// [`Attestation::Unreadable`], which [`attested::vouch`] never believes.
-pub async fn attestation_of(
-    ctx: &Context,
-    workload: &WorkloadState,
-    revision: &Revision,
-) -> Attestation {
-    let Some(cached) = attested::cached_digest(revision, &ctx.vocabulary) else {
-        return Attestation::Absent;
-    };
-    let attestation = match read(ctx, workload, revision).await {
-        Ok(Some(envelope)) => Attestation::Read(envelope),
-        Ok(None) => Attestation::Absent,
-        Err(error) => {
-            ctx.metrics
-                .attestation_read_failures
-                .get_or_create(&KindLabels {
-                    kind: workload.kind.as_str(),
-                })
-                .inc();
-            tracing::warn!(
-                kind = workload.kind.as_str(), namespace = %workload.namespace,
-                name = %workload.name, revision = %revision.name, %error,
-                "cannot read the revision's attestation; its actor is not believed"
-            );
-            Attestation::Unreadable(error.to_string())
+impl<'c> Envelopes<'c> {
+    /// Nothing read yet.
+    pub fn new(client: &'c Client, vocabulary: &'c Vocabulary, metrics: &'c Metrics) -> Self {
+        Self {
+            client,
+            vocabulary,
+            metrics,
+            read: Vec::new(),
         }
-    };
-    if attestation.differs_from(Some(cached)) {
-        // The watch will catch up; what was read is the truth meanwhile.
-        tracing::debug!(
-            kind = workload.kind.as_str(), namespace = %workload.namespace,
-            name = %workload.name, revision = %revision.name,
-            "the revision's attestation changed since it was cached; using the one read"
-        );
     }
-    attestation
+
+    /// `revision`'s attestation as stored when first asked for in this decision. A failure is
+    /// logged and counted and comes back as [`Attestation::Unreadable`], which
+    /// [`super::vouch::vouch`] never believes; it is not asked again within the decision
+    /// either, which the next decision is.
+    pub async fn attestation_of(
+        &mut self,
+        workload: &WorkloadState,
+        revision: &Revision,
+    ) -> Attestation {
+        if let Some((_, known)) = self.read.iter().find(|(name, _)| *name == revision.name) {
+            return known.clone();
+        }
+        let attestation = self.fetch(workload, revision).await;
+        self.read.push((revision.name.clone(), attestation.clone()));
+        attestation
+    }
+
+    async fn fetch(&self, workload: &WorkloadState, revision: &Revision) -> Attestation {
+        let Some(cached) = cached_digest(revision, self.vocabulary) else {
+            return Attestation::Absent;
+        };
+        let attestation = match self.read(workload, revision).await {
+            Ok(Some(envelope)) => Attestation::Read(envelope),
+            Ok(None) => Attestation::Absent,
+            Err(error) => {
+                self.metrics
+                    .attestation_read_failures
+                    .get_or_create(&KindLabels {
+                        kind: workload.kind.as_str(),
+                    })
+                    .inc();
+                tracing::warn!(
+                    kind = workload.kind.as_str(), namespace = %workload.namespace,
+                    name = %workload.name, revision = %revision.name, %error,
+                    "cannot read the revision's attestation; its actor is not believed"
+                );
+                Attestation::Unreadable(error.to_string())
+            }
+        };
+        if attestation.differs_from(Some(cached)) {
+            // The watch will catch up; what was read is the truth meanwhile.
+            tracing::debug!(
+                kind = workload.kind.as_str(), namespace = %workload.namespace,
+                name = %workload.name, revision = %revision.name,
+                "the revision's attestation changed since it was cached; using the one read"
+            );
+        }
+        attestation
+    }
+
+    /// The attestation annotation of the object holding `revision`'s.
+    async fn read(
+        &self,
+        workload: &WorkloadState,
+        revision: &Revision,
+    ) -> Result<Option<String>, kube::Error> {
+        let key = self.vocabulary.attestation();
+        let (client, ns) = (self.client.clone(), workload.namespace.as_str());
+        let mut annotations = match (holder(workload, revision), workload.kind) {
+            (Holder::ReplicaSet, _) => {
+                Api::<SlimReplicaSet>::namespaced(client, ns)
+                    .get(&revision.name)
+                    .await?
+                    .metadata
+                    .annotations
+            }
+            (Holder::Workload, WorkloadKind::StatefulSet) => {
+                Api::<SlimStatefulSet>::namespaced(client, ns)
+                    .get(&workload.name)
+                    .await?
+                    .metadata
+                    .annotations
+            }
+            (Holder::Workload, _) => {
+                Api::<SlimDaemonSet>::namespaced(client, ns)
+                    .get(&workload.name)
+                    .await?
+                    .metadata
+                    .annotations
+            }
+            (Holder::ControllerRevision, _) => {
+                Api::<SlimControllerRevision>::namespaced(client, ns)
+                    .get(&revision.name)
+                    .await?
+                    .metadata
+                    .annotations
+            }
+        };
+        Ok(annotations.as_mut().and_then(|a| a.remove(key)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::Revision;
+    use crate::cache::observe::Revision;
     use serde_json::json;
 
     fn workload(kind: WorkloadKind, fingerprint: &str) -> WorkloadState {

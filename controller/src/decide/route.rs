@@ -1,5 +1,5 @@
 //! Where a notification goes: to every target of the owning team, or else to the governing
-//! policy's `notifyUrl`. Pure: the team (already resolved, see [`crate::ownership`]) and the URL
+//! policy's `notifyUrl`. Pure: the team (already resolved, see [`crate::decide::owning_team`]) and the URL
 //! are passed in.
 
 use custody_crds::CustodyTeam;
