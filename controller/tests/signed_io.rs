@@ -199,8 +199,13 @@ const CONTROLLER_REVISIONS: &str = "apis/apps/v1/controllerrevisions";
 /// A StatefulSet `db` under the same policy: revision 1 (a ControllerRevision the controller
 /// marked healthy, so it carries the provenance and attestation of its day) signed for a human,
 /// revision 2 signed for an agent on the StatefulSet itself (its ControllerRevision carries
-/// none), one pod crash-looping.
-fn seed_stateful_set(api: &FakeApiServer, release: &Key, ci: &Key) -> Seeded {
+/// none) with the annotations `v2_extra` besides its provenance, one pod crash-looping.
+fn seed_stateful_set(
+    api: &FakeApiServer,
+    release: &Key,
+    ci: &Key,
+    v2_extra: &[(&str, &str)],
+) -> Seeded {
     use custody_crds::WorkloadKind::StatefulSet;
     api.upsert(
         POLICIES,
@@ -223,6 +228,7 @@ fn seed_stateful_set(api: &FakeApiServer, release: &Key, ci: &Key) -> Seeded {
     a1.insert(ATTESTATION.into(), v1.clone());
     a1.insert("custody.dev/healthy-since".into(), ago(3600));
     let mut a2 = provenance("agent", "bbbbbbb");
+    a2.extend(v2_extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let v2 = ci.sign_for(StatefulSet, "shop", "db", &template("db:2"), &a2);
     a2.insert(ATTESTATION.into(), v2.clone());
     api.upsert(STATEFULSETS, json!({
@@ -268,7 +274,7 @@ fn seed_stateful_set(api: &FakeApiServer, release: &Key, ci: &Key) -> Seeded {
 async fn a_signed_stateful_set_is_reverted_and_its_marked_revision_keeps_the_envelope() {
     let api = FakeApiServer::start().await.unwrap();
     let (release, ci) = (Key::new("release"), Key::new("ci"));
-    let seeded = seed_stateful_set(&api, &release, &ci);
+    let seeded = seed_stateful_set(&api, &release, &ci, &[]);
     let controller = start(&api);
     let workload = || api.get(STATEFULSETS, "shop", "db").unwrap();
     assert!(
@@ -297,5 +303,35 @@ async fn a_signed_stateful_set_is_reverted_and_its_marked_revision_keeps_the_env
         .await,
         "the marked revision does not carry its envelope"
     );
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn one_decision_reads_the_current_revisions_attestation_once() {
+    // A break-glass revision is announced (its mark copies the envelope), its provenance
+    // verified, the revert prepared (the envelope lives on the StatefulSet the revert
+    // overwrites) and the reverted revision marked: four steps that need the envelope, one read.
+    let api = FakeApiServer::start().await.unwrap();
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let seeded = seed_stateful_set(
+        &api,
+        &release,
+        &ci,
+        &[("custody.dev/break-glass", "INC-4711: restoring checkout")],
+    );
+    let controller = start(&api);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let cr = api.get(CONTROLLER_REVISIONS, "shop", "db-h2").unwrap();
+            let a = &cr["metadata"]["annotations"];
+            a["custody.dev/reverted-by"].is_string()
+                && a["custody.dev/break-glass-noticed"].is_string()
+                && a[ATTESTATION] == seeded.v2.as_str()
+        })
+        .await,
+        "no revert, or the revision is not marked with its envelope"
+    );
+    assert_eq!(api.list(RECORDS)[0]["spec"]["from"]["attestedBy"], "ci");
+    assert_eq!(gets(&api, "/statefulsets/db"), 1);
     controller.stop().await;
 }
