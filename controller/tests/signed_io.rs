@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use custody_controller::metrics::KindLabels;
+use custody_controller::metrics::{KindLabels, Label};
 use custody_testkit::fake_apiserver::FakeApiServer;
 use http::{Method, StatusCode};
 use jiff::{SignedDuration, Timestamp};
@@ -184,7 +184,9 @@ async fn an_attestation_that_cannot_be_read_is_counted_and_not_believed() {
         controller
             .metrics
             .attestation_read_failures
-            .get_or_create(&KindLabels { kind: "Deployment" })
+            .get_or_create(&KindLabels {
+                kind: Label(custody_crds::WorkloadKind::Deployment),
+            })
             .get(),
         1
     );

@@ -17,7 +17,7 @@ use crate::decide::breakglass::{self, Sighting};
 use crate::decide::owning_team::{self, OwningTeam};
 use crate::decide::route;
 use crate::keys::NOTICED;
-use crate::metrics::KindLabels;
+use crate::metrics::{KindLabels, Label};
 use crate::signed::fetch::Envelopes;
 
 use super::context::{Context, Error};
@@ -101,7 +101,7 @@ pub async fn break_glass(
     ctx.metrics
         .break_glass
         .get_or_create(&KindLabels {
-            kind: w.kind.as_str(),
+            kind: Label(w.kind),
         })
         .inc();
     let ownership = owning_team_of(ctx, w, &sighting.revision);

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::cache::index::Cache;
 use crate::decide::attribution::Ledger;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReconcileError};
 
 use super::agent_status::AgentLedger;
 use super::notify::Notifier;
@@ -67,12 +67,12 @@ pub enum Error {
 
 impl Error {
     /// The metric label.
-    pub const fn label(&self) -> &'static str {
+    pub const fn label(&self) -> ReconcileError {
         match self {
-            Error::Conflict => "Conflict",
-            Error::Api(_) => "Api",
-            Error::Encode(_) => "Encode",
-            Error::AttestationUnreadable => "AttestationUnreadable",
+            Error::Conflict => ReconcileError::Conflict,
+            Error::Api(_) => ReconcileError::Api,
+            Error::Encode(_) => ReconcileError::Encode,
+            Error::AttestationUnreadable => ReconcileError::AttestationUnreadable,
         }
     }
 }

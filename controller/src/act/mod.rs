@@ -44,7 +44,7 @@ use crate::decide::breakglass;
 use crate::decide::choose::{Declared, choose};
 use crate::decide::policy::{self, Governing};
 use crate::keys::marks as mark_names;
-use crate::metrics::{ErrorLabels, NotAttributedLabels};
+use crate::metrics::{ErrorLabels, Label, NotAttributedLabels};
 use crate::signed::fetch::Envelopes;
 use crate::signed::vouch;
 
@@ -106,8 +106,8 @@ fn report_not_attributed(
         ctx.metrics
             .not_attributed
             .get_or_create(&NotAttributedLabels {
-                kind: w.kind.as_str(),
-                reason: reason.as_str(),
+                kind: Label(w.kind),
+                reason: Label(reason),
             })
             .inc();
         tracing::info!(
@@ -262,7 +262,7 @@ pub fn error_policy<K: Workload>(
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels {
-            error: error.label(),
+            error: Label(error.label()),
         })
         .inc();
     match error {

@@ -16,7 +16,7 @@ use crate::decide::Verdict;
 use crate::decide::owning_team::OwningTeam;
 use crate::decide::policy::Governing;
 use crate::keys::marks;
-use crate::metrics::ReasonLabels;
+use crate::metrics::{Label, ReasonLabels};
 use crate::signed::fetch::Envelopes;
 
 use super::announce;
@@ -184,7 +184,7 @@ async fn patch_workload<K: Workload>(
     ctx.metrics
         .reverts
         .get_or_create(&ReasonLabels {
-            reason: verdict.reason.as_str(),
+            reason: Label(verdict.reason),
         })
         .inc();
     ctx.metrics.regression_to_revert.observe(seconds);
@@ -237,7 +237,7 @@ pub(super) async fn alert(
     ctx.metrics
         .alerts
         .get_or_create(&ReasonLabels {
-            reason: verdict.reason.as_str(),
+            reason: Label(verdict.reason),
         })
         .inc();
     tracing::warn!(

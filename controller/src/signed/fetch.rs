@@ -10,7 +10,7 @@ use kube::{Api, Client};
 
 use crate::cache::observe::{Revision, WorkloadState};
 use crate::cache::slim::{SlimControllerRevision, SlimDaemonSet, SlimReplicaSet, SlimStatefulSet};
-use crate::metrics::{KindLabels, Metrics};
+use crate::metrics::{KindLabels, Label, Metrics};
 
 use super::vouch::{Attestation, cached_digest};
 
@@ -82,7 +82,7 @@ impl<'c> Envelopes<'c> {
                 self.metrics
                     .attestation_read_failures
                     .get_or_create(&KindLabels {
-                        kind: workload.kind.as_str(),
+                        kind: Label(workload.kind),
                     })
                     .inc();
                 tracing::warn!(
