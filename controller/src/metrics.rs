@@ -56,14 +56,15 @@ pub struct ReasonLabels {
 }
 
 /// An agent and the scope a count is about. Both are ids, not a fixed set: the dashboards ask
-/// which agent is near its budget, where. They stay bounded because the leader publishes only
-/// the agents with a rollout in flight (at most a few per busy agent), and removes an agent's
-/// series once it has none; a scope is one of the budgets' scopes.
+/// which agent is near its budget, and where. They stay bounded: the family is cleared and
+/// rebuilt at each publication with only the agents that have rollouts in flight, each with
+/// the namespaces of those rollouts, at most [`MAX_LISTED`](crate::act::agent_activity::MAX_LISTED)
+/// per agent; an agent with nothing in flight has no series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgentScopeLabels {
-    /// The agent id: as many as agents deploy to the cluster.
+    /// The agent id: one per agent with rollouts in flight.
     pub agent: String,
-    /// `namespace/<name>`: a namespace with agent rollouts in flight.
+    /// `namespace/<name>`: a namespace where that agent has a rollout in flight.
     pub scope: String,
 }
 

@@ -337,3 +337,37 @@ async fn one_decision_reads_the_current_revisions_attestation_once() {
     assert_eq!(gets(&api, "/statefulsets/db"), 1);
     controller.stop().await;
 }
+
+#[tokio::test]
+async fn an_envelope_the_announcement_could_not_read_is_read_again_for_the_decision() {
+    let api = FakeApiServer::start().await.unwrap();
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    seed_stateful_set(
+        &api,
+        &release,
+        &ci,
+        &[("custody.dev/break-glass", "INC-4711: restoring checkout")],
+    );
+    // The break-glass mark's read fails; the verification's must not inherit the failure.
+    api.inject(
+        Method::GET,
+        "/statefulsets/db",
+        StatusCode::INTERNAL_SERVER_ERROR,
+        1,
+    );
+    let controller = start(&api);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            api.get(STATEFULSETS, "shop", "db").unwrap()["spec"]["template"]["spec"]["containers"]
+                [0]["image"]
+                == "db:1"
+        })
+        .await,
+        "no revert"
+    );
+    let records = api.list(RECORDS);
+    assert_eq!(records[0]["spec"]["action"], "Reverted");
+    assert_eq!(records[0]["spec"]["from"]["attestedBy"], "ci");
+    assert_eq!(gets(&api, "/statefulsets/db"), 2);
+    controller.stop().await;
+}

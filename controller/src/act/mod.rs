@@ -146,6 +146,9 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
         .is_err(),
         None => false,
     };
+    // The announcement is apart from the decision: an envelope it could not read is read
+    // again, not taken as unreadable by the decision.
+    envelopes.retry_unreadable();
     let now = Timestamp::now();
     let action = decision(ctx, &mut envelopes, observed, &governing, now).await;
     let requeue = carry_out::<K>(ctx, &mut envelopes, observed, action, &governing, now).await?;

@@ -82,7 +82,7 @@ pub struct WorkloadState {
     /// the target revision's from the API server).
     pub template_fingerprint: String,
     /// Its provenance annotations (the only ones the controller reads of a workload); its
-    /// attestation as a [`digest`](super::digest::digest).
+    /// attestation as a [`digest`].
     pub annotations: BTreeMap<String, String>,
     /// Whether it has any annotation at all, so a revert knows whether the map exists.
     pub any_annotations: bool,
@@ -144,7 +144,7 @@ pub struct Revision {
     /// The template's images, for the record.
     pub images: Vec<String>,
     /// Its provenance annotations and the controller's marks; its attestation, if signed, as
-    /// a [`digest`](super::digest::digest), never the envelope.
+    /// a [`digest`], never the envelope.
     pub annotations: BTreeMap<String, String>,
     /// When it was created.
     pub created: Option<Timestamp>,
@@ -329,7 +329,7 @@ pub fn resolve_max_unavailable(
 }
 
 /// The annotations the controller reads: provenance, ownership and its own marks, and the
-/// attestation as its [`digest`](super::digest::digest) only (the envelope is read from the
+/// attestation as its [`digest`] only (the envelope is read from the
 /// API server when a decision needs it).
 fn read_annotations(meta: &ObjectMeta, vocabulary: &Vocabulary) -> BTreeMap<String, String> {
     let read = |key: &str| {

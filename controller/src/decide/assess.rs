@@ -1,7 +1,7 @@
 //! What the rollout's health shows, whoever made the revision: settled (nothing to do yet, wait,
 //! mark healthy, or a failure not attributed to the revision), or regressed, with the revision to
 //! go back to. Pure: a function of the cached rollout, the policy's settings, the vocabulary and
-//! the clock. Who made the revision and what it allows are [`super::choose`]'s.
+//! the clock. Who made the revision and what it allows are [`choose`](super::choose::choose)'s.
 
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use super::health::{Finding, findings};
 pub enum Assessment<'o> {
     /// No regression to answer: the action stands whoever made the revision.
     Settled(Action),
-    /// The current revision regressed: revert or alert is [`super::choose`]'s to say.
+    /// The current revision regressed: revert or alert is [`choose`](super::choose::choose)'s to say.
     Regressed(Regression<'o>),
 }
 

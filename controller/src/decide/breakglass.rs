@@ -4,7 +4,7 @@
 //! the notice says; [`crate::act::announce`] acts.
 //!
 //! Once means once per revision, across restarts and leader changes: the revision is marked
-//! ([`NOTICED`](crate::keys::NOTICED)) before anything is announced, so a failed write never announces twice.
+//! ([`NOTICED`]) before anything is announced, so a failed write never announces twice.
 
 use custody_crds::{AnnotationKey, Vocabulary, WorkloadKind};
 use jiff::Timestamp;

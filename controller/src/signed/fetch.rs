@@ -57,7 +57,8 @@ impl<'c> Envelopes<'c> {
     /// `revision`'s attestation as stored when first asked for in this decision. A failure is
     /// logged and counted and comes back as [`Attestation::Unreadable`], which
     /// [`super::vouch::vouch`] never believes; it is not asked again within the decision
-    /// either, which the next decision is.
+    /// (the steps after a verification act on what it saw) unless [`Self::retry_unreadable`]
+    /// says so; the next decision asks again.
     pub async fn attestation_of(
         &mut self,
         workload: &WorkloadState,
@@ -69,6 +70,14 @@ impl<'c> Envelopes<'c> {
         let attestation = self.fetch(workload, revision).await;
         self.read.push((revision.name.clone(), attestation.clone()));
         attestation
+    }
+
+    /// Forgets the reads that failed, so the next step that needs one reads it again: a step
+    /// whose failure is its own (an announcement that will be retried) must not make a later,
+    /// separate step act on it.
+    pub fn retry_unreadable(&mut self) {
+        self.read
+            .retain(|(_, a)| !matches!(a, Attestation::Unreadable(_)));
     }
 
     async fn fetch(&self, workload: &WorkloadState, revision: &Revision) -> Attestation {
