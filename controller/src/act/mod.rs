@@ -1,9 +1,10 @@
 //! The writers, and the reconcile that drives them: read the rollout from the cache, decide
-//! ([`crate::decide`]), act. This is the only module that writes to the API server, and it
-//! writes only while this replica holds the Lease: the RollbackRecord ([`record`]), the guarded
-//! revert ([`revert`], [`regression`]), the marks ([`marks`]), the Events ([`events`]), the
+//! ([`crate::decide`]), act. This is the only module that carries out decisions, and it writes
+//! only while this replica holds the Lease: the RollbackRecord ([`record`]), the guarded revert
+//! ([`revert`], [`regression`]), the marks ([`marks`]), the Events ([`events`]), the
 //! notifications ([`announce`], [`notify`]) and the agents' summaries ([`agent_activity`],
-//! [`agent_status`]). What all of them need is the [`Context`].
+//! [`agent_status`]). What all of them need is the [`Context`]. (The policy reports and the
+//! webhook's certificate are [`crate::audit`]'s and [`crate::certs`]'s to write.)
 //!
 //! Writes are ordered so that a crash at any point converges to exactly one revert: the record
 //! is created first (idempotent, deterministic name), so the webhook quarantines the template

@@ -24,7 +24,8 @@ use super::health::{Finding, findings};
 pub enum Assessment<'o> {
     /// No regression to answer: the action stands whoever made the revision.
     Settled(Action),
-    /// The current revision regressed: revert or alert is [`choose`](super::choose::choose)'s to say.
+    /// The current revision regressed: revert or alert is
+    /// [`choose`](super::choose::choose)'s to say.
     Regressed(Regression<'o>),
 }
 

@@ -1,7 +1,7 @@
-//! Revert or alert, once a regression is confirmed ([`assess`](super::assess::assess)): from what the revision
-//! declares (its actor and rollback mode), the revision to go back to, and dry-run. Pure. Under
-//! `spec.signatures` the caller passes the actor a key vouched for instead of the declared one,
-//! and only this step runs again on it.
+//! Revert or alert, once a regression is confirmed ([`assess`](super::assess::assess)): from
+//! what the revision declares (its actor and rollback mode), the revision to go back to, and
+//! dry-run. Pure. Under `spec.signatures` the caller passes the actor a key vouched for instead
+//! of the declared one, so this is the only step that waits for the attestation.
 
 use custody_crds::{Actor, AnnotationKey, RollbackMode, RollbackSettings, Vocabulary};
 

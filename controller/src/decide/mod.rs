@@ -1,12 +1,12 @@
 //! The rollback decision: a pure function of the observed rollout (the Nodes its Pods run on
 //! included), the governing policy's settings, the vocabulary and the clock. It is two steps:
-//! [`assess`](mod@assess) judges what the rollout's health shows from the cache ([`health`], with the
-//! Pods whose unreadiness is not the revision's doing set apart by [`attribution`]); on a
-//! regression, [`choose`](mod@choose) says revert or alert from what the revision declares. Under
-//! `spec.signatures` only [`choose`](mod@choose) runs again, on the actor a key vouched for. Beside it, the
-//! pure choices the writers need: which policy governs ([`policy`]), who owns a revision
-//! ([`owning_team`]), where notices go ([`route`]) and which break-glass revision is due
-//! ([`breakglass`]).
+//! [`assess`](mod@assess) judges what the rollout's health shows from the cache ([`health`],
+//! with the Pods whose unreadiness is not the revision's doing set apart by [`attribution`]);
+//! on a regression, [`choose`](mod@choose) says revert or alert from what the revision
+//! declares. Under `spec.signatures` the caller chooses on the actor a key vouched for, after
+//! assessing once. Beside it, the pure choices the writers need: which policy governs
+//! ([`policy`]), who owns a revision ([`owning_team`]), where notices go ([`route`]) and which
+//! break-glass revision is due ([`breakglass`]).
 
 pub mod action;
 pub mod assess;

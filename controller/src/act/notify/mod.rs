@@ -1,6 +1,6 @@
 //! Notifications: a JSON POST (a RollbackRecord, or a break-glass notice) to each of its
-//! destinations ([`crate::decide::route`]), retried with backoff on its own task, so a slow or failing
-//! endpoint never delays a revert. A destination's headers come from a Secret in the
+//! destinations ([`crate::decide::route`]), retried with backoff on its own task, so a slow or
+//! failing endpoint never delays a revert. A destination's headers come from a Secret in the
 //! controller's own namespace ([`headers`]), read when the notification is sent: they
 //! are rare, and a Secret watch would keep every Secret of the namespace in memory.
 
