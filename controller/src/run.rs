@@ -1,23 +1,21 @@
-//! The controller's wiring: one watch per resource feeds the [`Cache`]; one kube-runtime
-//! Controller per workload kind reconciles, triggered by its own watch, by the revisions and
-//! Pods the cache links to it, and by the Nodes those Pods are bound to going down or up.
+//! The controller's wiring: one watch per resource feeds the [`Cache`]
+//! ([`crate::cache::feed`]); one kube-runtime Controller per workload kind reconciles, triggered
+//! by its own watch, by the revisions and Pods the cache links to it, and by the Nodes those
+//! Pods are bound to going down or up. Policies, teams and namespaces are kept in stores.
 
 use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 
-use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary, WorkloadKind};
-use futures::channel::mpsc;
+use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,11 +24,9 @@ use crate::act::agent_status::{self, AgentLedger, Publisher};
 use crate::act::notify::Notifier;
 use crate::act::{Context, error_policy, reconcile};
 use crate::audit::{self, AuditConfig, AuditInputs};
-use crate::cache::index::{Cache, WorkloadKey};
-use crate::cache::slim::{
-    SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimNode, SlimPod, SlimReplicaSet,
-    SlimStatefulSet,
-};
+use crate::cache::feed::{Triggered, feed_cache};
+use crate::cache::index::Cache;
+use crate::cache::slim::{SlimDaemonSet, SlimDeployment, SlimStatefulSet};
 use crate::cache::workload::{Workload, skeleton_event};
 use crate::metrics::Metrics;
 
@@ -51,62 +47,6 @@ pub struct RunConfig {
 /// Reconciles of one kind running at once. A reconcile is a few microseconds of decision and,
 /// rarely, a few writes; more in flight would only hold more futures in memory after a resync.
 const RECONCILE_CONCURRENCY: u16 = 16;
-
-type Trigger<K> = mpsc::UnboundedSender<ObjectRef<PartialObjectMeta<K>>>;
-type Triggered<K> = mpsc::UnboundedReceiver<ObjectRef<PartialObjectMeta<K>>>;
-
-/// Routes "look at this workload" to the Controller of its kind.
-#[derive(Clone)]
-struct Triggers {
-    deployments: Trigger<SlimDeployment>,
-    stateful_sets: Trigger<SlimStatefulSet>,
-    daemon_sets: Trigger<SlimDaemonSet>,
-}
-
-impl Triggers {
-    fn send(&self, key: WorkloadKey) {
-        fn target<K: Resource<DynamicType = ()>>(key: &WorkloadKey) -> ObjectRef<K> {
-            ObjectRef::new(&key.name).within(&key.namespace)
-        }
-        // A send fails only once that Controller has shut down: nothing is left to trigger.
-        match key.kind {
-            WorkloadKind::Deployment => {
-                let _ = self.deployments.unbounded_send(target(&key));
-            }
-            WorkloadKind::StatefulSet => {
-                let _ = self.stateful_sets.unbounded_send(target(&key));
-            }
-            WorkloadKind::DaemonSet => {
-                let _ = self.daemon_sets.unbounded_send(target(&key));
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Feeds one resource's watch into the cache and triggers the workloads each event concerns.
-async fn feed<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    apply: impl Fn(&Event<K>) -> Vec<WorkloadKey>,
-    triggers: Triggers,
-) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let mut events = pin!(watcher(api, config).default_backoff());
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(event) => {
-                for key in apply(&event) {
-                    triggers.send(key);
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, resource = %K::plural(&()), "watch failed; retrying");
-            }
-        }
-    }
-}
 
 /// Keeps the team store. Teams are few and read whole, less their managed fields and
 /// last-applied copy. An install from before teams, without the CustodyTeam CRD, keeps working:
@@ -178,13 +118,6 @@ struct Stores {
     policy_changed: Arc<tokio::sync::Notify>,
     teams: Store<CustodyTeam>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
-}
-
-/// The receiving ends of [`Triggers`], one per Controller.
-struct TriggeredKinds {
-    deployments: Triggered<SlimDeployment>,
-    stateful_sets: Triggered<SlimStatefulSet>,
-    daemon_sets: Triggered<SlimDaemonSet>,
 }
 
 /// Watches workloads, their revisions and Pods, policies and namespaces, and reconciles until
@@ -332,67 +265,6 @@ fn watch_stores(background: &mut JoinSet<()>, client: &Client, cfg: &watcher::Co
         policy_changed,
         teams: team_reader,
         namespaces: ns_reader,
-    }
-}
-
-/// Starts the watches of revisions, Pods and Nodes into the cache; each event triggers the
-/// workloads it concerns, on the returned channels.
-fn feed_cache(
-    background: &mut JoinSet<()>,
-    client: &Client,
-    cfg: &watcher::Config,
-    cache: &Arc<Cache>,
-) -> TriggeredKinds {
-    let (deployments, triggered_deployments) = mpsc::unbounded();
-    let (stateful_sets, triggered_stateful_sets) = mpsc::unbounded();
-    let (daemon_sets, triggered_daemon_sets) = mpsc::unbounded();
-    let triggers = Triggers {
-        deployments,
-        stateful_sets,
-        daemon_sets,
-    };
-    background.spawn(feed(
-        Api::<SlimReplicaSet>::all(client.clone()),
-        cfg.clone(),
-        {
-            let cache = cache.clone();
-            move |event| cache.apply_replica_set(event)
-        },
-        triggers.clone(),
-    ));
-    background.spawn(feed(
-        Api::<SlimControllerRevision>::all(client.clone()),
-        cfg.clone(),
-        {
-            let cache = cache.clone();
-            move |event| cache.apply_controller_revision(event)
-        },
-        triggers.clone(),
-    ));
-    background.spawn(feed(
-        Api::<SlimPod>::all(client.clone()),
-        cfg.clone(),
-        {
-            let cache = cache.clone();
-            move |event| cache.apply_pod(event)
-        },
-        triggers.clone(),
-    ));
-    // Needs `nodes: get, list, watch`; until the Node list succeeds the cache is not synced and
-    // nothing is decided, rather than deciding blind to Nodes.
-    background.spawn(feed(
-        Api::<SlimNode>::all(client.clone()),
-        cfg.clone(),
-        {
-            let cache = cache.clone();
-            move |event| cache.apply_node(event)
-        },
-        triggers,
-    ));
-    TriggeredKinds {
-        deployments: triggered_deployments,
-        stateful_sets: triggered_stateful_sets,
-        daemon_sets: triggered_daemon_sets,
     }
 }
 
