@@ -1,49 +1,37 @@
 //! Custody's rollback operator.
 //!
-//! Data flows one way: watch events of Deployments, StatefulSets, DaemonSets, their revisions
-//! (ReplicaSets, ControllerRevisions), Pods and Nodes are decoded slim ([`slim`]), reduced to
-//! plain data ([`observe`]) and kept compact ([`compact`]) in one cache linked by owner
-//! ([`index`]); for each workload ([`workload`]) the rollout is read from the cache with the
-//! Nodes its Pods run on ([`node`]), the Pods whose unreadiness is not the revision's doing set apart
-//! ([`attribution`]), its health judged ([`health`]) and a pure decision taken ([`decide`])
-//! from the observed state, the governing policy and the clock; only then does [`reconcile`]
-//! act: the RollbackRecord
-//! ([`record`]) first, so the webhook quarantines the bad template before anything can
-//! re-apply it, then the guarded revert ([`revert`]), the marks, the Event, the metrics
-//! ([`metrics`]) and the notification ([`announce`], [`notify`]) to the owning team's targets or
-//! the policy's URL ([`ownership`], [`route`], [`headers`]). A revision shipped with the
-//! break-glass annotation is announced once ([`breakglass`]). Under `spec.signatures` the actor
-//! acted on is the one a key vouched for ([`attested`]); the cache keeps only a digest of each
-//! attestation, and the envelope is read when a regression is decided or reverted
-//! ([`envelopes`]). [`run`] wires the watches and one
-//! Controller per kind. Only the Lease holder ([`leader`]) acts; every replica keeps its cache
-//! warm. The same cache feeds the background [`audit`], which judges what is running with the
-//! webhook's engine and writes policy reports.
+//! Data flows one way, cache → decide → act, wired by [`run`]:
+//! - [`cache`]: watch events of Deployments, StatefulSets, DaemonSets, their revisions
+//!   (ReplicaSets, ControllerRevisions), Pods and Nodes, decoded slim, reduced to plain data and
+//!   kept compact in one index linked by owner; of an attestation only its digest.
+//! - [`decide`]: for each workload, pure functions of the cached rollout, the governing policy
+//!   and the clock: its health assessed (the Pods whose unreadiness is not the revision's doing
+//!   set apart), then, on a regression, revert or alert chosen from what the revision declares.
+//! - [`signed`]: under `spec.signatures`, the actor acted on is the one a key vouched for; the
+//!   envelope is read from the API server once per decision, only when a regression is decided
+//!   or a revision marked.
+//! - [`act`]: the only writer, and only on the Lease holder ([`leader`]): the RollbackRecord
+//!   first, so the webhook quarantines the bad template before anything can re-apply it, then
+//!   the guarded revert, the marks, the Event, the metrics ([`metrics`]) and the notification to
+//!   the owning team's targets or the policy's URL; a break-glass revision is announced once;
+//!   the agents' summaries are published for the webhook's budgets.
+//!
+//! [`keys`] names the annotation keys and marks everything reads, and imports nothing. Every
+//! replica keeps its cache warm. The same cache feeds the background [`audit`], which judges
+//! what is running with the webhook's engine and writes policy reports; [`certs`] keeps the
+//! webhook's serving certificate.
 
-pub mod agents;
-pub mod agents_publish;
-pub mod announce;
-pub mod attested;
-pub mod attribution;
+pub mod act;
 pub mod audit;
-pub mod breakglass;
+pub mod cache;
 pub mod certs;
-pub mod compact;
 pub mod decide;
-pub mod envelopes;
-pub mod headers;
-pub mod health;
-pub mod index;
+pub mod keys;
 pub mod leader;
 pub mod metrics;
-pub mod node;
-pub mod notify;
-pub mod observe;
-pub mod ownership;
-pub mod reconcile;
-pub mod record;
-pub mod revert;
-pub mod route;
 pub mod run;
-pub mod slim;
-pub mod workload;
+pub mod signed;
+
+// `audit/` still names the cache by its old paths; it is moving to the `custody-engine` crate
+// and is left untouched until then.
+pub use cache::{index, observe};

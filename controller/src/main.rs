@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use custody_controller::act::notify::Notifier;
 use custody_controller::audit::AuditConfig;
 use custody_controller::leader::{self, LeaseConfig};
 use custody_controller::metrics::Metrics;
-use custody_controller::notify::Notifier;
 use custody_controller::run::{self, RunConfig};
 use custody_crds::Vocabulary;
 use custody_crds::report::ReportFormat;

@@ -1,25 +1,70 @@
-//! The controller's metrics; labels are fixed strings.
+//! The controller's metrics. A label is either one of a fixed set, typed as the enum it comes
+//! from ([`Label`]), or an id whose field says why its count stays bounded. The audit's
+//! `result` and `outcome` labels stay fixed strings until `audit/` moves to `custody-engine`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+
+use custody_crds::{SignalReason, WorkloadKind};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::decide::attribution::Excuse;
+
+/// A value from a fixed set, as it goes on the wire.
+pub trait Fixed: Clone + Copy + std::fmt::Debug + std::hash::Hash + Eq {
+    /// The label value.
+    fn label(self) -> &'static str;
+}
+
+impl Fixed for WorkloadKind {
+    fn label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Fixed for SignalReason {
+    fn label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Fixed for Excuse {
+    fn label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// A label value typed as the enum it comes from, so only its variants can be counted.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Label<T>(pub T);
+
+impl<T: Fixed> EncodeLabelValue for Label<T> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.0.label())
+    }
+}
+
 /// A signal reason label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// The SignalReason.
-    pub reason: &'static str,
+    pub reason: Label<SignalReason>,
 }
 
-/// An agent and the scope a count is about.
+/// An agent and the scope a count is about. Both are ids, not a fixed set: the dashboards ask
+/// which agent is near its budget, and where. They stay bounded: the family is cleared and
+/// rebuilt at each publication with only the agents that have rollouts in flight, each with
+/// the namespaces of those rollouts, at most [`MAX_LISTED`](crate::act::agent_activity::MAX_LISTED)
+/// per agent; an agent with nothing in flight has no series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgentScopeLabels {
-    /// The agent id.
+    /// The agent id: one per agent with rollouts in flight.
     pub agent: String,
-    /// `namespace/<name>`.
+    /// `namespace/<name>`: a namespace where that agent has a rollout in flight.
     pub scope: String,
 }
 
@@ -27,29 +72,56 @@ pub struct AgentScopeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     /// The error variant.
-    pub error: &'static str,
+    pub error: Label<ReconcileError>,
+}
+
+/// The variant of a reconcile error ([`crate::act::Error::label`]), as a label: the variant
+/// names are the values.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReconcileError {
+    /// The workload changed since the decision.
+    Conflict,
+    /// The API server refused or failed a request.
+    Api,
+    /// A patch could not be built.
+    Encode,
+    /// A signed revision's attestation could not be read.
+    AttestationUnreadable,
+}
+
+impl Fixed for ReconcileError {
+    fn label(self) -> &'static str {
+        match self {
+            ReconcileError::Conflict => "Conflict",
+            ReconcileError::Api => "Api",
+            ReconcileError::Encode => "Encode",
+            ReconcileError::AttestationUnreadable => "AttestationUnreadable",
+        }
+    }
 }
 
 /// A workload kind and why a regression was not attributed to its revision.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NotAttributedLabels {
     /// Deployment, StatefulSet or DaemonSet.
-    pub kind: &'static str,
-    /// The [`Excuse`](crate::attribution::Excuse) label.
-    pub reason: &'static str,
+    pub kind: Label<WorkloadKind>,
+    /// Why.
+    pub reason: Label<Excuse>,
 }
 
 /// A workload kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     /// Deployment, StatefulSet or DaemonSet.
-    pub kind: &'static str,
+    pub kind: Label<WorkloadKind>,
 }
 
 /// A policy and a result of the background audit.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuditResultLabels {
-    /// The CustodyPolicy.
+    /// The CustodyPolicy's name: an id, since the dashboards ask which policy fails. Bounded by
+    /// the CustodyPolicies installed (a handful to tens, written by administrators); a deleted
+    /// policy's series goes at the next audit.
     pub policy: String,
     /// pass, fail, warn or skip.
     pub result: &'static str,
@@ -58,7 +130,8 @@ pub struct AuditResultLabels {
 /// A namespace of workloads. Not `namespace`: Prometheus sets that label to the scraped pod's.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NamespaceLabels {
-    /// Its name.
+    /// Its name: an id, since the dashboards ask where workloads fail. Bounded by the cluster's
+    /// namespaces, and only those with a failing workload have a series (cleared at each audit).
     pub workload_namespace: String,
 }
 
@@ -205,5 +278,48 @@ impl Metrics {
             m.attestation_read_failures.clone(),
         );
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn typed_labels_go_on_the_wire_as_the_dashboards_read_them() {
+        let mut registry = Registry::with_prefix("custody");
+        let m = Metrics::register(&mut registry);
+        m.reverts
+            .get_or_create(&ReasonLabels {
+                reason: Label(SignalReason::NotReady),
+            })
+            .inc();
+        m.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                error: Label(ReconcileError::AttestationUnreadable),
+            })
+            .inc();
+        m.not_attributed
+            .get_or_create(&NotAttributedLabels {
+                kind: Label(WorkloadKind::StatefulSet),
+                reason: Label(Excuse::SharedWithPreviousRevision),
+            })
+            .inc();
+        m.break_glass
+            .get_or_create(&KindLabels {
+                kind: Label(WorkloadKind::DaemonSet),
+            })
+            .inc();
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encodes");
+        for line in [
+            r#"custody_reverts_total{reason="NotReady"} 1"#,
+            r#"custody_reconcile_errors_total{error="AttestationUnreadable"} 1"#,
+            r#"custody_regressions_not_attributed_total{kind="StatefulSet",reason="shared_with_previous_revision"} 1"#,
+            r#"custody_break_glass_total{kind="DaemonSet"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }

@@ -1,37 +1,34 @@
-//! The controller's wiring: one watch per resource feeds the [`Cache`]; one kube-runtime
-//! Controller per workload kind reconciles, triggered by its own watch, by the revisions and
-//! Pods the cache links to it, and by the Nodes those Pods are bound to going down or up.
+//! The controller's wiring: one watch per resource feeds the [`Cache`]
+//! ([`crate::cache::feed`]); one kube-runtime Controller per workload kind reconciles, triggered
+//! by its own watch, by the revisions and Pods the cache links to it, and by the Nodes those
+//! Pods are bound to going down or up. Policies, teams and namespaces are kept in stores.
 
 use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 
-use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary, WorkloadKind};
-use futures::channel::mpsc;
+use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, store::Writer};
+use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::act::agent_status::{self, AgentLedger, Publisher};
+use crate::act::notify::Notifier;
+use crate::act::{Context, error_policy, reconcile};
 use crate::audit::{self, AuditConfig, AuditInputs};
-use crate::index::{Cache, WorkloadKey};
+use crate::cache::feed::{Triggered, feed_cache};
+use crate::cache::index::Cache;
+use crate::cache::slim::{SlimDaemonSet, SlimDeployment, SlimStatefulSet};
+use crate::cache::workload::{Workload, skeleton_event};
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
-use crate::reconcile::{Context, error_policy, reconcile};
-use crate::slim::{
-    SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimNode, SlimPod, SlimReplicaSet,
-    SlimStatefulSet,
-};
-use crate::workload::{Workload, skeleton_event};
 
 /// Runtime settings of the controller loop.
 pub struct RunConfig {
@@ -50,62 +47,6 @@ pub struct RunConfig {
 /// Reconciles of one kind running at once. A reconcile is a few microseconds of decision and,
 /// rarely, a few writes; more in flight would only hold more futures in memory after a resync.
 const RECONCILE_CONCURRENCY: u16 = 16;
-
-type Trigger<K> = mpsc::UnboundedSender<ObjectRef<PartialObjectMeta<K>>>;
-type Triggered<K> = mpsc::UnboundedReceiver<ObjectRef<PartialObjectMeta<K>>>;
-
-/// Routes "look at this workload" to the Controller of its kind.
-#[derive(Clone)]
-struct Triggers {
-    deployments: Trigger<SlimDeployment>,
-    stateful_sets: Trigger<SlimStatefulSet>,
-    daemon_sets: Trigger<SlimDaemonSet>,
-}
-
-impl Triggers {
-    fn send(&self, key: WorkloadKey) {
-        fn target<K: Resource<DynamicType = ()>>(key: &WorkloadKey) -> ObjectRef<K> {
-            ObjectRef::new(&key.name).within(&key.namespace)
-        }
-        // A send fails only once that Controller has shut down: nothing is left to trigger.
-        match key.kind {
-            WorkloadKind::Deployment => {
-                let _ = self.deployments.unbounded_send(target(&key));
-            }
-            WorkloadKind::StatefulSet => {
-                let _ = self.stateful_sets.unbounded_send(target(&key));
-            }
-            WorkloadKind::DaemonSet => {
-                let _ = self.daemon_sets.unbounded_send(target(&key));
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Feeds one resource's watch into the cache and triggers the workloads each event concerns.
-async fn feed<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    apply: impl Fn(&Event<K>) -> Vec<WorkloadKey>,
-    triggers: Triggers,
-) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let mut events = pin!(watcher(api, config).backoff(custody_runtime::watch_backoff()));
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(event) => {
-                for key in apply(&event) {
-                    triggers.send(key);
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, resource = %K::plural(&()), "watch failed; retrying");
-            }
-        }
-    }
-}
 
 /// Keeps the team store. Teams are few and read whole, less their managed fields and
 /// last-applied copy. An install from before teams, without the CustodyTeam CRD, keeps working:
@@ -170,6 +111,15 @@ fn controller<K: Workload>(
         })
 }
 
+/// The stores reconciles read besides the cache.
+struct Stores {
+    policies: Store<CustodyPolicy>,
+    /// Notified when a policy changes (and after a relist), for the audit.
+    policy_changed: Arc<tokio::sync::Notify>,
+    teams: Store<CustodyTeam>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+}
+
 /// Watches workloads, their revisions and Pods, policies and namespaces, and reconciles until
 /// `shutdown`.
 pub async fn run(
@@ -183,7 +133,98 @@ pub async fn run(
     let cfg = watcher::Config::default();
     let cache = Arc::new(Cache::new(config.vocabulary.clone()));
     let mut background = JoinSet::new();
+    let stores = watch_stores(&mut background, &client, &cfg);
+    let triggered = feed_cache(&mut background, &client, &cfg, &cache);
+    let (synced_tx, synced) = watch::channel(false);
+    let RunConfig {
+        vocabulary,
+        dry_run,
+        identity,
+        notifier,
+        audit: audit_config,
+    } = config;
+    if let Some(audit_config) = audit_config {
+        background.spawn(audit::run(
+            client.clone(),
+            AuditInputs {
+                cache: cache.clone(),
+                policies: stores.policies.clone(),
+                namespaces: stores.namespaces.clone(),
+                teams: stores.teams.clone(),
+                policy_changed: stores.policy_changed.clone(),
+                synced,
+                vocabulary: vocabulary.clone(),
+            },
+            audit_config,
+            metrics.clone(),
+            leader.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let agent_ledger = Arc::new(AgentLedger::default());
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "custody-controller".into(),
+                instance: Some(identity),
+            },
+        ),
+        client: client.clone(),
+        cache: cache.clone(),
+        policies: stores.policies.clone(),
+        namespaces: stores.namespaces.clone(),
+        teams: stores.teams,
+        metrics,
+        vocabulary,
+        dry_run,
+        leader,
+        notifier,
+        not_attributed: std::sync::Mutex::default(),
+        agents: agent_ledger.clone(),
+    });
+    background.spawn(agent_status::run(
+        Publisher {
+            client: client.clone(),
+            cache: cache.clone(),
+            ledger: agent_ledger,
+            vocabulary: ctx.vocabulary.clone(),
+            metrics: ctx.metrics.clone(),
+        },
+        ctx.leader.clone(),
+        shutdown.clone(),
+    ));
+    background.spawn(report_ready(
+        cache.clone(),
+        stores.policies,
+        stores.namespaces,
+        ready,
+        synced_tx,
+    ));
+    tokio::join!(
+        controller::<SlimDeployment>(
+            client.clone(),
+            cfg.clone(),
+            cache.clone(),
+            triggered.deployments,
+            ctx.clone(),
+            shutdown.clone(),
+        ),
+        controller::<SlimStatefulSet>(
+            client.clone(),
+            cfg.clone(),
+            cache.clone(),
+            triggered.stateful_sets,
+            ctx.clone(),
+            shutdown.clone(),
+        ),
+        controller::<SlimDaemonSet>(client, cfg, cache, triggered.daemon_sets, ctx, shutdown),
+    );
+    background.shutdown().await;
+}
 
+/// Starts the watches of policies, teams and namespaces into their stores.
+fn watch_stores(background: &mut JoinSet<()>, client: &Client, cfg: &watcher::Config) -> Stores {
     let (policy_reader, policy_writer) = reflector::store::<CustodyPolicy>();
     let policy_changed = Arc::new(tokio::sync::Notify::new());
     background.spawn({
@@ -219,139 +260,30 @@ pub async fn run(
         .reflect(ns_writer)
         .for_each(|_| futures::future::ready(())),
     );
-
-    let (deployments, triggered_deployments) = mpsc::unbounded();
-    let (stateful_sets, triggered_stateful_sets) = mpsc::unbounded();
-    let (daemon_sets, triggered_daemon_sets) = mpsc::unbounded();
-    let triggers = Triggers {
-        deployments,
-        stateful_sets,
-        daemon_sets,
-    };
-    background.spawn(feed(
-        Api::<SlimReplicaSet>::all(client.clone()),
-        cfg.clone(),
-        {
-            let cache = cache.clone();
-            move |event| cache.apply_replica_set(event)
-        },
-        triggers.clone(),
-    ));
-    background.spawn(feed(
-        Api::<SlimControllerRevision>::all(client.clone()),
-        cfg.clone(),
-        {
-            let cache = cache.clone();
-            move |event| cache.apply_controller_revision(event)
-        },
-        triggers.clone(),
-    ));
-    background.spawn(feed(
-        Api::<SlimPod>::all(client.clone()),
-        cfg.clone(),
-        {
-            let cache = cache.clone();
-            move |event| cache.apply_pod(event)
-        },
-        triggers.clone(),
-    ));
-    // Needs `nodes: get, list, watch`; until the Node list succeeds the cache is not synced and
-    // nothing is decided, rather than deciding blind to Nodes.
-    background.spawn(feed(
-        Api::<SlimNode>::all(client.clone()),
-        cfg.clone(),
-        {
-            let cache = cache.clone();
-            move |event| cache.apply_node(event)
-        },
-        triggers,
-    ));
-
-    let (synced_tx, synced) = watch::channel(false);
-    if let Some(audit_config) = config.audit {
-        background.spawn(audit::run(
-            client.clone(),
-            AuditInputs {
-                cache: cache.clone(),
-                policies: policy_reader.clone(),
-                namespaces: ns_reader.clone(),
-                teams: team_reader.clone(),
-                policy_changed,
-                synced,
-                vocabulary: config.vocabulary.clone(),
-            },
-            audit_config,
-            metrics.clone(),
-            leader.clone(),
-            shutdown.clone(),
-        ));
-    }
-    let agent_ledger = Arc::new(crate::agents_publish::AgentLedger::default());
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "custody-controller".into(),
-                instance: Some(config.identity.clone()),
-            },
-        ),
-        client: client.clone(),
-        cache: cache.clone(),
-        policies: policy_reader.clone(),
-        namespaces: ns_reader.clone(),
+    Stores {
+        policies: policy_reader,
+        policy_changed,
         teams: team_reader,
-        metrics,
-        vocabulary: config.vocabulary,
-        dry_run: config.dry_run,
-        leader,
-        notifier: config.notifier,
-        not_attributed: std::sync::Mutex::default(),
-        agents: agent_ledger.clone(),
-    });
-    background.spawn(crate::agents_publish::run(
-        crate::agents_publish::Publisher {
-            client: client.clone(),
-            cache: cache.clone(),
-            ledger: agent_ledger,
-            vocabulary: ctx.vocabulary.clone(),
-            metrics: ctx.metrics.clone(),
-        },
-        ctx.leader.clone(),
-        shutdown.clone(),
-    ));
-    background.spawn({
-        let cache = cache.clone();
-        async move {
-            let _ = tokio::join!(
-                cache.synced(),
-                policy_reader.wait_until_ready(),
-                ns_reader.wait_until_ready()
-            );
-            ready.set(true);
-            let _ = synced_tx.send(true);
-            let (workloads, revisions, pods) = cache.sizes();
-            let nodes = cache.node_count();
-            tracing::info!(workloads, revisions, pods, nodes, "caches synced");
-        }
-    });
-    tokio::join!(
-        controller::<SlimDeployment>(
-            client.clone(),
-            cfg.clone(),
-            cache.clone(),
-            triggered_deployments,
-            ctx.clone(),
-            shutdown.clone(),
-        ),
-        controller::<SlimStatefulSet>(
-            client.clone(),
-            cfg.clone(),
-            cache.clone(),
-            triggered_stateful_sets,
-            ctx.clone(),
-            shutdown.clone(),
-        ),
-        controller::<SlimDaemonSet>(client, cfg, cache, triggered_daemon_sets, ctx, shutdown,),
+        namespaces: ns_reader,
+    }
+}
+
+/// Reports ready, and tells the audit, once the cache and the stores decisions read are synced.
+async fn report_ready(
+    cache: Arc<Cache>,
+    policies: Store<CustodyPolicy>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    ready: custody_runtime::ReadyHandle,
+    synced: watch::Sender<bool>,
+) {
+    let _ = tokio::join!(
+        cache.synced(),
+        policies.wait_until_ready(),
+        namespaces.wait_until_ready()
     );
-    background.shutdown().await;
+    ready.set(true);
+    let _ = synced.send(true);
+    let (workloads, revisions, pods) = cache.sizes();
+    let nodes = cache.node_count();
+    tracing::info!(workloads, revisions, pods, nodes, "caches synced");
 }

@@ -6,10 +6,10 @@
 
 mod support;
 
-use custody_controller::attribution::Excuse;
+use custody_controller::cache::node::{NodeId, NodeState};
+use custody_controller::cache::observe::{Observed, PodState};
 use custody_controller::decide::Action;
-use custody_controller::node::{NodeId, NodeState};
-use custody_controller::observe::{Observed, PodState};
+use custody_controller::decide::attribution::Excuse;
 use custody_crds::{SignalReason, WorkloadKind};
 use support::*;
 

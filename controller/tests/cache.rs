@@ -3,13 +3,13 @@
 //! Nodes whose going down concerns the workloads of the Pods bound to them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use custody_controller::index::{Cache, Feed, WorkloadKey};
-use custody_controller::node::{NodeId, NodeState};
-use custody_controller::slim::{
+use custody_controller::cache::index::{Cache, Feed, WorkloadKey};
+use custody_controller::cache::node::{NodeId, NodeState};
+use custody_controller::cache::slim::{
     SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimNode, SlimPod, SlimReplicaSet,
     SlimStatefulSet,
 };
-use custody_controller::workload::Workload;
+use custody_controller::cache::workload::Workload;
 use custody_crds::{Vocabulary, WorkloadKind};
 use kube::runtime::watcher::Event;
 use serde::de::DeserializeOwned;

@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use custody_controller::audit::judge::{COMPLIANT_RULE, audit};
-use custody_controller::observe::{daemon_set_state, deployment_state, stateful_set_state};
-use custody_controller::slim::{SlimDaemonSet, SlimDeployment, SlimStatefulSet};
+use custody_controller::cache::observe::{daemon_set_state, deployment_state, stateful_set_state};
+use custody_controller::cache::slim::{SlimDaemonSet, SlimDeployment, SlimStatefulSet};
 use custody_crds::report::ResultStatus;
 use custody_crds::{Vocabulary, WorkloadKind};
 use custody_webhook::engine::{PolicySet, TeamIndex};
@@ -37,7 +37,10 @@ fn stored() -> Vec<Value> {
         .collect()
 }
 
-fn state(object: Value, vocabulary: &Vocabulary) -> custody_controller::observe::WorkloadState {
+fn state(
+    object: Value,
+    vocabulary: &Vocabulary,
+) -> custody_controller::cache::observe::WorkloadState {
     match object["kind"].as_str().unwrap() {
         "Deployment" => deployment_state(
             &serde_json::from_value::<SlimDeployment>(object).unwrap(),

@@ -3,8 +3,8 @@
 
 mod support;
 
+use custody_controller::cache::observe::{Observed, PodState};
 use custody_controller::decide::{Action, decide};
-use custody_controller::observe::{Observed, PodState};
 use custody_crds::{Actor, RollbackSettings, SignalReason, Vocabulary, WorkloadKind};
 use jiff::SignedDuration;
 use support::*;
@@ -471,7 +471,7 @@ fn restarted(v2_healthy: bool) -> Observed {
     let mut restarted_template = rs_template("web:2", "h3");
     restarted_template["metadata"]["annotations"] =
         serde_json::json!({"kubectl.kubernetes.io/restartedAt": "2026-12-03T12:00:00Z"});
-    let v3 = custody_controller::observe::Revision::new(
+    let v3 = custody_controller::cache::observe::Revision::new(
         "web-3".into(),
         3,
         &restarted_template,
@@ -528,7 +528,7 @@ fn a_restart_of_code_never_healthy_goes_back_to_other_code() {
     let Action::Revert(verdict) = a else {
         unreachable!()
     };
-    let record = custody_controller::record::build(
+    let record = custody_controller::act::record::build(
         &observed.workload,
         &verdict,
         custody_crds::RecordAction::Reverted,

@@ -7,6 +7,8 @@ mod support;
 
 use std::time::Duration;
 
+use custody_controller::decide::attribution::Excuse;
+use custody_controller::metrics::{Label, ReconcileError};
 use custody_controller::run::RunConfig;
 use custody_testkit::fake_apiserver::FakeApiServer;
 use http::{Method, StatusCode};
@@ -170,7 +172,9 @@ async fn an_agent_regression_is_reverted_once_with_record_event_and_marks() {
         controller
             .metrics
             .reverts
-            .get_or_create(&custody_controller::metrics::ReasonLabels { reason: "NotReady" })
+            .get_or_create(&custody_controller::metrics::ReasonLabels {
+                reason: Label(custody_crds::SignalReason::NotReady),
+            })
             .get(),
         1
     );
@@ -194,7 +198,9 @@ async fn a_conflict_makes_it_decide_again_and_revert_once() {
         controller
             .metrics
             .reconcile_errors
-            .get_or_create(&custody_controller::metrics::ErrorLabels { error: "Conflict" })
+            .get_or_create(&custody_controller::metrics::ErrorLabels {
+                error: Label(ReconcileError::Conflict),
+            })
             .get(),
         1
     );
@@ -439,8 +445,8 @@ async fn a_node_going_not_ready_under_an_agent_revision_is_not_attributed_until_
             .metrics
             .not_attributed
             .get_or_create(&custody_controller::metrics::NotAttributedLabels {
-                kind: "Deployment",
-                reason: "node_not_ready",
+                kind: Label(custody_crds::WorkloadKind::Deployment),
+                reason: Label(Excuse::NodeNotReady),
             })
             .get()
     };

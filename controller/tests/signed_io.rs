@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use custody_controller::metrics::KindLabels;
+use custody_controller::metrics::{KindLabels, Label};
 use custody_testkit::fake_apiserver::FakeApiServer;
 use http::{Method, StatusCode};
 use jiff::{SignedDuration, Timestamp};
@@ -184,7 +184,9 @@ async fn an_attestation_that_cannot_be_read_is_counted_and_not_believed() {
         controller
             .metrics
             .attestation_read_failures
-            .get_or_create(&KindLabels { kind: "Deployment" })
+            .get_or_create(&KindLabels {
+                kind: Label(custody_crds::WorkloadKind::Deployment),
+            })
             .get(),
         1
     );
@@ -199,8 +201,13 @@ const CONTROLLER_REVISIONS: &str = "apis/apps/v1/controllerrevisions";
 /// A StatefulSet `db` under the same policy: revision 1 (a ControllerRevision the controller
 /// marked healthy, so it carries the provenance and attestation of its day) signed for a human,
 /// revision 2 signed for an agent on the StatefulSet itself (its ControllerRevision carries
-/// none), one pod crash-looping.
-fn seed_stateful_set(api: &FakeApiServer, release: &Key, ci: &Key) -> Seeded {
+/// none) with the annotations `v2_extra` besides its provenance, one pod crash-looping.
+fn seed_stateful_set(
+    api: &FakeApiServer,
+    release: &Key,
+    ci: &Key,
+    v2_extra: &[(&str, &str)],
+) -> Seeded {
     use custody_crds::WorkloadKind::StatefulSet;
     api.upsert(
         POLICIES,
@@ -223,6 +230,7 @@ fn seed_stateful_set(api: &FakeApiServer, release: &Key, ci: &Key) -> Seeded {
     a1.insert(ATTESTATION.into(), v1.clone());
     a1.insert("custody.dev/healthy-since".into(), ago(3600));
     let mut a2 = provenance("agent", "bbbbbbb");
+    a2.extend(v2_extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let v2 = ci.sign_for(StatefulSet, "shop", "db", &template("db:2"), &a2);
     a2.insert(ATTESTATION.into(), v2.clone());
     api.upsert(STATEFULSETS, json!({
@@ -268,7 +276,7 @@ fn seed_stateful_set(api: &FakeApiServer, release: &Key, ci: &Key) -> Seeded {
 async fn a_signed_stateful_set_is_reverted_and_its_marked_revision_keeps_the_envelope() {
     let api = FakeApiServer::start().await.unwrap();
     let (release, ci) = (Key::new("release"), Key::new("ci"));
-    let seeded = seed_stateful_set(&api, &release, &ci);
+    let seeded = seed_stateful_set(&api, &release, &ci, &[]);
     let controller = start(&api);
     let workload = || api.get(STATEFULSETS, "shop", "db").unwrap();
     assert!(
@@ -297,5 +305,69 @@ async fn a_signed_stateful_set_is_reverted_and_its_marked_revision_keeps_the_env
         .await,
         "the marked revision does not carry its envelope"
     );
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn one_decision_reads_the_current_revisions_attestation_once() {
+    // A break-glass revision is announced (its mark copies the envelope), its provenance
+    // verified, the revert prepared (the envelope lives on the StatefulSet the revert
+    // overwrites) and the reverted revision marked: four steps that need the envelope, one read.
+    let api = FakeApiServer::start().await.unwrap();
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    let seeded = seed_stateful_set(
+        &api,
+        &release,
+        &ci,
+        &[("custody.dev/break-glass", "INC-4711: restoring checkout")],
+    );
+    let controller = start(&api);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let cr = api.get(CONTROLLER_REVISIONS, "shop", "db-h2").unwrap();
+            let a = &cr["metadata"]["annotations"];
+            a["custody.dev/reverted-by"].is_string()
+                && a["custody.dev/break-glass-noticed"].is_string()
+                && a[ATTESTATION] == seeded.v2.as_str()
+        })
+        .await,
+        "no revert, or the revision is not marked with its envelope"
+    );
+    assert_eq!(api.list(RECORDS)[0]["spec"]["from"]["attestedBy"], "ci");
+    assert_eq!(gets(&api, "/statefulsets/db"), 1);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn an_envelope_the_announcement_could_not_read_is_read_again_for_the_decision() {
+    let api = FakeApiServer::start().await.unwrap();
+    let (release, ci) = (Key::new("release"), Key::new("ci"));
+    seed_stateful_set(
+        &api,
+        &release,
+        &ci,
+        &[("custody.dev/break-glass", "INC-4711: restoring checkout")],
+    );
+    // The break-glass mark's read fails; the verification's must not inherit the failure.
+    api.inject(
+        Method::GET,
+        "/statefulsets/db",
+        StatusCode::INTERNAL_SERVER_ERROR,
+        1,
+    );
+    let controller = start(&api);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            api.get(STATEFULSETS, "shop", "db").unwrap()["spec"]["template"]["spec"]["containers"]
+                [0]["image"]
+                == "db:1"
+        })
+        .await,
+        "no revert"
+    );
+    let records = api.list(RECORDS);
+    assert_eq!(records[0]["spec"]["action"], "Reverted");
+    assert_eq!(records[0]["spec"]["from"]["attestedBy"], "ci");
+    assert_eq!(gets(&api, "/statefulsets/db"), 2);
     controller.stop().await;
 }

@@ -10,10 +10,12 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use custody_controller::attested::{Attestation, Vouch, as_believed, digest, keys_of, vouch};
-use custody_controller::decide::{Action, decide};
-use custody_controller::observe::{Observed, Revision};
-use custody_controller::{record, revert};
+use custody_controller::act::{record, revert};
+use custody_controller::cache::observe::{Observed, Revision};
+use custody_controller::decide::Action;
+use custody_controller::decide::assess::{Assessment, assess};
+use custody_controller::decide::choose::{Declared, choose};
+use custody_controller::signed::vouch::{Attestation, Vouch, believed, digest, keys_of, vouch};
 use custody_crds::attestation::{Claim, CompiledKey, SIGNED_KEYS, subject_digest, verify};
 use custody_crds::{
     Actor, AnnotationKey, CustodyPolicy, CustodyPolicySpec, RecordAction, RollbackSettings,
@@ -137,14 +139,17 @@ fn judge(
         &vocabulary,
         t(NOW),
     );
-    let believed = as_believed(observed, &current.name, &v, &vocabulary);
-    let mut action = decide(
-        &believed,
-        &RollbackSettings::default(),
-        &vocabulary,
-        false,
-        t(NOW),
-    );
+    // As the controller does: the health assessed once, then revert or alert chosen on the
+    // actor the attestation vouches for.
+    let settings = RollbackSettings::default();
+    let mut action = match assess(observed, &settings, &vocabulary, t(NOW)) {
+        Assessment::Settled(action) => action,
+        Assessment::Regressed(regression) => {
+            let mut declared = Declared::of(regression.current, &vocabulary);
+            declared.actor = believed(declared.actor, &v);
+            choose(&regression, declared, &settings, false)
+        }
+    };
     if let Action::Revert(verdict) | Action::Alert(verdict) = &mut action {
         verdict.attested_by = v.key_id().map(str::to_string);
     }

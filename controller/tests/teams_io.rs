@@ -13,8 +13,8 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
-use custody_controller::metrics::{KindLabels, Metrics};
-use custody_controller::notify::Notifier;
+use custody_controller::act::notify::Notifier;
+use custody_controller::metrics::{KindLabels, Label, Metrics};
 use custody_controller::run::RunConfig;
 use custody_testkit::fake_apiserver::FakeApiServer;
 use jiff::{SignedDuration, Timestamp};
@@ -359,7 +359,9 @@ async fn a_break_glass_revision_is_announced_once_across_a_restart() {
     assert_eq!(notice["oncall"], "@web-oncall, web@example.com");
     let count = |m: &Metrics| {
         m.break_glass
-            .get_or_create(&KindLabels { kind: "Deployment" })
+            .get_or_create(&KindLabels {
+                kind: Label(custody_crds::WorkloadKind::Deployment),
+            })
             .get()
     };
     assert_eq!(count(&controller.metrics), 1);

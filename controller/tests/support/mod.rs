@@ -7,8 +7,10 @@ pub mod signing;
 
 use std::collections::BTreeMap;
 
+use custody_controller::cache::observe::{
+    ContainerState, Observed, PodState, Revision, WorkloadState,
+};
 use custody_controller::decide::{Action, decide};
-use custody_controller::observe::{ContainerState, Observed, PodState, Revision, WorkloadState};
 use custody_crds::{RollbackSettings, SignalReason, Vocabulary, WorkloadKind};
 use jiff::Timestamp;
 use serde_json::{Value, json};

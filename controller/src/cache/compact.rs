@@ -1,4 +1,4 @@
-//! How the cache stores what [`crate::observe`] reduces, so that tens of thousands of objects fit
+//! How the cache stores what [`super::observe`] reduces, so that tens of thousands of objects fit
 //! in a few tens of megabytes: each object's strings in one buffer, small maps packed the same
 //! way instead of a tree of strings, UIDs and fingerprints as numbers and bytes, timestamps as
 //! seconds, and nothing stored twice. Every allocation costs a header besides its bytes, so
@@ -12,8 +12,10 @@ use jiff::Timestamp;
 
 use custody_crds::WorkloadKind;
 
-use crate::node::NodeId;
-use crate::observe::{ContainerState, PodState, Revision, WorkloadState};
+use crate::keys::{MARKS, OWNERSHIP, PROVENANCE, VISIBILITY, mark};
+
+use super::node::NodeId;
+use super::observe::{ContainerState, PodState, Revision, WorkloadState};
 
 /// A UID as a number. Kubernetes UIDs are UUIDs; anything else (a test fixture) is hashed to
 /// 128 bits, which no two of a cluster's objects share in practice.
@@ -85,15 +87,13 @@ pub struct AnnotationKeys(Vec<String>);
 impl AnnotationKeys {
     /// The provenance keys of `vocabulary` and the controller's marks.
     pub fn new(vocabulary: &custody_crds::Vocabulary) -> Self {
-        let provenance = crate::observe::PROVENANCE
+        let provenance = PROVENANCE
             .iter()
-            .chain(crate::observe::OWNERSHIP.iter())
-            .chain(crate::observe::VISIBILITY.iter())
+            .chain(OWNERSHIP.iter())
+            .chain(VISIBILITY.iter())
             .map(|k| vocabulary.key(*k).to_string())
             .chain([vocabulary.attestation().to_string()]);
-        let marks = crate::observe::MARKS
-            .iter()
-            .map(|m| crate::decide::mark(vocabulary, m));
+        let marks = MARKS.iter().map(|m| mark(vocabulary, m));
         Self(provenance.chain(marks).collect())
     }
 }

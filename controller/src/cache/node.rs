@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::num::NonZeroU64;
 
-use crate::slim::SlimNode;
+use super::slim::SlimNode;
 
 /// A Node, by its name, as a number: a Pod keeps eight bytes for where it runs instead of a
 /// name of forty, tens of thousands of times over. The decision only compares them.

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use custody_crds::RollbackSettings;
 use jiff::{SignedDuration, Timestamp};
 
-use crate::compact::Uid;
-use crate::node::NodeState;
-use crate::observe::{Observed, PodState};
+use crate::cache::compact::Uid;
+use crate::cache::node::NodeState;
+use crate::cache::observe::{Observed, PodState};
 
 /// Why a Pod's unreadiness is not held against its revision. The order is precedence: a Pod
 /// on a lost Node is also evicted and then deleted, and its Node is why.

@@ -1,8 +1,10 @@
 //! Notifications: a JSON POST (a RollbackRecord, or a break-glass notice) to each of its
-//! destinations ([`crate::route`]), retried with backoff on its own task, so a slow or failing
-//! endpoint never delays a revert. A destination's headers come from a Secret in the
-//! controller's own namespace ([`crate::headers`]), read when the notification is sent: they
+//! destinations ([`crate::decide::route`]), retried with backoff on its own task, so a slow or
+//! failing endpoint never delays a revert. A destination's headers come from a Secret in the
+//! controller's own namespace ([`headers`]), read when the notification is sent: they
 //! are rare, and a Secret watch would keep every Secret of the namespace in memory.
+
+pub mod headers;
 
 use std::time::Duration;
 
@@ -16,9 +18,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use tokio::task::JoinHandle;
 
-use crate::headers::{self, HeaderError};
+use crate::decide::route::Destination;
 use crate::metrics::Metrics;
-use crate::route::Destination;
+
+use headers::HeaderError;
 
 /// Sends notifications to webhook URLs.
 #[derive(Clone)]
@@ -233,7 +236,7 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::Via;
+    use crate::decide::route::Via;
     use serde_json::json;
 
     fn failed(url: &str, error: NotifyError) -> (Destination, NotifyError) {

@@ -3,20 +3,22 @@
 //! Pods, reduced to what the decision reads. Built from the Kubernetes objects by pure
 //! conversion functions, so the decision never touches the API types' optional-everything
 //! shape, and so the cache keeps a few hundred bytes per object instead of the objects. The
-//! Nodes those Pods run on come along ([`crate::node`]), so the decision can tell a
+//! Nodes those Pods run on come along ([`super::node`]), so the decision can tell a
 //! revision's failure from its Node's.
 
 use std::collections::BTreeMap;
 
-use custody_crds::{AnnotationKey, Vocabulary, WorkloadKind, template_fingerprint};
+use custody_crds::{Vocabulary, WorkloadKind, template_fingerprint};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
-use crate::decide::marks;
-use crate::node::{NodeId, NodeState};
-use crate::slim::{
+use crate::keys::{MARKS, OWNERSHIP, PROVENANCE, VISIBILITY};
+
+use super::digest::digest;
+use super::node::{NodeId, NodeState};
+use super::slim::{
     SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimPod, SlimReplicaSet, SlimStatefulSet,
 };
 
@@ -80,7 +82,7 @@ pub struct WorkloadState {
     /// the target revision's from the API server).
     pub template_fingerprint: String,
     /// Its provenance annotations (the only ones the controller reads of a workload); its
-    /// attestation as a [`digest`](crate::attested::digest).
+    /// attestation as a [`digest`].
     pub annotations: BTreeMap<String, String>,
     /// Whether it has any annotation at all, so a revert knows whether the map exists.
     pub any_annotations: bool,
@@ -142,7 +144,7 @@ pub struct Revision {
     /// The template's images, for the record.
     pub images: Vec<String>,
     /// Its provenance annotations and the controller's marks; its attestation, if signed, as
-    /// a [`digest`](crate::attested::digest), never the envelope.
+    /// a [`digest`], never the envelope.
     pub annotations: BTreeMap<String, String>,
     /// When it was created.
     pub created: Option<Timestamp>,
@@ -243,7 +245,7 @@ impl Observed {
         {
             let signed = PROVENANCE
                 .iter()
-                .chain(crate::attested::OWNERSHIP.iter())
+                .chain(OWNERSHIP.iter())
                 .chain(VISIBILITY.iter())
                 .map(|k| vocabulary.key(*k))
                 .chain([vocabulary.attestation()]);
@@ -326,33 +328,8 @@ pub fn resolve_max_unavailable(
     }
 }
 
-/// The provenance of a revision: who made it, from where, and whether it may be reverted.
-pub const PROVENANCE: [AnnotationKey; 7] = [
-    AnnotationKey::Actor,
-    AnnotationKey::Agent,
-    AnnotationKey::Model,
-    AnnotationKey::SourceRepo,
-    AnnotationKey::SourceCommit,
-    AnnotationKey::PipelineRun,
-    AnnotationKey::Rollback,
-];
-
-/// The ownership keys, kept besides provenance for the background audit.
-pub const OWNERSHIP: [AnnotationKey; 2] = [AnnotationKey::Owner, AnnotationKey::Oncall];
-
-/// Keys read only to make a revision visible, never to decide about it: see [`crate::breakglass`].
-pub const VISIBILITY: [AnnotationKey; 1] = [AnnotationKey::BreakGlass];
-
-/// The controller's marks it reads back.
-pub const MARKS: [&str; 4] = [
-    marks::HEALTHY_SINCE,
-    marks::REVERTED,
-    marks::ALERTED,
-    crate::breakglass::NOTICED,
-];
-
 /// The annotations the controller reads: provenance, ownership and its own marks, and the
-/// attestation as its [`digest`](crate::attested::digest) only (the envelope is read from the
+/// attestation as its [`digest`] only (the envelope is read from the
 /// API server when a decision needs it).
 fn read_annotations(meta: &ObjectMeta, vocabulary: &Vocabulary) -> BTreeMap<String, String> {
     let read = |key: &str| {
@@ -369,7 +346,7 @@ fn read_annotations(meta: &ObjectMeta, vocabulary: &Vocabulary) -> BTreeMap<Stri
         .filter(|(k, _)| read(k))
         .map(|(k, v)| {
             let value = if k == vocabulary.attestation() {
-                crate::attested::digest(v)
+                digest(v)
             } else {
                 v.clone()
             };
@@ -581,7 +558,7 @@ pub fn controller_revision(
     Some((owner, revision))
 }
 
-fn ready_condition(pod: &SlimPod) -> Option<&crate::slim::Condition> {
+fn ready_condition(pod: &SlimPod) -> Option<&super::slim::Condition> {
     pod.status
         .conditions
         .as_ref()?
@@ -715,7 +692,7 @@ mod tests {
         let (_, revision) = replica_set_revision(&rs, &Vocabulary::default()).unwrap();
         assert_eq!(
             revision.annotations.get("custody.dev/attestation"),
-            Some(&crate::attested::digest(&envelope))
+            Some(&crate::cache::digest::digest(&envelope))
         );
         assert_eq!(revision.annotations["custody.dev/actor"], "agent");
     }

@@ -1,5 +1,5 @@
 //! The workload kinds the controller follows, and what it keeps of each: the decision's reduced
-//! state goes to the [`Cache`](crate::index::Cache); the Controller's own store keeps only a
+//! state goes to the [`Cache`](super::index::Cache); the Controller's own store keeps only a
 //! name-and-version skeleton, since reconcile reads the cache, never the object.
 
 use std::fmt::Debug;
@@ -13,9 +13,9 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 use serde::de::DeserializeOwned;
 
-use crate::index::Feed;
-use crate::observe::{self, WorkloadState};
-use crate::slim::{SlimDaemonSet, SlimDeployment, SlimStatefulSet};
+use super::index::Feed;
+use super::observe::{self, WorkloadState};
+use super::slim::{SlimDaemonSet, SlimDeployment, SlimStatefulSet};
 
 /// A kind of workload whose rollouts the controller follows.
 pub trait Workload:

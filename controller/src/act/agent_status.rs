@@ -17,10 +17,11 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::agents::{Contribution, Summary, Sums, contribution, digest, object_name};
-use crate::compact::Uid;
-use crate::index::Cache;
+use crate::cache::compact::Uid;
+use crate::cache::index::Cache;
 use crate::metrics::{AgentScopeLabels, Metrics};
+
+use super::agent_activity::{Contribution, Summary, Sums, contribution, digest, object_name};
 
 /// How often the sums are rebuilt and written when something changed: most of the lag a burst
 /// of agent rollouts can overshoot a budget by.

@@ -1,12 +1,13 @@
 //! Health signals of one revision, from its pods and the workload's status. Pure: the
 //! clock comes in as `now`, and which pods' readiness is no evidence comes judged
-//! ([`crate::attribution`]).
+//! ([`super::attribution`]).
 
 use custody_crds::{RollbackSettings, SignalReason};
 use jiff::{SignedDuration, Timestamp};
 
-use crate::attribution::{Attribution, unready_since};
-use crate::observe::{PodState, WorkloadState};
+use crate::cache::observe::{PodState, WorkloadState};
+
+use super::attribution::{Attribution, unready_since};
 
 /// One observation that counts against the revision, with when it started and when it crosses
 /// its window (immediately for crash loops and restart thresholds).
@@ -62,46 +63,7 @@ pub fn findings(
         .map(|(p, _)| *p)
         .collect();
     for (pod, excuse) in &live {
-        let started = pod.started.unwrap_or(now);
-        for c in &pod.containers {
-            let container = Some(c.name.clone());
-            match c.waiting.as_deref() {
-                Some("CrashLoopBackOff") => out.push(Finding {
-                    reason: SignalReason::CrashLoop,
-                    message: format!(
-                        "container {} is in CrashLoopBackOff after {} restarts",
-                        c.name, c.restarts
-                    ),
-                    since: started,
-                    confirmed_at: started.min(now),
-                    pod: Some(pod.name.clone()),
-                    container: container.clone(),
-                }),
-                Some(reason @ ("ImagePullBackOff" | "ErrImagePull" | "InvalidImageName")) => out
-                    .push(Finding {
-                        reason: SignalReason::ImagePull,
-                        message: format!("container {} cannot pull its image ({reason})", c.name),
-                        since: started,
-                        confirmed_at: after(started, settings.image_pull_seconds),
-                        pod: Some(pod.name.clone()),
-                        container: container.clone(),
-                    }),
-                _ => {}
-            }
-            if c.restarts >= i32::try_from(settings.restart_threshold).unwrap_or(i32::MAX) {
-                out.push(Finding {
-                    reason: SignalReason::Restarts,
-                    message: format!(
-                        "container {} restarted {} times (threshold {})",
-                        c.name, c.restarts, settings.restart_threshold
-                    ),
-                    since: started,
-                    confirmed_at: started.min(now),
-                    pod: Some(pod.name.clone()),
-                    container,
-                });
-            }
-        }
+        container_findings(pod, settings, now, &mut out);
         if excuse.is_none()
             && let Some(since) = unready_since(pod)
         {
@@ -129,6 +91,69 @@ pub fn findings(
             container: None,
         });
     }
+    out.extend(availability_drop(workload, judged, &blamed, settings));
+    out
+}
+
+/// The crash loops, image pulls and restarts of `pod`'s containers: the revision's wherever its
+/// Pod runs, so counted whether or not the Pod's readiness is excused.
+fn container_findings(
+    pod: &PodState,
+    settings: &RollbackSettings,
+    now: Timestamp,
+    out: &mut Vec<Finding>,
+) {
+    let started = pod.started.unwrap_or(now);
+    for c in &pod.containers {
+        let container = Some(c.name.clone());
+        match c.waiting.as_deref() {
+            Some("CrashLoopBackOff") => out.push(Finding {
+                reason: SignalReason::CrashLoop,
+                message: format!(
+                    "container {} is in CrashLoopBackOff after {} restarts",
+                    c.name, c.restarts
+                ),
+                since: started,
+                confirmed_at: started.min(now),
+                pod: Some(pod.name.clone()),
+                container: container.clone(),
+            }),
+            Some(reason @ ("ImagePullBackOff" | "ErrImagePull" | "InvalidImageName")) => {
+                out.push(Finding {
+                    reason: SignalReason::ImagePull,
+                    message: format!("container {} cannot pull its image ({reason})", c.name),
+                    since: started,
+                    confirmed_at: after(started, settings.image_pull_seconds),
+                    pod: Some(pod.name.clone()),
+                    container: container.clone(),
+                })
+            }
+            _ => {}
+        }
+        if c.restarts >= i32::try_from(settings.restart_threshold).unwrap_or(i32::MAX) {
+            out.push(Finding {
+                reason: SignalReason::Restarts,
+                message: format!(
+                    "container {} restarted {} times (threshold {})",
+                    c.name, c.restarts, settings.restart_threshold
+                ),
+                since: started,
+                confirmed_at: started.min(now),
+                pod: Some(pod.name.clone()),
+                container,
+            });
+        }
+    }
+}
+
+/// Fewer replicas available than the rollout strategy allows, counting those down through no
+/// fault of the revision as available; `blamed` are the revision's unready Pods with no excuse.
+fn availability_drop(
+    workload: &WorkloadState,
+    judged: &Attribution<'_>,
+    blamed: &[&PodState],
+    settings: &RollbackSettings,
+) -> Option<Finding> {
     let floor = workload.replicas - workload.max_unavailable;
     // Replicas down with their Node, or with the previous revision's, are not the revision's
     // to answer for: counted as if available.
@@ -150,26 +175,21 @@ pub fn findings(
         (Some(condition), Some(own)) if partly_excused => Some(condition.max(own)),
         (condition, own) => condition.or(own),
     };
-    if let Some(since) = unavailable_since
-        && available < floor
-        && !blamed.is_empty()
-    {
-        out.push(Finding {
-            reason: SignalReason::AvailabilityDrop,
-            message: format!(
-                "{available} of {} replicas available{}, below the {floor} the rollout strategy allows",
-                workload.replicas,
-                if judged.excused_unavailable > 0 {
-                    " (counting those down through no fault of the revision)"
-                } else {
-                    ""
-                }
-            ),
-            since,
-            confirmed_at: after(since, settings.not_ready_seconds),
-            pod: None,
-            container: None,
-        });
-    }
-    out
+    let since = unavailable_since?;
+    (available < floor && !blamed.is_empty()).then(|| Finding {
+        reason: SignalReason::AvailabilityDrop,
+        message: format!(
+            "{available} of {} replicas available{}, below the {floor} the rollout strategy allows",
+            workload.replicas,
+            if judged.excused_unavailable > 0 {
+                " (counting those down through no fault of the revision)"
+            } else {
+                ""
+            }
+        ),
+        since,
+        confirmed_at: after(since, settings.not_ready_seconds),
+        pod: None,
+        container: None,
+    })
 }

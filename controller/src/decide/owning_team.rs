@@ -10,7 +10,7 @@ use custody_crds::{AnnotationKey, CustodyTeam, Vocabulary};
 
 /// The team and on-call of one revision.
 #[derive(Clone, Debug, Default)]
-pub struct Ownership {
+pub struct OwningTeam {
     /// The `owner` annotation, as declared (registered or not): the record's `spec.team`.
     pub team: Option<String>,
     /// The `oncall` annotation, else the registered team's contacts joined with ", ".
@@ -48,7 +48,7 @@ pub fn resolve(
     namespace: &str,
     vocabulary: &Vocabulary,
     lookup: impl FnOnce(&str) -> Option<Arc<CustodyTeam>>,
-) -> Ownership {
+) -> OwningTeam {
     let owner = declared(annotations, vocabulary, AnnotationKey::Owner);
     let registered = owner
         .and_then(lookup)
@@ -66,7 +66,7 @@ pub fn resolve(
                 .collect();
             (!contacts.is_empty()).then(|| contacts.join(", "))
         });
-    Ownership {
+    OwningTeam {
         team: owner.map(str::to_string),
         oncall,
         registered,

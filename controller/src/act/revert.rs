@@ -15,8 +15,9 @@ use custody_crds::Vocabulary;
 use custody_crds::fingerprint::POD_TEMPLATE_HASH_LABEL;
 use serde_json::{Value, json};
 
+use crate::cache::observe::{Revision, WorkloadState};
 use crate::decide::Verdict;
-use crate::observe::{PROVENANCE, Revision, WorkloadState};
+use crate::keys::{OWNERSHIP, PROVENANCE};
 
 /// The target revision's template, ready to be the workload's.
 pub fn template_for_workload(mut template: Value) -> Value {
@@ -45,7 +46,7 @@ pub fn annotations_after(
     // A signed revision gets its ownership and attestation back too, so it verifies again; an
     // attestation of the reverted revision would not, so it goes.
     let signed = attestation.is_some();
-    let ownership = crate::attested::OWNERSHIP
+    let ownership = OWNERSHIP
         .iter()
         .filter(|_| signed)
         .map(|k| vocabulary.key(*k));

@@ -8,9 +8,9 @@ use custody_crds::{
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 
+use crate::cache::observe::{Revision, WorkloadState};
 use crate::decide::Verdict;
-use crate::observe::{Revision, WorkloadState};
-use crate::ownership::Ownership;
+use crate::decide::owning_team::OwningTeam;
 
 /// The record's name: the workload, the revision and a fingerprint prefix, DNS-safe.
 pub fn record_name(workload: &str, revision: &Revision) -> String {
@@ -120,7 +120,7 @@ pub fn build(
 }
 
 /// The record with the owning team and the on-call of its regressed revision.
-pub fn with_ownership(mut record: RollbackRecord, ownership: &Ownership) -> RollbackRecord {
+pub fn with_ownership(mut record: RollbackRecord, ownership: &OwningTeam) -> RollbackRecord {
     record.spec.team.clone_from(&ownership.team);
     record.spec.oncall.clone_from(&ownership.oncall);
     record
@@ -163,7 +163,7 @@ mod tests {
                 oncall: None,
             },
         );
-        let ownership = Ownership {
+        let ownership = OwningTeam {
             team: Some("team-web".into()),
             oncall: Some("@web".into()),
             registered: None,

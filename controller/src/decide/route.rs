@@ -1,6 +1,6 @@
 //! Where a notification goes: to every target of the owning team, or else to the governing
-//! policy's `notifyUrl`. Pure: the team (already resolved, see [`crate::ownership`]) and the URL
-//! are passed in.
+//! policy's `notifyUrl`. Pure: the team (already resolved, see [`super::owning_team`]) and the
+//! URL are passed in.
 
 use custody_crds::CustodyTeam;
 

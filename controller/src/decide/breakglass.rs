@@ -1,7 +1,7 @@
 //! Break-glass visibility: a revision shipped with the break-glass annotation (a person
 //! overriding a change freeze, with a reason) is made visible once, by a Warning Event on the
 //! workload, a counter, and a notice to the owning team. Pure: which revision is due, and what
-//! the notice says; [`crate::reconcile`] acts.
+//! the notice says; [`crate::act::announce`] acts.
 //!
 //! Once means once per revision, across restarts and leader changes: the revision is marked
 //! ([`NOTICED`]) before anything is announced, so a failed write never announces twice.
@@ -10,12 +10,10 @@ use custody_crds::{AnnotationKey, Vocabulary, WorkloadKind};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::decide;
-use crate::observe::{Observed, Revision, WorkloadState};
-use crate::ownership::Ownership;
+use crate::cache::observe::{Observed, Revision, WorkloadState};
+use crate::keys::{NOTICED, mark};
 
-/// The controller's mark on a revision whose break-glass was announced: when.
-pub const NOTICED: &str = "break-glass-noticed";
+use super::owning_team::OwningTeam;
 
 /// The Event reason.
 pub const REASON: &str = "BreakGlass";
@@ -42,10 +40,7 @@ pub fn pending(observed: &Observed, vocabulary: &Vocabulary) -> Option<Sighting>
     let reason = current
         .annotations
         .get(vocabulary.key(AnnotationKey::BreakGlass))?;
-    if current
-        .annotations
-        .contains_key(&decide::mark(vocabulary, NOTICED))
-    {
+    if current.annotations.contains_key(&mark(vocabulary, NOTICED)) {
         return None;
     }
     Some(Sighting {
@@ -103,7 +98,7 @@ pub struct Notice {
 pub fn notice(
     workload: &WorkloadState,
     sighting: &Sighting,
-    ownership: &Ownership,
+    ownership: &OwningTeam,
     now: Timestamp,
 ) -> Notice {
     Notice {
@@ -287,7 +282,7 @@ mod tests {
     fn the_notice_serializes_as_documented() {
         let o = observed("web:2", vec![revision(2, "web:2", &[GLASS, HUMAN])]);
         let s = pending(&o, &Vocabulary::default()).unwrap();
-        let ownership = Ownership {
+        let ownership = OwningTeam {
             team: Some("team-web".into()),
             oncall: Some("@web".into()),
             registered: None,

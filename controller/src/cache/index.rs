@@ -1,5 +1,5 @@
 //! The controller's cache: every workload, revision and Pod it follows, reduced on arrival to the
-//! few hundred bytes the decision reads ([`crate::observe`]), and linked by owner UID so that
+//! few hundred bytes the decision reads ([`super::observe`]), and linked by owner UID so that
 //! gathering one rollout costs what that rollout holds, not what the cluster holds.
 //!
 //! It is fed by watch events. A watch (re)starts with `Init`, lists everything as `InitApply`
@@ -20,10 +20,10 @@ use kube::Resource;
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
 
-use crate::compact::{AnnotationKeys, StoredPod, StoredRevision, StoredWorkload, Uid, uid};
-use crate::node::{self, NodeId, NodeState, NodeTable};
-use crate::observe::{self, Observed, Owner, Revision, WorkloadState};
-use crate::slim::{SlimControllerRevision, SlimNode, SlimPod, SlimReplicaSet};
+use super::compact::{AnnotationKeys, StoredPod, StoredRevision, StoredWorkload, Uid, uid};
+use super::node::{self, NodeId, NodeState, NodeTable};
+use super::observe::{self, Observed, Owner, Revision, WorkloadState};
+use super::slim::{SlimControllerRevision, SlimNode, SlimPod, SlimReplicaSet};
 
 /// A workload, by what the Controller knows it by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

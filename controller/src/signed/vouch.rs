@@ -9,33 +9,13 @@
 //! then ([`Attestation`]), and a revert restores it with the template, as `kubectl rollout
 //! undo` does, so the restored revision verifies again.
 
-use std::borrow::Cow;
-
 use custody_crds::attestation::{Claim, CompiledKey, SIGNED_KEYS, verify};
-use custody_crds::{Actor, AnnotationKey, CustodyPolicy, SignatureMode, Vocabulary};
+use custody_crds::{Actor, CustodyPolicy, SignatureMode, Vocabulary};
 use jiff::Timestamp;
-use sha2::{Digest as _, Sha256};
 
-use crate::observe::{Observed, Revision, WorkloadState};
+use crate::cache::observe::{Revision, WorkloadState};
 
-/// Vocabulary keys kept for verification (and the audit) besides
-/// [`PROVENANCE`](crate::observe::PROVENANCE).
-pub use crate::observe::OWNERSHIP;
-
-/// What the cache keeps of an attestation annotation: `sha256:` and the envelope's digest in
-/// hex. Enough to tell whether the revision is signed, and whether the envelope read later is
-/// the one the cache saw.
-pub fn digest(envelope: &str) -> String {
-    let hash = Sha256::digest(envelope.as_bytes());
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
-    for b in hash {
-        for nibble in [b >> 4, b & 0x0f] {
-            out.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
-        }
-    }
-    out
-}
+pub use crate::cache::digest::digest;
 
 /// The digest the cache keeps of `revision`'s attestation, if it carries one.
 pub fn cached_digest<'r>(revision: &'r Revision, vocabulary: &Vocabulary) -> Option<&'r str> {
@@ -185,44 +165,19 @@ pub fn vouch(
     }
 }
 
-/// The observed state a decision should see: under a required signature that does not verify,
-/// the current revision's declared actor is not believed, so it is judged as undeclared (an
-/// alert, never a revert on a claim no key vouched for).
-pub fn as_believed<'o>(
-    observed: &'o Observed,
-    current: &str,
-    vouch: &Vouch,
-    vocabulary: &Vocabulary,
-) -> Cow<'o, Observed> {
+/// The actor a decision acts on: under a required signature that does not verify, the declared
+/// actor is not believed, so the revision is judged as made by an undeclared actor (an alert,
+/// never a revert on a claim no key vouched for); otherwise the declared one.
+pub fn believed(declared: Option<Actor>, vouch: &Vouch) -> Option<Actor> {
     match vouch {
-        Vouch::Unverified { required: true, .. } => {
-            let mut believed = observed.clone();
-            if let Some(r) = believed.revisions.iter_mut().find(|r| r.name == current) {
-                r.annotations.remove(vocabulary.key(AnnotationKey::Actor));
-            }
-            Cow::Owned(believed)
-        }
-        _ => Cow::Borrowed(observed),
+        Vouch::Unverified { required: true, .. } => None,
+        _ => declared,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_digest_is_sha256_in_hex() {
-        let d = digest("{\"payload\":\"x\"}");
-        assert_eq!(d.len(), 71);
-        assert!(d.starts_with("sha256:"), "{d}");
-        assert_eq!(d, digest("{\"payload\":\"x\"}"));
-        assert_ne!(d, digest("{\"payload\":\"y\"}"));
-        // The well-known digest of the empty string, so it is the standard sha256.
-        assert_eq!(
-            digest(""),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
 
     #[test]
     fn what_was_read_differs_from_what_was_cached() {

@@ -1,7 +1,7 @@
 //! What each agent has in flight and has shipped lately, for the webhook's blast-radius budgets
 //! (`spec.agents.limits`). Pure: a workload and its revisions in, its contribution out; the
 //! contributions of all workloads summed per agent, at most [`MAX_LISTED`] of each list, newest
-//! kept. [`crate::agents_publish`] writes the sums as CustodyAgent objects.
+//! kept. [`crate::act::agent_status`] writes the sums as CustodyAgent objects.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +10,8 @@ use custody_crds::{Actor, AgentRevision, AnnotationKey, Vocabulary};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::decide::mark;
-use crate::observe::{Revision, WorkloadState};
+use crate::cache::observe::{Revision, WorkloadState};
+use crate::keys::mark;
 
 /// The most rollouts in flight, and revisions, listed per agent: keeps a CustodyAgent far below
 /// etcd's object size limit whatever an agent does. Budgets above it are refused when a policy

@@ -1,8 +1,8 @@
 //! What the controller tells people beyond the cluster's own records: a RollbackRecord's
 //! notification to the owning team's targets or the policy's URL, then the record's
 //! notification status; and a break-glass revision's announcement (mark, Event, metric,
-//! notice). The decisions are pure ([`crate::ownership`], [`crate::route`],
-//! [`crate::breakglass`]); this is the I/O around them.
+//! notice). The decisions are pure ([`crate::decide::owning_team`], [`crate::decide::route`],
+//! [`crate::decide::breakglass`]); this is the I/O around them.
 
 use custody_crds::{RollbackRecord, RollbackSettings, WorkloadKind};
 use jiff::Timestamp;
@@ -12,16 +12,21 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 
-use crate::breakglass::{self, Sighting};
-use crate::metrics::KindLabels;
-use crate::observe::{Revision, WorkloadState};
-use crate::ownership::{self, Ownership};
-use crate::reconcile::{self, Context, Error};
-use crate::route;
+use crate::cache::observe::{Revision, WorkloadState};
+use crate::decide::breakglass::{self, Sighting};
+use crate::decide::owning_team::{self, OwningTeam};
+use crate::decide::route;
+use crate::keys::NOTICED;
+use crate::metrics::{KindLabels, Label};
+use crate::signed::fetch::Envelopes;
+
+use super::context::{Context, Error};
+use super::events::reference;
+use super::marks::mark;
 
 /// The team and on-call of a revision of `w`, its team looked up in the store.
-pub fn ownership_of(ctx: &Context, w: &WorkloadState, revision: &Revision) -> Ownership {
-    ownership::resolve(
+pub fn owning_team_of(ctx: &Context, w: &WorkloadState, revision: &Revision) -> OwningTeam {
+    owning_team::resolve(
         &revision.annotations,
         &w.namespace,
         &ctx.vocabulary,
@@ -34,16 +39,14 @@ pub fn ownership_of(ctx: &Context, w: &WorkloadState, revision: &Revision) -> Ow
 pub fn record(
     ctx: &Context,
     settings: &RollbackSettings,
-    ownership: &Ownership,
+    owners: &OwningTeam,
     record: RollbackRecord,
 ) {
     let Some(notifier) = &ctx.notifier else {
         return;
     };
-    let destinations = route::destinations(
-        ownership.registered.as_deref(),
-        settings.notify_url.as_deref(),
-    );
+    let destinations =
+        route::destinations(owners.registered.as_deref(), settings.notify_url.as_deref());
     if destinations.is_empty() {
         return;
     }
@@ -80,27 +83,28 @@ pub fn record(
 /// the Event, the metric and the notice to the owning team.
 pub async fn break_glass(
     ctx: &Context,
+    envelopes: &mut Envelopes<'_>,
     w: &WorkloadState,
     sighting: &Sighting,
     policy_url: Option<&str>,
 ) -> Result<(), Error> {
     let now = Timestamp::now();
-    reconcile::mark(
+    mark(
         ctx,
+        envelopes,
         w,
         &sighting.revision,
-        breakglass::NOTICED,
+        NOTICED,
         &now.to_string(),
-        None,
     )
     .await?;
     ctx.metrics
         .break_glass
         .get_or_create(&KindLabels {
-            kind: w.kind.as_str(),
+            kind: Label(w.kind),
         })
         .inc();
-    let ownership = ownership_of(ctx, w, &sighting.revision);
+    let ownership = owning_team_of(ctx, w, &sighting.revision);
     tracing::warn!(
         kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name,
         revision = sighting.revision.number, revision_name = %sighting.revision.name,
@@ -125,7 +129,7 @@ pub async fn break_glass(
             ..ObjectReference::default()
         }),
     };
-    if let Err(error) = ctx.recorder.publish(&event, &reconcile::reference(w)).await {
+    if let Err(error) = ctx.recorder.publish(&event, &reference(w)).await {
         tracing::warn!(%error, "cannot publish the break-glass Event");
     }
     let destinations = route::destinations(ownership.registered.as_deref(), policy_url);

@@ -1,0 +1,265 @@
+//! What the rollout's health shows, whoever made the revision: settled (nothing to do yet, wait,
+//! mark healthy, or a failure not attributed to the revision), or regressed, with the revision to
+//! go back to. Pure: a function of the cached rollout, the policy's settings, the vocabulary and
+//! the clock. Who made the revision and what it allows are [`choose`](super::choose::choose)'s.
+
+use std::time::Duration;
+
+use custody_crds::{RollbackSettings, SignalReason, Vocabulary};
+use jiff::Timestamp;
+
+use crate::cache::observe::{Observed, PodState, Revision, WorkloadState};
+use crate::keys::{mark, marks};
+
+use super::action::Action;
+use super::attribution::{self, Attribution};
+use super::health::{Finding, findings};
+
+/// What the rollout's health shows.
+#[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per decision and matched at once; boxing would add an allocation to every reconcile"
+)]
+pub enum Assessment<'o> {
+    /// No regression to answer: the action stands whoever made the revision.
+    Settled(Action),
+    /// The current revision regressed: revert or alert is
+    /// [`choose`](super::choose::choose)'s to say.
+    Regressed(Regression<'o>),
+}
+
+/// A confirmed regression of the current revision, with what answering it needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Regression<'o> {
+    /// The regressed revision.
+    pub current: &'o Revision,
+    /// The newest earlier revision known healthy that runs other code, if any.
+    pub target: Option<&'o Revision>,
+    /// When the current revision only restarts one known healthy with the same code, that one:
+    /// reverting would run the same code again.
+    pub restart_of: Option<&'o Revision>,
+    /// The first confirmed signal's reason.
+    pub reason: SignalReason,
+    /// Every finding, confirmed or not.
+    pub findings: Vec<Finding>,
+    /// When the regression was confirmed.
+    pub detected_at: Timestamp,
+}
+
+/// Judges one workload's rollout from the cache.
+pub fn assess<'o>(
+    observed: &'o Observed,
+    settings: &RollbackSettings,
+    vocabulary: &Vocabulary,
+    now: Timestamp,
+) -> Assessment<'o> {
+    if let Some(action) = catching_up(&observed.workload) {
+        return Assessment::Settled(action);
+    }
+    let Some(current) = observed.revisions.first() else {
+        return Assessment::Settled(Action::Nothing {
+            why: "no revision yet".into(),
+        });
+    };
+    if let Some(action) = done_with(current, &observed.workload, vocabulary) {
+        return Assessment::Settled(action);
+    }
+    let marked = |rev: &Revision, name: &str| rev.annotations.contains_key(&mark(vocabulary, name));
+    // Going back means going to other code: a revision that differs from the current one only
+    // by a restart (`kubectl rollout restart`) runs the same.
+    let target = observed
+        .revisions
+        .iter()
+        .skip(1)
+        .find(|r| marked(r, marks::HEALTHY_SINCE) && r.code() != current.code());
+    let judged = attribution::attribute(
+        observed,
+        &current.pod_key,
+        target.map(|t| t.pod_key.as_str()),
+        settings,
+    );
+    let found = findings(&observed.workload, &judged, settings, now);
+    let confirmed: Vec<&Finding> = found.iter().filter(|f| f.confirmed(now)).collect();
+    if confirmed.is_empty() {
+        let healthy = marked(current, marks::HEALTHY_SINCE);
+        return Assessment::Settled(settled(
+            &observed.workload,
+            current,
+            healthy,
+            &judged,
+            &found,
+            settings,
+            now,
+        ));
+    }
+    let reason = confirmed
+        .iter()
+        .min_by_key(|f| (f.confirmed_at, f.reason))
+        .map_or(SignalReason::NotReady, |f| f.reason);
+    let detected_at = confirmed
+        .iter()
+        .map(|f| f.confirmed_at)
+        .min()
+        .unwrap_or(now);
+    let restart_of = current.restart_free.as_ref().and_then(|_| {
+        observed
+            .revisions
+            .iter()
+            .skip(1)
+            .find(|r| marked(r, marks::HEALTHY_SINCE) && r.code() == current.code())
+    });
+    Assessment::Regressed(Regression {
+        current,
+        target,
+        restart_of,
+        reason,
+        findings: found,
+        detected_at,
+    })
+}
+
+/// What to do while the workload's controller has not caught up with its spec.
+fn catching_up(d: &WorkloadState) -> Option<Action> {
+    if d.paused {
+        return Some(Action::Nothing {
+            why: "the Deployment is paused".into(),
+        });
+    }
+    (d.observed_generation < d.generation).then(|| Action::Wait {
+        after: Duration::from_secs(1),
+        why: format!(
+            "the {} controller has not observed the latest spec yet",
+            d.kind.as_str()
+        ),
+    })
+}
+
+/// What to do when the newest revision is not yet the workload's, or Custody has answered it
+/// already (reverted or reported it).
+fn done_with(current: &Revision, d: &WorkloadState, vocabulary: &Vocabulary) -> Option<Action> {
+    if current.fingerprint != d.template_fingerprint {
+        return Some(Action::Wait {
+            after: Duration::from_secs(1),
+            why: format!(
+                "the newest revision does not carry the {}'s template yet",
+                d.kind.as_str()
+            ),
+        });
+    }
+    let marked = |name: &str| current.annotations.contains_key(&mark(vocabulary, name));
+    if marked(marks::REVERTED) {
+        return Some(Action::Nothing {
+            why: format!(
+                "revision {} was reverted once and re-admitted since; Custody does not revert it again",
+                current.number
+            ),
+        });
+    }
+    marked(marks::ALERTED).then(|| Action::Nothing {
+        why: format!("revision {} was already reported", current.number),
+    })
+}
+
+/// What to do when no signal is confirmed: mark the revision healthy once its rollout is
+/// complete and stays so, else wait for the next window, or hold a failure against no one.
+fn settled(
+    d: &WorkloadState,
+    current: &Revision,
+    healthy: bool,
+    judged: &Attribution<'_>,
+    found: &[Finding],
+    settings: &RollbackSettings,
+    now: Timestamp,
+) -> Action {
+    // Pods on their way out (deleted, evicted, preempted) are no longer replicas of it.
+    let pods: Vec<&PodState> = judged
+        .current
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !p.terminating && !p.disrupted)
+        .collect();
+    // A StatefulSet's partition keeps that many replicas at older revisions on purpose.
+    let complete = d.updated_replicas >= d.replicas - d.partition
+        && d.total_replicas - d.updated_replicas <= d.partition
+        && d.available_replicas >= d.replicas
+        && pods.iter().all(|p| p.ready);
+    if complete {
+        return complete_rollout(current, healthy, &pods, settings, now);
+    }
+    let next = found
+        .iter()
+        .map(|f| f.confirmed_at)
+        .chain(judged.next_excused(settings, now))
+        .min();
+    let reasons = judged.not_attributed(settings, now);
+    if !reasons.is_empty() {
+        let words: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
+        return Action::NotAttributed {
+            revision: current.clone(),
+            after: next.map_or(Duration::from_secs(30), |at| until(now, at)),
+            why: format!(
+                "pods of revision {} are not Ready, but not by its doing ({}); not attributed",
+                current.number,
+                words.join(", ")
+            ),
+            reasons,
+        };
+    }
+    match next {
+        Some(next) => Action::Wait {
+            after: until(now, next),
+            why: format!(
+                "revision {} is rolling out; a signal is within its window",
+                current.number
+            ),
+        },
+        None => Action::Wait {
+            after: Duration::from_secs(30),
+            why: format!("revision {} is rolling out", current.number),
+        },
+    }
+}
+
+/// A complete rollout: healthy once its Pods have stayed Ready for `healthyAfterSeconds`.
+fn complete_rollout(
+    current: &Revision,
+    healthy: bool,
+    pods: &[&PodState],
+    settings: &RollbackSettings,
+    now: Timestamp,
+) -> Action {
+    if healthy {
+        return Action::Nothing {
+            why: format!("revision {} is healthy", current.number),
+        };
+    }
+    let ready_since = pods
+        .iter()
+        .filter_map(|p| p.ready_changed)
+        .max()
+        .or(current.created);
+    let healthy_at = ready_since.map(|t| {
+        t.checked_add(jiff::SignedDuration::from_secs(i64::from(
+            settings.healthy_after_seconds,
+        )))
+        .unwrap_or(t)
+    });
+    match healthy_at {
+        Some(at) if at > now => Action::Wait {
+            after: until(now, at),
+            why: format!(
+                "revision {} is available; healthy once it stays so",
+                current.number
+            ),
+        },
+        _ => Action::MarkHealthy {
+            revision: current.name.clone(),
+        },
+    }
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let d = at.duration_since(now);
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(0).max(100))
+}
