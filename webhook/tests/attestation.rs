@@ -10,13 +10,14 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use custody_crds::attestation::SigningKey;
 use custody_crds::attestation::{Claim, Envelope, Statement, subject_digest};
 use custody_crds::{
     Actor, AnnotationKey, CustodyPolicy, CustodyPolicySpec, KeyScope, SignatureMode,
     SignaturePolicy, TrustedKey, Vocabulary, WorkloadKind,
 };
-use custody_webhook::attest::{SigningKey, claim_from_value};
-use custody_webhook::engine::{Decision, PolicySet, QuarantineIndex, ViolationCode};
+use custody_engine::attest::claim_from_value;
+use custody_engine::{Decision, PolicySet, QuarantineIndex, ViolationCode};
 use custody_webhook::stamp::resolve::{Origin, Resolved};
 use custody_webhook::stamp::{Stamper, stamp_text};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -649,7 +650,7 @@ fn a_policy_with_a_bad_key_is_refused_at_its_own_admission() {
     });
     let body = review_of("CREATE", &policy, None, "admin", &[]);
     let request = custody_webhook::review::decode(&body).unwrap();
-    let d = custody_webhook::engine::validate_policy(&request);
+    let d = custody_engine::validate_policy(&request);
     assert!(!d.allowed);
     assert_eq!(codes(&d), vec![ViolationCode::InvalidPolicy]);
     assert!(
@@ -661,5 +662,5 @@ fn a_policy_with_a_bad_key_is_refused_at_its_own_admission() {
     good["spec"]["signatures"]["keys"][0]["publicKey"] = json!(key_file("p256.pub"));
     let body = review_of("CREATE", &good, None, "admin", &[]);
     let request = custody_webhook::review::decode(&body).unwrap();
-    assert!(custody_webhook::engine::validate_policy(&request).allowed);
+    assert!(custody_engine::validate_policy(&request).allowed);
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use cli::{Scratch, custody};
 
 use custody_crds::WorkloadKind;
-use custody_webhook::check::load::{Loaded, load_text};
+use custody_engine::files::manifests::{Loaded, load_text};
 use serde_json::Value;
 
 fn corpus_dir() -> PathBuf {

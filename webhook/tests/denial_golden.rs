@@ -9,7 +9,7 @@ use custody_crds::{
     CustodyPolicy, RecordAction, RevisionSnapshot, RollbackRecord, RollbackRecordSpec,
     SignalReason, WorkloadKind, WorkloadRef,
 };
-use custody_webhook::engine::{PolicySet, QuarantineIndex};
+use custody_engine::{PolicySet, QuarantineIndex};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 use support::*;
@@ -140,7 +140,7 @@ fn policy_refused() {
     });
     let request_body = body.to_string();
     let request = custody_webhook::review::decode(request_body.as_bytes()).unwrap();
-    let d = custody_webhook::engine::validate_policy(&request);
+    let d = custody_engine::validate_policy(&request);
     assert!(!d.allowed);
     check_golden("policy-refused.txt", d.message.as_deref().unwrap());
 }
@@ -166,9 +166,8 @@ fn bad_freezes_and_teams_are_refused_when_applied() {
         ]}
     });
     let body = review_of_custody("CustodyPolicy", &policy);
-    let d = custody_webhook::engine::validate_policy(
-        &custody_webhook::review::decode(body.as_bytes()).unwrap(),
-    );
+    let d =
+        custody_engine::validate_policy(&custody_webhook::review::decode(body.as_bytes()).unwrap());
     assert!(!d.allowed);
     let mut out = d.message.unwrap();
     let team = json!({
@@ -177,14 +176,13 @@ fn bad_freezes_and_teams_are_refused_when_applied() {
         "spec": {"namespaces": ["shop", " "], "oncall": ["payments"], "notify": [{"url": "hooks.example.com"}, {"url": "https://x", "headersFrom": {"name": ""}}]}
     });
     let body = review_of_custody("CustodyTeam", &team);
-    let d = custody_webhook::engine::validate_policy(
-        &custody_webhook::review::decode(body.as_bytes()).unwrap(),
-    );
+    let d =
+        custody_engine::validate_policy(&custody_webhook::review::decode(body.as_bytes()).unwrap());
     assert!(!d.allowed);
     assert!(
         d.violations
             .iter()
-            .all(|v| v.code == custody_webhook::engine::ViolationCode::InvalidTeam)
+            .all(|v| v.code == custody_engine::ViolationCode::InvalidTeam)
     );
     out.push_str("\n\n");
     out.push_str(&d.message.unwrap());
@@ -195,10 +193,8 @@ fn bad_freezes_and_teams_are_refused_when_applied() {
     });
     let body = review_of_custody("CustodyTeam", &good);
     assert!(
-        custody_webhook::engine::validate_policy(
-            &custody_webhook::review::decode(body.as_bytes()).unwrap()
-        )
-        .allowed
+        custody_engine::validate_policy(&custody_webhook::review::decode(body.as_bytes()).unwrap())
+            .allowed
     );
     check_golden("freezes-and-teams-refused.txt", &out);
 }

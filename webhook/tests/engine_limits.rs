@@ -9,8 +9,8 @@ use custody_crds::{
     AgentGuardrails, AgentLimit, AgentRevision, CustodyAgent, CustodyAgentSpec, CustodyAgentStatus,
     CustodyPolicy, CustodyPolicySpec, ProbationScope, Vocabulary, WorkloadKind,
 };
-use custody_webhook::attest::AttestationCache;
-use custody_webhook::engine::{
+use custody_engine::attest::AttestationCache;
+use custody_engine::{
     AgentActivity, Context, Decision, PolicySet, QuarantineIndex, TeamIndex, ViolationCode,
     evaluate,
 };

@@ -10,8 +10,8 @@ use custody_crds::{
     RecordAction, RevisionSnapshot, RollbackRecord, RollbackRecordSpec, RollbackRecordStatus,
     SignalReason, Vocabulary, WorkloadKind, WorkloadRef,
 };
-use custody_webhook::attest::AttestationCache;
-use custody_webhook::engine::{
+use custody_engine::attest::AttestationCache;
+use custody_engine::{
     Context, Decision, PolicySet, QuarantineIndex, TeamIndex, ViolationCode, evaluate,
 };
 use custody_webhook::review;
@@ -108,7 +108,7 @@ fn judge(
         attestations: &AttestationCache::default(),
         teams: &TeamIndex::default(),
         background: false,
-        activity: &custody_webhook::engine::AgentActivity::default(),
+        activity: &custody_engine::AgentActivity::default(),
     };
     evaluate(set, &request, &ctx)
 }

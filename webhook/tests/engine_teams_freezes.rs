@@ -9,8 +9,8 @@ use custody_crds::{
     Actor, CustodyPolicy, CustodyPolicySpec, CustodyTeam, CustodyTeamSpec, EnforcementMode,
     FreezeWindow, Identities, IdentitySet, OwnershipMode, Vocabulary,
 };
-use custody_webhook::attest::AttestationCache;
-use custody_webhook::engine::{
+use custody_engine::attest::AttestationCache;
+use custody_engine::{
     Context, Decision, PolicySet, QuarantineIndex, TeamIndex, ViolationCode, evaluate,
 };
 use custody_webhook::review;
@@ -105,7 +105,7 @@ fn judge_at(
         attestations: &AttestationCache::default(),
         teams,
         background: false,
-        activity: &custody_webhook::engine::AgentActivity::default(),
+        activity: &custody_engine::AgentActivity::default(),
     };
     evaluate(set, &request, &ctx)
 }
@@ -704,7 +704,7 @@ fn freeze_follows_the_policy_mode_and_skips_background_audits() {
         attestations: &AttestationCache::default(),
         teams: &teams,
         background: true,
-        activity: &custody_webhook::engine::AgentActivity::default(),
+        activity: &custody_engine::AgentActivity::default(),
     };
     assert!(
         evaluate(&set, &request, &ctx).allowed,

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custody_crds::{Actor, FreezeWindow};
-use custody_webhook::engine::CompiledFreeze;
+use custody_engine::CompiledFreeze;
 use jiff::Timestamp;
 
 fn recurring(schedule: &str, duration: &str, tz: &str) -> FreezeWindow {

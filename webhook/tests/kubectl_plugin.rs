@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use custody_crds::{CustodyPolicy, RollbackRecord, Vocabulary, WorkloadKind, template_fingerprint};
-use custody_webhook::engine::{Outcome, ViolationCode};
+use custody_engine::{Outcome, ViolationCode};
 use custody_webhook::plugin::why::{WhyInput, WhyReport, explain};
 use custody_webhook::plugin::{ObjectRef, format, records};
 use serde_json::{Value, json};

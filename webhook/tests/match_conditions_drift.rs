@@ -3,7 +3,7 @@
 //! rendered with its defaults (CI fails when it drifts from the chart), so it is read here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use custody_webhook::engine::BUILTIN_CONTROLLERS;
+use custody_engine::BUILTIN_CONTROLLERS;
 
 #[test]
 fn the_chart_skips_exactly_the_controllers_the_engine_trusts() {

@@ -10,8 +10,8 @@ mod support;
 use std::path::Path;
 
 use custody_crds::Vocabulary;
-use custody_webhook::check::load_policies;
-use custody_webhook::engine::PolicySet;
+use custody_engine::PolicySet;
+use custody_engine::files::load_policies;
 use custody_webhook::vap::{self, ApiVersion, VapOptions};
 use support::check_golden;
 

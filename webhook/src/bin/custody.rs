@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use custody_crds::Vocabulary;
 use custody_webhook::check::{self, CheckOptions};
+use custody_webhook::stamp;
 use custody_webhook::vap;
-use custody_webhook::{attest, stamp};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -299,7 +299,8 @@ fn stamp(args: StampArgs) -> ExitCode {
         Some(path) => match std::fs::read_to_string(path)
             .map_err(|e| format!("{}: {e}", path.display()))
             .and_then(|pem| {
-                attest::SigningKey::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+                custody_crds::attestation::SigningKey::from_pem(&pem)
+                    .map_err(|e| format!("{}: {e}", path.display()))
             }) {
             Ok(key) => Some(key),
             Err(e) => return fail(e),
@@ -357,7 +358,8 @@ fn read_manifests(path: &std::path::Path) -> Result<Vec<(String, String)>, Strin
         return Ok(vec![("-".to_string(), text)]);
     }
     let mut files = Vec::new();
-    check::load::collect_files(path, &mut files).map_err(|e| format!("{}: {e}", path.display()))?;
+    custody_engine::files::manifests::collect_files(path, &mut files)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     files
         .into_iter()
         .map(|f| {
@@ -373,7 +375,7 @@ fn keygen(args: KeygenArgs) -> ExitCode {
         Algorithm::Ed25519 => custody_crds::attestation::KeyAlgorithm::Ed25519,
         Algorithm::P256 => custody_crds::attestation::KeyAlgorithm::EcdsaP256,
     };
-    let key = match attest::generate(algorithm) {
+    let key = match custody_crds::attestation::generate(algorithm) {
         Ok(k) => k,
         Err(e) => {
             eprintln!("custody keygen: {e}");
@@ -435,7 +437,7 @@ fn vap(args: VapArgs) -> ExitCode {
         }
     };
     let (policies, invalid, unreadable) =
-        check::load_policies(&args.policies, &mut std::io::stdin().lock());
+        custody_engine::files::load_policies(&args.policies, &mut std::io::stdin().lock());
     if !invalid.is_empty() || !unreadable.is_empty() {
         for e in &unreadable {
             eprintln!("custody: {e}");

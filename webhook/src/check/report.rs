@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::ObjectResult;
-use super::load::LoadError;
-use crate::engine::{Outcome, PolicyError};
+use custody_engine::files::LoadError;
+use custody_engine::{Outcome, PolicyError};
 
 /// Everything a check found.
 #[derive(Debug, Serialize)]

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::lift::LiftReport;
 use super::records::RecordRow;
 use super::why::WhyReport;
-use crate::engine::Outcome;
+use custody_engine::Outcome;
 
 /// Pretty JSON of any report, with a trailing newline.
 pub fn json<T: Serialize>(value: &T) -> String {

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::MIN_REASON_CHARS;
+use custody_engine::MIN_REASON_CHARS;
 
 /// Why a record cannot be lifted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

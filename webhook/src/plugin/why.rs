@@ -1,7 +1,6 @@
 //! `kubectl custody why`: one live object judged as the webhook would judge it being created by
 //! the caller, with its provenance, its revisions and the records that name it.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use custody_crds::fingerprint::code_fingerprint;
@@ -13,8 +12,10 @@ use serde_json::Value;
 
 use super::ObjectRef;
 use super::records::{self, RecordRow};
-use crate::engine::{Context, Decision, PolicySet, QuarantineIndex, TeamIndex, evaluate};
-use crate::review::WorkloadObject;
+use custody_engine::{
+    AgentActivity, Context, Decision, GroupVersionKind, PolicySet, QuarantineIndex, Request,
+    TeamIndex, UserInfo, WorkloadObject, evaluate,
+};
 
 /// The Deployment controller's revision annotation on a ReplicaSet.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
@@ -133,7 +134,7 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
     let kind = input.target.kind;
     let (policies, errors) = PolicySet::compile(input.policies.iter().cloned());
     let quarantine = QuarantineIndex::from_records(input.records);
-    let attestations = crate::attest::AttestationCache::with_capacity(1);
+    let attestations = custody_engine::attest::AttestationCache::with_capacity(1);
     let (teams, _invalid) = TeamIndex::compile(input.teams);
     let ctx = Context {
         vocabulary: input.vocabulary,
@@ -143,7 +144,7 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
         attestations: &attestations,
         teams: &teams,
         background: false,
-        activity: &crate::engine::AgentActivity::default(),
+        activity: &AgentActivity::default(),
     };
     let decision = judge(input, &policies, &ctx);
 
@@ -231,17 +232,13 @@ fn judge(input: &WhyInput<'_>, policies: &PolicySet, ctx: &Context<'_>) -> Decis
         Ok(view) => view,
         Err(e) => return Decision::invalid(format!("cannot read the object: {e}")),
     };
-    let request = crate::check::OfflineCreate {
-        uid: Cow::Borrowed("kubectl-custody-why"),
-        group: kind.group(),
-        version: "v1",
-        kind: kind.as_str(),
-        namespace: Some(input.namespace),
-        name: input.target.name.as_str(),
-        user: input.user,
-        groups: input.groups,
-    }
-    .request(view);
+    let request = Request::create(
+        GroupVersionKind::new(kind.group(), "v1", kind.as_str()),
+        Some(input.namespace),
+        input.target.name.as_str(),
+        UserInfo::named(input.user, input.groups),
+        view,
+    );
     evaluate(policies, &request, ctx)
 }
 

@@ -17,7 +17,8 @@ use custody_crds::attestation::Statement;
 use custody_crds::{Vocabulary, WorkloadKind};
 use serde_json::Value;
 
-use crate::attest::{SignError, SigningKey, claim_from_value};
+use custody_crds::attestation::{SignError, SigningKey};
+use custody_engine::attest::claim_from_value;
 pub use resolve::{Resolved, resolve};
 
 /// How to stamp.
@@ -70,7 +71,7 @@ pub fn stamp_text(text: &str, stamper: &Stamper<'_>) -> Result<Stamped, StampErr
     let trimmed = text.trim_start();
     // JSON (one value or a stream of them); KYAML also opens with `{` and goes the YAML way.
     if (trimmed.starts_with('{') || trimmed.starts_with('['))
-        && let Some(values) = crate::check::load::json_stream(text)
+        && let Some(values) = custody_engine::files::manifests::json_stream(text)
     {
         let mut out = String::with_capacity(text.len() + 1024);
         let mut workloads = 0;

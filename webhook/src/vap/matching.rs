@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use super::VapOptions;
 use super::cel;
 use super::objects::{MatchResources, NamedExpression, ResourceRule};
-use crate::engine::BUILTIN_CONTROLLERS;
+use custody_engine::BUILTIN_CONTROLLERS;
 
 /// Never judged, so the cluster can always recover (the chart's webhook excludes them too).
 pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];

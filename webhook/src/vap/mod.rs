@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use custody_crds::{EnforcementMode, FailurePolicy, Vocabulary};
 
-use crate::engine::{CompiledPolicy, PolicySet};
+use custody_engine::{CompiledPolicy, PolicySet};
 use objects::{Binding, BindingSpec, Metadata, Policy, PolicySpec};
 
 /// What the backstop leaves to the webhook, in the annotation and the header comment.

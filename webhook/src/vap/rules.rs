@@ -8,7 +8,7 @@ use super::cel;
 use super::format::builtin_pattern;
 use super::objects::Validation;
 use super::re2;
-use crate::engine::{CompiledPolicy, CompiledRule, example_for};
+use custody_engine::{CompiledPolicy, CompiledRule, example_for};
 
 /// The object's annotations. No `variables`: 1.28's type checker does not know them.
 const ANNOTATIONS: &str = "object.metadata.annotations";

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use custody_crds::Vocabulary;
-use custody_webhook::engine::{Context, Decision, PolicySet, QuarantineIndex, evaluate};
+use custody_engine::{Context, Decision, PolicySet, QuarantineIndex, evaluate};
 use custody_webhook::review;
 use serde_json::{Value, json};
 
@@ -32,10 +32,10 @@ pub fn judge_with(body: &[u8], policies: &PolicySet, quarantine: &QuarantineInde
         namespace_labels: None,
         quarantine,
         now: k8s_openapi::jiff::Timestamp::now(),
-        attestations: &custody_webhook::attest::AttestationCache::default(),
-        teams: &custody_webhook::engine::TeamIndex::default(),
+        attestations: &custody_engine::attest::AttestationCache::default(),
+        teams: &custody_engine::TeamIndex::default(),
         background: false,
-        activity: &custody_webhook::engine::AgentActivity::default(),
+        activity: &custody_engine::AgentActivity::default(),
     };
     evaluate(policies, &request, &ctx)
 }

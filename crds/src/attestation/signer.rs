@@ -1,6 +1,6 @@
 //! Private keys: PKCS#8 PEM in, DSSE signatures out; and new key pairs.
 
-use custody_crds::attestation::{Envelope, KeyAlgorithm, PublicKey};
+use super::{Envelope, KeyAlgorithm, PublicKey};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use rustls_pki_types::PrivatePkcs8KeyDer;
@@ -29,7 +29,7 @@ pub enum SignError {
     Sign,
     /// The generated public key did not parse back.
     #[error("generated public key is malformed: {0}")]
-    Public(#[from] custody_crds::attestation::KeyError),
+    Public(#[from] super::KeyError),
 }
 
 enum Inner {

@@ -3,10 +3,10 @@
 
 use custody_crds::AnnotationKey;
 
-use super::decision::{Violation, ViolationCode};
-use super::policies::CompiledPolicy;
-use super::rules::{Subject, shorten};
-use super::teams::{Team, TeamIndex};
+use crate::decision::{Violation, ViolationCode};
+use crate::policies::CompiledPolicy;
+use crate::subject::{Subject, shorten};
+use crate::teams::{Team, TeamIndex};
 
 /// What the ownership rule found for one policy.
 pub(crate) enum OwnerCheck<'t> {

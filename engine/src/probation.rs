@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use custody_crds::{Actor, AnnotationKey, Probation, ProbationScope, RecordAction, RollbackRecord};
 use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
 
-use super::decision::{Violation, ViolationCode};
-use super::policies::{CompiledPolicy, identity_matches};
-use super::rules::Subject;
+use crate::decision::{Violation, ViolationCode};
+use crate::identity::identity_matches;
+use crate::policy_ref::PolicyRef;
+use crate::subject::Subject;
 
 /// A policy's probation, with its window parsed.
 #[derive(Clone, Debug)]
@@ -196,10 +197,7 @@ impl RevertIndex {
 
 /// The agent a revision is attributed to, if it is an agent's: declared `actor: agent`, or sent
 /// by one of the policy's agent identities; the id is its `agent` annotation.
-pub(crate) fn agent_of<'s>(
-    policy: &CompiledPolicy,
-    subject: &'s Subject<'_, '_>,
-) -> Option<&'s str> {
+pub(crate) fn agent_of<'s>(policy: PolicyRef<'_>, subject: &'s Subject<'_, '_>) -> Option<&'s str> {
     let ids = &policy.spec.identities;
     let agent_identity = identity_matches(&ids.agents, subject.username, subject.groups)
         && !identity_matches(&ids.delivery, subject.username, subject.groups);
@@ -213,15 +211,15 @@ pub(crate) fn agent_of<'s>(
         .filter(|a| !a.is_empty())
 }
 
-/// Whether the policy puts the revision's agent on probation at `now`.
+/// Whether the policy's `probation` puts the revision's agent on probation at `now`.
 pub(crate) fn judge(
-    policy: &CompiledPolicy,
+    policy: PolicyRef<'_>,
+    probation: &CompiledProbation,
     subject: &Subject<'_, '_>,
     namespace: &str,
     reverts: &RevertIndex,
     now: Timestamp,
 ) -> Option<Violation> {
-    let probation = policy.probation.as_ref()?;
     let agent = agent_of(policy, subject)?;
     let team = subject.annotations.get(AnnotationKey::Owner).map(str::trim);
     let scope = probation.spec.scope;
@@ -252,7 +250,7 @@ pub(crate) fn judge(
         key: Some(AnnotationKey::Agent),
         field: subject.field(AnnotationKey::Agent),
         value: Some(agent.to_string()),
-        policy: policy.name.clone(),
+        policy: policy.name.to_string(),
         mode: policy.spec.mode,
         message: format!(
             "agent {agent:?} is on probation in {place} (policy {:?}): {} of its revisions were reverted within {:#} (RollbackRecords {}), so its new revisions are refused until {}. Fix: hand this change to a person; after a review, a person may lift the probation: kubectl custody lift {newest} -n {newest_ns} --probation --reason \"<what was checked>\"",

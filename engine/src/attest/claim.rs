@@ -6,8 +6,9 @@ use custody_crds::attestation::{Claim, SIGNED_KEYS, normalized_template, schedul
 use custody_crds::template_fingerprint;
 use custody_crds::{Vocabulary, WorkloadKind};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::review::WorkloadObject;
+use crate::object::WorkloadObject;
 
 /// The claim of an object as the webhook sees it.
 pub fn claim_from_view(
@@ -16,7 +17,25 @@ pub fn claim_from_view(
     object: &WorkloadObject<'_>,
     vocabulary: &Vocabulary,
 ) -> Result<Claim, serde_json::Error> {
-    let template: Value = match object.pod_template(kind)? {
+    claim_from_template(
+        kind,
+        namespace,
+        object,
+        object.pod_template(kind)?,
+        vocabulary,
+    )
+}
+
+/// The claim of an object whose pod template was already located (`template`, as
+/// [`WorkloadObject::pod_template`] found it), so its spec is not scanned a second time.
+pub fn claim_from_template(
+    kind: WorkloadKind,
+    namespace: &str,
+    object: &WorkloadObject<'_>,
+    template: Option<&RawValue>,
+    vocabulary: &Vocabulary,
+) -> Result<Claim, serde_json::Error> {
+    let template: Value = match template {
         Some(raw) => serde_json::from_str(raw.get())?,
         None => Value::Null,
     };

@@ -4,10 +4,11 @@
 use custody_crds::{Actor, AnnotationKey};
 use jiff::Timestamp;
 
-use super::decision::{Violation, ViolationCode};
-use super::freeze::CompiledFreeze;
-use super::policies::{CompiledPolicy, identity_matches};
-use super::rules::{Subject, shorten};
+use crate::decision::{Violation, ViolationCode};
+use crate::freeze_window::CompiledFreeze;
+use crate::identity::identity_matches;
+use crate::policies::CompiledPolicy;
+use crate::subject::{Subject, shorten};
 
 /// One open window that binds the revision, and its policy.
 pub(crate) struct OpenFreeze<'p> {

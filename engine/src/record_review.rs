@@ -7,9 +7,11 @@
 use custody_crds::{Lift, RecordAction};
 use serde::Deserialize;
 
-use super::decision::{Decision, Outcome, Violation, ViolationCode};
-use super::policies::{PolicySet, identity_matches};
-use crate::review::{AdmissionRequest, Operation, WorkloadObject};
+use crate::decision::{Decision, Outcome, Violation, ViolationCode};
+use crate::identity::identity_matches;
+use crate::object::WorkloadObject;
+use crate::policies::PolicySet;
+use crate::request::{Operation, Request};
 
 /// The shortest reason accepted: a word or two says nothing to whoever reads the record later.
 pub const MIN_REASON_CHARS: usize = 10;
@@ -49,7 +51,7 @@ impl Which {
 }
 
 /// Judges an UPDATE of a RollbackRecord's status.
-pub fn validate_record(request: &AdmissionRequest<'_>, policies: &PolicySet) -> Decision {
+pub fn validate_record(request: &Request<'_>, policies: &PolicySet) -> Decision {
     if request.kind.kind != "RollbackRecord" {
         return Decision::invalid(format!(
             "the record endpoint judges RollbackRecord objects, not {}",
@@ -97,7 +99,7 @@ pub fn validate_record(request: &AdmissionRequest<'_>, policies: &PolicySet) -> 
 
 /// One changed lift: refused, or admitted with what goes to the audit log.
 fn judge_lift(
-    request: &AdmissionRequest<'_>,
+    request: &Request<'_>,
     object: &WorkloadObject<'_>,
     which: Which,
     new_lift: Option<Lift>,
@@ -232,7 +234,7 @@ fn action_of(object: &WorkloadObject<'_>) -> Result<RecordAction, serde_json::Er
     Ok(serde_json::from_str::<Spec>(raw)?.action)
 }
 
-fn refuse(request: &AdmissionRequest<'_>, which: Which, problem: String, fix: &str) -> Decision {
+fn refuse(request: &Request<'_>, which: Which, problem: String, fix: &str) -> Decision {
     let name = request.name.as_deref().unwrap_or("<unnamed>");
     let what = match which {
         Which::Quarantine => "the lift",
@@ -303,7 +305,7 @@ mod tests {
     }
 
     fn judge(body: &str) -> Decision {
-        let request = crate::review::decode(body.as_bytes()).unwrap();
+        let request = crate::request::from_review(body);
         let mut policy = CustodyPolicy::new("default", Default::default());
         policy.spec.identities.agents.users = vec!["claude@acme.dev".into()];
         let (policies, errors) = PolicySet::compile([policy]);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use custody_crds::{RollbackRecord, WorkloadKind};
 
-use super::probation::RevertIndex;
+use crate::probation::RevertIndex;
 
 /// One quarantined template of a workload.
 #[derive(Clone, Debug, PartialEq, Eq)]

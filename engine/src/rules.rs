@@ -3,55 +3,15 @@
 use std::borrow::Cow;
 
 use custody_crds::fingerprint::code_fingerprint;
-use custody_crds::{Actor, AnnotationKey, EnforcementMode, Vocabulary};
+use custody_crds::{Actor, AnnotationKey, EnforcementMode};
 use serde_json::value::RawValue;
 
-use super::decision::{Violation, ViolationCode};
-use super::policies::{CompiledPolicy, CompiledRule, identity_matches};
-use super::quarantine::QuarantineEntry;
-use crate::review::{WorkloadObject, templates_differ};
-
-/// The vocabulary's annotations of one object, read once: every rule of every policy looks them
-/// up by key, so they are unescaped a single time per request.
-pub(crate) struct Annotations<'a>([Option<Cow<'a, str>>; AnnotationKey::ALL.len()]);
-
-impl<'a> Annotations<'a> {
-    pub(crate) fn read(vocabulary: &Vocabulary, object: &WorkloadObject<'a>) -> Self {
-        let mut values: [Option<Cow<'a, str>>; AnnotationKey::ALL.len()] = Default::default();
-        for (name, raw) in object.metadata.annotations.iter().flatten() {
-            if let Some(key) = vocabulary.parse_key(name) {
-                values[key as usize] = serde_json::from_str::<Cow<'a, str>>(raw.get()).ok();
-            }
-        }
-        Self(values)
-    }
-
-    pub(crate) fn get(&self, key: AnnotationKey) -> Option<&str> {
-        self.0[key as usize].as_deref()
-    }
-}
-
-/// What every rule may look at.
-pub(crate) struct Subject<'s, 'a> {
-    pub vocabulary: &'s Vocabulary,
-    pub annotations: Annotations<'a>,
-    pub username: &'s str,
-    pub groups: &'s [Cow<'a, str>],
-}
-
-impl Subject<'_, '_> {
-    pub(crate) fn value(&self, key: AnnotationKey) -> Option<Cow<'_, str>> {
-        self.annotations.get(key).map(Cow::Borrowed)
-    }
-
-    pub(crate) fn actor(&self) -> Option<Actor> {
-        self.value(AnnotationKey::Actor)?.parse().ok()
-    }
-
-    pub(crate) fn field(&self, key: AnnotationKey) -> String {
-        format!("metadata.annotations[{}]", self.vocabulary.key(key))
-    }
-}
+use crate::decision::{Violation, ViolationCode};
+use crate::identity::identity_matches;
+use crate::object::{WorkloadObject, templates_differ};
+use crate::policies::{CompiledPolicy, CompiledRule};
+use crate::quarantine::QuarantineEntry;
+use crate::subject::{Annotations, Subject, shorten};
 
 /// The policy's annotation rules.
 pub(crate) fn annotation_rules(
@@ -138,7 +98,7 @@ fn check_rule(
 }
 
 /// An example that satisfies the rule: the rule's own, its first allowed value, or the key's.
-pub(crate) fn example_for(compiled: &CompiledRule) -> String {
+pub fn example_for(compiled: &CompiledRule) -> String {
     let rule = &compiled.rule;
     if let Some(example) = &rule.example {
         return example.clone();
@@ -150,14 +110,6 @@ pub(crate) fn example_for(compiled: &CompiledRule) -> String {
     match &compiled.pattern {
         Some(re) if !re.is_match(builtin) => format!("<a value matching {}>", re.as_str()),
         _ => builtin.to_string(),
-    }
-}
-
-pub(crate) fn shorten(value: &str) -> Cow<'_, str> {
-    const MAX: usize = 80;
-    match value.char_indices().nth(MAX) {
-        Some((cut, _)) => Cow::Owned(format!("{}…", &value[..cut])),
-        None => Cow::Borrowed(value),
     }
 }
 

@@ -15,10 +15,10 @@ use custody_crds::{
 };
 use jiff::{SignedDuration, Timestamp};
 
-use super::decision::{Violation, ViolationCode};
-use super::policies::CompiledPolicy;
-use super::probation::{agent_of, parse_window};
-use super::rules::Subject;
+use crate::decision::{Violation, ViolationCode};
+use crate::policy_ref::PolicyRef;
+use crate::probation::{agent_of, parse_window};
+use crate::subject::Subject;
 
 /// A policy's budget, with its window parsed.
 #[derive(Clone, Debug)]
@@ -113,14 +113,15 @@ pub(crate) struct Workload<'a> {
 
 /// The policy's budgets the revision's agent would exceed, at `now`.
 pub(crate) fn judge(
-    policy: &CompiledPolicy,
+    policy: PolicyRef<'_>,
+    limits: &[CompiledLimit],
     subject: &Subject<'_, '_>,
     workload: &Workload<'_>,
     activity: &AgentActivity,
     now: Timestamp,
 ) -> Vec<Violation> {
     let mut found = Vec::new();
-    if policy.limits.is_empty() {
+    if limits.is_empty() {
         return found;
     }
     let Some(agent) = agent_of(policy, subject) else {
@@ -128,7 +129,7 @@ pub(crate) fn judge(
     };
     let team = subject.annotations.get(AnnotationKey::Owner).map(str::trim);
     let summary = activity.by_agent.get(agent);
-    for limit in &policy.limits {
+    for limit in limits {
         if !limit.spec.agents.iter().any(|g| glob_matches(g, agent)) {
             continue;
         }
@@ -208,7 +209,7 @@ pub(crate) fn judge(
 }
 
 fn violation(
-    policy: &CompiledPolicy,
+    policy: PolicyRef<'_>,
     subject: &Subject<'_, '_>,
     agent: &str,
     code: ViolationCode,
@@ -219,7 +220,7 @@ fn violation(
         key: Some(AnnotationKey::Agent),
         field: subject.field(AnnotationKey::Agent),
         value: Some(agent.to_string()),
-        policy: policy.name.clone(),
+        policy: policy.name.to_string(),
         mode: policy.spec.mode,
         message,
         fix: "wait, then re-apply".to_string(),

@@ -14,10 +14,12 @@ use custody_crds::{AnnotationKey, AnnotationRule, CustodyPolicy, CustodyPolicySp
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use regex::Regex;
 
-use super::controllers::Ownership;
-use super::freeze::CompiledFreeze;
-use super::limits::CompiledLimit;
-use super::probation::CompiledProbation;
+use crate::controllers::ControllerWrite;
+use crate::freeze_window::CompiledFreeze;
+use crate::identity::identity_matches;
+use crate::limits::CompiledLimit;
+use crate::policy_ref::PolicyRef;
+use crate::probation::CompiledProbation;
 
 /// Patterns are user input evaluated on every admission: bound their compiled size.
 const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
@@ -71,6 +73,14 @@ pub struct CompiledPolicy {
 }
 
 impl CompiledPolicy {
+    /// Its name and spec, as the rules quote them.
+    pub(crate) fn head(&self) -> PolicyRef<'_> {
+        PolicyRef {
+            name: &self.name,
+            spec: &self.spec,
+        }
+    }
+
     /// Checks and compiles a policy.
     pub fn compile(policy: &CustodyPolicy) -> Result<Self, PolicyError> {
         let name = policy.metadata.name.clone().unwrap_or_default();
@@ -98,7 +108,7 @@ impl CompiledPolicy {
         );
         check_controllers(&policy.spec.identities.controllers, &mut problems);
         check_rollback(&policy.spec, &mut problems);
-        let keys = super::signatures::compile_keys(&policy.spec, &mut problems);
+        let keys = crate::signatures::compile_keys(&policy.spec, &mut problems);
         let freezes = compile_freezes(&policy.spec, &mut problems);
         let probation = policy
             .spec
@@ -347,31 +357,6 @@ fn check_rollback(spec: &CustodyPolicySpec, problems: &mut Vec<String>) {
     }
 }
 
-/// Whether a requester is in an identity set.
-pub fn identity_matches(set: &IdentitySet, username: &str, groups: &[impl AsRef<str>]) -> bool {
-    use custody_crds::selection::glob_matches;
-    if set.users.iter().any(|p| glob_matches(p, username)) {
-        return true;
-    }
-    if set
-        .groups
-        .iter()
-        .any(|p| groups.iter().any(|g| glob_matches(p, g.as_ref())))
-    {
-        return true;
-    }
-    match username
-        .strip_prefix("system:serviceaccount:")
-        .and_then(|rest| rest.split_once(':'))
-    {
-        Some((ns, name)) => set.service_accounts.iter().any(|p| {
-            p.split_once('/')
-                .is_some_and(|(pns, pname)| glob_matches(pns, ns) && glob_matches(pname, name))
-        }),
-        None => false,
-    }
-}
-
 /// The compiled policies in force, sorted by name.
 #[derive(Clone, Debug, Default)]
 pub struct PolicySet {
@@ -442,7 +427,7 @@ impl PolicySet {
         target: &Target<'_>,
         username: &str,
         groups: &[impl AsRef<str>],
-        ownership: Ownership,
+        ownership: ControllerWrite,
     ) -> Vec<&'s CompiledPolicy> {
         self.policies
             .iter()

@@ -9,12 +9,12 @@ use std::collections::BTreeSet;
 use custody_crds::attestation::{Claim, CompiledKey, Failure, FailureCode, Verified};
 use custody_crds::{CustodyPolicySpec, SignatureMode};
 
-use super::Context;
-use super::decision::{Violation, ViolationCode};
-use super::policies::CompiledPolicy;
+use crate::context::Context;
+use crate::decision::{Violation, ViolationCode};
+use crate::policy_ref::PolicyRef;
 
 /// Checks `spec.signatures` and parses its keys; problems name the field.
-pub(super) fn compile_keys(
+pub(crate) fn compile_keys(
     spec: &CustodyPolicySpec,
     problems: &mut Vec<String>,
 ) -> Vec<CompiledKey> {
@@ -79,10 +79,12 @@ pub(super) enum Finding {
     Violation(Violation),
 }
 
-/// Judges the attestation (`envelope`, if the object has one) under `policy`. `claim` is what
-/// the object says; an error reading it (an unparsable template) is a `SubjectMismatch`.
-pub(super) fn judge(
-    policy: &CompiledPolicy,
+/// Judges the attestation (`envelope`, if the object has one) under `policy`, whose trusted
+/// keys are `keys`. `claim` is what the object says; an error reading it (an unparsable
+/// template) is a `SubjectMismatch`.
+pub(crate) fn judge(
+    policy: PolicyRef<'_>,
+    keys: &[CompiledKey],
     envelope: Option<&str>,
     claim: &Result<Claim, String>,
     ctx: &Context<'_>,
@@ -118,15 +120,15 @@ pub(super) fn judge(
     };
     let result = ctx
         .attestations
-        .open(&policy.name, envelope, &policy.keys)
-        .and_then(|opened| custody_crds::attestation::judge(&opened, &policy.keys, claim, ctx.now));
+        .open(policy.name, envelope, keys)
+        .and_then(|opened| custody_crds::attestation::judge(&opened, keys, claim, ctx.now));
     match result {
         Ok(verified) => Finding::Verified(verified),
         Err(failure) => Finding::Violation(violation(policy, ctx, &failure)),
     }
 }
 
-fn violation(policy: &CompiledPolicy, ctx: &Context<'_>, failure: &Failure) -> Violation {
+fn violation(policy: PolicyRef<'_>, ctx: &Context<'_>, failure: &Failure) -> Violation {
     let annotation = ctx.vocabulary.attestation();
     let name = &policy.name;
     let (code, problem, fix) = match failure.code {
@@ -171,7 +173,7 @@ fn violation(policy: &CompiledPolicy, ctx: &Context<'_>, failure: &Failure) -> V
         key: None,
         field: format!("metadata.annotations[{annotation}]"),
         value: None,
-        policy: name.clone(),
+        policy: name.to_string(),
         mode: policy.spec.mode,
         message: format!("{problem} (policy {name:?}). Fix: {fix}"),
         fix,

@@ -14,8 +14,9 @@
 
 use custody_crds::IdentitySet;
 
-use super::policies::identity_matches;
-use crate::review::{AdmissionRequest, WorkloadObject};
+use crate::identity::identity_matches;
+use crate::object::WorkloadObject;
+use crate::request::Request;
 
 /// kube-controller-manager's identities that write the kinds Custody judges with a
 /// `controller: true` ownerReference: their own service accounts (the default,
@@ -44,7 +45,7 @@ pub const BUILTIN_CONTROLLERS: [&str; 9] = [
 
 /// How a request stands towards controller ownership, before any policy is consulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ownership {
+pub enum ControllerWrite {
     /// No controller ownerReference on the object, nor on its stored version: judged.
     Unowned,
     /// Controller-owned, written by one of kube-controller-manager's identities: not judged.
@@ -54,18 +55,18 @@ pub enum Ownership {
     OwnedByOther,
 }
 
-impl Ownership {
+impl ControllerWrite {
     /// Classifies a request. The stored version counts too, so a controller releasing an
     /// object (the garbage collector orphaning it, a ReplicaSet letting go of a relabelled Pod)
     /// is still that controller's write although the new object has no owner any more.
-    pub fn of(request: &AdmissionRequest<'_>) -> Self {
+    pub fn of(request: &Request<'_>) -> Self {
         let owned = |o: Option<&WorkloadObject<'_>>| o.is_some_and(|o| o.controller().is_some());
         if !owned(request.object.as_ref()) && !owned(request.old_object.as_ref()) {
-            Ownership::Unowned
+            ControllerWrite::Unowned
         } else if BUILTIN_CONTROLLERS.contains(&request.user_info.username.as_ref()) {
-            Ownership::BuiltinController
+            ControllerWrite::BuiltinController
         } else {
-            Ownership::OwnedByOther
+            ControllerWrite::OwnedByOther
         }
     }
 
@@ -78,9 +79,9 @@ impl Ownership {
         groups: &[impl AsRef<str>],
     ) -> bool {
         match self {
-            Ownership::Unowned => false,
-            Ownership::BuiltinController => true,
-            Ownership::OwnedByOther => identity_matches(named, username, groups),
+            ControllerWrite::Unowned => false,
+            ControllerWrite::BuiltinController => true,
+            ControllerWrite::OwnedByOther => identity_matches(named, username, groups),
         }
     }
 }
@@ -88,7 +89,6 @@ impl Ownership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::review;
     use serde_json::{Value, json};
 
     const RS_OWNER: &str = r#"[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-5d8f","uid":"u","controller":true}]"#;
@@ -143,7 +143,7 @@ mod tests {
             &str,
             &[&str],
             &IdentitySet,
-            Ownership,
+            ControllerWrite,
             bool,
         )> = vec![
             (
@@ -157,7 +157,7 @@ mod tests {
                     "system:serviceaccounts:kube-system",
                 ],
                 &none,
-                Ownership::BuiltinController,
+                ControllerWrite::BuiltinController,
                 true,
             ),
             (
@@ -168,7 +168,7 @@ mod tests {
                 "system:serviceaccount:kube-system:job-controller",
                 &[],
                 &none,
-                Ownership::BuiltinController,
+                ControllerWrite::BuiltinController,
                 true,
             ),
             (
@@ -179,7 +179,7 @@ mod tests {
                 "system:kube-controller-manager",
                 &[],
                 &none,
-                Ownership::BuiltinController,
+                ControllerWrite::BuiltinController,
                 true,
             ),
             (
@@ -190,7 +190,7 @@ mod tests {
                 "system:serviceaccount:kube-system:generic-garbage-collector",
                 &[],
                 &none,
-                Ownership::BuiltinController,
+                ControllerWrite::BuiltinController,
                 true,
             ),
             (
@@ -201,7 +201,7 @@ mod tests {
                 "jane",
                 &["system:authenticated"],
                 &none,
-                Ownership::OwnedByOther,
+                ControllerWrite::OwnedByOther,
                 false,
             ),
             (
@@ -212,7 +212,7 @@ mod tests {
                 "system:serviceaccount:agents:claude",
                 &["system:serviceaccounts"],
                 &argo,
-                Ownership::OwnedByOther,
+                ControllerWrite::OwnedByOther,
                 false,
             ),
             (
@@ -223,7 +223,7 @@ mod tests {
                 "jane",
                 &[],
                 &none,
-                Ownership::OwnedByOther,
+                ControllerWrite::OwnedByOther,
                 false,
             ),
             (
@@ -234,7 +234,7 @@ mod tests {
                 "system:serviceaccount:argo-rollouts:argo-rollouts",
                 &["system:serviceaccounts"],
                 &argo,
-                Ownership::OwnedByOther,
+                ControllerWrite::OwnedByOther,
                 true,
             ),
             (
@@ -245,7 +245,7 @@ mod tests {
                 "system:serviceaccount:argo-rollouts:argo-rollouts",
                 &[],
                 &none,
-                Ownership::OwnedByOther,
+                ControllerWrite::OwnedByOther,
                 false,
             ),
             (
@@ -256,7 +256,7 @@ mod tests {
                 "platform-operator",
                 &["platform:controllers"],
                 &platform_group,
-                Ownership::OwnedByOther,
+                ControllerWrite::OwnedByOther,
                 true,
             ),
             (
@@ -267,7 +267,7 @@ mod tests {
                 "system:serviceaccount:kube-system:default",
                 &[],
                 &none,
-                Ownership::OwnedByOther,
+                ControllerWrite::OwnedByOther,
                 false,
             ),
             (
@@ -278,7 +278,7 @@ mod tests {
                 "system:serviceaccount:kube-system:replicaset-controller",
                 &[],
                 &none,
-                Ownership::Unowned,
+                ControllerWrite::Unowned,
                 false,
             ),
             (
@@ -289,7 +289,7 @@ mod tests {
                 "system:serviceaccount:kube-system:replicaset-controller",
                 &[],
                 &none,
-                Ownership::Unowned,
+                ControllerWrite::Unowned,
                 false,
             ),
             (
@@ -300,14 +300,14 @@ mod tests {
                 "system:serviceaccount:argo-rollouts:argo-rollouts",
                 &[],
                 &argo,
-                Ownership::Unowned,
+                ControllerWrite::Unowned,
                 false,
             ),
         ];
         for (situation, op, owners, old, user, groups, named, ownership, skipped) in cases {
             let body = review_body(op, owners, old, user, groups);
-            let request = review::decode(body.as_bytes()).unwrap();
-            let found = Ownership::of(&request);
+            let request = crate::request::from_review(&body);
+            let found = ControllerWrite::of(&request);
             assert_eq!(found, ownership, "{situation}");
             let groups: Vec<&str> = groups.to_vec();
             assert_eq!(

@@ -5,13 +5,14 @@
 use custody_crds::policy::ACKNOWLEDGE_WEAKENING;
 use custody_crds::{CustodyPolicy, CustodyTeam};
 
-use super::decision::{Decision, Outcome, Violation, ViolationCode};
-use super::policies::CompiledPolicy;
-use super::teams::check_team;
-use crate::review::{AdmissionRequest, Operation, WorkloadObject};
+use crate::decision::{Decision, Outcome, Violation, ViolationCode};
+use crate::object::WorkloadObject;
+use crate::policies::CompiledPolicy;
+use crate::request::{Operation, Request};
+use crate::teams::check_team;
 
 /// Judges a CustodyPolicy or CustodyTeam CREATE or UPDATE.
-pub fn validate_policy(request: &AdmissionRequest<'_>) -> Decision {
+pub fn validate_policy(request: &Request<'_>) -> Decision {
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return Decision::skipped(None);
     }
@@ -54,7 +55,7 @@ pub fn validate_policy(request: &AdmissionRequest<'_>) -> Decision {
     Decision::skipped(None).with_outcome(Outcome::Allowed)
 }
 
-fn validate_team(request: &AdmissionRequest<'_>) -> Decision {
+fn validate_team(request: &Request<'_>) -> Decision {
     let Some(object) = request.object.as_ref() else {
         return Decision::invalid("the CustodyTeam request has no object".to_string());
     };
@@ -127,7 +128,7 @@ fn unacknowledged_weakening(old: &CustodyPolicy, new: &CustodyPolicy) -> Option<
     }
 }
 
-fn refuse(request: &AdmissionRequest<'_>, problems: Vec<String>, code: ViolationCode) -> Decision {
+fn refuse(request: &Request<'_>, problems: Vec<String>, code: ViolationCode) -> Decision {
     let name = request.name.as_deref().unwrap_or("<unnamed>");
     let mut message = format!("Custody refused {} {name:?}:", request.kind.kind);
     for p in &problems {
