@@ -408,7 +408,7 @@ impl PolicySet {
         self.policies.iter()
     }
 
-    /// One set per policy, so that each can be judged alone: [`evaluate`](super::evaluate)
+    /// One set per policy, so that each can be judged alone: [`evaluate`](crate::evaluate)
     /// merges the violations of every selecting policy, and the background audit reports each
     /// policy's own result.
     pub fn singles(&self) -> Vec<PolicySet> {

@@ -1,6 +1,6 @@
 //! Golden ValidatingAdmissionPolicy backstops: what `custody vap` writes for examples/policy.yaml
 //! and for the built-in default policy. Regenerate with
-//! `CUSTODY_BLESS=1 cargo test -p custody-webhook --test vap_golden` and review the diff (the
+//! `CUSTODY_BLESS=1 cargo test -p custody-cli --test vap_golden` and review the diff (the
 //! backstop is proven on a real apiserver by e2e/tests/backstop.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,10 +9,10 @@ mod support;
 
 use std::path::Path;
 
+use custody_cli::vap::{self, ApiVersion, VapOptions};
 use custody_crds::Vocabulary;
 use custody_engine::PolicySet;
 use custody_engine::files::load_policies;
-use custody_webhook::vap::{self, ApiVersion, VapOptions};
 use support::check_golden;
 
 fn options(api_version: ApiVersion) -> VapOptions {

@@ -1,7 +1,7 @@
 //! `kubectl-custody`, run as `kubectl custody`: the on-call view of Custody in a live cluster.
 //! `why` and `records` only read; `lift` writes one thing, a record's `status.lifted` (or
 //! `status.probationLifted`), as the person running it, and an Event. `main` wires; reading and writing are here, judging and
-//! rendering live in `custody_webhook::plugin`.
+//! rendering live in `custody_cli::plugin`.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -9,9 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use custody_cli::plugin::lift::{self, LiftPlan};
+use custody_cli::plugin::{self, ObjectRef, format, why};
 use custody_crds::{CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary, WorkloadKind};
-use custody_webhook::plugin::lift::{self, LiftPlan};
-use custody_webhook::plugin::{self, ObjectRef, format, why};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

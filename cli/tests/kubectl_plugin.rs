@@ -2,10 +2,10 @@
 //! and the text both commands print.
 #![allow(clippy::unwrap_used)]
 
+use custody_cli::plugin::why::{WhyInput, WhyReport, explain};
+use custody_cli::plugin::{ObjectRef, format, records};
 use custody_crds::{CustodyPolicy, RollbackRecord, Vocabulary, WorkloadKind, template_fingerprint};
 use custody_engine::{Outcome, ViolationCode};
-use custody_webhook::plugin::why::{WhyInput, WhyReport, explain};
-use custody_webhook::plugin::{ObjectRef, format, records};
 use serde_json::{Value, json};
 
 const DEPLOY_UID: &str = "d-uid-1";

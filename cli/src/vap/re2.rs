@@ -1,6 +1,6 @@
 //! From the regex crate's syntax to RE2's, for CEL `matches()`.
 //!
-//! Policy validation (engine::policies) already restricts `pattern` to what the regex crate
+//! Policy validation (custody_engine, policies.rs) already restricts `pattern` to what the regex crate
 //! compiles, and the two syntaxes mostly agree. Where they differ the pattern is rewritten to an
 //! exact equivalent (`\d` is Unicode in the regex crate and ASCII in RE2, so it becomes
 //! `\p{Nd}`), or, when no exact equivalent exists (`\w`, `\b`, class set operations, the `x`

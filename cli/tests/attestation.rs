@@ -1,6 +1,7 @@
 //! Signed attestations end to end: `custody stamp --sign` output judged by the engine, for both
 //! key types; every kind of tampering denied with its own code; and no mutated envelope ever
-//! verifying. Keys are the OpenSSL-made fixtures in `tests/fixtures/keys/`.
+//! verifying. Keys are the OpenSSL-made fixtures in `webhook/tests/fixtures/keys/`, which the
+//! webhook's signed benches share.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,6 +11,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use custody_cli::stamp::resolve::{Origin, Resolved};
+use custody_cli::stamp::{Stamper, stamp_text};
 use custody_crds::attestation::SigningKey;
 use custody_crds::attestation::{Claim, Envelope, Statement, subject_digest};
 use custody_crds::{
@@ -18,8 +21,6 @@ use custody_crds::{
 };
 use custody_engine::attest::claim_from_value;
 use custody_engine::{Decision, PolicySet, QuarantineIndex, ViolationCode};
-use custody_webhook::stamp::resolve::{Origin, Resolved};
-use custody_webhook::stamp::{Stamper, stamp_text};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use proptest::prelude::*;
@@ -27,7 +28,8 @@ use serde_json::{Value, json};
 use support::*;
 
 fn key_file(name: &str) -> String {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../webhook/tests/fixtures/keys");
     std::fs::read_to_string(dir.join(name)).unwrap()
 }
 
@@ -649,7 +651,7 @@ fn a_policy_with_a_bad_key_is_refused_at_its_own_admission() {
         "spec": {"signatures": {"keys": [{"keyId": "ci", "publicKey": key_file("p384.pub")}]}}
     });
     let body = review_of("CREATE", &policy, None, "admin", &[]);
-    let request = custody_webhook::review::decode(&body).unwrap();
+    let request = support::request(&body);
     let d = custody_engine::validate_policy(&request);
     assert!(!d.allowed);
     assert_eq!(codes(&d), vec![ViolationCode::InvalidPolicy]);
@@ -661,6 +663,6 @@ fn a_policy_with_a_bad_key_is_refused_at_its_own_admission() {
     let mut good = policy.clone();
     good["spec"]["signatures"]["keys"][0]["publicKey"] = json!(key_file("p256.pub"));
     let body = review_of("CREATE", &good, None, "admin", &[]);
-    let request = custody_webhook::review::decode(&body).unwrap();
+    let request = support::request(&body);
     assert!(custody_engine::validate_policy(&request).allowed);
 }

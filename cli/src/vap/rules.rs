@@ -1,6 +1,6 @@
 //! A CustodyPolicy's annotation rules as ValidatingAdmissionPolicy validations: presence,
 //! presence by actor, the built-in format, allowed values and the rule's own pattern, in the
-//! engine's order (engine::rules::check_rule) and with its wording.
+//! engine's order (custody_engine, rules.rs `check_rule`) and with its wording.
 
 use custody_crds::{AnnotationKey, Vocabulary};
 

@@ -83,7 +83,7 @@ pub fn conditions(spec: &CustodyPolicySpec, options: &VapOptions) -> Vec<NamedEx
             ),
         });
     }
-    // engine::controllers::Ownership, as the chart's not-a-controller-writing-what-it-owns.
+    // custody_engine::ControllerWrite, as the chart's not-a-controller-writing-what-it-owns.
     let mut controllers = format!(
         "request.userInfo.username in {}",
         cel::list(&BUILTIN_CONTROLLERS)

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::lift::LiftReport;
 use super::records::RecordRow;
 use super::why::WhyReport;
-use custody_engine::Outcome;
+use custody_engine::{Decision, Outcome};
 
 /// Pretty JSON of any report, with a trailing newline.
 pub fn json<T: Serialize>(value: &T) -> String {
@@ -20,8 +20,25 @@ pub fn json<T: Serialize>(value: &T) -> String {
 /// `why` as text: the verdict first, then what explains it.
 pub fn why_text(r: &WhyReport) -> String {
     let mut out = String::new();
-    let d = &r.decision;
-    let verdict = match d.outcome {
+    write_verdict(&mut out, r);
+    write_provenance(&mut out, r);
+    write_quarantine(&mut out, r);
+    if r.kind == "Deployment" {
+        write_revisions(&mut out, r);
+    }
+    write_records(&mut out, r);
+    if !r.notes.is_empty() {
+        let _ = writeln!(out, "\nNotes:");
+        for n in &r.notes {
+            let _ = writeln!(out, "  - {n}");
+        }
+    }
+    out
+}
+
+/// The verdict line for an outcome.
+fn verdict(d: &Decision) -> String {
+    match d.outcome {
         Outcome::Allowed => "ADMITTED: no violations".to_string(),
         Outcome::Denied => format!("DENIED: {} to fix", plural(d.violations.len(), "problem")),
         Outcome::Warned => format!(
@@ -37,9 +54,14 @@ pub fn why_text(r: &WhyReport) -> String {
             "NOT JUDGED: {}",
             d.message.as_deref().unwrap_or("the object cannot be read")
         ),
-    };
+    }
+}
+
+/// The object, the verdict, who it was judged as, the policies and each violation.
+fn write_verdict(out: &mut String, r: &WhyReport) {
+    let d = &r.decision;
     let _ = writeln!(out, "{} {}/{}", r.kind, r.namespace, r.name);
-    let _ = writeln!(out, "Verdict:    {verdict}");
+    let _ = writeln!(out, "Verdict:    {}", verdict(d));
     let _ = writeln!(
         out,
         "Judged as:  a CREATE of the live object by {:?} (actor cross-check uses this name)",
@@ -63,7 +85,9 @@ pub fn why_text(r: &WhyReport) -> String {
     for w in &d.warnings {
         let _ = writeln!(out, "  warning: {w}");
     }
+}
 
+fn write_provenance(out: &mut String, r: &WhyReport) {
     let _ = writeln!(out, "\nProvenance:");
     let width = r
         .provenance
@@ -79,7 +103,9 @@ pub fn why_text(r: &WhyReport) -> String {
             p.value.as_deref().unwrap_or("<unset>")
         );
     }
+}
 
+fn write_quarantine(out: &mut String, r: &WhyReport) {
     let _ = writeln!(out, "\nQuarantine:");
     match (&r.quarantined_by, &r.template_fingerprint) {
         (Some(rec), _) => {
@@ -99,77 +125,72 @@ pub fn why_text(r: &WhyReport) -> String {
             let _ = writeln!(out, "  no pod template");
         }
     }
+}
 
-    if r.kind == "Deployment" {
-        let _ = writeln!(out, "\nRevisions (newest first):");
-        if r.revisions.is_empty() {
-            let _ = writeln!(out, "  no ReplicaSets");
-        } else {
-            let rows = r.revisions.iter().map(|rv| {
-                let mut health = Vec::new();
-                if let Some(t) = &rv.healthy_since {
-                    health.push(format!("healthy since {t}"));
-                }
-                if let Some(rec) = &rv.reverted_by {
-                    health.push(format!("reverted by {rec}"));
-                }
-                if let Some(rec) = &rv.alerted_by {
-                    health.push(format!("alerted by {rec}"));
-                }
-                vec![
-                    format!(
-                        "{}{}",
-                        rv.revision.map_or("?".to_string(), |n| n.to_string()),
-                        if rv.current { "*" } else { "" }
-                    ),
-                    rv.name.clone(),
-                    format!("{}/{}", rv.ready, rv.replicas),
-                    rv.actor.clone().unwrap_or_else(|| "-".to_string()),
-                    rv.source_commit.clone().unwrap_or_else(|| "-".to_string()),
-                    list_or(&health, "-"),
-                ]
-            });
-            table(
-                &mut out,
-                &[
-                    "REVISION",
-                    "REPLICASET",
-                    "READY",
-                    "ACTOR",
-                    "COMMIT",
-                    "MARKS",
-                ],
-                rows,
-            );
-            let _ = writeln!(out, "  (* = the Deployment's current template)");
-        }
+/// A Deployment's ReplicaSets as a table, newest first.
+fn write_revisions(out: &mut String, r: &WhyReport) {
+    let _ = writeln!(out, "\nRevisions (newest first):");
+    if r.revisions.is_empty() {
+        let _ = writeln!(out, "  no ReplicaSets");
+        return;
     }
+    let rows = r.revisions.iter().map(|rv| {
+        let mut health = Vec::new();
+        if let Some(t) = &rv.healthy_since {
+            health.push(format!("healthy since {t}"));
+        }
+        if let Some(rec) = &rv.reverted_by {
+            health.push(format!("reverted by {rec}"));
+        }
+        if let Some(rec) = &rv.alerted_by {
+            health.push(format!("alerted by {rec}"));
+        }
+        vec![
+            format!(
+                "{}{}",
+                rv.revision.map_or("?".to_string(), |n| n.to_string()),
+                if rv.current { "*" } else { "" }
+            ),
+            rv.name.clone(),
+            format!("{}/{}", rv.ready, rv.replicas),
+            rv.actor.clone().unwrap_or_else(|| "-".to_string()),
+            rv.source_commit.clone().unwrap_or_else(|| "-".to_string()),
+            list_or(&health, "-"),
+        ]
+    });
+    table(
+        out,
+        &[
+            "REVISION",
+            "REPLICASET",
+            "READY",
+            "ACTOR",
+            "COMMIT",
+            "MARKS",
+        ],
+        rows,
+    );
+    let _ = writeln!(out, "  (* = the Deployment's current template)");
+}
 
+fn write_records(out: &mut String, r: &WhyReport) {
     let _ = writeln!(out, "\nRollbackRecords:");
     if r.records.is_empty() {
         let _ = writeln!(out, "  none");
-    } else {
-        // The workload is the one asked about: leave its column out.
-        let headers: Vec<&str> = RECORD_HEADERS
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| (i != 1).then_some(*h))
-            .collect();
-        let rows = r.records.iter().map(|row| {
-            let mut cells = record_cells(row);
-            cells.remove(1);
-            cells
-        });
-        table(&mut out, &headers, rows);
+        return;
     }
-
-    if !r.notes.is_empty() {
-        let _ = writeln!(out, "\nNotes:");
-        for n in &r.notes {
-            let _ = writeln!(out, "  - {n}");
-        }
-    }
-    out
+    // The workload is the one asked about: leave its column out.
+    let headers: Vec<&str> = RECORD_HEADERS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| (i != 1).then_some(*h))
+        .collect();
+    let rows = r.records.iter().map(|row| {
+        let mut cells = record_cells(row);
+        cells.remove(1);
+        cells
+    });
+    table(out, &headers, rows);
 }
 
 const RECORD_HEADERS: [&str; 7] = [

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use custody_cli::check::{self, CheckOptions};
+use custody_cli::stamp;
+use custody_cli::vap;
 use custody_crds::Vocabulary;
-use custody_webhook::check::{self, CheckOptions};
-use custody_webhook::stamp;
-use custody_webhook::vap;
 
 #[derive(Debug, Parser)]
 #[command(
