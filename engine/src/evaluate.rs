@@ -1,33 +1,30 @@
 //! Judging a workload write: `(policies, request, context) -> Decision`, pure.
 //!
-//! A request is first sorted out ([`prepare`]: operation, subresource, kind; an object a
-//! controller owns, written by kube-controller-manager, is admitted without judgement: see
-//! [`ControllerWrite`]), then the policies that select the workload, do not exclude the requester
-//! and do not name it as a controller writing an object it owns are found, their rules run, and
-//! the violations are combined by mode into one decision: Enforce denies, Warn admits with
-//! kubectl warnings, Audit admits and records. Rules that concern the revision rather than a
-//! policy's vocabulary (stale provenance, quarantine) run once, under the strictest mode among
-//! the selecting policies.
+//! A request is first sorted out ([`triage`](crate::triage): operation, subresource, kind; an
+//! object a controller owns, written by kube-controller-manager, is admitted without judgement:
+//! see [`ControllerWrite`](crate::ControllerWrite)), then the policies that select the workload,
+//! do not exclude the requester and do not name it as a controller writing an object it owns
+//! are found, their rules run, and the violations are combined by mode into one decision:
+//! Enforce denies, Warn admits with kubectl warnings, Audit admits and records. Rules that
+//! concern the revision rather than a policy's vocabulary (stale provenance, quarantine) run
+//! once, under the strictest mode among the selecting policies.
 //!
 //! Each object's pod template is located at most once per request: the revision checks read
 //! the new and stored templates, and whether the write is a new revision, the signature check
 //! and the freezes, budgets and probation reuse that.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target};
-use custody_crds::{AnnotationKey, EnforcementMode, FailurePolicy, OwnershipMode, WorkloadKind};
+use custody_crds::{AnnotationKey, EnforcementMode, OwnershipMode};
 use serde_json::value::RawValue;
 
 use crate::attest::{claim_from_template, claim_from_view};
 use crate::change_freeze::{self, FreezeOutcome};
 use crate::context::Context;
-use crate::controllers::ControllerWrite;
-use crate::decision::{Decision, Outcome, Violation, ViolationCode};
+use crate::decision::{Decision, Violation, ViolationCode};
 use crate::identity::identity_matches;
 use crate::limits;
-use crate::object::{WorkloadObject, templates_differ};
+use crate::object::templates_differ;
 use crate::policies::{CompiledPolicy, PolicySet};
 use crate::probation;
 use crate::registered::{self, OwnerCheck};
@@ -35,9 +32,7 @@ use crate::request::{Operation, Request};
 use crate::rules::{self, QuarantineOutcome};
 use crate::signatures;
 use crate::subject::{Annotations, Subject};
-
-/// Labels of an object that has none: the selectors see an empty map, and nothing is cloned.
-static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+use crate::triage::{Judged, Prepared, prepare};
 
 /// Judges a workload admission request.
 pub fn evaluate(policies: &PolicySet, request: &Request<'_>, ctx: &Context<'_>) -> Decision {
@@ -380,113 +375,6 @@ fn change_guards(scope: &Scope<'_, '_, '_>, is_new: bool, found: &mut Findings) 
     for v in guarded {
         if !found.violations.iter().any(|seen| seen.code == v.code) {
             found.violations.push(v);
-        }
-    }
-}
-
-enum Prepared<'r, 'a> {
-    Done(Decision),
-    Judge(Judged<'r, 'a>),
-}
-
-/// A request that is judged, sorted out: what the policies select on.
-struct Judged<'r, 'a> {
-    kind: WorkloadKind,
-    object: &'r WorkloadObject<'a>,
-    namespace: Cow<'a, str>,
-    write: ControllerWrite,
-    /// The namespace's labels, or the one label the apiserver always sets when they are unknown.
-    namespace_labels: Cow<'r, BTreeMap<String, String>>,
-}
-
-impl Judged<'_, '_> {
-    /// The policies that select this workload for this requester, in the set's order.
-    fn selecting<'p>(
-        &self,
-        policies: &'p PolicySet,
-        request: &Request<'_>,
-    ) -> Vec<&'p CompiledPolicy> {
-        let target = Target {
-            kind: self.kind,
-            namespace: &self.namespace,
-            namespace_labels: &self.namespace_labels,
-            labels: self.object.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
-        };
-        let user = &request.user_info;
-        policies.selecting(&target, &user.username, &user.groups, self.write)
-    }
-}
-
-/// Sorts out requests that are not judged, and reads what the others are selected by.
-fn prepare<'r, 'a>(request: &'r Request<'a>, ctx: &Context<'r>) -> Prepared<'r, 'a> {
-    if !matches!(request.operation, Operation::Create | Operation::Update) {
-        return Prepared::Done(Decision::skipped(None));
-    }
-    if request
-        .sub_resource
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        // scale and status change no template and no provenance.
-        return Prepared::Done(Decision::skipped(None));
-    }
-    let Some(kind) = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind) else {
-        let gk = if request.kind.group.is_empty() {
-            request.kind.kind.to_string()
-        } else {
-            format!("{}.{}", request.kind.kind, request.kind.group)
-        };
-        return Prepared::Done(Decision::skipped(Some(format!(
-            "custody: {gk} is not a workload kind Custody judges; admitted without checks"
-        ))));
-    };
-    let Some(object) = request.object.as_ref() else {
-        return Prepared::Done(Decision::invalid(format!(
-            "the {} request for {kind} has no object",
-            request.operation.as_str()
-        )));
-    };
-    let write = ControllerWrite::of(request);
-    if write == ControllerWrite::BuiltinController {
-        // Written by its controller (a Deployment's ReplicaSet, a Job's Pod): the owner was
-        // judged when it was applied, and blocking here would wedge the rollout. The
-        // ownerReference alone proves nothing (anyone may write one); the identity does.
-        return Prepared::Done(Decision::skipped(None));
-    }
-    let namespace = request
-        .namespace
-        .clone()
-        .or_else(|| object.metadata.namespace.clone())
-        .unwrap_or(Cow::Borrowed("default"));
-    let namespace_labels = match ctx.namespace_labels {
-        Some(labels) => Cow::Borrowed(labels),
-        None => Cow::Owned(BTreeMap::from([(
-            NAMESPACE_NAME_LABEL.to_string(),
-            namespace.to_string(),
-        )])),
-    };
-    Prepared::Judge(Judged {
-        kind,
-        object,
-        namespace,
-        write,
-        namespace_labels,
-    })
-}
-
-impl PolicySet {
-    /// The strictest failure policy among the policies that would judge `request`: what to
-    /// answer when the webhook cannot decide. `Ignore` when no policy selects it.
-    pub fn failure_policy_for(&self, request: &Request<'_>, ctx: &Context<'_>) -> FailurePolicy {
-        let strictest = |it: &mut dyn Iterator<Item = &CompiledPolicy>| {
-            it.map(|p| p.spec.failure_policy)
-                .max()
-                .unwrap_or(FailurePolicy::Ignore)
-        };
-        match prepare(request, ctx) {
-            Prepared::Done(d) if d.outcome == Outcome::Invalid => strictest(&mut self.iter()),
-            Prepared::Done(_) => FailurePolicy::Ignore,
-            Prepared::Judge(judged) => strictest(&mut judged.selecting(self, request).into_iter()),
         }
     }
 }

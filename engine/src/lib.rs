@@ -8,9 +8,9 @@
 //! audit all call this one function. Nothing here reads a clock, opens a socket or holds a
 //! client; [`files`] reads local policy files for the binaries that take them.
 //!
-//! Modules form a tree: leaves ([`request`](crate::request), the object view, decisions,
-//! identities, the subject, compiled parts) are imported by the rule modules, the rules by
-//! [`evaluate`], and nothing imports upward.
+//! Modules form a tree: leaves (the request, the object view, decisions, identities, the
+//! subject, compiled parts) are imported by the rule modules, the rules by [`evaluate`], and
+//! nothing imports upward.
 
 pub mod attest;
 mod change_freeze;
@@ -35,6 +35,7 @@ mod rules;
 mod signatures;
 mod subject;
 mod teams;
+mod triage;
 
 pub use context::Context;
 pub use controllers::{BUILTIN_CONTROLLERS, ControllerWrite};
