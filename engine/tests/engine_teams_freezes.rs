@@ -13,7 +13,6 @@ use custody_engine::attest::AttestationCache;
 use custody_engine::{
     Context, Decision, PolicySet, QuarantineIndex, TeamIndex, ViolationCode, evaluate,
 };
-use custody_webhook::review;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use support::*;
@@ -95,7 +94,7 @@ fn judge_at(
     user: &str,
 ) -> Decision {
     let body = review_of(operation, object, old, user, &["system:authenticated"]);
-    let request = review::decode(&body).unwrap();
+    let request = request(&body);
     let vocabulary = Vocabulary::default();
     let ctx = Context {
         vocabulary: &vocabulary,
@@ -693,7 +692,7 @@ fn freeze_follows_the_policy_mode_and_skips_background_audits() {
 
     let set = freeze_policy(EnforcementMode::Enforce);
     let body = review_of("CREATE", &v1, None, AGENT_SA, &[]);
-    let request = review::decode(&body).unwrap();
+    let request = request(&body);
     let vocabulary = Vocabulary::default();
     let teams = TeamIndex::default();
     let ctx = Context {

@@ -14,7 +14,6 @@ use custody_engine::attest::AttestationCache;
 use custody_engine::{
     Context, Decision, PolicySet, QuarantineIndex, TeamIndex, ViolationCode, evaluate,
 };
-use custody_webhook::review;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
@@ -97,7 +96,7 @@ fn judge(
     old: Option<&Value>,
 ) -> Decision {
     let body = review_of(operation, object, old, "ci@acme.dev", &[]);
-    let request = review::decode(&body).unwrap();
+    let request = request(&body);
     let vocabulary = Vocabulary::default();
     let quarantine = QuarantineIndex::from_records(records);
     let ctx = Context {

@@ -14,7 +14,6 @@ use custody_engine::{
     AgentActivity, Context, Decision, PolicySet, QuarantineIndex, TeamIndex, ViolationCode,
     evaluate,
 };
-use custody_webhook::review;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
@@ -84,7 +83,7 @@ fn judge(
     old: Option<&Value>,
 ) -> Decision {
     let body = review_of(operation, object, old, "ci@acme.dev", &[]);
-    let request = review::decode(&body).unwrap();
+    let request = request(&body);
     let vocabulary = Vocabulary::default();
     let ctx = Context {
         vocabulary: &vocabulary,

@@ -1,5 +1,5 @@
 //! Golden denial messages: what a person or an agent reads. Regenerate with
-//! `CUSTODY_BLESS=1 cargo test -p custody-webhook --test denial_golden` and review the diff.
+//! `CUSTODY_BLESS=1 cargo test -p custody-engine --test denial_golden` and review the diff.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,7 +23,7 @@ fn unannotated_deployment() {
 #[test]
 fn forged_owner_reference() {
     let body = fixture("pod-create-forged-owner-reference-unannotated.json");
-    let request = custody_webhook::review::decode(&body).unwrap();
+    let request = request(&body);
     let owner = request.object.as_ref().unwrap().controller().unwrap();
     assert_eq!(
         (owner.kind.as_ref(), owner.name.as_ref()),
@@ -83,7 +83,7 @@ fn quarantined_template() {
     let v2 = deployment("web", agent_annotations(), "web:2");
     let fingerprint = custody_crds::template_fingerprint(&v2["spec"]["template"]);
     let record = RollbackRecord {
-        metadata: kube::api::ObjectMeta {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some("web-r2-7d9f8b6c".into()),
             namespace: Some("shop".into()),
             ..Default::default()
@@ -139,7 +139,7 @@ fn policy_refused() {
             "operation": "CREATE", "name": "strict", "userInfo": {"username": "jane"}, "object": policy}
     });
     let request_body = body.to_string();
-    let request = custody_webhook::review::decode(request_body.as_bytes()).unwrap();
+    let request = request(request_body.as_bytes());
     let d = custody_engine::validate_policy(&request);
     assert!(!d.allowed);
     check_golden("policy-refused.txt", d.message.as_deref().unwrap());
@@ -166,8 +166,7 @@ fn bad_freezes_and_teams_are_refused_when_applied() {
         ]}
     });
     let body = review_of_custody("CustodyPolicy", &policy);
-    let d =
-        custody_engine::validate_policy(&custody_webhook::review::decode(body.as_bytes()).unwrap());
+    let d = custody_engine::validate_policy(&request(body.as_bytes()));
     assert!(!d.allowed);
     let mut out = d.message.unwrap();
     let team = json!({
@@ -176,8 +175,7 @@ fn bad_freezes_and_teams_are_refused_when_applied() {
         "spec": {"namespaces": ["shop", " "], "oncall": ["payments"], "notify": [{"url": "hooks.example.com"}, {"url": "https://x", "headersFrom": {"name": ""}}]}
     });
     let body = review_of_custody("CustodyTeam", &team);
-    let d =
-        custody_engine::validate_policy(&custody_webhook::review::decode(body.as_bytes()).unwrap());
+    let d = custody_engine::validate_policy(&request(body.as_bytes()));
     assert!(!d.allowed);
     assert!(
         d.violations
@@ -192,10 +190,7 @@ fn bad_freezes_and_teams_are_refused_when_applied() {
         "spec": {"namespaces": ["shop"], "oncall": ["@pay"], "notify": [{"url": "https://hooks.example.com/p"}]}
     });
     let body = review_of_custody("CustodyTeam", &good);
-    assert!(
-        custody_engine::validate_policy(&custody_webhook::review::decode(body.as_bytes()).unwrap())
-            .allowed
-    );
+    assert!(custody_engine::validate_policy(&request(body.as_bytes())).allowed);
     check_golden("freezes-and-teams-refused.txt", &out);
 }
 
