@@ -13,7 +13,7 @@ use custody_controller::cache::observe::{daemon_set_state, deployment_state, sta
 use custody_controller::cache::slim::{SlimDaemonSet, SlimDeployment, SlimStatefulSet};
 use custody_crds::report::ResultStatus;
 use custody_crds::{Vocabulary, WorkloadKind};
-use custody_webhook::engine::{PolicySet, TeamIndex};
+use custody_engine::{PolicySet, TeamIndex};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 

@@ -1,4 +1,5 @@
 //! Test support shared by Custody's crates, kept out of the product crates: a dev-dependency
 //! only, never linked into a binary.
 
+pub mod admission;
 pub mod fake_apiserver;

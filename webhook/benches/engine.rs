@@ -12,10 +12,8 @@ use custody_crds::{
     CustodyPolicy, CustodyPolicySpec, CustodyTeam, CustodyTeamSpec, FreezeWindow, OwnershipMode,
     Vocabulary,
 };
-use custody_webhook::attest::AttestationCache;
-use custody_webhook::engine::{
-    AgentActivity, Context, PolicySet, QuarantineIndex, TeamIndex, evaluate,
-};
+use custody_engine::attest::AttestationCache;
+use custody_engine::{AgentActivity, Context, PolicySet, QuarantineIndex, TeamIndex, evaluate};
 use custody_webhook::review;
 
 #[path = "support/signed.rs"]
@@ -31,7 +29,7 @@ fn fixture(name: &str) -> Vec<u8> {
 /// examples/policy.yaml: its policies and the teams they require.
 fn example_policies() -> (PolicySet, TeamIndex) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policy.yaml");
-    let files = custody_webhook::check::load_policy_files(&[path], &mut std::io::empty());
+    let files = custody_engine::files::load_policy_files(&[path], &mut std::io::empty());
     assert!(files.errors.is_empty(), "{:?}", files.errors);
     assert!(files.policy_errors.is_empty(), "{:?}", files.policy_errors);
     (files.policies, files.teams)

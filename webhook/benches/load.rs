@@ -404,7 +404,7 @@ fn main() {
             connections,
         );
         // More distinct envelopes than the cache holds, sent in turn: every one is verified.
-        let many: Vec<Bytes> = (0..custody_webhook::attest::DEFAULT_CACHE_CAPACITY + 1024)
+        let many: Vec<Bytes> = (0..custody_engine::attest::DEFAULT_CACHE_CAPACITY + 1024)
             .map(|i| Bytes::from(signed::signed_review(key, i)))
             .collect();
         measure(

@@ -4,7 +4,7 @@
 
 mod support;
 
-use custody_webhook::engine::{Outcome, ViolationCode};
+use custody_engine::{Outcome, ViolationCode};
 use support::{fixture, fixture_dir, judge};
 
 /// What the built-in policy reports for an object with no custody annotations.

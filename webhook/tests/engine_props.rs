@@ -5,8 +5,8 @@
 
 mod support;
 
-use custody_webhook::check::load;
-use custody_webhook::engine::{PolicySet, QuarantineIndex, validate_policy};
+use custody_engine::files::manifests as load;
+use custody_engine::{PolicySet, QuarantineIndex, validate_policy};
 use custody_webhook::review;
 use proptest::prelude::*;
 use serde_json::{Value, json};

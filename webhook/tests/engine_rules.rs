@@ -10,7 +10,7 @@ use custody_crds::{
     FailurePolicy, Identities, IdentitySet, MatchRules, NamespaceMatch, RecordAction,
     RevisionSnapshot, RollbackRecord, RollbackRecordSpec, SignalReason, WorkloadKind, WorkloadRef,
 };
-use custody_webhook::engine::{
+use custody_engine::{
     Context, Outcome, PolicySet, QuarantineIndex, ViolationCode, evaluate, validate_policy,
 };
 use custody_webhook::review;
@@ -25,7 +25,7 @@ fn policies(specs: Vec<(&str, CustodyPolicySpec)>) -> PolicySet {
     set
 }
 
-fn codes(decision: &custody_webhook::engine::Decision) -> Vec<ViolationCode> {
+fn codes(decision: &custody_engine::Decision) -> Vec<ViolationCode> {
     decision.violations.iter().map(|v| v.code).collect()
 }
 
@@ -404,10 +404,10 @@ fn namespace_labels_from_the_context_are_used() {
             namespace_labels: Some(&labels),
             quarantine: &quarantine,
             now: k8s_openapi::jiff::Timestamp::now(),
-            attestations: &custody_webhook::attest::AttestationCache::default(),
-            teams: &custody_webhook::engine::TeamIndex::default(),
+            attestations: &custody_engine::attest::AttestationCache::default(),
+            teams: &custody_engine::TeamIndex::default(),
             background: false,
-            activity: &custody_webhook::engine::AgentActivity::default(),
+            activity: &custody_engine::AgentActivity::default(),
         };
         assert_eq!(!evaluate(&set, &request, &ctx).allowed, judged, "{env}");
     }
@@ -936,10 +936,10 @@ fn failure_policy_for_a_request() {
         namespace_labels: None,
         quarantine: &quarantine,
         now: k8s_openapi::jiff::Timestamp::now(),
-        attestations: &custody_webhook::attest::AttestationCache::default(),
-        teams: &custody_webhook::engine::TeamIndex::default(),
+        attestations: &custody_engine::attest::AttestationCache::default(),
+        teams: &custody_engine::TeamIndex::default(),
         background: false,
-        activity: &custody_webhook::engine::AgentActivity::default(),
+        activity: &custody_engine::AgentActivity::default(),
     };
     let deploy = review_of(
         "CREATE",
@@ -961,19 +961,15 @@ fn failure_policy_for_a_request() {
         FailurePolicy::Ignore
     );
 
-    let fail = custody_webhook::engine::Decision::unavailable(
-        FailurePolicy::Fail,
-        "policy cache not synced",
-    );
+    let fail =
+        custody_engine::Decision::unavailable(FailurePolicy::Fail, "policy cache not synced");
     assert!(!fail.allowed && fail.message.unwrap().contains("policy cache not synced"));
-    let ignore = custody_webhook::engine::Decision::unavailable(
-        FailurePolicy::Ignore,
-        "policy cache not synced",
-    );
+    let ignore =
+        custody_engine::Decision::unavailable(FailurePolicy::Ignore, "policy cache not synced");
     assert!(ignore.allowed && ignore.warnings[0].contains("not evaluated"));
 }
 
-fn policy_review(op: &str, new: &Value, old: Option<&Value>) -> custody_webhook::engine::Decision {
+fn policy_review(op: &str, new: &Value, old: Option<&Value>) -> custody_engine::Decision {
     let body = json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {"uid": "u", "kind": {"group": "custody.dev", "version": "v1alpha1", "kind": "CustodyPolicy"},
@@ -1134,10 +1130,10 @@ fn controller_owned_objects_are_judged_unless_a_controller_writes_them() {
         namespace_labels: None,
         quarantine: &quarantine,
         now: k8s_openapi::jiff::Timestamp::now(),
-        attestations: &custody_webhook::attest::AttestationCache::default(),
-        teams: &custody_webhook::engine::TeamIndex::default(),
+        attestations: &custody_engine::attest::AttestationCache::default(),
+        teams: &custody_engine::TeamIndex::default(),
         background: false,
-        activity: &custody_webhook::engine::AgentActivity::default(),
+        activity: &custody_engine::AgentActivity::default(),
     };
     let argo_sa = "system:serviceaccount:argo-rollouts:argo-rollouts";
     // (situation, policies, operation, object, old object, user, outcome, failure policy)

@@ -7,7 +7,7 @@ mod server_support;
 use std::time::Duration;
 
 use custody_crds::{CustodyPolicy, CustodyPolicySpec, EnforcementMode};
-use custody_webhook::engine::{PolicySet, QuarantineIndex};
+use custody_engine::{PolicySet, QuarantineIndex};
 use custody_webhook::server::LiveState;
 use serde_json::{Value, json};
 use server_support::*;

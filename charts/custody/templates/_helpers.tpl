@@ -64,7 +64,7 @@ is webhook.external.caBundle and must not be overwritten.
 
 {{/*
 kube-controller-manager's identities that write the kinds Custody judges with a controller
-ownerReference. Keep in sync with BUILTIN_CONTROLLERS in webhook/src/engine/controllers.rs.
+ownerReference. Keep in sync with BUILTIN_CONTROLLERS in engine/src/controllers.rs.
 */}}
 {{- define "custody.builtinControllerUsers" -}}
 {{- $users := list -}}
@@ -180,7 +180,7 @@ groups and service accounts, as globs, the way the engine matches them). Empty w
 
 {{/*
 CEL terms that `subject` is one of the globs `patterns`, exactly as `custody vap` writes them
-(webhook/src/vap/cel.rs): exact names with `in`, globs with matches(). Called with
+(cli/src/vap/cel.rs): exact names with `in`, globs with matches(). Called with
 (list subject patterns); returns a JSON list of terms.
 */}}
 {{- define "custody.celNameIn" -}}

@@ -1,5 +1,5 @@
 //! What is already running that the policies would refuse: each cached workload judged by each
-//! policy alone, with the webhook's engine, as a CREATE by nobody in particular.
+//! policy alone, with the admission engine, as a CREATE by nobody in particular.
 //!
 //! The request carries no user: identity rules (the actor cross-check, `exclude`) judge who
 //! applies a change, and nobody is applying one. Quarantine is left out for the same reason: it
@@ -7,17 +7,15 @@
 //! Signatures are left to admission too: the cache keeps no pod templates to check a subject
 //! digest against, and every running revision was verified when it was admitted.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use custody_crds::report::{ResultStatus, Severity};
 use custody_crds::{AnnotationKey, EnforcementMode, Vocabulary};
-use custody_webhook::attest::AttestationCache;
-use custody_webhook::check::OfflineCreate;
-use custody_webhook::engine::{
-    Context, Outcome, PolicySet, QuarantineIndex, TeamIndex, Violation, evaluate,
+use custody_engine::attest::AttestationCache;
+use custody_engine::{
+    AgentActivity, Context, GroupVersionKind, Outcome, PolicySet, QuarantineIndex, Request,
+    TeamIndex, UserInfo, Violation, WorkloadObject, evaluate,
 };
-use custody_webhook::review::WorkloadObject;
 
 use jiff::Timestamp;
 
@@ -90,7 +88,7 @@ pub fn audit(
             teams,
             // Freezes judge changes; the audit judges what runs.
             background: true,
-            activity: &custody_webhook::engine::AgentActivity::default(),
+            activity: &AgentActivity::default(),
         };
         judge(&singles, &ctx, workload, &mut findings);
     }
@@ -132,17 +130,13 @@ fn judge(
     let Ok(view) = WorkloadObject::parse(&raw) else {
         return;
     };
-    let request = OfflineCreate {
-        uid: Cow::Borrowed("custody-audit"),
-        group: workload.kind.group(),
-        version: "v1",
-        kind: workload.kind.as_str(),
-        namespace: Some(&workload.namespace),
-        name: &workload.name,
-        user: "",
-        groups: &[],
-    }
-    .request(view);
+    let request = Request::create(
+        GroupVersionKind::new(workload.kind.group(), "v1", workload.kind.as_str()),
+        Some(&workload.namespace),
+        &workload.name,
+        UserInfo::default(),
+        view,
+    );
     for single in singles {
         let Some(policy) = single.iter().next() else {
             continue;

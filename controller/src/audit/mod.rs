@@ -1,7 +1,7 @@
 //! The background audit: what is already running that the policies would refuse.
 //!
 //! The workloads come from the controller's own cache (no second watch, no full objects): each
-//! is judged by each policy with the webhook's engine ([`judge`]), at start, when a policy
+//! is judged by each policy with the admission engine ([`judge`]), at start, when a policy
 //! changes and on a period. The findings go to metrics, and, when the report CRD is served, to
 //! one report per namespace ([`report`]) written by the Lease holder ([`publish`]).
 //!
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use custody_crds::report::{ReportFormat, ResultStatus, ResultTimestamp};
 use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary};
-use custody_webhook::engine::{PolicySet, TeamIndex};
+use custody_engine::{PolicySet, TeamIndex};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::core::PartialObjectMeta;

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use custody_crds::attestation::SigningKey;
 use custody_crds::attestation::Statement;
 use custody_crds::{
     CustodyPolicy, CustodyPolicySpec, KeyScope, SignatureMode, SignaturePolicy, TrustedKey,
     Vocabulary, WorkloadKind,
 };
-use custody_webhook::attest::{SigningKey, claim_from_value};
+use custody_engine::attest::claim_from_value;
 use serde_json::Value;
 
 fn manifest_dir() -> PathBuf {

@@ -146,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn standalone_state(paths: &[PathBuf], metrics: Metrics) -> anyhow::Result<Arc<LiveState>> {
-    let files = custody_webhook::check::load_policy_files(paths, &mut std::io::empty());
+    let files = custody_engine::files::load_policy_files(paths, &mut std::io::empty());
     if let Some(error) = files.errors.first() {
         anyhow::bail!("cannot read the policies: {error}");
     }
@@ -160,7 +160,7 @@ fn standalone_state(paths: &[PathBuf], metrics: Metrics) -> anyhow::Result<Arc<L
     );
     let live = LiveState::fixed(
         files.policies,
-        custody_webhook::engine::QuarantineIndex::default(),
+        custody_engine::QuarantineIndex::default(),
         metrics,
     );
     live.set_teams(files.teams);

@@ -2,105 +2,85 @@
 //! the encode of the response.
 //!
 //! Decoding is one pass over the body that borrows from it: `object` and `oldObject` are read
-//! into [`WorkloadObject`] views (metadata parsed, annotation values and the spec left raw), so a
+//! into the engine's [`WorkloadObject`] views (metadata parsed, annotation values and the spec left raw), so a
 //! 6 KB review never becomes a tree of allocations on the admission hot path.
 
-mod object;
 mod response;
 
-pub use object::{Metadata, OwnerReference, WorkloadObject, templates_differ};
 pub use response::encode;
 
-use serde::Deserialize;
 use std::borrow::Cow;
+use std::ops::Deref;
+
+use custody_engine::{GroupVersionKind, Operation, Request, UserInfo, WorkloadObject};
+use serde::Deserialize;
 
 /// The only AdmissionReview version Custody registers for.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
-/// One admission request, borrowed from the review body.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One admission request, borrowed from the review body: the engine's [`Request`], and what
+/// only the wire carries (the uid the response echoes, the dry-run flag the metrics read). It
+/// dereferences to the request, so it is passed to the engine as it is.
+#[derive(Debug)]
 pub struct AdmissionRequest<'a> {
     /// Echoed in the response.
-    #[serde(borrow)]
     pub uid: Cow<'a, str>,
-    /// The kind of the object as the webhook sees it.
-    #[serde(borrow)]
-    pub kind: GroupVersionKind<'a>,
-    /// Set for subresource requests (`scale`, `status`).
-    #[serde(borrow, default)]
-    pub sub_resource: Option<Cow<'a, str>>,
-    /// What is being done.
-    pub operation: Operation,
-    /// The object's namespace, absent for cluster-scoped objects.
-    #[serde(borrow, default)]
-    pub namespace: Option<Cow<'a, str>>,
-    /// The object's name; absent on CREATE with `generateName`.
-    #[serde(borrow, default)]
-    pub name: Option<Cow<'a, str>>,
-    /// Who is asking.
-    #[serde(borrow, default)]
-    pub user_info: UserInfo<'a>,
     /// Whether the request will not be persisted.
-    #[serde(default, deserialize_with = "null_as_false")]
     pub dry_run: bool,
-    /// The object as it would be stored (absent on DELETE).
-    #[serde(borrow, default)]
-    pub object: Option<WorkloadObject<'a>>,
-    /// The object as it is stored (UPDATE and DELETE).
-    #[serde(borrow, default)]
-    pub old_object: Option<WorkloadObject<'a>>,
+    /// What the engine judges.
+    pub request: Request<'a>,
 }
 
-/// An object kind.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-pub struct GroupVersionKind<'a> {
-    /// API group, empty for the core group.
-    #[serde(borrow, default)]
-    pub group: Cow<'a, str>,
-    /// API version.
-    #[serde(borrow, default)]
-    pub version: Cow<'a, str>,
-    /// Kind.
-    #[serde(borrow, default)]
-    pub kind: Cow<'a, str>,
-}
+impl<'a> Deref for AdmissionRequest<'a> {
+    type Target = Request<'a>;
 
-/// The admission operation.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Operation {
-    /// An object is created.
-    Create,
-    /// An object is replaced or patched.
-    Update,
-    /// An object is deleted.
-    Delete,
-    /// A connect (exec, attach, port-forward).
-    Connect,
-}
-
-impl Operation {
-    /// The operation as Kubernetes spells it, a fixed metric label.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Operation::Create => "CREATE",
-            Operation::Update => "UPDATE",
-            Operation::Delete => "DELETE",
-            Operation::Connect => "CONNECT",
-        }
+    fn deref(&self) -> &Request<'a> {
+        &self.request
     }
 }
 
-/// The authenticated requester.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct UserInfo<'a> {
-    /// User name, e.g. `system:serviceaccount:argocd:argocd-application-controller`.
+/// The `request` of an AdmissionReview as it arrives; split into [`AdmissionRequest`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRequest<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: GroupVersionKind<'a>,
     #[serde(borrow, default)]
-    pub username: Cow<'a, str>,
-    /// Groups the user belongs to.
+    sub_resource: Option<Cow<'a, str>>,
+    operation: Operation,
     #[serde(borrow, default)]
-    pub groups: Vec<Cow<'a, str>>,
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user_info: UserInfo<'a>,
+    #[serde(default, deserialize_with = "null_as_false")]
+    dry_run: bool,
+    #[serde(borrow, default)]
+    object: Option<WorkloadObject<'a>>,
+    #[serde(borrow, default)]
+    old_object: Option<WorkloadObject<'a>>,
+}
+
+impl<'a> From<WireRequest<'a>> for AdmissionRequest<'a> {
+    fn from(wire: WireRequest<'a>) -> Self {
+        Self {
+            uid: wire.uid,
+            dry_run: wire.dry_run,
+            request: Request {
+                kind: wire.kind,
+                sub_resource: wire.sub_resource,
+                operation: wire.operation,
+                namespace: wire.namespace,
+                name: wire.name,
+                user_info: wire.user_info,
+                object: wire.object,
+                old_object: wire.old_object,
+            },
+        }
+    }
 }
 
 fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -114,7 +94,7 @@ struct Envelope<'a> {
     #[serde(borrow, default)]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    request: Option<AdmissionRequest<'a>>,
+    request: Option<WireRequest<'a>>,
 }
 
 /// Only the type fields, to explain a body that is not a v1 AdmissionReview.
@@ -160,7 +140,10 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest<'_>, DecodeError> {
         }
     };
     check_type(envelope.kind, envelope.api_version)?;
-    envelope.request.ok_or(DecodeError::NoRequest)
+    envelope
+        .request
+        .map(AdmissionRequest::from)
+        .ok_or(DecodeError::NoRequest)
 }
 
 fn check_type(

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::API_VERSION;
-use crate::engine::Decision;
+use custody_engine::Decision;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -137,7 +137,7 @@ pub async fn start(
         metrics,
         failure_before_sync: config.failure_before_sync,
         max_body_bytes: config.max_body_bytes,
-        attestations: crate::attest::AttestationCache::default(),
+        attestations: custody_engine::attest::AttestationCache::default(),
     });
     let handle = axum_server::Handle::new();
     let server = axum_server::bind_rustls(config.listen, tls).handle(handle.clone());

@@ -13,8 +13,10 @@ use custody_crds::{FailurePolicy, Vocabulary, WorkloadKind};
 
 use super::metrics::Metrics;
 use super::state::LiveState;
-use crate::engine::{Context, Decision, ViolationCode, evaluate, validate_policy, validate_record};
 use crate::review::{self, AdmissionRequest};
+use custody_engine::{
+    Context, Decision, ViolationCode, evaluate, validate_policy, validate_record,
+};
 
 /// What the handlers share.
 pub struct AppState {
@@ -29,7 +31,7 @@ pub struct AppState {
     /// The largest body accepted, for the 413 message.
     pub max_body_bytes: usize,
     /// Attestations already verified, by envelope digest.
-    pub attestations: crate::attest::AttestationCache,
+    pub attestations: custody_engine::attest::AttestationCache,
 }
 
 /// `POST /validate`: workloads.

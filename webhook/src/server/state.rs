@@ -11,7 +11,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 
 use super::metrics::Metrics;
-use crate::engine::{AgentActivity, PolicySet, QuarantineIndex, TeamIndex};
+use custody_engine::{AgentActivity, PolicySet, QuarantineIndex, TeamIndex};
 
 /// What the webhook knows of the cluster.
 pub struct LiveState {

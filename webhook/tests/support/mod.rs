@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use custody_crds::Vocabulary;
-use custody_webhook::engine::{Context, Decision, PolicySet, QuarantineIndex, evaluate};
+use custody_engine::{Context, Decision, PolicySet, QuarantineIndex, evaluate};
 use custody_webhook::review;
 use serde_json::{Value, json};
 
@@ -32,10 +32,10 @@ pub fn judge_with(body: &[u8], policies: &PolicySet, quarantine: &QuarantineInde
         namespace_labels: None,
         quarantine,
         now: k8s_openapi::jiff::Timestamp::now(),
-        attestations: &custody_webhook::attest::AttestationCache::default(),
-        teams: &custody_webhook::engine::TeamIndex::default(),
+        attestations: &custody_engine::attest::AttestationCache::default(),
+        teams: &custody_engine::TeamIndex::default(),
         background: false,
-        activity: &custody_webhook::engine::AgentActivity::default(),
+        activity: &custody_engine::AgentActivity::default(),
     };
     evaluate(policies, &request, &ctx)
 }
@@ -108,20 +108,4 @@ pub fn review_of(
     })
     .to_string()
     .into_bytes()
-}
-
-/// Compares `actual` with `tests/golden/<file>`; `CUSTODY_BLESS=1` writes it instead.
-pub fn check_golden(file: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(file);
-    if std::env::var_os("CUSTODY_BLESS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        expected == actual,
-        "golden {file} differs (CUSTODY_BLESS=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}"
-    );
 }

@@ -1,0 +1,449 @@
+//! `kubectl-custody`, run as `kubectl custody`: the on-call view of Custody in a live cluster.
+//! `why` and `records` only read; `lift` writes one thing, a record's `status.lifted` (or
+//! `status.probationLifted`), as the person running it, and an Event. `main` wires; reading and writing are here, judging and
+//! rendering live in `custody_cli::plugin`.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use custody_cli::plugin::lift::{self, LiftPlan};
+use custody_cli::plugin::{self, ObjectRef, format, why};
+use custody_crds::{CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary, WorkloadKind};
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use serde_json::Value;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-custody",
+    bin_name = "kubectl custody",
+    version,
+    about = "Custody for on-call: why a workload is (or would be) denied, its revisions and its RollbackRecords, and lifting a quarantine."
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Judge a live object as the webhook would judge creating it now, and show its provenance,
+    /// its revisions (Deployments: ReplicaSets with the controller's health marks), the
+    /// RollbackRecords naming it and whether its current template is quarantined.
+    Why(WhyArgs),
+    /// List RollbackRecords, newest first.
+    Records(RecordsArgs),
+    /// Lift the quarantine of a revert's RollbackRecord, as yourself, with a reason: the
+    /// reverted template may be applied again. With --probation, lift the probation of the
+    /// record's agent instead. Written to the record's status (the webhook admits it only from a
+    /// person, under their own name) and as an Event on the workload.
+    Lift(LiftArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LiftArgs {
+    /// The RollbackRecord (`kubectl custody records` lists them).
+    #[arg(value_name = "RECORD")]
+    record: String,
+    /// The namespace; the kubeconfig context's by default.
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Why the reverted template may come back (or, with --probation, what was checked); kept
+    /// in the record and the Event.
+    #[arg(long)]
+    reason: String,
+    /// Lift the probation of the record's agent (name its newest revert's record), not the
+    /// quarantine of its template.
+    #[arg(long)]
+    probation: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+struct WhyArgs {
+    /// The object: <kind>/<name>, kind one of deployment (deploy), statefulset (sts), daemonset
+    /// (ds), replicaset (rs), job, cronjob (cj), pod (po).
+    #[arg(value_name = "KIND/NAME")]
+    target: ObjectRef,
+    /// The namespace; the kubeconfig context's by default.
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// The requester the object is judged as. Policies' agent, controller and excluded
+    /// identities, and the actor cross-check, use this name. Reads are not impersonated.
+    #[arg(long = "as", value_name = "USER", default_value = "kubectl-custody")]
+    user: String,
+    /// A group of that requester; repeatable.
+    #[arg(long = "as-group", value_name = "GROUP")]
+    groups: Vec<String>,
+    /// The annotation prefix.
+    #[arg(long, env = "CUSTODY_ANNOTATION_PREFIX", default_value = custody_crds::vocabulary::DEFAULT_PREFIX)]
+    annotation_prefix: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+struct RecordsArgs {
+    /// The namespace; the kubeconfig context's by default.
+    #[arg(short, long, conflicts_with = "all_namespaces")]
+    namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(args).await {
+        Ok(text) => {
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kubectl-custody: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<String> {
+    let client = Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    match args.command {
+        Command::Why(a) => why_cmd(client, a).await,
+        Command::Records(a) => records_cmd(client, a).await,
+        Command::Lift(a) => lift_cmd(client, a).await,
+    }
+}
+
+async fn lift_cmd(client: Client, args: LiftArgs) -> anyhow::Result<String> {
+    let namespace = args
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let records: Api<RollbackRecord> = Api::namespaced(client.clone(), &namespace);
+    let record = records
+        .get_opt(&args.record)
+        .await
+        .with_context(|| format!("cannot read RollbackRecord {} in namespace {namespace}", args.record))?
+        .with_context(|| format!("RollbackRecord {} not found in namespace {namespace} (`kubectl custody records -n {namespace}` lists them)", args.record))?;
+    let user = whoami(&client).await?;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let what = if args.probation {
+        lift::LiftKind::Probation
+    } else {
+        lift::LiftKind::Quarantine
+    };
+    let mut report = match lift::plan(&record, &user, &args.reason, now, what)? {
+        LiftPlan::AlreadyLifted(report) => report,
+        LiftPlan::Write { patch, mut report } => {
+            records
+                .patch_status(&args.record, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| match e {
+                    kube::Error::Api(status) => anyhow::anyhow!("{}", status.message),
+                    other => anyhow::Error::new(other),
+                })
+                .with_context(|| format!("cannot lift RollbackRecord {}", args.record))?;
+            report.event = Some(lift_event(&client, &record, &report, &user).await);
+            report
+        }
+    };
+    if report.event.is_none() && !report.already_lifted {
+        report.event = Some("not attempted".into());
+    }
+    Ok(match args.output {
+        Output::Text => format::lift_text(&report),
+        Output::Json => format::json(&report),
+    })
+}
+
+/// The authenticated user name, as the apiserver sees this kubeconfig (SelfSubjectReview, GA in
+/// Kubernetes 1.28).
+async fn whoami(client: &Client) -> anyhow::Result<String> {
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .context(
+            "cannot ask the apiserver who you are (SelfSubjectReview, authentication.k8s.io/v1)",
+        )?;
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .filter(|u| !u.is_empty())
+        .context("the apiserver did not say who you are")
+}
+
+/// Records the lift as an Event on the workload, naming the record; says what became of it.
+async fn lift_event(
+    client: &Client,
+    record: &RollbackRecord,
+    report: &lift::LiftReport,
+    user: &str,
+) -> String {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kubectl-custody".into(),
+            instance: Some(user.chars().take(100).collect()),
+        },
+    );
+    let workload = ObjectReference {
+        api_version: Some(
+            format!("{}/v1", report.kind.group())
+                .trim_start_matches('/')
+                .to_string(),
+        ),
+        kind: Some(report.kind.as_str().into()),
+        name: Some(report.workload.clone()),
+        namespace: Some(report.namespace.clone()),
+        uid: record.spec.workload.uid.clone(),
+        ..ObjectReference::default()
+    };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: report.kind_of_lift.event_reason().into(),
+        note: Some(lift::event_note(report).chars().take(1000).collect()),
+        action: "Lift".into(),
+        secondary: Some(record.object_ref(&())),
+    };
+    match recorder.publish(&event, &workload).await {
+        Ok(()) => "created".into(),
+        Err(kube::Error::Api(status)) => status.message,
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn why_cmd(client: Client, args: WhyArgs) -> anyhow::Result<String> {
+    let namespace = args
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let kind = args.target.kind;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(kind.group(), "v1", kind.as_str()),
+        kind.plural(),
+    );
+    let objects: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+    let object = objects
+        .get_opt(&args.target.name)
+        .await
+        .with_context(|| format!("cannot read {} in namespace {namespace}", args.target))?
+        .with_context(|| format!("{} not found in namespace {namespace}", args.target))?;
+    let object = serde_json::to_value(&object).context("cannot re-encode the object")?;
+
+    let policies = list_custom::<CustodyPolicy>(Api::all(client.clone())).await?;
+    let records =
+        list_custom::<RollbackRecord>(Api::namespaced(client.clone(), &namespace)).await?;
+    // A cluster without the CustodyTeam CRD (an older install) has no registered teams.
+    let teams = list_custom::<CustodyTeam>(Api::all(client.clone()))
+        .await
+        .unwrap_or_default();
+    let namespace_labels = namespace_labels(&client, &namespace).await;
+    let replica_sets = if kind == WorkloadKind::Deployment {
+        replica_sets(&client, &namespace, &object).await?
+    } else {
+        Vec::new()
+    };
+
+    let vocabulary = Vocabulary::with_prefix(&args.annotation_prefix);
+    let report = why::explain(&why::WhyInput {
+        target: &args.target,
+        namespace: &namespace,
+        object: &object,
+        policies: &policies,
+        namespace_labels: namespace_labels.as_ref(),
+        records: &records,
+        teams: &teams,
+        replica_sets: &replica_sets,
+        user: &args.user,
+        groups: &args.groups,
+        vocabulary: &vocabulary,
+        now: k8s_openapi::jiff::Timestamp::now(),
+    });
+    Ok(match args.output {
+        Output::Text => format::why_text(&report),
+        Output::Json => format::json(&report),
+    })
+}
+
+async fn records_cmd(client: Client, args: RecordsArgs) -> anyhow::Result<String> {
+    let api: Api<RollbackRecord> = if args.all_namespaces {
+        Api::all(client)
+    } else {
+        let ns = args
+            .namespace
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        Api::namespaced(client, &ns)
+    };
+    let records = list_custom(api).await?;
+    let rows = plugin::records::rows(&records);
+    Ok(match args.output {
+        Output::Text => format::records_text(&rows),
+        Output::Json => format::json(&rows),
+    })
+}
+
+/// Lists a Custody resource, turning "the apiserver has no such resource" into the fix.
+async fn list_custom<K>(api: Api<K>) -> anyhow::Result<Vec<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let plural = K::plural(&());
+    match api.list(&ListParams::default()).await {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
+            "the {plural}.{} CRD is not installed in this cluster (install Custody, or `custody crds | kubectl apply --server-side -f -`)",
+            custody_crds::GROUP
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot list {plural}.{}", custody_crds::GROUP)),
+    }
+}
+
+/// The namespace's labels; `None` when they cannot be read (RBAC may allow workloads but not
+/// namespaces), and the report says policies were matched on the name alone.
+async fn namespace_labels(client: &Client, namespace: &str) -> Option<BTreeMap<String, String>> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    match api.get_metadata_opt(namespace).await {
+        Ok(Some(meta)) => Some(meta.metadata.labels.unwrap_or_default()),
+        _ => None,
+    }
+}
+
+/// The ReplicaSets the Deployment's selector matches (ownership is checked by uid later).
+async fn replica_sets(
+    client: &Client,
+    namespace: &str,
+    deployment: &Value,
+) -> anyhow::Result<Vec<Value>> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apps", "v1", "ReplicaSet"),
+        "replicasets",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let selector = deployment
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let list = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .context("cannot list the Deployment's ReplicaSets")?;
+    list.items
+        .iter()
+        .map(|rs| serde_json::to_value(rs).context("cannot re-encode a ReplicaSet"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn why_parses_kubectl_style_arguments() {
+        let args = Args::try_parse_from([
+            "kubectl-custody",
+            "why",
+            "deploy/web",
+            "-n",
+            "shop",
+            "-o",
+            "json",
+            "--as",
+            "system:serviceaccount:ci:agent",
+        ])
+        .unwrap();
+        match args.command {
+            Command::Why(w) => {
+                assert_eq!(w.target.kind, WorkloadKind::Deployment);
+                assert_eq!(w.target.name, "web");
+                assert_eq!(w.namespace.as_deref(), Some("shop"));
+                assert_eq!(w.output, Output::Json);
+                assert_eq!(w.user, "system:serviceaccount:ci:agent");
+            }
+            _ => panic!("parsed the wrong command"),
+        }
+        let args = Args::try_parse_from(["kubectl-custody", "why", "sts/db"]).unwrap();
+        match args.command {
+            Command::Why(w) => assert_eq!(w.user, "kubectl-custody"),
+            _ => panic!("parsed the wrong command"),
+        }
+        assert!(Args::try_parse_from(["kubectl-custody", "why", "service/web"]).is_err());
+        assert!(Args::try_parse_from(["kubectl-custody", "why"]).is_err());
+    }
+
+    #[test]
+    fn records_takes_a_namespace_or_all_but_not_both() {
+        let args = Args::try_parse_from(["kubectl-custody", "records", "-A"]).unwrap();
+        match args.command {
+            Command::Records(r) => assert!(r.all_namespaces && r.namespace.is_none()),
+            _ => panic!("parsed the wrong command"),
+        }
+        assert!(Args::try_parse_from(["kubectl-custody", "records", "-A", "-n", "x"]).is_err());
+    }
+
+    #[test]
+    fn lift_needs_a_record_and_a_reason() {
+        let args = Args::try_parse_from([
+            "kubectl-custody",
+            "lift",
+            "web-r2",
+            "-n",
+            "shop",
+            "--reason",
+            "root cause fixed",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        match args.command {
+            Command::Lift(l) => {
+                assert_eq!(l.record, "web-r2");
+                assert_eq!(l.namespace.as_deref(), Some("shop"));
+                assert_eq!(l.reason, "root cause fixed");
+                assert_eq!(l.output, Output::Json);
+            }
+            _ => panic!("parsed the wrong command"),
+        }
+        assert!(Args::try_parse_from(["kubectl-custody", "lift", "web-r2"]).is_err());
+        assert!(Args::try_parse_from(["kubectl-custody", "lift", "--reason", "x"]).is_err());
+    }
+}

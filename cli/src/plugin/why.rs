@@ -1,0 +1,338 @@
+//! `kubectl custody why`: one live object judged as the webhook would judge it being created by
+//! the caller, with its provenance, its revisions and the records that name it.
+
+use std::collections::BTreeMap;
+
+use custody_crds::fingerprint::code_fingerprint;
+use custody_crds::{
+    AnnotationKey, CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary, template_fingerprint,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::ObjectRef;
+use super::records::{self, RecordRow};
+use custody_engine::{
+    AgentActivity, Context, Decision, GroupVersionKind, PolicySet, QuarantineIndex, Request,
+    TeamIndex, UserInfo, WorkloadObject, evaluate,
+};
+
+/// The Deployment controller's revision annotation on a ReplicaSet.
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+
+/// The provenance keys shown, in the order Custody reports them: every key but the two that
+/// steer the controller and the quarantine (`rollback`, `quarantine-override`).
+pub const PROVENANCE: &[AnnotationKey] = AnnotationKey::ALL.split_at(8).0;
+
+pub use custody_crds::record::marks;
+
+/// Everything read from the cluster for one `why`.
+#[derive(Clone, Debug)]
+pub struct WhyInput<'a> {
+    /// What was asked about.
+    pub target: &'a ObjectRef,
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// The live object, as the apiserver returned it.
+    pub object: &'a Value,
+    /// Every CustodyPolicy in the cluster (none: the webhook judges nothing).
+    pub policies: &'a [CustodyPolicy],
+    /// The namespace's labels, when they could be read.
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
+    /// The RollbackRecords of the namespace.
+    pub records: &'a [RollbackRecord],
+    /// The CustodyTeams of the cluster.
+    pub teams: &'a [CustodyTeam],
+    /// The ReplicaSets of the namespace (only read for a Deployment).
+    pub replica_sets: &'a [Value],
+    /// The requester the object is judged as.
+    pub user: &'a str,
+    /// Its groups.
+    pub groups: &'a [String],
+    /// The annotation keys.
+    pub vocabulary: &'a Vocabulary,
+    /// The time to judge signing keys' validity windows at.
+    pub now: k8s_openapi::jiff::Timestamp,
+}
+
+/// What `why` found.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WhyReport {
+    /// `Kind`.
+    pub kind: String,
+    /// The namespace.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+    /// Who the object was judged as.
+    pub judged_as: String,
+    /// The policies in force (compiled, by name).
+    pub policies: Vec<String>,
+    /// Policies in the cluster the webhook leaves out because they are invalid.
+    pub invalid_policies: Vec<String>,
+    /// The engine's decision on a CREATE of the object as it stands.
+    pub decision: Decision,
+    /// Provenance annotations: key -> value, absent keys included as null.
+    pub provenance: Vec<ProvenanceEntry>,
+    /// The pod template's fingerprint, if the object has a template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_fingerprint: Option<String>,
+    /// The record that quarantines the current template, if one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined_by: Option<RecordRow>,
+    /// A Deployment's ReplicaSets, newest revision first.
+    pub revisions: Vec<RevisionRow>,
+    /// The RollbackRecords naming this workload, newest first.
+    pub records: Vec<RecordRow>,
+    /// Things an on-call engineer should know to read the above right.
+    pub notes: Vec<String>,
+}
+
+/// One provenance annotation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProvenanceEntry {
+    /// The full annotation name.
+    pub annotation: String,
+    /// Its value, if set.
+    pub value: Option<String>,
+}
+
+/// One revision of a Deployment (a ReplicaSet).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRow {
+    /// The ReplicaSet.
+    pub name: String,
+    /// `deployment.kubernetes.io/revision`.
+    pub revision: Option<u64>,
+    /// Desired replicas.
+    pub replicas: i64,
+    /// Ready replicas.
+    pub ready: i64,
+    /// Whether its template is the Deployment's current one (its `pod-template-hash` matches).
+    pub current: bool,
+    /// `healthy-since` mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<String>,
+    /// `reverted-by` mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverted_by: Option<String>,
+    /// `alerted-by` mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerted_by: Option<String>,
+    /// The revision's declared actor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The revision's declared source commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_commit: Option<String>,
+}
+
+/// Judges the object and gathers the report. Pure: everything comes from `input`.
+pub fn explain(input: &WhyInput<'_>) -> WhyReport {
+    let kind = input.target.kind;
+    let (policies, errors) = PolicySet::compile(input.policies.iter().cloned());
+    let quarantine = QuarantineIndex::from_records(input.records);
+    let attestations = custody_engine::attest::AttestationCache::with_capacity(1);
+    let (teams, _invalid) = TeamIndex::compile(input.teams);
+    let ctx = Context {
+        vocabulary: input.vocabulary,
+        namespace_labels: input.namespace_labels,
+        quarantine: &quarantine,
+        now: input.now,
+        attestations: &attestations,
+        teams: &teams,
+        background: false,
+        activity: &AgentActivity::default(),
+    };
+    let decision = judge(input, &policies, &ctx);
+
+    let annotation = |v: &Value, name: &str| {
+        v.pointer("/metadata/annotations")
+            .and_then(|a| a.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let provenance = PROVENANCE
+        .iter()
+        .map(|k| {
+            let name = input.vocabulary.key(*k);
+            ProvenanceEntry {
+                annotation: name.to_string(),
+                value: annotation(input.object, name),
+            }
+        })
+        .collect();
+
+    let fingerprint = pod_template(input.object, kind).map(|t| code_fingerprint(t).to_string());
+    let records = records::for_workload(input.records, input.namespace, kind, &input.target.name);
+    let quarantined_by = fingerprint.as_ref().and_then(|f| {
+        records
+            .iter()
+            .find(|r| r.quarantines && &r.from_fingerprint == f)
+            .cloned()
+    });
+
+    let revisions = if kind == custody_crds::WorkloadKind::Deployment {
+        revisions(input.object, input.replica_sets, input.vocabulary)
+    } else {
+        Vec::new()
+    };
+
+    let mut notes = Vec::new();
+    if input.policies.is_empty() {
+        notes
+            .push("no CustodyPolicy exists in the cluster: the webhook judges nothing".to_string());
+    }
+    if input.namespace_labels.is_none() {
+        notes.push(format!(
+            "the labels of namespace {} could not be read: policies were matched on its name alone",
+            input.namespace
+        ));
+    }
+    if let Some(owner) = controller_owner(input.object) {
+        notes.push(format!(
+            "controlled by {owner}: in the cluster its controller writes it and the webhook does not judge that write; the verdict above is for {} creating it",
+            input.user
+        ));
+    }
+    if quarantined_by.is_some() && decision.violations.is_empty() {
+        notes.push(
+            "the template is quarantined, but no policy selecting this object applies the quarantine to this requester".to_string(),
+        );
+    }
+
+    WhyReport {
+        kind: kind.as_str().to_string(),
+        namespace: input.namespace.to_string(),
+        name: input.target.name.clone(),
+        judged_as: input.user.to_string(),
+        policies: policies.iter().map(|p| p.name.clone()).collect(),
+        invalid_policies: errors.iter().map(ToString::to_string).collect(),
+        decision,
+        provenance,
+        template_fingerprint: fingerprint,
+        quarantined_by,
+        revisions,
+        records,
+        notes,
+    }
+}
+
+/// Builds the CREATE the webhook would see for the object and runs the engine on it, the way
+/// `custody check` does for a manifest.
+fn judge(input: &WhyInput<'_>, policies: &PolicySet, ctx: &Context<'_>) -> Decision {
+    let kind = input.target.kind;
+    let raw = match serde_json::value::to_raw_value(input.object) {
+        Ok(raw) => raw,
+        Err(e) => return Decision::invalid(format!("cannot read the object: {e}")),
+    };
+    let view = match WorkloadObject::parse(&raw) {
+        Ok(view) => view,
+        Err(e) => return Decision::invalid(format!("cannot read the object: {e}")),
+    };
+    let request = Request::create(
+        GroupVersionKind::new(kind.group(), "v1", kind.as_str()),
+        Some(input.namespace),
+        input.target.name.as_str(),
+        UserInfo::named(input.user, input.groups),
+        view,
+    );
+    evaluate(policies, &request, ctx)
+}
+
+/// The pod template that defines a revision (as the engine reads it).
+fn pod_template(object: &Value, kind: custody_crds::WorkloadKind) -> Option<&Value> {
+    use custody_crds::WorkloadKind as K;
+    let path = match kind {
+        K::Pod => "/spec",
+        K::CronJob => "/spec/jobTemplate/spec/template",
+        _ => "/spec/template",
+    };
+    object.pointer(path).filter(|v| !v.is_null())
+}
+
+fn controller_owner(object: &Value) -> Option<String> {
+    object
+        .pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r.get("kind").and_then(Value::as_str).unwrap_or_default(),
+                r.get("name").and_then(Value::as_str).unwrap_or_default()
+            )
+        })
+}
+
+/// The Deployment's ReplicaSets (controller ownerReference to its uid), newest revision first.
+pub fn revisions(
+    deployment: &Value,
+    replica_sets: &[Value],
+    vocabulary: &Vocabulary,
+) -> Vec<RevisionRow> {
+    let str_at = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+    let Some(uid) = str_at(deployment, "/metadata/uid") else {
+        return Vec::new();
+    };
+    // The fingerprint drops `pod-template-hash`, so the ReplicaSet running the Deployment's
+    // template has the Deployment's fingerprint.
+    let current = deployment
+        .pointer("/spec/template")
+        .map(|t| template_fingerprint(t).to_string());
+    let owned = |rs: &&Value| {
+        rs.pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .is_some_and(|refs| {
+                refs.iter().any(|r| {
+                    r.get("uid").and_then(Value::as_str) == Some(uid.as_str())
+                        && r.get("controller").and_then(Value::as_bool) == Some(true)
+                })
+            })
+    };
+    let annotation = |rs: &Value, name: &str| {
+        rs.pointer("/metadata/annotations")
+            .and_then(|a| a.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let mark = |rs: &Value, m: &str| annotation(rs, &format!("{}{m}", vocabulary.prefix()));
+    let mut rows: Vec<RevisionRow> = replica_sets
+        .iter()
+        .filter(owned)
+        .map(|rs| {
+            let revision = annotation(rs, REVISION_ANNOTATION).and_then(|r| r.parse().ok());
+            RevisionRow {
+                name: str_at(rs, "/metadata/name").unwrap_or_default(),
+                revision,
+                replicas: rs
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1),
+                ready: rs
+                    .pointer("/status/readyReplicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                current: current.is_some()
+                    && rs
+                        .pointer("/spec/template")
+                        .map(|t| template_fingerprint(t).to_string())
+                        == current,
+                healthy_since: mark(rs, marks::HEALTHY_SINCE),
+                reverted_by: mark(rs, marks::REVERTED),
+                alerted_by: mark(rs, marks::ALERTED),
+                actor: annotation(rs, vocabulary.key(AnnotationKey::Actor)),
+                source_commit: annotation(rs, vocabulary.key(AnnotationKey::SourceCommit)),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.revision
+            .cmp(&a.revision)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    rows
+}
