@@ -18,8 +18,8 @@
 //!
 //! [`keys`] names the annotation keys and marks everything reads, and imports nothing. Every
 //! replica keeps its cache warm. The same cache feeds the background [`audit`], which judges
-//! what is running with the admission engine (`custody-engine`, the webhook's rules) and writes policy reports; [`certs`] keeps the
-//! webhook's serving certificate.
+//! what is running with the admission engine (`custody-engine`, the webhook's rules) and writes
+//! policy reports; [`certs`] keeps the webhook's serving certificate.
 
 pub mod act;
 pub mod audit;
