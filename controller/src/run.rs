@@ -24,7 +24,7 @@ use crate::act::agent_status::{self, AgentLedger, Publisher};
 use crate::act::notify::Notifier;
 use crate::act::{Context, error_policy, reconcile};
 use crate::audit::{self, AuditConfig, AuditInputs};
-use crate::cache::feed::{Triggered, feed_cache};
+use crate::cache::feed::{Triggered, Triggers, feed_cache};
 use crate::cache::index::Cache;
 use crate::cache::slim::{SlimDaemonSet, SlimDeployment, SlimStatefulSet};
 use crate::cache::workload::{Workload, skeleton_event};
@@ -134,7 +134,12 @@ pub async fn run(
     let cache = Arc::new(Cache::new(config.vocabulary.clone()));
     let mut background = JoinSet::new();
     let stores = watch_stores(&mut background, &client, &cfg);
-    let triggered = feed_cache(&mut background, &client, &cfg, &cache);
+    let (triggered, triggers) = feed_cache(&mut background, &client, &cfg, &cache);
+    background.spawn(look_again_when_deciding(
+        cache.clone(),
+        triggers,
+        leader.clone(),
+    ));
     let (synced_tx, synced) = watch::channel(false);
     let RunConfig {
         vocabulary,
@@ -265,6 +270,37 @@ fn watch_stores(background: &mut JoinSet<()>, client: &Client, cfg: &watcher::Co
         policy_changed,
         teams: team_reader,
         namespaces: ns_reader,
+    }
+}
+
+/// Looks at every workload once the cache has synced and whenever this replica takes the
+/// Lease. Until then reconciles wait instead of polling (`act::reconcile`): a follower does not
+/// keep 10,000 workloads scheduled every few seconds, and a starting replica does not requeue
+/// each one every second until its lists are in.
+async fn look_again_when_deciding(
+    cache: Arc<Cache>,
+    triggers: Triggers,
+    mut leader: watch::Receiver<bool>,
+) {
+    /// Triggers sent between two yields, so the Controllers drain their queues as the
+    /// triggers arrive rather than holding every workload at once.
+    const BATCH: usize = 256;
+    cache.synced().await;
+    loop {
+        if leader.wait_for(|leads| *leads).await.is_err() {
+            return;
+        }
+        let keys = cache.workload_keys();
+        tracing::debug!(workloads = keys.len(), "looking at every workload");
+        for (n, key) in keys.into_iter().enumerate() {
+            triggers.send(key);
+            if n % BATCH == BATCH - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        if leader.wait_for(|leads| !*leads).await.is_err() {
+            return;
+        }
     }
 }
 

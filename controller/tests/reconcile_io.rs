@@ -103,6 +103,40 @@ fn deployment_patches(api: &FakeApiServer) -> usize {
 }
 
 #[tokio::test]
+async fn a_follower_waits_and_reverts_once_it_takes_the_lease() {
+    let api = FakeApiServer::start().await.unwrap();
+    seed(&api, "agent");
+    let (controller, lease) = running::start_with_lease(
+        &api,
+        |_, _| RunConfig {
+            dry_run: false,
+            ..running::config()
+        },
+        false,
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || controller.readiness.is_ready()).await,
+        "the follower never reported its caches synced"
+    );
+    // A follower keeps its cache warm and writes nothing, however long it follows.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(deployment_patches(&api), 0, "a follower reverted");
+    assert_eq!(image(&api), "web:2");
+
+    // Nothing changes in the cluster when the Lease comes: the controller must look at the
+    // workloads it already holds by itself.
+    lease.send_replace(true);
+    assert!(
+        eventually(Duration::from_secs(10), || image(&api) == "web:1").await,
+        "no revert after taking the Lease"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(deployment_patches(&api), 1);
+    assert_eq!(api.list(RECORDS).len(), 1);
+    controller.stop().await;
+}
+
+#[tokio::test]
 async fn an_agent_regression_is_reverted_once_with_record_event_and_marks() {
     let api = FakeApiServer::start().await.unwrap();
     seed(&api, "agent");

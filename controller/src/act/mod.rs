@@ -54,14 +54,12 @@ pub async fn reconcile<K: Workload>(
     object: Arc<PartialObjectMeta<K>>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
-    if !*ctx.leader.borrow() {
-        // Followers keep their caches warm and look again soon, in case they take over.
-        return Ok(Requeue::requeue(Duration::from_secs(5)));
-    }
-    if !ctx.cache.is_synced() {
-        // A decision on half a list could mark a revision healthy whose failing pods are not
-        // listed yet.
-        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    // Followers keep their caches warm without polling, and a decision on half a list could
+    // mark a revision healthy whose failing pods are not listed yet: both wait, and every
+    // workload is looked at again once this replica is synced and leads
+    // (`crate::run::look_again_when_deciding`).
+    if !*ctx.leader.borrow() || !ctx.cache.is_synced() {
+        return Ok(Requeue::await_change());
     }
     ctx.metrics
         .watched_workloads

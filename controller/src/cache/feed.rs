@@ -30,14 +30,15 @@ pub type Triggered<K> = mpsc::UnboundedReceiver<ObjectRef<PartialObjectMeta<K>>>
 
 /// Routes "look at this workload" to the Controller of its kind.
 #[derive(Clone)]
-struct Triggers {
+pub struct Triggers {
     deployments: Trigger<SlimDeployment>,
     stateful_sets: Trigger<SlimStatefulSet>,
     daemon_sets: Trigger<SlimDaemonSet>,
 }
 
 impl Triggers {
-    fn send(&self, key: WorkloadKey) {
+    /// Asks the Controller of `key`'s kind to look at it.
+    pub fn send(&self, key: WorkloadKey) {
         fn target<K: Resource<DynamicType = ()>>(key: &WorkloadKey) -> ObjectRef<K> {
             ObjectRef::new(&key.name).within(&key.namespace)
         }
@@ -63,6 +64,7 @@ async fn feed<K>(
     config: watcher::Config,
     apply: impl Fn(&Event<K>) -> Vec<WorkloadKey>,
     triggers: Triggers,
+    cache: Arc<Cache>,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
@@ -70,8 +72,13 @@ async fn feed<K>(
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
-                for key in apply(&event) {
-                    triggers.send(key);
+                let keys = apply(&event);
+                // Before the first sync nothing can be decided, and every workload is looked
+                // at once the cache has synced (`crate::run`): triggers now would only churn.
+                if cache.is_synced() {
+                    for key in keys {
+                        triggers.send(key);
+                    }
                 }
             }
             Err(error) => {
@@ -92,13 +99,14 @@ pub struct TriggeredKinds {
 }
 
 /// Starts the watches of revisions, Pods and Nodes into the cache; each event triggers the
-/// workloads it concerns, on the returned channels.
+/// workloads it concerns, on the returned channels. The returned [`Triggers`] sends on the
+/// same channels.
 pub fn feed_cache(
     background: &mut JoinSet<()>,
     client: &Client,
     cfg: &watcher::Config,
     cache: &Arc<Cache>,
-) -> TriggeredKinds {
+) -> (TriggeredKinds, Triggers) {
     let (deployments, triggered_deployments) = mpsc::unbounded();
     let (stateful_sets, triggered_stateful_sets) = mpsc::unbounded();
     let (daemon_sets, triggered_daemon_sets) = mpsc::unbounded();
@@ -115,6 +123,7 @@ pub fn feed_cache(
             move |event| cache.apply_replica_set(event)
         },
         triggers.clone(),
+        cache.clone(),
     ));
     background.spawn(feed(
         Api::<SlimControllerRevision>::all(client.clone()),
@@ -124,6 +133,7 @@ pub fn feed_cache(
             move |event| cache.apply_controller_revision(event)
         },
         triggers.clone(),
+        cache.clone(),
     ));
     background.spawn(feed(
         Api::<SlimPod>::all(client.clone()),
@@ -133,6 +143,7 @@ pub fn feed_cache(
             move |event| cache.apply_pod(event)
         },
         triggers.clone(),
+        cache.clone(),
     ));
     // Needs `nodes: get, list, watch`; until the Node list succeeds the cache is not synced and
     // nothing is decided, rather than deciding blind to Nodes.
@@ -143,11 +154,15 @@ pub fn feed_cache(
             let cache = cache.clone();
             move |event| cache.apply_node(event)
         },
-        triggers,
+        triggers.clone(),
+        cache.clone(),
     ));
-    TriggeredKinds {
-        deployments: triggered_deployments,
-        stateful_sets: triggered_stateful_sets,
-        daemon_sets: triggered_daemon_sets,
-    }
+    (
+        TriggeredKinds {
+            deployments: triggered_deployments,
+            stateful_sets: triggered_stateful_sets,
+            daemon_sets: triggered_daemon_sets,
+        },
+        triggers,
+    )
 }

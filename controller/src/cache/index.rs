@@ -279,6 +279,23 @@ impl Cache {
         )
     }
 
+    /// Every workload the cache follows, by kind, namespace and name.
+    pub fn workload_keys(&self) -> Vec<WorkloadKey> {
+        let t = self.lock();
+        t.workloads
+            .rows
+            .values()
+            .map(|row| {
+                let (kind, namespace, name) = row.value.identity();
+                WorkloadKey {
+                    kind,
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                }
+            })
+            .collect()
+    }
+
     /// The workloads by namespace, as UIDs: the background audit reads the cache a namespace
     /// at a time, so it never holds a copy of every workload at once.
     pub fn workloads_by_namespace(&self) -> BTreeMap<String, Vec<Uid>> {

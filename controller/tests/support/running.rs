@@ -34,10 +34,30 @@ pub fn start(
     api: &FakeApiServer,
     configure: impl FnOnce(&kube::Client, &Metrics) -> RunConfig,
 ) -> Running {
+    let (running, leading) = start_with_lease(api, configure, true);
+    // Kept for as long as the controller runs, so it stays the leader.
+    tokio::spawn({
+        let shutdown = running.shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            drop(leading);
+        }
+    });
+    running
+}
+
+/// Starts the controller against `api`, leading or following as `leads` says; the sender
+/// hands the Lease over later (or takes it away).
+#[allow(dead_code)] // Not every test binary that includes this module changes leaders.
+pub fn start_with_lease(
+    api: &FakeApiServer,
+    configure: impl FnOnce(&kube::Client, &Metrics) -> RunConfig,
+    leads: bool,
+) -> (Running, tokio::sync::watch::Sender<bool>) {
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let (tx, leader) = tokio::sync::watch::channel(true);
+    let (tx, leader) = tokio::sync::watch::channel(leads);
     let shutdown = CancellationToken::new();
     let readiness = custody_runtime::Readiness::new();
     let ready = readiness.register("caches");
@@ -46,15 +66,17 @@ pub fn start(
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
         async move {
             run::run(client, config, metrics, leader, ready, shutdown).await;
-            drop(tx);
         }
     });
-    Running {
-        shutdown,
-        task,
-        metrics,
-        readiness,
-    }
+    (
+        Running {
+            shutdown,
+            task,
+            metrics,
+            readiness,
+        },
+        tx,
+    )
 }
 
 impl Running {
