@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use custody_crds::Vocabulary;
 use custody_engine::{Context, Decision, PolicySet, QuarantineIndex, evaluate};
 use custody_webhook::review;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// The captured AdmissionReview requests (see tests/fixtures/README.md), kept in the
 /// repository so a clone alone passes.
@@ -49,63 +49,6 @@ pub fn judge(body: &[u8]) -> Decision {
     )
 }
 
-/// A Deployment with the given annotations.
-pub fn deployment(name: &str, annotations: Value, image: &str) -> Value {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "shop", "labels": {"app": name}, "annotations": annotations},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": image}]}
-            }
-        }
-    })
-}
-
-/// A complete, valid set of agent provenance and ownership annotations.
-pub fn agent_annotations() -> Value {
-    json!({
-        "custody.dev/actor": "agent",
-        "custody.dev/agent": "claude-code/1.0",
-        "custody.dev/source-repo": "https://git.example.com/shop/web",
-        "custody.dev/source-commit": "3f9c2a7",
-        "custody.dev/pipeline-run": "run-1",
-        "custody.dev/owner": "team-web",
-        "custody.dev/oncall": "web-oncall@example.com"
-    })
-}
-
-/// Wraps an object in an AdmissionReview request.
-pub fn review_of(
-    operation: &str,
-    object: &Value,
-    old: Option<&Value>,
-    username: &str,
-    groups: &[&str],
-) -> Vec<u8> {
-    let kind = object["kind"].as_str().unwrap_or("Deployment");
-    let api_version = object["apiVersion"].as_str().unwrap_or("apps/v1");
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "00000000-0000-0000-0000-000000000001",
-            "kind": {"group": group, "version": version, "kind": kind},
-            "resource": {"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())},
-            "name": object["metadata"]["name"],
-            "namespace": object["metadata"]["namespace"],
-            "operation": operation,
-            "userInfo": {"username": username, "groups": groups},
-            "object": object,
-            "oldObject": old.cloned().unwrap_or(Value::Null),
-            "dryRun": false
-        }
-    })
-    .to_string()
-    .into_bytes()
-}
+/// The synthetic workloads and reviews, shared with the engine's and the CLI's tests.
+#[allow(unused_imports)] // Not every test binary that includes this module builds reviews.
+pub use custody_testkit::admission::{agent_annotations, deployment, review_of};
