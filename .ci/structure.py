@@ -65,6 +65,19 @@ def strip_code(text: str) -> str:
     return "".join(out)
 
 
+def matching_brace(code: str, start: int) -> int:
+    """The index of the `}` closing the `{` at `start` (the end of `code` if it is not closed)."""
+    depth = 0
+    for j in range(start, len(code)):
+        if code[j] == "{":
+            depth += 1
+        elif code[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    return len(code)
+
+
 def cut_tests(code: str) -> str:
     """Drops `#[cfg(test)]` items (a test module or a test-only item) by blanking their braces'
     contents."""
@@ -74,15 +87,7 @@ def cut_tests(code: str) -> str:
         semi = code.find(";", m.end())
         if start == -1 or (semi != -1 and semi < start):
             continue
-        depth, j = 0, start
-        while j < len(code):
-            if code[j] == "{":
-                depth += 1
-            elif code[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    break
-            j += 1
+        j = matching_brace(code, start)
         for k in range(m.start(), min(j + 1, len(code))):
             if result[k] != "\n":
                 result[k] = " "
@@ -224,15 +229,7 @@ def long_functions(crate: str, src: Path, root: Path) -> list:
             semi = code.find(";", m.end())
             if brace == -1 or (semi != -1 and semi < brace):
                 continue
-            depth, j = 0, brace
-            while j < len(code):
-                if code[j] == "{":
-                    depth += 1
-                elif code[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                j += 1
+            j = matching_brace(code, brace)
             first = code.count("\n", 0, m.start())
             last = code.count("\n", 0, j)
             length = last - first + 1
