@@ -3,3 +3,4 @@
 
 pub mod admission;
 pub mod fake_apiserver;
+pub mod golden;

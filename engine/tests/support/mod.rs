@@ -22,18 +22,9 @@ pub fn fixture_json(name: &str) -> Value {
     serde_json::from_slice(&fixture(name)).unwrap()
 }
 
-/// Compares `actual` with `tests/golden/<file>`; `CUSTODY_BLESS=1` writes it instead.
+/// Compares `actual` with `tests/golden/<file>` of this crate; `CUSTODY_BLESS=1` writes it
+/// instead.
 pub fn check_golden(file: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(file);
-    if std::env::var_os("CUSTODY_BLESS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        expected == actual,
-        "golden {file} differs (CUSTODY_BLESS=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}"
-    );
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    custody_testkit::golden::check_golden(&dir, file, actual);
 }
