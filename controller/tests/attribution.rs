@@ -187,6 +187,19 @@ fn readiness_lost_through_no_fault_of_the_revision_is_not_attributed() {
             Expect::NotAttributed(vec![NodeNotReady]),
         ),
         (
+            "its node back after a control-plane outage, the pod's readiness withdrawn while it was away and not yet reported again",
+            settled(
+                "agent",
+                vec![PodState {
+                    readiness_withdrawn: true,
+                    ..unready("n1", 1, NOW - 100)
+                }],
+                2,
+                healthy_nodes(),
+            ),
+            Expect::NotAttributed(vec![NodeNotReady]),
+        ),
+        (
             "a pod the eviction API is disrupting, its replacement still starting",
             settled(
                 "agent",
@@ -324,6 +337,19 @@ fn readiness_lost_together_with_the_previous_revision_is_not_attributed() {
         on("n1", new_unready.clone()),
     );
     o.nodes = vec![node("n9", false, false), up("n1")];
+    let a = run(&o);
+    assert_eq!(reverts_to(&a), Some((1, SignalReason::NotReady)), "{a:?}");
+
+    // The same after a control-plane outage: the node lifecycle controller withdrew the old
+    // pod's readiness while n9's heartbeats could not reach it, n9 is back, and the pod reads
+    // unready until its kubelet reports again. Still the Node's, so the broken revision on a
+    // healthy node is reverted.
+    let withdrawn = PodState {
+        readiness_withdrawn: true,
+        ..on("n9", old_unready(NOW - 95))
+    };
+    let mut o = with(withdrawn, on("n1", new_unready.clone()));
+    o.nodes = vec![up("n9"), up("n1")];
     let a = run(&o);
     assert_eq!(reverts_to(&a), Some((1, SignalReason::NotReady)), "{a:?}");
 }

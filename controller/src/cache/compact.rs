@@ -388,6 +388,7 @@ pub struct StoredPod {
     ready: bool,
     terminating: bool,
     disrupted: bool,
+    readiness_withdrawn: bool,
     started: i64,
     ready_changed: i64,
 }
@@ -411,6 +412,7 @@ impl StoredPod {
             ready: pod.ready,
             terminating: pod.terminating,
             disrupted: pod.disrupted,
+            readiness_withdrawn: pod.readiness_withdrawn,
             started: seconds(pod.started),
             ready_changed: seconds(pod.ready_changed),
         }
@@ -437,6 +439,7 @@ impl StoredPod {
             ready_changed: timestamp(self.ready_changed),
             terminating: self.terminating,
             disrupted: self.disrupted,
+            readiness_withdrawn: self.readiness_withdrawn,
             node: self.node,
             containers: self
                 .restarts
@@ -499,6 +502,7 @@ mod tests {
             ready_changed: None,
             terminating: true,
             disrupted: true,
+            readiness_withdrawn: true,
             node: Some(NodeId::of("node-a")),
             containers: vec![
                 ContainerState {

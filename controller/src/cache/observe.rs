@@ -204,6 +204,9 @@ pub struct PodState {
     /// Whether it is being evicted or preempted: a DisruptionTarget condition, or a
     /// `status.reason` of Evicted, Preempting or Terminated.
     pub disrupted: bool,
+    /// Whether the node lifecycle controller took its readiness away when its Node stopped
+    /// reporting, and no kubelet has reported it since (see [`readiness_withdrawn`]).
+    pub readiness_withdrawn: bool,
     /// The Node it is bound to, once scheduled.
     pub node: Option<NodeId>,
     /// Its containers.
@@ -581,6 +584,22 @@ fn disrupted(pod: &SlimPod) -> bool {
             .is_some_and(|r| DISRUPTION_REASONS.contains(&r))
 }
 
+/// Whether Ready is False while ContainersReady stays True and Ready gives no reason: what the
+/// node lifecycle controller leaves when its Node's heartbeats stop (it flips Ready alone and
+/// keeps the condition's reason, empty on a ready Pod). A kubelet never writes that: it says
+/// ContainersNotReady, ReadinessGatesNotReady or PodCompleted. Once the Node is back, its
+/// kubelet restores Ready at the next status sync, so until then the Pod's own containers were
+/// last reported ready and its unreadiness says nothing about its revision.
+fn readiness_withdrawn(pod: &SlimPod) -> bool {
+    let conditions = pod.status.conditions.iter().flatten();
+    let containers_ready = conditions
+        .clone()
+        .any(|c| c.type_ == "ContainersReady" && c.status == "True");
+    containers_ready
+        && ready_condition(pod)
+            .is_some_and(|c| c.status == "False" && c.reason.as_deref().unwrap_or("").is_empty())
+}
+
 /// Reduces a Pod a ReplicaSet, StatefulSet or DaemonSet controls; `None` for any other.
 pub fn pod_state(pod: &SlimPod) -> Option<(Owner, PodState)> {
     let owner = controller_of(&pod.metadata)?;
@@ -621,6 +640,7 @@ pub fn pod_state(pod: &SlimPod) -> Option<(Owner, PodState)> {
         ready_changed: ready.and_then(|c| ts(c.last_transition_time.as_ref())),
         terminating: pod.metadata.deletion_timestamp.is_some(),
         disrupted: disrupted(pod),
+        readiness_withdrawn: readiness_withdrawn(pod),
         node: pod
             .spec
             .node_name
@@ -679,6 +699,34 @@ mod tests {
             );
         }
         assert!(!pod(json!({"phase": "Failed", "reason": "OOMKilled"})).disrupted);
+    }
+
+    #[test]
+    fn readiness_the_node_controller_withdrew_is_told_from_a_kubelets_verdict() {
+        let pod = |ready: Value| {
+            let p: SlimPod = slim(json!({"metadata": {"name": "p",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u", "controller": true}]},
+                "status": {"conditions": [ready, {"type": "ContainersReady", "status": "True"}]}}));
+            pod_state(&p).unwrap().1
+        };
+        // What MarkPodsNotReady leaves on a Pod that was Ready.
+        let withdrawn = pod(json!({"type": "Ready", "status": "False"}));
+        assert!(withdrawn.readiness_withdrawn && !withdrawn.ready);
+        assert!(pod(json!({"type": "Ready", "status": "False", "reason": ""})).readiness_withdrawn);
+        // The kubelet's verdicts, and a ready Pod.
+        for reason in [
+            "ContainersNotReady",
+            "ReadinessGatesNotReady",
+            "PodCompleted",
+        ] {
+            let p = pod(json!({"type": "Ready", "status": "False", "reason": reason}));
+            assert!(!p.readiness_withdrawn, "{reason}");
+        }
+        assert!(!pod(json!({"type": "Ready", "status": "True"})).readiness_withdrawn);
+        let p: SlimPod = slim(json!({"metadata": {"name": "p",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u", "controller": true}]},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"}]}}));
+        assert!(!pod_state(&p).unwrap().1.readiness_withdrawn);
     }
 
     #[test]

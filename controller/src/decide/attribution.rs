@@ -19,7 +19,9 @@ use crate::cache::observe::{Observed, PodState};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Excuse {
     /// Its Node's Ready condition is not True, the Node carries the unreachable or not-ready
-    /// taint, or the Node is gone.
+    /// taint, or the Node is gone; or the node lifecycle controller took the Pod's readiness
+    /// away while its Node was silent and no kubelet has reported the Pod since (after a
+    /// control-plane outage the Node may be back before that happens).
     NodeNotReady,
     /// It is being evicted or preempted (DisruptionTarget, or reason Evicted, Preempting or
     /// Terminated).
@@ -62,11 +64,13 @@ pub fn unready_since(pod: &PodState) -> Option<Timestamp> {
 }
 
 /// Why the Pod itself, whatever its revision, is no evidence: the Node it is bound to is down
-/// or gone (the rollout's `nodes` are every Node the cache knows of its Pods), or it is leaving.
+/// or gone (the rollout's `nodes` are every Node the cache knows of its Pods), its readiness
+/// was taken away with its Node's, or it is leaving.
 pub fn excuse(pod: &PodState, nodes: &[NodeState]) -> Option<Excuse> {
-    let node_down = pod
-        .node
-        .is_some_and(|id| !nodes.iter().any(|n| n.id == id && n.up()));
+    let node_down = pod.readiness_withdrawn
+        || pod
+            .node
+            .is_some_and(|id| !nodes.iter().any(|n| n.id == id && n.up()));
     if node_down {
         Some(Excuse::NodeNotReady)
     } else if pod.disrupted {

@@ -74,6 +74,7 @@ pub fn pod(rs: &str, i: u32, ready: bool, since: i64) -> PodState {
         ready_changed: Some(t(since)),
         terminating: false,
         disrupted: false,
+        readiness_withdrawn: false,
         node: None,
         containers: vec![ContainerState {
             name: "web".into(),

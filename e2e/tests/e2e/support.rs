@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use custody_e2e::local::LocalInstall;
 use custody_e2e::{Settings, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
@@ -131,6 +131,62 @@ impl Ctx {
             }
         })
         .await
+    }
+
+    /// What the cluster shows of `app`'s Pods, for a failure message: each Pod's Node, phase
+    /// and its Ready and ContainersReady conditions (with reasons), and each Node's Ready.
+    pub async fn pods_described(&self, app: &str) -> String {
+        let pods = match self
+            .pods()
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+        {
+            Ok(list) => list.items,
+            Err(e) => return format!("(listing {app}'s pods failed: {e})"),
+        };
+        let condition = |p: &Pod, kind: &str| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == kind))
+                .map(|c| format!("{kind}={}({})", c.status, c.reason.as_deref().unwrap_or("")))
+                .unwrap_or_else(|| format!("{kind}=none"))
+        };
+        let mut out: Vec<String> = pods
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} on {} {} {} {}",
+                    p.metadata.name.as_deref().unwrap_or("?"),
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_deref())
+                        .unwrap_or("-"),
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.phase.as_deref())
+                        .unwrap_or("-"),
+                    condition(p, "Ready"),
+                    condition(p, "ContainersReady"),
+                )
+            })
+            .collect();
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        if let Ok(list) = nodes.list(&ListParams::default()).await {
+            out.extend(list.items.iter().map(|n| {
+                let ready = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                    .map_or("none", |c| c.status.as_str());
+                format!(
+                    "node {} Ready={ready}",
+                    n.metadata.name.as_deref().unwrap_or("?")
+                )
+            }));
+        }
+        out.join("; ")
     }
 
     /// Waits (10 s at most) for an Event with `reason` about the object named `about` in the
