@@ -1,6 +1,6 @@
 //! Signed attestations end to end: `custody stamp --sign` output judged by the engine, for both
 //! key types; every kind of tampering denied with its own code; and no mutated envelope ever
-//! verifying. Keys are the OpenSSL-made fixtures in `webhook/tests/fixtures/keys/`, which the
+//! verifying. Keys are the OpenSSL-made fixtures in `testkit/fixtures/keys/`, which the
 //! webhook's signed benches share.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -28,8 +28,7 @@ use serde_json::{Value, json};
 use support::*;
 
 fn key_file(name: &str) -> String {
-    let dir =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../webhook/tests/fixtures/keys");
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testkit/fixtures/keys");
     std::fs::read_to_string(dir.join(name)).unwrap()
 }
 

@@ -30,6 +30,7 @@ pub mod keys;
 pub mod leader;
 pub mod metrics;
 pub mod run;
+pub mod schedule;
 pub mod signed;
 
 // `audit/` still names the cache by its old paths; it is moving to the `custody-engine` crate

@@ -1,9 +1,9 @@
 //! The controller's metrics. A label is either one of a fixed set, typed as the enum it comes
-//! from ([`Label`]), or an id whose field says why its count stays bounded. The audit's
-//! `result` and `outcome` labels stay fixed strings until `audit/` moves to `custody-engine`.
+//! from ([`Label`]), or an id whose field says why its count stays bounded.
 
 use std::fmt::Write as _;
 
+use custody_crds::report::ResultStatus;
 use custody_crds::{SignalReason, WorkloadKind};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +35,36 @@ impl Fixed for SignalReason {
 impl Fixed for Excuse {
     fn label(self) -> &'static str {
         self.as_str()
+    }
+}
+
+impl Fixed for ResultStatus {
+    fn label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// What became of a policy report write.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReportWrite {
+    /// Created or replaced.
+    Written,
+    /// Already as it should be.
+    Unchanged,
+    /// No longer needed, deleted.
+    Deleted,
+    /// The API server refused or failed it.
+    Failed,
+}
+
+impl Fixed for ReportWrite {
+    fn label(self) -> &'static str {
+        match self {
+            ReportWrite::Written => "written",
+            ReportWrite::Unchanged => "unchanged",
+            ReportWrite::Deleted => "deleted",
+            ReportWrite::Failed => "failed",
+        }
     }
 }
 
@@ -123,8 +153,8 @@ pub struct AuditResultLabels {
     /// the CustodyPolicies installed (a handful to tens, written by administrators); a deleted
     /// policy's series goes at the next audit.
     pub policy: String,
-    /// pass, fail, warn or skip.
-    pub result: &'static str,
+    /// pass, fail, warn, error or skip.
+    pub result: Label<ResultStatus>,
 }
 
 /// A namespace of workloads. Not `namespace`: Prometheus sets that label to the scraped pod's.
@@ -139,7 +169,7 @@ pub struct NamespaceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReportWriteLabels {
     /// written, unchanged, deleted or failed.
-    pub outcome: &'static str,
+    pub outcome: Label<ReportWrite>,
 }
 
 /// Every metric the controller exports.

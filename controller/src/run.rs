@@ -1,17 +1,15 @@
 //! The controller's wiring: one watch per resource feeds the [`Cache`]
-//! ([`crate::cache::feed`]); one kube-runtime Controller per workload kind reconciles, triggered
-//! by its own watch, by the revisions and Pods the cache links to it, and by the Nodes those
-//! Pods are bound to going down or up. Policies, teams and namespaces are kept in stores.
+//! ([`crate::cache::feed`]); the work queue ([`crate::schedule`]) looks at each workload its
+//! own events, those of the revisions and Pods the cache links to it, and the Nodes those Pods
+//! are bound to going down or up trigger. Policies, teams and namespaces are kept in stores.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher::{self, Event, watcher};
@@ -26,9 +24,8 @@ use crate::act::{Context, error_policy, reconcile};
 use crate::audit::{self, AuditConfig, AuditInputs};
 use crate::cache::feed::{Triggered, Triggers, feed_cache};
 use crate::cache::index::Cache;
-use crate::cache::slim::{SlimDaemonSet, SlimDeployment, SlimStatefulSet};
-use crate::cache::workload::{Workload, skeleton_event};
 use crate::metrics::Metrics;
+use crate::schedule;
 
 /// Runtime settings of the controller loop.
 pub struct RunConfig {
@@ -46,7 +43,7 @@ pub struct RunConfig {
 
 /// Reconciles of one kind running at once. A reconcile is a few microseconds of decision and,
 /// rarely, a few writes; more in flight would only hold more futures in memory after a resync.
-const RECONCILE_CONCURRENCY: u16 = 16;
+const RECONCILE_CONCURRENCY: usize = 16;
 
 /// Keeps the team store. Teams are few and read whole, less their managed fields and
 /// last-applied copy. An install from before teams, without the CustodyTeam CRD, keeps working:
@@ -80,35 +77,24 @@ async fn watch_teams(api: Api<CustodyTeam>, config: watcher::Config, writer: Wri
         .await;
 }
 
-/// The Controller of one workload kind: its watch fills the cache and a skeleton store.
-fn controller<K: Workload>(
-    client: Client,
-    config: watcher::Config,
-    cache: Arc<Cache>,
-    triggered: Triggered<K>,
-    ctx: Arc<Context>,
-    shutdown: CancellationToken,
-) -> impl Future<Output = ()> {
-    let (reader, writer) = reflector::store::<PartialObjectMeta<K>>();
-    let workloads = watcher(Api::<K>::all(client), config)
-        .backoff(custody_runtime::watch_backoff())
-        .map_ok(move |event| {
-            cache.apply_workload(K::FEED, &event, K::reduce);
-            skeleton_event(event)
-        })
-        .reflect(writer)
-        .touched_objects();
-    Controller::for_stream(workloads, reader)
-        .with_config(ControllerConfig::default().concurrency(RECONCILE_CONCURRENCY))
-        .reconcile_on(triggered)
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile::<K>, error_policy::<K>, ctx)
-        .for_each(|result| {
-            if let Err(error) = result {
-                tracing::debug!(%error, kind = K::KIND.as_str(), "reconcile trigger failed");
+/// Looks at the workloads `triggered` names, [`RECONCILE_CONCURRENCY`] at a time, until
+/// `shutdown`.
+async fn reconcile_all(triggered: Triggered, ctx: Arc<Context>, shutdown: CancellationToken) {
+    schedule::run(
+        triggered,
+        RECONCILE_CONCURRENCY,
+        |uid| {
+            let ctx = ctx.clone();
+            async move {
+                match reconcile(uid, &ctx).await {
+                    Ok(next) => next,
+                    Err(error) => error_policy(&error, &ctx),
+                }
             }
-            futures::future::ready(())
-        })
+        },
+        shutdown,
+    )
+    .await;
 }
 
 /// The stores reconciles read besides the cache.
@@ -206,25 +192,7 @@ pub async fn run(
         ready,
         synced_tx,
     ));
-    tokio::join!(
-        controller::<SlimDeployment>(
-            client.clone(),
-            cfg.clone(),
-            cache.clone(),
-            triggered.deployments,
-            ctx.clone(),
-            shutdown.clone(),
-        ),
-        controller::<SlimStatefulSet>(
-            client.clone(),
-            cfg.clone(),
-            cache.clone(),
-            triggered.stateful_sets,
-            ctx.clone(),
-            shutdown.clone(),
-        ),
-        controller::<SlimDaemonSet>(client, cfg, cache, triggered.daemon_sets, ctx, shutdown),
-    );
+    reconcile_all(triggered, ctx, shutdown).await;
     background.shutdown().await;
 }
 
@@ -282,18 +250,18 @@ async fn look_again_when_deciding(
     triggers: Triggers,
     mut leader: watch::Receiver<bool>,
 ) {
-    /// Triggers sent between two yields, so the Controllers drain their queues as the
-    /// triggers arrive rather than holding every workload at once.
+    /// Triggers sent between two yields, so the work queue takes them in as they arrive
+    /// rather than holding every workload in the channel at once.
     const BATCH: usize = 256;
     cache.synced().await;
     loop {
         if leader.wait_for(|leads| *leads).await.is_err() {
             return;
         }
-        let keys = cache.workload_keys();
-        tracing::debug!(workloads = keys.len(), "looking at every workload");
-        for (n, key) in keys.into_iter().enumerate() {
-            triggers.send(key);
+        let uids = cache.workload_uids();
+        tracing::debug!(workloads = uids.len(), "looking at every workload");
+        for (n, uid) in uids.into_iter().enumerate() {
+            triggers.send(uid);
             if n % BATCH == BATCH - 1 {
                 tokio::task::yield_now().await;
             }

@@ -3,7 +3,8 @@
 //! Nodes whose going down concerns the workloads of the Pods bound to them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use custody_controller::cache::index::{Cache, Feed, WorkloadKey};
+use custody_controller::cache::compact::{Uid, uid};
+use custody_controller::cache::index::{Cache, Feed};
 use custody_controller::cache::node::{NodeId, NodeState};
 use custody_controller::cache::slim::{
     SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimNode, SlimPod, SlimReplicaSet,
@@ -60,16 +61,13 @@ fn pod(name: &str, uid: &str, owner_ref: Value, labels: Value, ready: bool) -> S
     }))
 }
 
-fn key(kind: WorkloadKind, name: &str) -> WorkloadKey {
-    WorkloadKey {
-        kind,
-        namespace: "shop".into(),
-        name: name.into(),
-    }
+/// The workload named `name` (the fixtures give each the UID `uid-<name>`).
+fn key(name: &str) -> Uid {
+    uid(&format!("uid-{name}"))
 }
 
 /// Lists `objects` as a watch's initial list does.
-fn list<K>(apply: impl Fn(&Event<K>) -> Vec<WorkloadKey>, objects: Vec<K>) -> Vec<WorkloadKey> {
+fn list<K>(apply: impl Fn(&Event<K>) -> Vec<Uid>, objects: Vec<K>) -> Vec<Uid> {
     let mut touched = apply(&Event::Init);
     for o in objects {
         touched.extend(apply(&Event::InitApply(o)));
@@ -79,10 +77,7 @@ fn list<K>(apply: impl Fn(&Event<K>) -> Vec<WorkloadKey>, objects: Vec<K>) -> Ve
 }
 
 fn list_workloads<K: Workload>(cache: &Cache, objects: Vec<K>) {
-    let apply = |e: &Event<K>| {
-        cache.apply_workload(K::FEED, e, K::reduce);
-        Vec::new()
-    };
+    let apply = |e: &Event<K>| cache.apply_workload(K::FEED, e, K::reduce);
     list(apply, objects);
 }
 
@@ -126,7 +121,7 @@ fn a_deployment_gathers_its_replica_sets_and_their_pods_only() {
             replica_set("api-1", "uid-rs3", ("api", "uid-api"), 1, "api:1"),
         ],
     );
-    assert!(touched.contains(&key(WorkloadKind::Deployment, "web")));
+    assert!(touched.contains(&key("web")));
     let touched = list(
         |e| cache.apply_pod(e),
         vec![
@@ -155,10 +150,7 @@ fn a_deployment_gathers_its_replica_sets_and_their_pods_only() {
     );
     assert_eq!(
         touched,
-        vec![
-            key(WorkloadKind::Deployment, "web"),
-            key(WorkloadKind::Deployment, "api")
-        ],
+        vec![key("web"), key("api")],
         "the Job's pod concerns no workload"
     );
     assert!(
@@ -181,7 +173,7 @@ fn a_deployment_gathers_its_replica_sets_and_their_pods_only() {
     assert!(cache.is_synced());
     assert_eq!(cache.sizes(), (2, 3, 2), "the Job's pod is not kept");
 
-    let observed = cache.observe("uid-web").unwrap();
+    let observed = cache.observe(uid("uid-web")).unwrap();
     assert_eq!(observed.workload.name, "web");
     let numbers: Vec<i64> = observed.revisions.iter().map(|r| r.number).collect();
     assert_eq!(numbers, vec![2, 1], "newest first");
@@ -222,8 +214,8 @@ fn a_pod_listed_before_its_replica_set_is_linked_once_the_replica_set_arrives() 
         1,
         "web:1",
     )));
-    assert_eq!(touched, vec![key(WorkloadKind::Deployment, "web")]);
-    assert_eq!(cache.observe("uid-web").unwrap().pods.len(), 1);
+    assert_eq!(touched, vec![key("web")]);
+    assert_eq!(cache.observe(uid("uid-web")).unwrap().pods.len(), 1);
 }
 
 #[test]
@@ -253,14 +245,10 @@ fn a_relist_drops_what_disappeared_and_reports_whom_it_concerned() {
         |e| cache.apply_pod(e),
         vec![pod("a", "uid-a", rs_owner.clone(), json!({}), false)],
     );
-    let pods = cache.observe("uid-web").unwrap().pods;
+    let pods = cache.observe(uid("uid-web")).unwrap().pods;
     assert_eq!(pods.len(), 1);
     assert!(!pods[0].ready, "the relisted state replaces the old one");
-    assert!(
-        touched
-            .iter()
-            .all(|k| *k == key(WorkloadKind::Deployment, "web"))
-    );
+    assert!(touched.iter().all(|k| *k == key("web")));
     assert_eq!(touched.len(), 2, "pod a re-listed and pod b dropped");
 
     // A deletion, and a Pod that stops being followed (its owner is no workload's).
@@ -271,13 +259,13 @@ fn a_relist_drops_what_disappeared_and_reports_whom_it_concerned() {
         json!({}),
         false,
     )));
-    assert!(cache.observe("uid-web").unwrap().pods.is_empty());
+    assert!(cache.observe(uid("uid-web")).unwrap().pods.is_empty());
     cache.apply_workload(
         Feed::Deployments,
         &Event::Delete(deployment("web", "uid-web", "web:1")),
         SlimDeployment::reduce,
     );
-    assert!(cache.observe("uid-web").is_none());
+    assert!(cache.observe(uid("uid-web")).is_none());
 }
 
 fn controller_revision(
@@ -337,7 +325,7 @@ fn stateful_and_daemon_sets_gather_controller_revisions_and_carry_provenance_ont
         } else {
             WorkloadKind::DaemonSet
         };
-        assert!(touched.contains(&key(k, "db")), "{kind}");
+        assert!(touched.contains(&key("db")), "{kind}");
         let pod_label = |n: u32| {
             if kind == "StatefulSet" {
                 format!("db-h{n}")
@@ -365,7 +353,7 @@ fn stateful_and_daemon_sets_gather_controller_revisions_and_carry_provenance_ont
                 ),
             ],
         );
-        let observed = cache.observe("uid-db").unwrap();
+        let observed = cache.observe(uid("uid-db")).unwrap();
         assert_eq!(observed.workload.kind, k);
         if kind == "StatefulSet" {
             assert_eq!(observed.workload.partition, 1, "the partition is read");
@@ -445,8 +433,8 @@ fn a_node_going_down_or_coming_back_concerns_the_workloads_of_its_pods_only() {
             pod_on("api-1-a", "uid-p3", ("api-1", "uid-rs2"), "n2"),
         ],
     );
-    let web = key(WorkloadKind::Deployment, "web");
-    let api = key(WorkloadKind::Deployment, "api");
+    let web = key("web");
+    let api = key("api");
     let ready = |name| node(name, "True", json!([]));
 
     // The first list: every Node known for the first time, the Pods walked once at its end.
@@ -454,14 +442,12 @@ fn a_node_going_down_or_coming_back_concerns_the_workloads_of_its_pods_only() {
         |e| cache.apply_node(e),
         vec![ready("n1"), ready("n2"), ready("n3")],
     );
-    touched.sort_by(|a, b| a.name.cmp(&b.name));
-    assert_eq!(
-        touched,
-        vec![api.clone(), web.clone()],
-        "each workload once"
-    );
+    touched.sort();
+    let mut both = vec![api, web];
+    both.sort();
+    assert_eq!(touched, both, "each workload once");
     assert_eq!(cache.node_count(), 3);
-    let observed = cache.observe("uid-web").unwrap();
+    let observed = cache.observe(uid("uid-web")).unwrap();
     assert_eq!(observed.pods[0].node, Some(NodeId::of("n1")));
     assert_eq!(
         observed.nodes,
@@ -478,8 +464,8 @@ fn a_node_going_down_or_coming_back_concerns_the_workloads_of_its_pods_only() {
         apply(ready("n1")).is_empty(),
         "a status update that changes nothing"
     );
-    assert_eq!(apply(node("n1", "Unknown", json!([]))), vec![web.clone()]);
-    assert!(!cache.observe("uid-web").unwrap().nodes[0].up());
+    assert_eq!(apply(node("n1", "Unknown", json!([]))), vec![web]);
+    assert!(!cache.observe(uid("uid-web")).unwrap().nodes[0].up());
     assert!(
         apply(node(
             "n1",
@@ -489,14 +475,14 @@ fn a_node_going_down_or_coming_back_concerns_the_workloads_of_its_pods_only() {
         .is_empty(),
         "already down"
     );
-    assert_eq!(apply(ready("n1")), vec![web.clone()], "back up");
+    assert_eq!(apply(ready("n1")), vec![web], "back up");
     assert_eq!(
         apply(node(
             "n1",
             "True",
             json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}])
         )),
-        vec![web.clone()],
+        vec![web],
         "tainted not-ready with the condition still True"
     );
     assert!(
@@ -504,19 +490,16 @@ fn a_node_going_down_or_coming_back_concerns_the_workloads_of_its_pods_only() {
         "no Pod of a followed workload on it"
     );
 
-    assert_eq!(
-        cache.apply_node(&Event::Delete(ready("n2"))),
-        vec![api.clone()]
-    );
+    assert_eq!(cache.apply_node(&Event::Delete(ready("n2"))), vec![api]);
     assert!(
-        cache.observe("uid-api").unwrap().nodes.is_empty(),
+        cache.observe(uid("uid-api")).unwrap().nodes.is_empty(),
         "a Node gone is not there to be up"
     );
 
     // A relist after a reconnect: n2 is back, n1 recovered while the watch was away, n3 is
     // gone (dropped at the end of the list, down already so concerning no one anew).
     let mut touched = list(|e| cache.apply_node(e), vec![ready("n1"), ready("n2")]);
-    touched.sort_by(|a, b| a.name.cmp(&b.name));
-    assert_eq!(touched, vec![api, web]);
+    touched.sort();
+    assert_eq!(touched, both);
     assert_eq!(cache.node_count(), 2);
 }

@@ -371,7 +371,7 @@ fn main() {
     let unsigned = Bytes::from(
         std::fs::read(
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/admission/deployment-create-agent-annotated.json"),
+                .join("../testkit/fixtures/admission/deployment-create-agent-annotated.json"),
         )
         .expect("fixture"),
     );

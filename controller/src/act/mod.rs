@@ -26,18 +26,14 @@ pub mod revert;
 
 pub use context::{Context, Error};
 
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::ResourceExt;
-use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::cache::compact;
+use crate::cache::compact::{self, Uid};
 use crate::cache::observe::{Observed, Revision, WorkloadState};
-use crate::cache::workload::Workload;
 use crate::decide::Action;
 use crate::decide::assess::{Assessment, assess};
 use crate::decide::attribution::{Excuse, Ledger};
@@ -46,14 +42,12 @@ use crate::decide::choose::{Declared, choose};
 use crate::decide::policy::{self, Governing};
 use crate::keys::marks as mark_names;
 use crate::metrics::{ErrorLabels, Label, NotAttributedLabels};
+use crate::schedule::Next as Requeue;
 use crate::signed::fetch::Envelopes;
 use crate::signed::vouch;
 
-/// Decides about one workload of kind `K` and acts on the decision.
-pub async fn reconcile<K: Workload>(
-    object: Arc<PartialObjectMeta<K>>,
-    ctx: Arc<Context>,
-) -> Result<Requeue, Error> {
+/// Decides about the workload `uid` and acts on the decision.
+pub async fn reconcile(uid: Uid, ctx: &Context) -> Result<Requeue, Error> {
     // Followers keep their caches warm without polling, and a decision on half a list could
     // mark a revision healthy whose failing pods are not listed yet: both wait, and every
     // workload is looked at again once this replica is synced and leads
@@ -64,16 +58,13 @@ pub async fn reconcile<K: Workload>(
     ctx.metrics
         .watched_workloads
         .set(i64::try_from(ctx.cache.workload_count()).unwrap_or(i64::MAX));
-    let Some(uid) = object.uid() else {
-        return Ok(Requeue::await_change());
-    };
-    let Some(observed) = ctx.cache.observe(&uid) else {
-        ledger(&ctx).forget(compact::uid(&uid));
-        ctx.agents.forget(compact::uid(&uid));
+    let Some(observed) = ctx.cache.observe(uid) else {
+        ledger(ctx).forget(uid);
+        ctx.agents.forget(uid);
         return Ok(Requeue::await_change());
     };
     ctx.agents.note(
-        compact::uid(&uid),
+        uid,
         &agent_activity::contribution(
             &observed.workload,
             &observed.revisions,
@@ -81,7 +72,7 @@ pub async fn reconcile<K: Workload>(
             Timestamp::now(),
         ),
     );
-    act::<K>(&ctx, &observed).await
+    act(ctx, &observed).await
 }
 
 fn ledger(ctx: &Context) -> std::sync::MutexGuard<'_, Ledger> {
@@ -119,7 +110,7 @@ fn report_not_attributed(
 
 /// Announces a due break-glass revision, then decides about the workload and acts. One
 /// [`Envelopes`] serves both, so an attestation is read at most once.
-async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
+async fn act(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
     let w = &observed.workload;
     let ns_meta = ctx.namespaces.get(&ObjectRef::new(&w.namespace));
     let labels = ns_meta.as_ref().and_then(|n| n.metadata.labels.as_ref());
@@ -150,7 +141,7 @@ async fn act<K: Workload>(ctx: &Context, observed: &Observed) -> Result<Requeue,
     envelopes.retry_unreadable();
     let now = Timestamp::now();
     let action = decision(ctx, &mut envelopes, observed, &governing, now).await;
-    let requeue = carry_out::<K>(ctx, &mut envelopes, observed, action, &governing, now).await?;
+    let requeue = carry_out(ctx, &mut envelopes, observed, action, &governing, now).await?;
     // A revision nothing else will look at again still gets announced.
     if announce_again && requeue == Requeue::await_change() {
         return Ok(Requeue::requeue(Duration::from_secs(10)));
@@ -204,7 +195,7 @@ async fn decision(
 }
 
 /// Acts on the decision.
-async fn carry_out<K: Workload>(
+async fn carry_out(
     ctx: &Context,
     envelopes: &mut Envelopes<'_>,
     observed: &Observed,
@@ -245,7 +236,7 @@ async fn carry_out<K: Workload>(
             Ok(Requeue::await_change())
         }
         Action::Revert(verdict) => {
-            regression::revert::<K>(ctx, envelopes, w, &verdict, governing).await?;
+            regression::revert(ctx, envelopes, w, &verdict, governing).await?;
             Ok(Requeue::await_change())
         }
         Action::Alert(verdict) => {
@@ -256,11 +247,7 @@ async fn carry_out<K: Workload>(
 }
 
 /// What to do after a failed reconcile: decide again soon on a conflict, back off otherwise.
-pub fn error_policy<K: Workload>(
-    _object: Arc<PartialObjectMeta<K>>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Requeue {
+pub fn error_policy(error: &Error, ctx: &Context) -> Requeue {
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels {

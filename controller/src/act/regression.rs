@@ -6,12 +6,11 @@
 use custody_crds::{RecordAction, RollbackRecord, WorkloadKind, template_fingerprint};
 use jiff::Timestamp;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use serde_json::Value;
 
 use crate::cache::observe::{self, Revision, WorkloadState};
 use crate::cache::slim::{SlimControllerRevision, SlimReplicaSet};
-use crate::cache::workload::Workload;
 use crate::decide::Verdict;
 use crate::decide::owning_team::OwningTeam;
 use crate::decide::policy::Governing;
@@ -84,7 +83,7 @@ async fn target_template(
 
 /// Reverts the workload to the verdict's target: the record first, then the guarded patch, then
 /// the mark, the Event and the notification.
-pub(super) async fn revert<K: Workload>(
+pub(super) async fn revert(
     ctx: &Context,
     envelopes: &mut Envelopes<'_>,
     w: &WorkloadState,
@@ -105,7 +104,7 @@ pub(super) async fn revert<K: Workload>(
     let record = revert_record(ctx, w, verdict, &policy.name, &owners);
     let record_name = record.metadata.name.clone().unwrap_or_default();
     create_record(ctx, &record).await?;
-    patch_workload::<K>(ctx, w, verdict, to, template, attestation, &record_name).await?;
+    patch_workload(ctx, w, verdict, to, template, attestation, &record_name).await?;
     // The revert is written; what follows is bookkeeping, and a failure there must not undo it.
     if let Err(error) = mark(
         ctx,
@@ -149,7 +148,7 @@ fn revert_record(
 
 /// The revert itself: a JSON patch tested against the resourceVersion the decision saw, then
 /// counted and logged.
-async fn patch_workload<K: Workload>(
+async fn patch_workload(
     ctx: &Context,
     w: &WorkloadState,
     verdict: &Verdict,
@@ -167,7 +166,10 @@ async fn patch_workload<K: Workload>(
         record_name,
         &ctx.vocabulary,
     ))?;
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &w.namespace);
+    // The workload's own kind, from the cache's row: apps/v1 Deployments, StatefulSets and
+    // DaemonSets. Read back as a dynamic object, since nothing of the answer is used.
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", w.kind.as_str()));
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &w.namespace, &resource);
     match api
         .patch(&w.name, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await

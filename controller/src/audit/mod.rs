@@ -28,7 +28,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::index::Cache;
-use crate::metrics::{AuditResultLabels, Metrics, NamespaceLabels};
+use crate::metrics::{AuditResultLabels, Label, Metrics, NamespaceLabels};
 use judge::Finding;
 use publish::{Availability, Publisher};
 
@@ -227,7 +227,7 @@ async fn audit_once(
 #[derive(Default)]
 struct Tally {
     results: usize,
-    by_policy: BTreeMap<(String, &'static str), i64>,
+    by_policy: BTreeMap<(String, ResultStatus), i64>,
     failing: BTreeMap<String, HashSet<String>>,
 }
 
@@ -237,7 +237,7 @@ impl Tally {
             self.results += 1;
             *self
                 .by_policy
-                .entry((f.policy.clone(), f.result.as_str()))
+                .entry((f.policy.clone(), f.result))
                 .or_default() += 1;
             if f.result == ResultStatus::Fail {
                 self.failing
@@ -256,7 +256,7 @@ impl Tally {
                 .audit_results
                 .get_or_create(&AuditResultLabels {
                     policy: policy.clone(),
-                    result,
+                    result: Label(*result),
                 })
                 .set(*n);
         }

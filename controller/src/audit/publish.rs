@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::{ApiResource, GroupVersionKind};
 
 use super::report::{MANAGED_BY_LABEL, ReportObject, SOURCE};
-use crate::metrics::{Metrics, ReportWriteLabels};
+use crate::metrics::{Label, Metrics, ReportWrite, ReportWriteLabels};
 
 /// The field manager of report writes.
 const FIELD_MANAGER: &str = "custody-controller";
@@ -25,10 +25,12 @@ pub enum Availability {
     Missing,
 }
 
-fn count(metrics: &Metrics, outcome: &'static str) {
+fn count(metrics: &Metrics, outcome: ReportWrite) {
     metrics
         .audit_report_writes
-        .get_or_create(&ReportWriteLabels { outcome })
+        .get_or_create(&ReportWriteLabels {
+            outcome: Label(outcome),
+        })
         .inc();
 }
 
@@ -154,7 +156,7 @@ impl Publisher {
         let key = (report.namespace.clone(), report.name.clone());
         let written = self.written.get_or_insert_with(BTreeMap::new);
         if written.get(&key) == Some(&report.digest) {
-            count(metrics, "unchanged");
+            count(metrics, ReportWrite::Unchanged);
             return;
         }
         self.pace().await;
@@ -167,11 +169,11 @@ impl Publisher {
         let written = self.written.get_or_insert_with(BTreeMap::new);
         match result {
             Ok(_) => {
-                count(metrics, "written");
+                count(metrics, ReportWrite::Written);
                 written.insert(key, report.digest.clone());
             }
             Err(error) => {
-                count(metrics, "failed");
+                count(metrics, ReportWrite::Failed);
                 written.remove(&key);
                 tracing::warn!(%error, namespace = %report.namespace, name = %report.name, "cannot write a policy report; retrying at the next audit");
             }
@@ -193,12 +195,12 @@ impl Publisher {
                 Api::namespaced_with(self.client.clone(), &key.0, &self.resource);
             let deleted = match api.delete(&key.1, &DeleteParams::default()).await {
                 Ok(_) => {
-                    count(metrics, "deleted");
+                    count(metrics, ReportWrite::Deleted);
                     true
                 }
                 Err(kube::Error::Api(status)) if status.code == 404 => true,
                 Err(error) => {
-                    count(metrics, "failed");
+                    count(metrics, ReportWrite::Failed);
                     tracing::warn!(%error, namespace = %key.0, name = %key.1, "cannot delete a stale policy report; retrying at the next audit");
                     false
                 }

@@ -1,60 +1,38 @@
-//! The watches that feed the cache: each event of a revision, Pod or Node is applied to the
-//! [`Cache`] and triggers exactly the workloads it concerns, on one channel per workload kind,
-//! which that kind's Controller reconciles on. The workloads' own watches are their
-//! Controllers' (see [`crate::run`]).
+//! The watches that feed the cache: each event of a workload, revision, Pod or Node is applied
+//! to the [`Cache`] and triggers exactly the workloads it concerns, by UID, on the channel the
+//! work queue reads (`crate::schedule`).
 
 use std::pin::pin;
 use std::sync::Arc;
 
-use custody_crds::WorkloadKind;
 use futures::StreamExt;
 use futures::channel::mpsc;
-use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 
-use super::index::{Cache, WorkloadKey};
+use super::compact::Uid;
+use super::index::Cache;
 use super::slim::{
     SlimControllerRevision, SlimDaemonSet, SlimDeployment, SlimNode, SlimPod, SlimReplicaSet,
     SlimStatefulSet,
 };
+use super::workload::Workload;
 
-/// Where "look at this workload" goes for a kind.
-type Trigger<K> = mpsc::UnboundedSender<ObjectRef<PartialObjectMeta<K>>>;
-/// Where a kind's Controller hears "look at this workload".
-pub type Triggered<K> = mpsc::UnboundedReceiver<ObjectRef<PartialObjectMeta<K>>>;
+/// Where the work queue hears "look at this workload".
+pub type Triggered = mpsc::UnboundedReceiver<Uid>;
 
-/// Routes "look at this workload" to the Controller of its kind.
+/// Sends "look at this workload" to the work queue.
 #[derive(Clone)]
-pub struct Triggers {
-    deployments: Trigger<SlimDeployment>,
-    stateful_sets: Trigger<SlimStatefulSet>,
-    daemon_sets: Trigger<SlimDaemonSet>,
-}
+pub struct Triggers(mpsc::UnboundedSender<Uid>);
 
 impl Triggers {
-    /// Asks the Controller of `key`'s kind to look at it.
-    pub fn send(&self, key: WorkloadKey) {
-        fn target<K: Resource<DynamicType = ()>>(key: &WorkloadKey) -> ObjectRef<K> {
-            ObjectRef::new(&key.name).within(&key.namespace)
-        }
-        // A send fails only once that Controller has shut down: nothing is left to trigger.
-        match key.kind {
-            WorkloadKind::Deployment => {
-                let _ = self.deployments.unbounded_send(target(&key));
-            }
-            WorkloadKind::StatefulSet => {
-                let _ = self.stateful_sets.unbounded_send(target(&key));
-            }
-            WorkloadKind::DaemonSet => {
-                let _ = self.daemon_sets.unbounded_send(target(&key));
-            }
-            _ => {}
-        }
+    /// Asks the work queue to look at the workload `uid`.
+    pub fn send(&self, uid: Uid) {
+        // A send fails only once the queue has shut down: nothing is left to trigger.
+        let _ = self.0.unbounded_send(uid);
     }
 }
 
@@ -62,7 +40,7 @@ impl Triggers {
 async fn feed<K>(
     api: Api<K>,
     config: watcher::Config,
-    apply: impl Fn(&Event<K>) -> Vec<WorkloadKey>,
+    apply: impl Fn(&Event<K>) -> Vec<Uid>,
     triggers: Triggers,
     cache: Arc<Cache>,
 ) where
@@ -88,33 +66,26 @@ async fn feed<K>(
     }
 }
 
-/// Which workloads to look at, one channel per kind, for that kind's Controller.
-pub struct TriggeredKinds {
-    /// Deployments to look at.
-    pub deployments: Triggered<SlimDeployment>,
-    /// StatefulSets to look at.
-    pub stateful_sets: Triggered<SlimStatefulSet>,
-    /// DaemonSets to look at.
-    pub daemon_sets: Triggered<SlimDaemonSet>,
-}
-
-/// Starts the watches of revisions, Pods and Nodes into the cache; each event triggers the
-/// workloads it concerns, on the returned channels. The returned [`Triggers`] sends on the
-/// same channels.
+/// Starts the watches of workloads, revisions, Pods and Nodes into the cache; each event
+/// triggers the workloads it concerns on the returned channel. The returned [`Triggers`] sends
+/// on the same channel.
 pub fn feed_cache(
     background: &mut JoinSet<()>,
     client: &Client,
     cfg: &watcher::Config,
     cache: &Arc<Cache>,
-) -> (TriggeredKinds, Triggers) {
-    let (deployments, triggered_deployments) = mpsc::unbounded();
-    let (stateful_sets, triggered_stateful_sets) = mpsc::unbounded();
-    let (daemon_sets, triggered_daemon_sets) = mpsc::unbounded();
-    let triggers = Triggers {
-        deployments,
-        stateful_sets,
-        daemon_sets,
-    };
+) -> (Triggered, Triggers) {
+    let (trigger, triggered) = mpsc::unbounded();
+    let triggers = Triggers(trigger);
+    background.spawn(feed_workloads::<SlimDeployment>(
+        client, cfg, cache, &triggers,
+    ));
+    background.spawn(feed_workloads::<SlimStatefulSet>(
+        client, cfg, cache, &triggers,
+    ));
+    background.spawn(feed_workloads::<SlimDaemonSet>(
+        client, cfg, cache, &triggers,
+    ));
     background.spawn(feed(
         Api::<SlimReplicaSet>::all(client.clone()),
         cfg.clone(),
@@ -157,12 +128,24 @@ pub fn feed_cache(
         triggers.clone(),
         cache.clone(),
     ));
-    (
-        TriggeredKinds {
-            deployments: triggered_deployments,
-            stateful_sets: triggered_stateful_sets,
-            daemon_sets: triggered_daemon_sets,
+    (triggered, triggers)
+}
+
+/// The watch of one workload kind.
+fn feed_workloads<K: Workload>(
+    client: &Client,
+    cfg: &watcher::Config,
+    cache: &Arc<Cache>,
+    triggers: &Triggers,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    feed(
+        Api::<K>::all(client.clone()),
+        cfg.clone(),
+        {
+            let cache = cache.clone();
+            move |event| cache.apply_workload(K::FEED, event, K::reduce)
         },
-        triggers,
+        triggers.clone(),
+        cache.clone(),
     )
 }

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use custody_crds::{Vocabulary, WorkloadKind};
+use custody_crds::Vocabulary;
 use kube::Resource;
 use kube::runtime::watcher::Event;
 use tokio::sync::watch;
@@ -24,28 +24,6 @@ use super::compact::{AnnotationKeys, StoredPod, StoredRevision, StoredWorkload, 
 use super::node::{self, NodeId, NodeState, NodeTable};
 use super::observe::{self, Observed, Owner, Revision, WorkloadState};
 use super::slim::{SlimControllerRevision, SlimNode, SlimPod, SlimReplicaSet};
-
-/// A workload, by what the Controller knows it by.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct WorkloadKey {
-    /// Deployment, StatefulSet or DaemonSet.
-    pub kind: WorkloadKind,
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl WorkloadKey {
-    fn of(stored: &StoredWorkload) -> Self {
-        let (kind, namespace, name) = stored.identity();
-        Self {
-            kind,
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        }
-    }
-}
 
 /// One watch feeding the cache; each relists on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +137,7 @@ struct Tables {
 impl Tables {
     /// The workload a row owned by `owner` concerns: `owner` itself, or the owner of the
     /// revision `owner` (a Pod's ReplicaSet).
-    fn workload_of(&self, owner: Uid) -> Option<WorkloadKey> {
+    fn workload_of(&self, owner: Uid) -> Option<Uid> {
         let workload = self
             .revisions
             .rows
@@ -167,14 +145,14 @@ impl Tables {
             .map_or(owner, |revision| revision.owner);
         self.workloads
             .rows
-            .get(&workload)
-            .map(|w| WorkloadKey::of(&w.value))
+            .contains_key(&workload)
+            .then_some(workload)
     }
 
     /// The workloads with a Pod bound to one of `nodes`, each once. A walk over every Pod: it
     /// runs when a Node goes down or comes back, which is rare, where an index from Node to
     /// Pods would cost memory for every Pod all the time.
-    fn workloads_on(&self, nodes: &HashSet<NodeId>) -> Vec<WorkloadKey> {
+    fn workloads_on(&self, nodes: &HashSet<NodeId>) -> Vec<Uid> {
         if nodes.is_empty() {
             return Vec::new();
         }
@@ -183,7 +161,7 @@ impl Tables {
         for row in self.pods.rows.values() {
             if row.value.node().is_some_and(|n| nodes.contains(&n))
                 && let Some(key) = self.workload_of(row.owner)
-                && seen.insert(key.clone())
+                && seen.insert(key)
             {
                 out.push(key);
             }
@@ -279,21 +257,9 @@ impl Cache {
         )
     }
 
-    /// Every workload the cache follows, by kind, namespace and name.
-    pub fn workload_keys(&self) -> Vec<WorkloadKey> {
-        let t = self.lock();
-        t.workloads
-            .rows
-            .values()
-            .map(|row| {
-                let (kind, namespace, name) = row.value.identity();
-                WorkloadKey {
-                    kind,
-                    namespace: namespace.to_string(),
-                    name: name.to_string(),
-                }
-            })
-            .collect()
+    /// Every workload the cache follows.
+    pub fn workload_uids(&self) -> Vec<Uid> {
+        self.lock().workloads.rows.keys().copied().collect()
     }
 
     /// The workloads by namespace, as UIDs: the background audit reads the cache a namespace
@@ -334,9 +300,8 @@ impl Cache {
         Some((workload, revisions))
     }
 
-    /// The rollout of the workload whose UID is `workload_uid`, if the cache has it.
-    pub fn observe(&self, workload_uid: &str) -> Option<Observed> {
-        let uid = uid(workload_uid);
+    /// The rollout of the workload whose UID is `uid`, if the cache has it.
+    pub fn observe(&self, uid: Uid) -> Option<Observed> {
         let t = self.lock();
         let workload = t.workloads.rows.get(&uid)?.value.state(&self.keys);
         let mut revisions = Vec::new();
@@ -365,14 +330,18 @@ impl Cache {
         ))
     }
 
-    /// Applies one event of a workload feed (the Controller triggers on those itself).
+    /// Applies one event of a workload feed; answers the workload, or those a relist dropped.
     pub fn apply_workload<K: Resource>(
         &self,
         feed: Feed,
         event: &Event<K>,
         reduce: impl Fn(&K, &Vocabulary) -> WorkloadState,
-    ) {
-        self.apply(feed, event, |object: &K| {
+    ) -> Vec<Uid> {
+        let deleted = match event {
+            Event::Delete(object) => object.meta().uid.as_deref().map(uid),
+            _ => None,
+        };
+        let mut touched = self.apply(feed, event, |object: &K| {
             let id = uid(object.meta().uid.as_deref()?);
             Some((
                 id,
@@ -380,20 +349,21 @@ impl Cache {
                 StoredWorkload::new(reduce(object, &self.vocabulary), &self.keys),
             ))
         });
+        // Gone from the cache, it is no workload of its own rows any more; looking at it once
+        // lets the decision forget it.
+        touched.extend(deleted);
+        touched
     }
 
     /// Applies one ReplicaSet event; answers the Deployment it concerns.
-    pub fn apply_replica_set(&self, event: &Event<SlimReplicaSet>) -> Vec<WorkloadKey> {
+    pub fn apply_replica_set(&self, event: &Event<SlimReplicaSet>) -> Vec<Uid> {
         self.apply(Feed::ReplicaSets, event, |rs: &SlimReplicaSet| {
             self.revision_row(rs, observe::replica_set_revision(rs, &self.vocabulary)?)
         })
     }
 
     /// Applies one ControllerRevision event; answers the workload it concerns.
-    pub fn apply_controller_revision(
-        &self,
-        event: &Event<SlimControllerRevision>,
-    ) -> Vec<WorkloadKey> {
+    pub fn apply_controller_revision(&self, event: &Event<SlimControllerRevision>) -> Vec<Uid> {
         self.apply(
             Feed::ControllerRevisions,
             event,
@@ -416,7 +386,7 @@ impl Cache {
     }
 
     /// Applies one Pod event; answers the workload it concerns.
-    pub fn apply_pod(&self, event: &Event<SlimPod>) -> Vec<WorkloadKey> {
+    pub fn apply_pod(&self, event: &Event<SlimPod>) -> Vec<Uid> {
         self.apply(Feed::Pods, event, |pod: &SlimPod| {
             let (owner, state) = observe::pod_state(pod)?;
             let id = uid(pod.metadata.uid.as_deref()?);
@@ -429,7 +399,7 @@ impl Cache {
     /// came back (a Node not known counts as down: its Pods' failures are its own). During a
     /// relist the answer waits for its end, so that listing a thousand Nodes walks the Pods
     /// once.
-    pub fn apply_node(&self, event: &Event<SlimNode>) -> Vec<WorkloadKey> {
+    pub fn apply_node(&self, event: &Event<SlimNode>) -> Vec<Uid> {
         let mut t = self.lock();
         let feed = Feed::Nodes;
         let epoch = t.epochs[feed.index()];
@@ -480,7 +450,7 @@ impl Cache {
         feed: Feed,
         event: &Event<K>,
         reduce: impl Fn(&K) -> Option<(Uid, Uid, V)>,
-    ) -> Vec<WorkloadKey> {
+    ) -> Vec<Uid> {
         let mut t = self.lock();
         let epoch = t.epochs[feed.index()];
         match event {

@@ -20,7 +20,7 @@ const POLICY: &str = "e2e-corpus";
 
 fn key(name: &str) -> String {
     repo_root()
-        .join("webhook/tests/fixtures/keys")
+        .join("testkit/fixtures/keys")
         .join(name)
         .display()
         .to_string()

@@ -27,7 +27,7 @@ pub struct Signed {
 }
 
 fn key(name: &str) -> PathBuf {
-    repo_root().join("webhook/tests/fixtures/keys").join(name)
+    repo_root().join("testkit/fixtures/keys").join(name)
 }
 
 fn custody() -> String {

@@ -100,13 +100,12 @@ mod tests {
     use custody_crds::attestation::SigningKey;
 
     fn key_and_envelope(run: &str) -> (Vec<CompiledKey>, String) {
-        let signer = SigningKey::from_pem(include_str!(
-            "../../../webhook/tests/fixtures/keys/ed25519.key"
-        ))
-        .unwrap();
+        let signer =
+            SigningKey::from_pem(include_str!("../../../testkit/fixtures/keys/ed25519.key"))
+                .unwrap();
         let trusted = TrustedKey {
             key_id: "k".into(),
-            public_key: include_str!("../../../webhook/tests/fixtures/keys/ed25519.pub").into(),
+            public_key: include_str!("../../../testkit/fixtures/keys/ed25519.pub").into(),
             ..TrustedKey::default()
         };
         let statement = serde_json::json!({

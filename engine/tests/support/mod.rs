@@ -7,10 +7,10 @@ use std::path::PathBuf;
 pub use custody_testkit::admission::*;
 use serde_json::Value;
 
-/// The captured AdmissionReview requests (see webhook/tests/fixtures/README.md), kept in the
+/// The captured AdmissionReview requests (see testkit/fixtures/README.md), kept in the
 /// repository so a clone alone passes; the webhook's codec tests replay them too.
 pub fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../webhook/tests/fixtures/admission")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testkit/fixtures/admission")
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {

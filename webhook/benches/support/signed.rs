@@ -18,14 +18,14 @@ fn manifest_dir() -> PathBuf {
 }
 
 fn key_text(name: &str) -> String {
-    std::fs::read_to_string(manifest_dir().join("tests/fixtures/keys").join(name))
+    std::fs::read_to_string(manifest_dir().join("../testkit/fixtures/keys").join(name))
         .expect("a key fixture")
 }
 
 /// The captured agent-annotated Deployment CREATE review.
 pub fn review() -> Value {
     let body = std::fs::read(
-        manifest_dir().join("tests/fixtures/admission/deployment-create-agent-annotated.json"),
+        manifest_dir().join("../testkit/fixtures/admission/deployment-create-agent-annotated.json"),
     )
     .expect("fixture");
     serde_json::from_slice(&body).expect("json")

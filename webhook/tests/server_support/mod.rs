@@ -238,7 +238,7 @@ where
 pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/admission")
+            .join("../testkit/fixtures/admission")
             .join(name),
     )
     .unwrap()

@@ -8,10 +8,10 @@ use custody_engine::{Context, Decision, PolicySet, QuarantineIndex, evaluate};
 use custody_webhook::review;
 use serde_json::Value;
 
-/// The captured AdmissionReview requests (see tests/fixtures/README.md), kept in the
+/// The captured AdmissionReview requests (see testkit/fixtures/README.md), kept in the
 /// repository so a clone alone passes.
 pub fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testkit/fixtures/admission")
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
