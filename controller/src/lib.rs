@@ -28,6 +28,7 @@ pub mod certs;
 pub mod decide;
 pub mod keys;
 pub mod leader;
+pub mod measure;
 pub mod metrics;
 pub mod run;
 pub mod schedule;

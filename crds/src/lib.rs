@@ -7,6 +7,7 @@
 //! revision out. This crate holds only types and pure functions: no client, no runtime, no I/O.
 
 pub mod agent;
+pub mod analysis;
 pub mod attestation;
 pub mod fingerprint;
 pub mod freeze;

@@ -9,6 +9,7 @@
 //! break-glass revision is due ([`breakglass`]).
 
 pub mod action;
+pub mod analysis;
 pub mod assess;
 pub mod attribution;
 pub mod breakglass;

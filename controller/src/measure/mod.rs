@@ -1,0 +1,6 @@
+//! Reading a revision's metrics for its analysis (`custody_crds::analysis`): a query template
+//! filled in for one revision ([`query`]) and run against a provider ([`prometheus`]). The
+//! judgement of the values is [`crate::decide::analysis`]'s, which never sees a network.
+
+pub mod prometheus;
+pub mod query;
