@@ -260,12 +260,26 @@ fn a_relist_drops_what_disappeared_and_reports_whom_it_concerned() {
         false,
     )));
     assert!(cache.observe(uid("uid-web")).unwrap().pods.is_empty());
-    cache.apply_workload(
+    let touched = cache.apply_workload(
         Feed::Deployments,
         &Event::Delete(deployment("web", "uid-web", "web:1")),
         SlimDeployment::reduce,
     );
     assert!(cache.observe(uid("uid-web")).is_none());
+    assert_eq!(
+        touched,
+        [key("web")],
+        "a deleted workload is looked at, to be forgotten"
+    );
+
+    // A relist that no longer has a workload answers it too.
+    let apply = |e: &Event<SlimDeployment>| {
+        cache.apply_workload(Feed::Deployments, e, SlimDeployment::reduce)
+    };
+    list(apply, vec![deployment("api", "uid-api", "api:1")]);
+    let touched = list(apply, vec![]);
+    assert_eq!(touched, [key("api")]);
+    assert!(cache.observe(uid("uid-api")).is_none());
 }
 
 fn controller_revision(

@@ -149,6 +149,16 @@ impl Tables {
             .then_some(workload)
     }
 
+    /// The workload a removed row owned by `owner` concerns: the workload itself when the row
+    /// was one, else the one it belonged to, if still cached.
+    fn removal_concerns<V: Stored>(&self, owner: Uid) -> Option<Uid> {
+        if V::IS_WORKLOAD {
+            Some(owner)
+        } else {
+            self.workload_of(owner)
+        }
+    }
+
     /// The workloads with a Pod bound to one of `nodes`, each once. A walk over every Pod: it
     /// runs when a Node goes down or comes back, which is rare, where an index from Node to
     /// Pods would cost memory for every Pod all the time.
@@ -180,10 +190,14 @@ impl Tables {
 
 /// Where each kind of row lives.
 trait Stored: Sized {
+    /// Whether a row is a workload itself (its owner is its own UID), so that removing it
+    /// concerns that workload: the decision forgets what it noted about it.
+    const IS_WORKLOAD: bool = false;
     fn table(t: &mut Tables) -> &mut Table<Self>;
 }
 
 impl Stored for StoredWorkload {
+    const IS_WORKLOAD: bool = true;
     fn table(t: &mut Tables) -> &mut Table<Self> {
         &mut t.workloads
     }
@@ -330,29 +344,22 @@ impl Cache {
         ))
     }
 
-    /// Applies one event of a workload feed; answers the workload, or those a relist dropped.
+    /// Applies one event of a workload feed; answers the workload, also when it was deleted or
+    /// a relist dropped it (so the decision forgets it).
     pub fn apply_workload<K: Resource>(
         &self,
         feed: Feed,
         event: &Event<K>,
         reduce: impl Fn(&K, &Vocabulary) -> WorkloadState,
     ) -> Vec<Uid> {
-        let deleted = match event {
-            Event::Delete(object) => object.meta().uid.as_deref().map(uid),
-            _ => None,
-        };
-        let mut touched = self.apply(feed, event, |object: &K| {
+        self.apply(feed, event, |object: &K| {
             let id = uid(object.meta().uid.as_deref()?);
             Some((
                 id,
                 id,
                 StoredWorkload::new(reduce(object, &self.vocabulary), &self.keys),
             ))
-        });
-        // Gone from the cache, it is no workload of its own rows any more; looking at it once
-        // lets the decision forget it.
-        touched.extend(deleted);
-        touched
+        })
     }
 
     /// Applies one ReplicaSet event; answers the Deployment it concerns.
@@ -475,7 +482,7 @@ impl Cache {
                         .uid
                         .as_deref()
                         .and_then(|u| V::table(&mut t).remove(uid(u)))
-                        .and_then(|row| t.workload_of(row.owner)),
+                        .and_then(|row| t.removal_concerns::<V>(row.owner)),
                 };
                 touched.into_iter().collect()
             }
@@ -491,7 +498,7 @@ impl Cache {
                     .collect();
                 let touched = removed
                     .iter()
-                    .filter_map(|row| t.workload_of(row.owner))
+                    .filter_map(|row| t.removal_concerns::<V>(row.owner))
                     .collect();
                 t.finish_list(feed, &self.synced);
                 touched
