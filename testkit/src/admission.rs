@@ -23,7 +23,16 @@ pub fn request(body: &[u8]) -> Request<'_> {
 
 /// Judges a review body with the given policies and quarantine.
 pub fn judge_with(body: &[u8], policies: &PolicySet, quarantine: &QuarantineIndex) -> Decision {
-    let request = request(body);
+    judge_request(&request(body), policies, quarantine)
+}
+
+/// Judges a request, however it was decoded (the webhook's tests decode with its wire codec),
+/// with the given policies and quarantine, no teams, no attestations, now.
+pub fn judge_request(
+    request: &Request<'_>,
+    policies: &PolicySet,
+    quarantine: &QuarantineIndex,
+) -> Decision {
     let vocabulary = Vocabulary::default();
     let ctx = Context {
         vocabulary: &vocabulary,
@@ -35,7 +44,7 @@ pub fn judge_with(body: &[u8], policies: &PolicySet, quarantine: &QuarantineInde
         background: false,
         activity: &custody_engine::AgentActivity::default(),
     };
-    evaluate(policies, &request, &ctx)
+    evaluate(policies, request, &ctx)
 }
 
 /// Judges with the built-in policy and no quarantine.

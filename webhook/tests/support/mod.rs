@@ -3,8 +3,7 @@
 
 use std::path::PathBuf;
 
-use custody_crds::Vocabulary;
-use custody_engine::{Context, Decision, PolicySet, QuarantineIndex, evaluate};
+use custody_engine::{Decision, PolicySet, QuarantineIndex};
 use custody_webhook::review;
 use serde_json::Value;
 
@@ -23,21 +22,11 @@ pub fn fixture_json(name: &str) -> Value {
     serde_json::from_slice(&fixture(name)).unwrap()
 }
 
-/// Judges a review body with the given policies and quarantine.
+/// Judges a review body, decoded by the webhook's own codec, with the given policies and
+/// quarantine.
 pub fn judge_with(body: &[u8], policies: &PolicySet, quarantine: &QuarantineIndex) -> Decision {
     let request = review::decode(body).expect("decodes");
-    let vocabulary = Vocabulary::default();
-    let ctx = Context {
-        vocabulary: &vocabulary,
-        namespace_labels: None,
-        quarantine,
-        now: k8s_openapi::jiff::Timestamp::now(),
-        attestations: &custody_engine::attest::AttestationCache::default(),
-        teams: &custody_engine::TeamIndex::default(),
-        background: false,
-        activity: &custody_engine::AgentActivity::default(),
-    };
-    evaluate(policies, &request, &ctx)
+    custody_testkit::admission::judge_request(&request, policies, quarantine)
 }
 
 /// Judges with the built-in policy and no quarantine.
