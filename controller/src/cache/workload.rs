@@ -4,7 +4,7 @@
 
 use std::fmt::Debug;
 
-use custody_crds::{Vocabulary, WorkloadKind};
+use custody_crds::Vocabulary;
 use k8s_openapi::NamespaceResourceScope;
 use kube::Resource;
 use serde::de::DeserializeOwned;
@@ -23,8 +23,6 @@ pub trait Workload:
     + Sync
     + 'static
 {
-    /// The kind.
-    const KIND: WorkloadKind;
     /// The cache feed its watch is.
     const FEED: Feed;
     /// What the decision reads of it.
@@ -32,7 +30,6 @@ pub trait Workload:
 }
 
 impl Workload for SlimDeployment {
-    const KIND: WorkloadKind = WorkloadKind::Deployment;
     const FEED: Feed = Feed::Deployments;
     fn reduce(&self, vocabulary: &Vocabulary) -> WorkloadState {
         observe::deployment_state(self, vocabulary)
@@ -40,7 +37,6 @@ impl Workload for SlimDeployment {
 }
 
 impl Workload for SlimStatefulSet {
-    const KIND: WorkloadKind = WorkloadKind::StatefulSet;
     const FEED: Feed = Feed::StatefulSets;
     fn reduce(&self, vocabulary: &Vocabulary) -> WorkloadState {
         observe::stateful_set_state(self, vocabulary)
@@ -48,7 +44,6 @@ impl Workload for SlimStatefulSet {
 }
 
 impl Workload for SlimDaemonSet {
-    const KIND: WorkloadKind = WorkloadKind::DaemonSet;
     const FEED: Feed = Feed::DaemonSets;
     fn reduce(&self, vocabulary: &Vocabulary) -> WorkloadState {
         observe::daemon_set_state(self, vocabulary)

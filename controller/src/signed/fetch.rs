@@ -165,25 +165,9 @@ mod tests {
         WorkloadState {
             kind,
             name: "db".into(),
-            namespace: "shop".into(),
             uid: "uid-db".into(),
-            resource_version: "1".into(),
-            generation: 1,
-            observed_generation: 1,
-            paused: false,
-            replicas: 1,
-            updated_replicas: 1,
-            available_replicas: 1,
-            total_replicas: 1,
             max_unavailable: 1,
-            partition: 0,
-            progress_deadline_exceeded_since: None,
-            unavailable_since: None,
-            template_fingerprint: fingerprint.into(),
-            annotations: Default::default(),
-            any_annotations: false,
-            labels: Default::default(),
-            managed_by: String::new(),
+            ..WorkloadState::sample(fingerprint)
         }
     }
 
