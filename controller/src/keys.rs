@@ -28,12 +28,16 @@ pub const OWNERSHIP: [AnnotationKey; 2] = [AnnotationKey::Owner, AnnotationKey::
 /// Keys read only to make a revision visible, never to decide about it (break-glass).
 pub const VISIBILITY: [AnnotationKey; 1] = [AnnotationKey::BreakGlass];
 
-/// The controller's marks it reads back.
-pub const MARKS: [&str; 4] = [
+/// The controller's marks it reads back: on revisions, and the holds on workloads. (The
+/// `analysis` mark is written for people and never read back.)
+pub const MARKS: [&str; 7] = [
     marks::HEALTHY_SINCE,
     marks::REVERTED,
     marks::ALERTED,
     NOTICED,
+    marks::HELD,
+    marks::HELD_PARTITION,
+    marks::RELEASED,
 ];
 
 /// The controller's own marks, under the vocabulary prefix.

@@ -26,6 +26,7 @@ pub mod audit;
 pub mod cache;
 pub mod certs;
 pub mod decide;
+pub mod headers;
 pub mod keys;
 pub mod leader;
 pub mod measure;

@@ -203,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
         dry_run: args.dry_run,
         identity: args.identity,
         notifier,
+        secrets: Some(kube::Api::namespaced(client.clone(), &args.lease_namespace)),
     };
     run::run(client, config, metrics, leader, caches, shutdown.clone()).await;
 

@@ -3,6 +3,9 @@
 
 use std::fmt::Write as _;
 
+use std::sync::atomic::AtomicU64;
+
+use custody_crds::analysis::CheckResult;
 use custody_crds::report::ResultStatus;
 use custody_crds::{SignalReason, WorkloadKind};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -41,6 +44,34 @@ impl Fixed for Excuse {
 impl Fixed for ResultStatus {
     fn label(self) -> &'static str {
         self.as_str()
+    }
+}
+
+impl Fixed for CheckResult {
+    fn label(self) -> &'static str {
+        match self {
+            CheckResult::Pass => "pass",
+            CheckResult::Fail => "fail",
+            CheckResult::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// Which revision a metric's value was measured on.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Series {
+    /// The revision under analysis.
+    New,
+    /// The previous revision, its baseline.
+    Baseline,
+}
+
+impl Fixed for Series {
+    fn label(self) -> &'static str {
+        match self {
+            Series::New => "new",
+            Series::Baseline => "baseline",
+        }
     }
 }
 
@@ -172,6 +203,27 @@ pub struct ReportWriteLabels {
     pub outcome: Label<ReportWrite>,
 }
 
+/// A check's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    /// pass, fail or inconclusive.
+    pub result: Label<CheckResult>,
+}
+
+/// One metric of one analysis in progress.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnalysisValueLabels {
+    /// The workload's namespace: an id, bounded by the analyses in progress (each series goes
+    /// when its analysis ends).
+    pub workload_namespace: String,
+    /// The workload's name, likewise bounded.
+    pub workload: String,
+    /// The metric's name in the policy.
+    pub metric: String,
+    /// new or baseline.
+    pub series: Label<Series>,
+}
+
 /// Every metric the controller exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -209,6 +261,18 @@ pub struct Metrics {
     /// Signed revisions whose attestation could not be read when a decision needed it, by
     /// kind (the revision's actor is then not believed).
     pub attestation_read_failures: Family<KindLabels, Counter>,
+    /// Metric checks run, by result.
+    pub analysis_checks: Family<CheckLabels, Counter>,
+    /// Analyses in progress.
+    pub analyses_running: Gauge,
+    /// The last value of each metric of each analysis in progress.
+    pub analysis_values: Family<AnalysisValueLabels, Gauge<f64, AtomicU64>>,
+    /// Dry-run metrics whose failures would have confirmed a regression.
+    pub analysis_dry_run_failures: Counter,
+    /// Agents' rollouts held after their first step, by kind.
+    pub rollouts_held: Family<KindLabels, Counter>,
+    /// Held rollouts the controller resumed, by kind.
+    pub rollouts_resumed: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -234,6 +298,12 @@ impl Metrics {
             audit_duration_ms: Gauge::default(),
             audit_report_writes: Family::default(),
             attestation_read_failures: Family::default(),
+            analysis_checks: Family::default(),
+            analyses_running: Gauge::default(),
+            analysis_values: Family::default(),
+            analysis_dry_run_failures: Counter::default(),
+            rollouts_held: Family::default(),
+            rollouts_resumed: Family::default(),
         };
         registry.register("reverts", "Reverts written, by reason", m.reverts.clone());
         registry.register(
@@ -307,7 +377,42 @@ impl Metrics {
             "Signed revisions whose attestation could not be read from the API server when a decision needed it (their actor is then not believed), by kind",
             m.attestation_read_failures.clone(),
         );
+        m.register_analysis(registry);
         m
+    }
+
+    /// Registers the metric analysis's and the guarded first step's metrics.
+    fn register_analysis(&self, registry: &mut Registry) {
+        registry.register(
+            "analysis_checks",
+            "Metric analysis checks run, by result (pass, fail, inconclusive: no data or the provider could not answer)",
+            self.analysis_checks.clone(),
+        );
+        registry.register(
+            "analyses_running",
+            "Revisions under metric analysis",
+            self.analyses_running.clone(),
+        );
+        registry.register(
+            "analysis_value",
+            "The last value of each metric of each analysis in progress, for the new revision and its baseline",
+            self.analysis_values.clone(),
+        );
+        registry.register(
+            "analysis_dry_run_failures",
+            "Dry-run metrics whose consecutive failures would have confirmed a regression",
+            self.analysis_dry_run_failures.clone(),
+        );
+        registry.register(
+            "rollouts_held",
+            "Agents' rollouts held after their first step (spec.agents.canary), by kind",
+            self.rollouts_held.clone(),
+        );
+        registry.register(
+            "rollouts_resumed",
+            "Held rollouts the controller resumed after their first step passed, by kind",
+            self.rollouts_resumed.clone(),
+        );
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Recorder, Reporter};
@@ -24,6 +24,8 @@ use crate::act::{Context, error_policy, reconcile};
 use crate::audit::{self, AuditConfig, AuditInputs};
 use crate::cache::feed::{Triggered, Triggers, feed_cache};
 use crate::cache::index::Cache;
+use crate::measure::analyses::Analyses;
+use crate::measure::sources::Sources;
 use crate::metrics::Metrics;
 use crate::schedule;
 
@@ -39,6 +41,8 @@ pub struct RunConfig {
     pub notifier: Option<Notifier>,
     /// The background audit, when on.
     pub audit: Option<AuditConfig>,
+    /// Secrets of the controller's own namespace: metric providers' CAs and headers.
+    pub secrets: Option<Api<Secret>>,
 }
 
 /// Reconciles of one kind running at once. A reconcile is a few microseconds of decision and,
@@ -123,7 +127,7 @@ pub async fn run(
     let (triggered, triggers) = feed_cache(&mut background, &client, &cfg, &cache);
     background.spawn(look_again_when_deciding(
         cache.clone(),
-        triggers,
+        triggers.clone(),
         leader.clone(),
     ));
     let (synced_tx, synced) = watch::channel(false);
@@ -133,7 +137,16 @@ pub async fn run(
         identity,
         notifier,
         audit: audit_config,
+        secrets,
     } = config;
+    let analyses = Arc::new(Analyses::new(
+        cache.clone(),
+        triggers,
+        Sources::new(secrets),
+        leader.clone(),
+        vocabulary.clone(),
+        metrics.clone(),
+    ));
     if let Some(audit_config) = audit_config {
         background.spawn(audit::run(
             client.clone(),
@@ -173,6 +186,7 @@ pub async fn run(
         notifier,
         not_attributed: std::sync::Mutex::default(),
         agents: agent_ledger.clone(),
+        analyses,
     });
     background.spawn(agent_status::run(
         Publisher {

@@ -40,6 +40,15 @@ impl Next {
     pub const fn after(self) -> Option<Duration> {
         self.0
     }
+
+    /// The sooner of two.
+    #[must_use]
+    pub fn sooner(self, other: Self) -> Self {
+        match (self.0, other.0) {
+            (Some(a), Some(b)) => Self(Some(a.min(b))),
+            (a, b) => Self(a.or(b)),
+        }
+    }
 }
 
 /// The queue's state: looks scheduled for later, workloads due and waiting for a free slot,

@@ -24,8 +24,8 @@ fn settings() -> RollbackSettings {
 fn the_health_of_a_rollout_does_not_depend_on_who_made_it() {
     let vocabulary = Vocabulary::default();
     let (agent, human) = (failing("agent"), failing("human"));
-    let by_agent = assess(&agent, &settings(), &vocabulary, t(NOW));
-    let by_human = assess(&human, &settings(), &vocabulary, t(NOW));
+    let by_agent = assess(&agent, &settings(), &vocabulary, None, t(NOW));
+    let by_human = assess(&human, &settings(), &vocabulary, None, t(NOW));
     let (Assessment::Regressed(a), Assessment::Regressed(h)) = (&by_agent, &by_human) else {
         panic!("expected two regressions, got {by_agent:?} and {by_human:?}");
     };
@@ -43,7 +43,7 @@ fn the_health_of_a_rollout_does_not_depend_on_who_made_it() {
 #[test]
 fn a_rollout_still_in_its_window_is_settled_before_anyone_is_asked() {
     let o = rollout("agent", &[], vec![pod("web-2", 1, false, NOW - 10)]);
-    let a = assess(&o, &settings(), &Vocabulary::default(), t(NOW));
+    let a = assess(&o, &settings(), &Vocabulary::default(), None, t(NOW));
     assert!(
         matches!(a, Assessment::Settled(Action::Wait { .. })),
         "{a:?}"
@@ -54,7 +54,8 @@ fn a_rollout_still_in_its_window_is_settled_before_anyone_is_asked() {
 fn the_choice_is_made_on_the_actor_believed() {
     let vocabulary = Vocabulary::default();
     let o = failing("agent");
-    let Assessment::Regressed(regression) = assess(&o, &settings(), &vocabulary, t(NOW)) else {
+    let Assessment::Regressed(regression) = assess(&o, &settings(), &vocabulary, None, t(NOW))
+    else {
         panic!("expected a regression");
     };
     let declared = Declared::of(regression.current, &vocabulary);
@@ -103,7 +104,8 @@ fn deciding_is_assessing_then_choosing_on_the_declared_actor() {
     let vocabulary = Vocabulary::default();
     for actor in ["agent", "human", "pipeline"] {
         let o = failing(actor);
-        let Assessment::Regressed(regression) = assess(&o, &settings(), &vocabulary, t(NOW)) else {
+        let Assessment::Regressed(regression) = assess(&o, &settings(), &vocabulary, None, t(NOW))
+        else {
             panic!("expected a regression");
         };
         let chosen = choose(

@@ -142,7 +142,7 @@ fn judge(
     // As the controller does: the health assessed once, then revert or alert chosen on the
     // actor the attestation vouches for.
     let settings = RollbackSettings::default();
-    let mut action = match assess(observed, &settings, &vocabulary, t(NOW)) {
+    let mut action = match assess(observed, &settings, &vocabulary, None, t(NOW)) {
         Assessment::Settled(action) => action,
         Assessment::Regressed(regression) => {
             let mut declared = Declared::of(regression.current, &vocabulary);

@@ -257,6 +257,135 @@ impl Condition {
     }
 }
 
+impl Condition {
+    /// The condition in words, as a record shows it: when a value fails.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(v) = self.above {
+            parts.push(format!("above {v}"));
+        }
+        if let Some(v) = self.below {
+            parts.push(format!("below {v}"));
+        }
+        if let Some(b) = &self.baseline {
+            if let Some(r) = b.ratio_above {
+                parts.push(format!("more than {r} times the previous revision's"));
+            }
+            if let Some(d) = b.difference_above {
+                parts.push(format!("more than {d} above the previous revision's"));
+            }
+        }
+        format!("fails when {}", parts.join(" or "))
+    }
+}
+
+/// Where a revision's analysis stands: written on the revision (the `analysis` mark) at each
+/// check, for `kubectl custody why` and dashboards, and into the RollbackRecord of a
+/// regression it confirmed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisReport {
+    /// Where the analysis stands.
+    pub phase: AnalysisPhase,
+    /// Checks run so far.
+    pub checks: u32,
+    /// When the first check ran (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// When the last check ran (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<String>,
+    /// Each metric's standing and last values.
+    #[serde(default)]
+    pub metrics: Vec<MetricReport>,
+}
+
+/// Where an analysis stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AnalysisPhase {
+    /// Checking; nothing concluded yet.
+    #[default]
+    Running,
+    /// Every metric had enough conclusive checks, and none is failing.
+    Passed,
+    /// A metric failed `failureLimit` checks in a row.
+    Failed,
+    /// The last checks had no data or could not run (the provider is away): nothing is
+    /// concluded, and nothing is held against the revision.
+    Inconclusive,
+}
+
+/// One metric's standing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricReport {
+    /// The metric's name in the policy.
+    pub name: String,
+    /// The last check's outcome.
+    pub result: CheckResult,
+    /// The last check's outcome in words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
+    /// The condition, in words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub condition: String,
+    /// The new revision's last value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<f64>,
+    /// The previous revision's last value, for a baseline condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// Failing checks in a row (inconclusive ones between them neither count nor break it).
+    #[serde(default)]
+    pub failing_in_a_row: u32,
+    /// Checks that passed.
+    #[serde(default)]
+    pub passed: u32,
+    /// Checks that were inconclusive.
+    #[serde(default)]
+    pub inconclusive: u32,
+    /// Whether the metric only records what it would have done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// The query as last run for the new revision.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub query: String,
+    /// The query as last run for the previous revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_query: Option<String>,
+    /// The failing checks of the current run, oldest first (at most `failureLimit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_checks: Vec<FailedCheck>,
+}
+
+/// A check's outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum CheckResult {
+    /// Within the condition.
+    Pass,
+    /// Crossed the condition.
+    Fail,
+    /// No data, or the query could not run.
+    #[default]
+    Inconclusive,
+}
+
+/// One failing check, as evidence.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedCheck {
+    /// When it ran (RFC 3339).
+    pub at: String,
+    /// The new revision's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<f64>,
+    /// The previous revision's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// Why it failed.
+    pub why: String,
+}
+
 /// The placeholders a template uses, in order, each once; an error names an unknown or
 /// unclosed one.
 pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {

@@ -15,13 +15,48 @@ pub struct AgentGuardrails {
     /// Blast-radius budgets: how much one agent may have in flight, and ship, per scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<AgentLimit>,
+    /// A guarded first step: an agent's new revision is held after its first batch of Pods
+    /// until it has proven itself, then resumed or reverted; off when omitted, `{}` for the
+    /// defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
 }
 
 impl AgentGuardrails {
     /// True when no guardrail is set.
     pub fn is_empty(&self) -> bool {
-        self.probation.is_none() && self.limits.is_empty()
+        self.probation.is_none() && self.limits.is_empty() && self.canary.is_none()
     }
+}
+
+/// The guarded first step of an agent's rollout. The controller holds the rollout once the new
+/// revision has its first Pods (a Deployment paused, a StatefulSet's partition kept at the last
+/// ordinal), judges those Pods by the rollback settings and the metric analysis, then resumes
+/// the rollout or reverts it. A held rollout says so on the workload (the `held` annotation, a
+/// `CustodyHeld` condition on Deployments, an Event) and stays held if the controller is down;
+/// `kubectl custody resume` releases it. People's rollouts are never held; DaemonSets are not
+/// held (their rollout has no step to stop at).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Canary {
+    /// Seconds the first Pods must stay Ready, and the analysis (when the policy has one) keep
+    /// passing, before the rollout resumes. With an analysis, the hold also lasts until every
+    /// metric has had `failureLimit` conclusive checks: missing data never releases a rollout.
+    #[serde(default = "default_hold_seconds")]
+    #[schemars(range(min = 5, max = 86400))]
+    pub hold_seconds: u32,
+}
+
+impl Default for Canary {
+    fn default() -> Self {
+        Self {
+            hold_seconds: default_hold_seconds(),
+        }
+    }
+}
+
+fn default_hold_seconds() -> u32 {
+    60
 }
 
 /// A budget for the agents it names, counted per agent id, in one scope. The counts come from

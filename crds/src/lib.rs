@@ -26,7 +26,7 @@ pub mod yaml;
 pub use agent::{AgentRevision, CustodyAgent, CustodyAgentSpec, CustodyAgentStatus};
 pub use fingerprint::{TemplateFingerprint, template_fingerprint};
 pub use freeze::{FreezeWindow, OwnershipMode};
-pub use guardrails::{AgentGuardrails, AgentLimit, Probation, ProbationScope};
+pub use guardrails::{AgentGuardrails, AgentLimit, Canary, Probation, ProbationScope};
 pub use policy::{
     AnnotationRule, CustodyPolicy, CustodyPolicySpec, CustodyPolicyStatus, EnforcementMode,
     FailurePolicy, Identities, IdentitySet, MatchRules, NamespaceMatch, RollbackSettings,

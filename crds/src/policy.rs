@@ -8,6 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::AnalysisSpec;
 use crate::freeze::{FreezeWindow, OwnershipMode};
 use crate::guardrails::AgentGuardrails;
 use crate::signatures::SignaturePolicy;
@@ -428,7 +429,7 @@ fn default_true() -> bool {
 }
 
 /// How the controller treats regressions of the workloads a policy matches.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackSettings {
     /// Record and alert what would have been reverted, without reverting.
@@ -457,6 +458,10 @@ pub struct RollbackSettings {
     /// Where to POST each RollbackRecord as JSON (the owner's on-call route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_url: Option<String>,
+    /// Metric analysis: queries checked from a revision's first Pod until it is marked healthy
+    /// (which waits for the analysis), whose confirmed failure is a regression like a probe's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
 }
 
 impl Default for RollbackSettings {
@@ -469,6 +474,7 @@ impl Default for RollbackSettings {
             image_pull_seconds: default_image_pull_seconds(),
             healthy_after_seconds: default_healthy_after_seconds(),
             notify_url: None,
+            analysis: None,
         }
     }
 }

@@ -6,6 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::AnalysisReport;
 use crate::policy::WorkloadKind;
 use crate::vocabulary::Actor;
 
@@ -63,6 +64,10 @@ pub struct RollbackRecordSpec {
     /// team's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oncall: Option<String>,
+    /// The metric analysis's evidence, when it confirmed the regression: each query as run, the
+    /// new and baseline values, the condition and the checks that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisReport>,
 }
 
 /// A workload in the record's namespace.
@@ -156,6 +161,8 @@ pub enum SignalReason {
     /// Available replicas fell below what the previous revision served, beyond the strategy's
     /// allowance.
     AvailabilityDrop,
+    /// A metric of the policy's analysis failed its condition in consecutive checks.
+    MetricAnalysis,
 }
 
 impl SignalReason {
@@ -168,6 +175,7 @@ impl SignalReason {
             SignalReason::ImagePull => "ImagePull",
             SignalReason::ProgressDeadline => "ProgressDeadline",
             SignalReason::AvailabilityDrop => "AvailabilityDrop",
+            SignalReason::MetricAnalysis => "MetricAnalysis",
         }
     }
 }
@@ -241,4 +249,15 @@ pub mod marks {
     pub const REVERTED: &str = "reverted-by";
     /// On a revision the controller alerted about (or would have reverted in dry run).
     pub const ALERTED: &str = "alerted-by";
+    /// On a revision under metric analysis: its [`AnalysisReport`](crate::analysis::AnalysisReport)
+    /// as JSON, rewritten at each check.
+    pub const ANALYSIS: &str = "analysis";
+    /// On a workload whose rollout the controller holds after its first step: the held
+    /// revision's name.
+    pub const HELD: &str = "held";
+    /// On a StatefulSet held by its partition: the partition to restore on release.
+    pub const HELD_PARTITION: &str = "held-partition";
+    /// On a workload whose held rollout was resumed (by the controller or a person): the
+    /// revision's name, so it is not held again.
+    pub const RELEASED: &str = "released";
 }

@@ -355,6 +355,14 @@ fn check_rollback(spec: &CustodyPolicySpec, problems: &mut Vec<String>) {
             ));
         }
     }
+    if let Some(analysis) = &r.analysis {
+        problems.extend(
+            analysis
+                .problems()
+                .into_iter()
+                .map(|p| format!("spec.rollback.{p}")),
+        );
+    }
 }
 
 /// The compiled policies in force, sorted by name.

@@ -110,6 +110,7 @@ fn quarantined_template() {
             acted_at: Time(jiff_now()),
             team: None,
             oncall: None,
+            analysis: None,
         },
         status: None,
     };

@@ -53,6 +53,7 @@ fn revert(name: &str, namespace: &str, team: &str, agent: &str, when: &str) -> R
             acted_at: Time(at(when)),
             team: Some(team.into()),
             oncall: None,
+            analysis: None,
         },
     );
     r.metadata.namespace = Some(namespace.into());

@@ -156,6 +156,7 @@ fn guardrails() -> (PolicySet, QuarantineIndex, AgentActivity) {
                     acted_at: Time(now - k8s_openapi::jiff::SignedDuration::from_secs(60)),
                     team: Some("team-x".into()),
                     oncall: None,
+                    analysis: None,
                 },
             );
             r.metadata.namespace = Some(format!("ns-{}", i % 100));
@@ -193,6 +194,7 @@ fn guardrails() -> (PolicySet, QuarantineIndex, AgentActivity) {
                 max_revisions: Some(50),
                 window: "1h".into(),
             }],
+            canary: None,
         },
         ..CustodyPolicySpec::default()
     };

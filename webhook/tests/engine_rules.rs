@@ -617,6 +617,7 @@ fn record(name: &str, action: RecordAction, fingerprint: &str) -> RollbackRecord
             acted_at: t,
             team: None,
             oncall: None,
+            analysis: None,
         },
         status: None,
     }

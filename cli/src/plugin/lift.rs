@@ -209,6 +209,7 @@ mod tests {
                 acted_at: at(2),
                 team: None,
                 oncall: None,
+                analysis: None,
             },
         );
         r.metadata.namespace = Some("shop".into());

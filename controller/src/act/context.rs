@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::cache::index::Cache;
 use crate::decide::attribution::Ledger;
+use crate::measure::analyses::Analyses;
 use crate::metrics::{Metrics, ReconcileError};
 
 use super::agent_status::AgentLedger;
@@ -46,6 +47,8 @@ pub struct Context {
     pub not_attributed: Mutex<Ledger>,
     /// Each workload's part of the agents' summaries, for the webhook's budgets.
     pub agents: Arc<AgentLedger>,
+    /// The metric analyses in progress.
+    pub analyses: Arc<Analyses>,
 }
 
 /// Why a reconcile failed. The variant names are the metric labels.

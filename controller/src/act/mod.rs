@@ -15,9 +15,11 @@
 
 pub mod agent_activity;
 pub mod agent_status;
+pub mod analysis;
 pub mod announce;
 pub mod context;
 pub mod events;
+pub mod guard;
 pub mod marks;
 pub mod notify;
 pub mod record;
@@ -35,12 +37,15 @@ use kube::runtime::reflector::ObjectRef;
 use crate::cache::compact::{self, Uid};
 use crate::cache::observe::{Observed, Revision, WorkloadState};
 use crate::decide::Action;
+use crate::decide::analysis::{self as analysis_rules, Progress};
 use crate::decide::assess::{Assessment, assess};
 use crate::decide::attribution::{Excuse, Ledger};
 use crate::decide::breakglass;
+use crate::decide::canary::{self, Guard};
 use crate::decide::choose::{Declared, choose};
 use crate::decide::policy::{self, Governing};
 use crate::keys::marks as mark_names;
+use crate::measure::analyses::Followed;
 use crate::metrics::{ErrorLabels, Label, NotAttributedLabels};
 use crate::schedule::Next as Requeue;
 use crate::signed::fetch::Envelopes;
@@ -61,6 +66,7 @@ pub async fn reconcile(uid: Uid, ctx: &Context) -> Result<Requeue, Error> {
     let Some(observed) = ctx.cache.observe(uid) else {
         ledger(ctx).forget(uid);
         ctx.agents.forget(uid);
+        ctx.analyses.forget(uid);
         return Ok(Requeue::await_change());
     };
     ctx.agents.note(
@@ -140,13 +146,58 @@ async fn act(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
     // again, not taken as unreadable by the decision.
     envelopes.retry_unreadable();
     let now = Timestamp::now();
-    let action = decision(ctx, &mut envelopes, observed, &governing, now).await;
-    let requeue = carry_out(ctx, &mut envelopes, observed, action, &governing, now).await?;
+    let followed = follow_analysis(ctx, observed, &governing);
+    let progress = followed.as_ref().map(|f| &f.progress);
+    let action = decision(ctx, &mut envelopes, observed, &governing, progress, now).await;
+    if let Some(followed) = &followed {
+        analysis::show(ctx, w, followed).await;
+    }
+    let step = match &action {
+        Action::Revert(_) | Action::Alert(_) => None,
+        _ => canary::step(
+            observed,
+            Guard {
+                canary: governing.canary.as_ref(),
+                analysis: governing.settings.analysis.as_ref(),
+                progress,
+            },
+            observed
+                .revisions
+                .first()
+                .and_then(|r| Declared::of(r, &ctx.vocabulary).actor),
+            &ctx.vocabulary,
+            now,
+        ),
+    };
+    let mut requeue = carry_out(ctx, &mut envelopes, observed, action, &governing, now).await?;
+    if let Some(step) = step {
+        requeue = requeue.sooner(guard::carry_out(ctx, w, step).await?);
+    }
     // A revision nothing else will look at again still gets announced.
     if announce_again && requeue == Requeue::await_change() {
         return Ok(Requeue::requeue(Duration::from_secs(10)));
     }
     Ok(requeue)
+}
+
+/// Follows the current revision's metric analysis when the governing policy has one and the
+/// revision is due for it; ends the workload's analysis otherwise.
+fn follow_analysis(ctx: &Context, observed: &Observed, governing: &Governing) -> Option<Followed> {
+    let w = &observed.workload;
+    let uid = compact::uid(&w.uid);
+    let spec = governing.settings.analysis.as_ref();
+    match (spec, analysis_rules::wanted(observed, &ctx.vocabulary)) {
+        (Some(spec), Some(revision)) => {
+            Some(
+                ctx.analyses
+                    .follow(uid, (&w.namespace, &w.name), &revision.name, spec),
+            )
+        }
+        _ => {
+            ctx.analyses.forget(uid);
+            None
+        }
+    }
 }
 
 /// The decision about the workload: its health assessed once from the cache; on a regression,
@@ -157,10 +208,11 @@ async fn decision(
     envelopes: &mut Envelopes<'_>,
     observed: &Observed,
     governing: &Governing,
+    analysis: Option<&Progress>,
     now: Timestamp,
 ) -> Action {
     let settings = &governing.settings;
-    let regression = match assess(observed, settings, &ctx.vocabulary, now) {
+    let regression = match assess(observed, settings, &ctx.vocabulary, analysis, now) {
         Assessment::Settled(action) => return action,
         Assessment::Regressed(regression) => regression,
     };

@@ -114,6 +114,7 @@ pub fn build(
             // Set by [`with_ownership`]: the team store is not the verdict's business.
             team: None,
             oncall: None,
+            analysis: verdict.analysis.clone(),
         },
         status: None,
     }
@@ -161,6 +162,7 @@ mod tests {
                 acted_at: Time(Timestamp::UNIX_EPOCH),
                 team: None,
                 oncall: None,
+                analysis: None,
             },
         );
         let ownership = OwningTeam {

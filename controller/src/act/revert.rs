@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 
 use crate::cache::observe::{Revision, WorkloadState};
 use crate::decide::Verdict;
-use crate::keys::{OWNERSHIP, PROVENANCE};
+use crate::decide::canary::held_partition;
+use crate::keys::{OWNERSHIP, PROVENANCE, mark, marks};
 
 /// The target revision's template, ready to be the workload's.
 pub fn template_for_workload(mut template: Value) -> Value {
@@ -76,6 +77,13 @@ pub fn annotations_after(
             None => {}
         }
     }
+    // A revert ends a hold on the first step: the rollout back must run.
+    for held in [marks::HELD, marks::HELD_PARTITION] {
+        let key = mark(vocabulary, held);
+        if workload.annotations.contains_key(&key) {
+            out.insert(key, None);
+        }
+    }
     let mark = |k: &str| format!("{}{k}", vocabulary.prefix());
     out.insert(mark("reverted-from"), Some(verdict.from.number.to_string()));
     out.insert(mark("revert-reason"), Some(verdict.explanation.clone()));
@@ -104,6 +112,7 @@ pub fn patch(
         json!({"op": "test", "path": "/metadata/resourceVersion", "value": workload.resource_version}),
         json!({"op": "replace", "path": "/spec/template", "value": template_for_workload(template)}),
     ];
+    ops.extend(unhold(workload, vocabulary));
     let annotations = annotations_after(workload, to, attestation, verdict, record, vocabulary);
     if workload.any_annotations {
         for (key, value) in annotations {
@@ -121,6 +130,29 @@ pub fn patch(
         ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": set}));
     }
     Value::Array(ops)
+}
+
+/// The operations that lift the controller's hold on the first step, if it holds the workload:
+/// a paused Deployment resumes, a StatefulSet's partition goes back to what it was.
+fn unhold(workload: &WorkloadState, vocabulary: &Vocabulary) -> Option<Value> {
+    if !workload
+        .annotations
+        .contains_key(&mark(vocabulary, marks::HELD))
+    {
+        return None;
+    }
+    match workload.kind {
+        custody_crds::WorkloadKind::Deployment => {
+            Some(json!({"op": "replace", "path": "/spec/paused", "value": false}))
+        }
+        custody_crds::WorkloadKind::StatefulSet => {
+            let partition = held_partition(workload, vocabulary);
+            Some(
+                json!({"op": "add", "path": "/spec/updateStrategy/rollingUpdate/partition", "value": partition}),
+            )
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

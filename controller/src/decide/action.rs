@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use custody_crds::SignalReason;
+use custody_crds::analysis::AnalysisReport;
 use jiff::Timestamp;
 
 use crate::cache::observe::Revision;
@@ -71,4 +72,6 @@ pub struct Verdict {
     /// The key that vouched for the regressed revision's provenance, when its policy has
     /// `spec.signatures` (set by the caller, which verifies).
     pub attested_by: Option<String>,
+    /// The revision's metric analysis, when it had one: the evidence a record carries.
+    pub analysis: Option<AnalysisReport>,
 }

@@ -4,7 +4,15 @@
 //! the run of failures where it was, neither confirming nor breaking it. Pure: the values come
 //! in as data (see `crate::measure`), so every rule is testable without a Prometheus.
 
-use custody_crds::analysis::{Condition, NoData};
+use custody_crds::Vocabulary;
+use custody_crds::analysis::{
+    AnalysisPhase, AnalysisReport, AnalysisSpec, CheckResult, Condition, FailedCheck, MetricReport,
+    NoData,
+};
+use jiff::Timestamp;
+
+use crate::cache::observe::{Observed, Revision};
+use crate::keys::{mark, marks};
 
 /// What one query of a check returned: a number, or nothing (an empty result, NaN).
 pub type Value = Option<f64>;
@@ -104,6 +112,262 @@ impl Standing {
     /// Whether the failures confirm a regression.
     pub fn failed(&self, failure_limit: u32) -> bool {
         self.failing_in_a_row >= failure_limit.max(1)
+    }
+}
+
+/// The revision whose metrics are due for analysis, if any: the current one, from its first Pod
+/// until it is judged (marked healthy, reverted or reported), when it replaces a revision known
+/// healthy. The first revision of a workload has nothing to be compared with and nothing to go
+/// back to: its probes alone judge it.
+pub fn wanted<'o>(observed: &'o Observed, vocabulary: &Vocabulary) -> Option<&'o Revision> {
+    let current = observed.revisions.first()?;
+    let marked = |r: &Revision, name: &str| r.annotations.contains_key(&mark(vocabulary, name));
+    let judged = [marks::HEALTHY_SINCE, marks::REVERTED, marks::ALERTED]
+        .iter()
+        .any(|m| marked(current, m));
+    let compared = observed
+        .revisions
+        .iter()
+        .skip(1)
+        .any(|r| marked(r, marks::HEALTHY_SINCE));
+    let started = observed.pods.iter().any(|p| p.revision == current.pod_key);
+    (current.fingerprint == observed.workload.template_fingerprint
+        && !judged
+        && compared
+        && started)
+        .then_some(current)
+}
+
+/// The previous revision a metric's baseline is measured on: the newest earlier one known
+/// healthy that runs other code (the revert target).
+pub fn baseline<'o>(observed: &'o Observed, vocabulary: &Vocabulary) -> Option<&'o Revision> {
+    let current = observed.revisions.first()?;
+    observed.revisions.iter().skip(1).find(|r| {
+        r.annotations
+            .contains_key(&mark(vocabulary, marks::HEALTHY_SINCE))
+            && r.code() != current.code()
+    })
+}
+
+/// Judges one check as [`check`] does, and, for an absolute condition, also what the previous
+/// revision showed over the same window (`concurrent`: its Pods serve beside the new
+/// revision's): a threshold both cross is the service's trouble or the traffic's, not the new
+/// revision's doing, like a readiness failure shared with the previous revision.
+pub fn judge(
+    condition: &Condition,
+    new: Value,
+    baseline: Value,
+    concurrent: bool,
+    no_data: NoData,
+) -> Check {
+    let outcome = check(condition, new, baseline, no_data);
+    if condition.baseline.is_some() || !concurrent || !matches!(outcome, Check::Fail(_)) {
+        return outcome;
+    }
+    match check(condition, baseline, None, NoData::Pass) {
+        Check::Fail(why) => Check::Inconclusive(format!(
+            "the previous revision crosses it too ({why}): not the new revision's doing"
+        )),
+        _ => outcome,
+    }
+}
+
+/// One check of one metric, as run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    /// The outcome.
+    pub check: Check,
+    /// The new revision's value.
+    pub new: Value,
+    /// The previous revision's value, when it was measured.
+    pub baseline: Value,
+    /// The query as run for the new revision (empty when it could not be filled in).
+    pub query: String,
+    /// The query as run for the previous revision.
+    pub baseline_query: Option<String>,
+}
+
+/// One metric's checks so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricProgress {
+    /// Its name in the policy.
+    pub name: String,
+    /// Whether it only records what it would have done.
+    pub dry_run: bool,
+    /// The condition, in words.
+    pub condition: String,
+    /// Its standing.
+    pub standing: Standing,
+    /// The last check.
+    pub last: Option<Observation>,
+    /// The failing checks of the current run of failures, oldest first, at most
+    /// `failureLimit`.
+    pub failing: Vec<FailedCheck>,
+    /// When its failures first confirmed a regression.
+    pub failed_at: Option<Timestamp>,
+}
+
+impl MetricProgress {
+    fn report(&self) -> MetricReport {
+        let last = self.last.as_ref();
+        let (result, why) = match last.map(|l| &l.check) {
+            Some(Check::Pass) => (CheckResult::Pass, String::new()),
+            Some(Check::Fail(why)) => (CheckResult::Fail, why.clone()),
+            Some(Check::Inconclusive(why)) => (CheckResult::Inconclusive, why.clone()),
+            None => (CheckResult::Inconclusive, "not checked yet".into()),
+        };
+        MetricReport {
+            name: self.name.clone(),
+            result,
+            why,
+            condition: self.condition.clone(),
+            new: last.and_then(|l| l.new),
+            baseline: last.and_then(|l| l.baseline),
+            failing_in_a_row: self.standing.failing_in_a_row,
+            passed: self.standing.passed,
+            inconclusive: self.standing.inconclusive,
+            dry_run: self.dry_run,
+            query: last.map(|l| l.query.clone()).unwrap_or_default(),
+            baseline_query: last.and_then(|l| l.baseline_query.clone()),
+            failed_checks: self.failing.clone(),
+        }
+    }
+}
+
+/// A revision's analysis so far: what the decision reads, and what the writers show.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    /// The ReplicaSet or ControllerRevision analysed.
+    pub revision: String,
+    /// Consecutive failing checks that confirm a regression.
+    pub failure_limit: u32,
+    /// Checks run.
+    pub checks: u32,
+    /// When the first check ran.
+    pub started: Option<Timestamp>,
+    /// When the last check ran.
+    pub updated: Option<Timestamp>,
+    /// Since when every metric's last check was inconclusive, if it was.
+    pub inconclusive_since: Option<Timestamp>,
+    /// Each metric, in the policy's order.
+    pub metrics: Vec<MetricProgress>,
+}
+
+impl Progress {
+    /// An analysis of `revision` under `spec`, before its first check.
+    pub fn new(revision: &str, spec: &AnalysisSpec) -> Self {
+        Self {
+            revision: revision.to_string(),
+            failure_limit: spec.failure_limit.max(1),
+            checks: 0,
+            started: None,
+            updated: None,
+            inconclusive_since: None,
+            metrics: spec
+                .metrics
+                .iter()
+                .map(|m| MetricProgress {
+                    name: m.name.clone(),
+                    dry_run: m.dry_run,
+                    condition: m.condition.describe(),
+                    standing: Standing::default(),
+                    last: None,
+                    failing: Vec::new(),
+                    failed_at: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes in one check of every metric, in the policy's order, run at `at`.
+    pub fn record(&mut self, observations: Vec<Observation>, at: Timestamp) {
+        self.checks += 1;
+        self.started.get_or_insert(at);
+        self.updated = Some(at);
+        let limit = self.failure_limit;
+        let mut all_inconclusive = true;
+        for (metric, seen) in self.metrics.iter_mut().zip(observations) {
+            metric.standing = std::mem::take(&mut metric.standing).after(&seen.check);
+            match &seen.check {
+                Check::Fail(why) => {
+                    all_inconclusive = false;
+                    metric.failing.push(FailedCheck {
+                        at: at.to_string(),
+                        new: seen.new,
+                        baseline: seen.baseline,
+                        why: why.clone(),
+                    });
+                    let excess = metric.failing.len().saturating_sub(limit as usize);
+                    metric.failing.drain(..excess);
+                    if metric.standing.failed(limit) {
+                        metric.failed_at.get_or_insert(at);
+                    }
+                }
+                // A confirmed failure stands, with its evidence: a regression once confirmed is
+                // answered, as a probe's is.
+                Check::Pass if metric.failed_at.is_some() => all_inconclusive = false,
+                Check::Pass => {
+                    all_inconclusive = false;
+                    metric.failing.clear();
+                }
+                Check::Inconclusive(_) => {}
+            }
+            metric.last = Some(seen);
+        }
+        self.inconclusive_since = if all_inconclusive {
+            self.inconclusive_since.or(Some(at))
+        } else {
+            None
+        };
+    }
+
+    fn gating(&self) -> impl Iterator<Item = &MetricProgress> {
+        self.metrics.iter().filter(|m| !m.dry_run)
+    }
+
+    /// The first metric (by when) whose failures confirm a regression, and when they did.
+    pub fn failed(&self) -> Option<(&MetricProgress, Timestamp)> {
+        self.gating()
+            .filter_map(|m| m.failed_at.map(|at| (m, at)))
+            .min_by_key(|(_, at)| *at)
+    }
+
+    /// Dry-run metrics whose failures would have confirmed a regression.
+    pub fn would_fail(&self) -> impl Iterator<Item = &MetricProgress> {
+        self.metrics
+            .iter()
+            .filter(|m| m.dry_run && m.failed_at.is_some())
+    }
+
+    /// Where the analysis stands. Passed needs `failureLimit` passing checks of every metric
+    /// that gates (enough to have caught a failure) and none failing now: missing data never
+    /// passes a revision, as it never fails one.
+    pub fn phase(&self) -> AnalysisPhase {
+        if self.failed().is_some() {
+            return AnalysisPhase::Failed;
+        }
+        let limit = self.failure_limit;
+        if self
+            .gating()
+            .all(|m| m.standing.passed >= limit && m.standing.failing_in_a_row == 0)
+        {
+            return AnalysisPhase::Passed;
+        }
+        if self.inconclusive_since.is_some() {
+            return AnalysisPhase::Inconclusive;
+        }
+        AnalysisPhase::Running
+    }
+
+    /// What the revision's `analysis` mark and a record show.
+    pub fn report(&self) -> AnalysisReport {
+        AnalysisReport {
+            phase: self.phase(),
+            checks: self.checks,
+            started: self.started.map(|t| t.to_string()),
+            updated: self.updated.map(|t| t.to_string()),
+            metrics: self.metrics.iter().map(MetricProgress::report).collect(),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use custody_crds::analysis::{AnalysisPhase, AnalysisReport};
 use custody_crds::{RollbackSettings, SignalReason, Vocabulary};
 use jiff::Timestamp;
 
@@ -12,6 +13,7 @@ use crate::cache::observe::{Observed, PodState, Revision, WorkloadState};
 use crate::keys::{mark, marks};
 
 use super::action::Action;
+use super::analysis::Progress;
 use super::attribution::{self, Attribution};
 use super::health::{Finding, findings};
 
@@ -45,16 +47,20 @@ pub struct Regression<'o> {
     pub findings: Vec<Finding>,
     /// When the regression was confirmed.
     pub detected_at: Timestamp,
+    /// The revision's metric analysis, when it has one.
+    pub analysis: Option<AnalysisReport>,
 }
 
-/// Judges one workload's rollout from the cache.
+/// Judges one workload's rollout from the cache and, under a policy with metric analysis, the
+/// current revision's `analysis` so far.
 pub fn assess<'o>(
     observed: &'o Observed,
     settings: &RollbackSettings,
     vocabulary: &Vocabulary,
+    analysis: Option<&Progress>,
     now: Timestamp,
 ) -> Assessment<'o> {
-    if let Some(action) = catching_up(&observed.workload) {
+    if let Some(action) = catching_up(&observed.workload, vocabulary) {
         return Assessment::Settled(action);
     }
     let Some(current) = observed.revisions.first() else {
@@ -79,11 +85,18 @@ pub fn assess<'o>(
         target.map(|t| t.pod_key.as_str()),
         settings,
     );
-    let found = findings(&observed.workload, &judged, settings, now);
+    let analysis = analysis.filter(|p| p.revision == current.name);
+    let mut found = findings(&observed.workload, &judged, settings, now);
+    found.extend(analysis.and_then(metric_finding));
     let confirmed: Vec<&Finding> = found.iter().filter(|f| f.confirmed(now)).collect();
     if confirmed.is_empty() {
         let healthy = marked(current, marks::HEALTHY_SINCE);
-        return Assessment::Settled(settled(
+        let gate = settings
+            .analysis
+            .as_ref()
+            .filter(|_| super::analysis::wanted(observed, vocabulary).is_some())
+            .and_then(|spec| analysis_gate(current, analysis, spec.interval_seconds));
+        let action = settled(
             &observed.workload,
             current,
             healthy,
@@ -91,7 +104,12 @@ pub fn assess<'o>(
             &found,
             settings,
             now,
-        ));
+        );
+        // A revision is the target of later reverts only once its analysis has passed too.
+        return Assessment::Settled(match (action, gate) {
+            (Action::MarkHealthy { .. }, Some(wait)) => wait,
+            (action, _) => action,
+        });
     }
     let reason = confirmed
         .iter()
@@ -116,12 +134,62 @@ pub fn assess<'o>(
         reason,
         findings: found,
         detected_at,
+        analysis: analysis.map(Progress::report),
     })
 }
 
-/// What to do while the workload's controller has not caught up with its spec.
-fn catching_up(d: &WorkloadState) -> Option<Action> {
-    if d.paused {
+/// The analysis's confirmed failure, as a finding against the revision.
+fn metric_finding(progress: &Progress) -> Option<Finding> {
+    let (metric, at) = progress.failed()?;
+    let last = metric
+        .failing
+        .last()
+        .map_or(String::new(), |f| format!(": {}", f.why));
+    Some(Finding {
+        reason: SignalReason::MetricAnalysis,
+        message: format!(
+            "metric {} failed {} checks in a row{last}",
+            metric.name, metric.standing.failing_in_a_row
+        ),
+        since: metric
+            .failing
+            .first()
+            .and_then(|f| f.at.parse().ok())
+            .unwrap_or(at),
+        confirmed_at: at,
+        pod: None,
+        container: None,
+    })
+}
+
+/// What holds a complete rollout back from being marked healthy while its analysis has not
+/// passed: a wait of one interval, saying where the analysis stands.
+fn analysis_gate(
+    current: &Revision,
+    analysis: Option<&Progress>,
+    interval_seconds: u32,
+) -> Option<Action> {
+    let why = match analysis.map(|p| (p.phase(), p.checks)) {
+        Some((AnalysisPhase::Passed, _)) => return None,
+        Some((phase, checks)) => format!(
+            "revision {} is available; its metric analysis is {phase:?} after {checks} checks",
+            current.number
+        ),
+        None => format!(
+            "revision {} is available; its metric analysis has not started",
+            current.number
+        ),
+    };
+    Some(Action::Wait {
+        after: Duration::from_secs(u64::from(interval_seconds)),
+        why,
+    })
+}
+
+/// What to do while the workload's controller has not caught up with its spec. A Deployment a
+/// person paused is theirs to resume; one Custody holds after its first step is judged.
+fn catching_up(d: &WorkloadState, vocabulary: &Vocabulary) -> Option<Action> {
+    if d.paused && !d.annotations.contains_key(&mark(vocabulary, marks::HELD)) {
         return Some(Action::Nothing {
             why: "the Deployment is paused".into(),
         });

@@ -52,6 +52,7 @@ pub fn choose(
         explanation: String::new(),
         dry_run: false,
         attested_by: None,
+        analysis: regression.analysis.clone(),
     };
     let actor_word = declared.actor.map_or("an undeclared actor", Actor::as_str);
     if let Some(same) = regression.restart_of {

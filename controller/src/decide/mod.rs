@@ -13,6 +13,7 @@ pub mod analysis;
 pub mod assess;
 pub mod attribution;
 pub mod breakglass;
+pub mod canary;
 pub mod choose;
 pub mod health;
 pub mod owning_team;
@@ -38,7 +39,7 @@ pub fn decide(
     global_dry_run: bool,
     now: Timestamp,
 ) -> Action {
-    match assess(observed, settings, vocabulary, now) {
+    match assess(observed, settings, vocabulary, None, now) {
         Assessment::Settled(action) => action,
         Assessment::Regressed(regression) => choose(
             &regression,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target};
-use custody_crds::{CustodyPolicy, RollbackSettings, SignatureMode};
+use custody_crds::{Canary, CustodyPolicy, RollbackSettings, SignatureMode};
 use kube::ResourceExt;
 
 use crate::cache::observe::WorkloadState;
@@ -18,6 +18,8 @@ pub struct Governing {
     pub name: String,
     /// Its rollback settings, or the defaults.
     pub settings: RollbackSettings,
+    /// Its guarded first step for agents' rollouts, if it has one.
+    pub canary: Option<Canary>,
     /// The policy whose `spec.signatures` judges the workload's attestation, if any.
     pub signing: Option<Arc<CustodyPolicy>>,
 }
@@ -33,11 +35,16 @@ pub fn governing(
     namespace_labels: Option<&BTreeMap<String, String>>,
 ) -> Governing {
     let selecting = selecting(policies, workload, namespace_labels);
-    let (name, settings) = match selecting.first() {
-        Some(p) => (p.name_any(), p.spec.rollback.clone()),
+    let (name, settings, canary) = match selecting.first() {
+        Some(p) => (
+            p.name_any(),
+            p.spec.rollback.clone(),
+            p.spec.agents.canary.clone(),
+        ),
         None => (
             custody_crds::policy::BUILTIN_POLICY_NAME.to_string(),
             RollbackSettings::default(),
+            None,
         ),
     };
     let mut signing: Vec<&Arc<CustodyPolicy>> = selecting
@@ -54,6 +61,7 @@ pub fn governing(
     Governing {
         name,
         settings,
+        canary,
         signing: signing.first().map(|p| Arc::clone(p)),
     }
 }

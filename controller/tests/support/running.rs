@@ -25,6 +25,7 @@ pub fn config() -> RunConfig {
         identity: "test".into(),
         notifier: None,
         audit: None,
+        secrets: None,
     }
 }
 

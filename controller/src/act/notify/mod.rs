@@ -4,7 +4,7 @@
 //! controller's own namespace ([`headers`]), read when the notification is sent: they
 //! are rare, and a Secret watch would keep every Secret of the namespace in memory.
 
-pub mod headers;
+use crate::headers;
 
 use std::time::Duration;
 
