@@ -142,7 +142,7 @@ async fn reaction(samples: usize) {
         identity: "bench".into(),
         notifier: None,
         audit: None,
-        secrets: None,
+        sources: custody_controller::measure::sources::Sources::new(None),
     };
     // The controller runs on one thread of its own, as the binary does; the fake API server and
     // this loop run on the bench's runtime.

@@ -10,6 +10,7 @@ use clap::Parser;
 use custody_controller::act::notify::Notifier;
 use custody_controller::audit::AuditConfig;
 use custody_controller::leader::{self, LeaseConfig};
+use custody_controller::measure::sources::Sources;
 use custody_controller::metrics::Metrics;
 use custody_controller::run::{self, RunConfig};
 use custody_crds::Vocabulary;
@@ -203,7 +204,11 @@ async fn main() -> anyhow::Result<()> {
         dry_run: args.dry_run,
         identity: args.identity,
         notifier,
-        secrets: Some(kube::Api::namespaced(client.clone(), &args.lease_namespace)),
+        // Providers' CA and header Secrets live in the controller's own namespace too.
+        sources: Sources::new(Some(kube::Api::namespaced(
+            client.clone(),
+            &args.lease_namespace,
+        ))),
     };
     run::run(client, config, metrics, leader, caches, shutdown.clone()).await;
 

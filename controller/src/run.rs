@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Recorder, Reporter};
@@ -41,8 +41,9 @@ pub struct RunConfig {
     pub notifier: Option<Notifier>,
     /// The background audit, when on.
     pub audit: Option<AuditConfig>,
-    /// Secrets of the controller's own namespace: metric providers' CAs and headers.
-    pub secrets: Option<Api<Secret>>,
+    /// Where metric analyses' queries go: the providers the policies name, built with the
+    /// Secrets of the controller's own namespace.
+    pub sources: Sources,
 }
 
 /// Reconciles of one kind running at once. A reconcile is a few microseconds of decision and,
@@ -137,12 +138,12 @@ pub async fn run(
         identity,
         notifier,
         audit: audit_config,
-        secrets,
+        sources,
     } = config;
     let analyses = Arc::new(Analyses::new(
         cache.clone(),
         triggers,
-        Sources::new(secrets),
+        sources,
         leader.clone(),
         vocabulary.clone(),
         metrics.clone(),

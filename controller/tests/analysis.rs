@@ -539,7 +539,7 @@ fn a_revert_lifts_the_hold_in_the_same_guarded_patch() {
         ops[0]["op"], "test",
         "conditioned on the version decided on"
     );
-    assert!(ops.contains(&json!({"op": "replace", "path": "/spec/paused", "value": false})));
+    assert!(ops.contains(&json!({"op": "add", "path": "/spec/paused", "value": false})));
     assert!(
         ops.contains(&json!({"op": "remove", "path": "/metadata/annotations/custody.dev~1held"}))
     );

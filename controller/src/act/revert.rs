@@ -143,7 +143,8 @@ fn unhold(workload: &WorkloadState, vocabulary: &Vocabulary) -> Option<Value> {
     }
     match workload.kind {
         custody_crds::WorkloadKind::Deployment => {
-            Some(json!({"op": "replace", "path": "/spec/paused", "value": false}))
+            // `add`: a Deployment resumed by `kubectl rollout resume` has no `paused` field.
+            Some(json!({"op": "add", "path": "/spec/paused", "value": false}))
         }
         custody_crds::WorkloadKind::StatefulSet => {
             let partition = held_partition(workload, vocabulary);

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use custody_controller::measure::sources::Sources;
 use custody_controller::metrics::Metrics;
 use custody_controller::run::{self, RunConfig};
 use custody_crds::Vocabulary;
@@ -25,7 +26,7 @@ pub fn config() -> RunConfig {
         identity: "test".into(),
         notifier: None,
         audit: None,
-        secrets: None,
+        sources: Sources::new(None),
     }
 }
 
