@@ -375,6 +375,7 @@ fn guarded(o: &Observed, actor: Actor, progress: Option<&Progress>, at: i64) -> 
             canary: Some(&canary),
             analysis: Some(&analysis),
             progress,
+            dry_run: false,
         },
         Some(actor),
         &Vocabulary::default(),
@@ -449,12 +450,52 @@ fn an_agents_first_step_is_held() {
             canary: None,
             analysis: None,
             progress: None,
+            dry_run: false,
         },
         Some(Actor::Agent),
         &Vocabulary::default(),
         t(101),
     );
     assert_eq!(none, None, "no canary in the policy");
+}
+
+#[test]
+fn dry_run_holds_nothing_new() {
+    let o = first_step();
+    let canary = canary();
+    let guard = |dry_run| Guard {
+        canary: Some(&canary),
+        analysis: None,
+        progress: None,
+        dry_run,
+    };
+    let at = |g| step(&o, g, Some(Actor::Agent), &Vocabulary::default(), t(101));
+    assert!(matches!(at(guard(false)), Some(Step::Hold { .. })));
+    assert_eq!(at(guard(true)), None);
+    // A hold from before dry run was turned on still ends as holds do.
+    let held = held(first_step());
+    let released = step(
+        &held,
+        guard(true),
+        Some(Actor::Agent),
+        &Vocabulary::default(),
+        t(200),
+    );
+    assert!(
+        matches!(released, Some(Step::Release { .. })),
+        "{released:?}"
+    );
+}
+
+#[test]
+fn a_regression_reported_while_held_stays_held_for_a_person() {
+    let mut o = held(first_step());
+    o.revisions[0] = revision(2, "web:2", "agent", &[("custody.dev/alerted-by", "web-r2")]);
+    let passed = progress_after(vec![pass(), pass()]);
+    assert!(matches!(
+        guarded(&o, Actor::Agent, Some(&passed), 500),
+        Some(Step::Holding { why, .. }) if why.contains("a person resumes it")
+    ));
 }
 
 #[test]

@@ -217,12 +217,27 @@ async fn an_agents_first_step_with_bad_metrics_is_held_then_reverted_with_the_ev
         "{metric}"
     );
     assert_eq!(metric["failedChecks"].as_array().unwrap().len(), 1);
-    // The revision shows its analysis to anyone reading it.
-    let shown = api.get(REPLICASETS, "shop", "web-h2").unwrap()["metadata"]["annotations"]
-        ["custody.dev/analysis"]
-        .as_str()
-        .map(|s| serde_json::from_str::<Value>(s).unwrap());
-    assert_eq!(shown.unwrap()["phase"], "Failed");
+    // The revision shows its analysis to anyone reading it (written after the revert).
+    let shown = || {
+        api.get(REPLICASETS, "shop", "web-h2").unwrap()["metadata"]["annotations"]
+            ["custody.dev/analysis"]
+            .as_str()
+            .map(|s| serde_json::from_str::<Value>(s).unwrap()["phase"].clone())
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || shown() == Some(json!("Failed"))).await,
+        "{:?}",
+        shown()
+    );
+    let condition = &deployment(&api)["status"]["conditions"][0];
+    assert_eq!(
+        (
+            &condition["type"],
+            &condition["status"],
+            &condition["reason"]
+        ),
+        (&json!("CustodyHeld"), &json!("False"), &json!("Reverted"))
+    );
     assert!(source.queries.load(Ordering::Relaxed) >= 2);
     controller.stop().await;
     deployment_controller.abort();

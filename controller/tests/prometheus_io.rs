@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use custody_controller::decide::analysis::{Check, check};
 use custody_controller::measure::prometheus::{MetricSource, Prometheus, QueryError, Settings};
 use custody_controller::measure::query::{Subject, render};
@@ -221,7 +221,7 @@ async fn counting() -> (Arc<Counting>, String) {
     let c = Arc::new(Counting::default());
     let addr = serve(
         Router::new()
-            .route("/api/v1/query", get(answer))
+            .route("/api/v1/query", post(answer))
             .with_state(c.clone()),
     )
     .await;

@@ -44,8 +44,8 @@ pub async fn carry_out(ctx: &Context, w: &WorkloadState, step: Step) -> Result<N
                 w.name,
                 w.namespace
             );
-            if !write(ctx, w, hold_patch(ctx, w, &revision, partition)).await? {
-                return Ok(Next::await_change());
+            if let Err(refused) = write(ctx, w, hold_patch(ctx, w, &revision, partition)).await? {
+                return not_held(ctx, w, &revision, &refused).await;
             }
             ctx.metrics
                 .rollouts_held
@@ -59,7 +59,8 @@ pub async fn carry_out(ctx: &Context, w: &WorkloadState, step: Step) -> Result<N
             Ok(Next::requeue(std::time::Duration::from_secs(1)))
         }
         Step::Release { revision, why } => {
-            if !write(ctx, w, release_patch(ctx, w, &revision)).await? {
+            if let Err(refused) = write(ctx, w, release_patch(ctx, w, &revision)).await? {
+                tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %refused, "cannot resume the held rollout");
                 return Ok(Next::await_change());
             }
             ctx.metrics
@@ -119,9 +120,33 @@ fn release_patch(ctx: &Context, w: &WorkloadState, revision: &str) -> Value {
     })
 }
 
-/// Writes `patch`; false when the API server refuses it as invalid (a StatefulSet updated
-/// `OnDelete` has no partition), which is logged and not retried.
-async fn write(ctx: &Context, w: &WorkloadState, patch: Value) -> Result<bool, Error> {
+/// A rollout the API server refuses to hold (a StatefulSet updated `OnDelete` has no partition
+/// to set): marked released, so it is not tried again, and said in a Warning Event.
+async fn not_held(
+    ctx: &Context,
+    w: &WorkloadState,
+    revision: &str,
+    refused: &str,
+) -> Result<Next, Error> {
+    let note = format!("cannot hold the rollout of {revision} after its first step: {refused}");
+    tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, note, "rollout not held");
+    let patch = json!({"metadata": {
+        "resourceVersion": w.resource_version,
+        "annotations": {mark(&ctx.vocabulary, marks::RELEASED): revision},
+    }});
+    if let Err(refused) = write(ctx, w, patch).await? {
+        tracing::warn!(error = %refused, "cannot mark the rollout as not held");
+    }
+    event(ctx, w, EventType::Warning, "RolloutNotHeld", "Hold", &note).await;
+    Ok(Next::await_change())
+}
+
+/// Writes `patch`; the API server's message when it refuses it as invalid.
+async fn write(
+    ctx: &Context,
+    w: &WorkloadState,
+    patch: Value,
+) -> Result<Result<(), String>, Error> {
     let params = PatchParams::default();
     let result = match w.kind {
         WorkloadKind::StatefulSet => {
@@ -136,11 +161,8 @@ async fn write(ctx: &Context, w: &WorkloadState, patch: Value) -> Result<bool, E
             .map(|_| ()),
     };
     match result {
-        Ok(()) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 422 => {
-            tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, error = %s.message, "cannot hold or resume the rollout");
-            Ok(false)
-        }
+        Ok(()) => Ok(Ok(())),
+        Err(kube::Error::Api(s)) if s.code == 422 => Ok(Err(s.message)),
         Err(e) if is_conflict(&e) => Err(Error::Conflict),
         Err(e) => Err(Error::Api(e)),
     }
@@ -149,7 +171,13 @@ async fn write(ctx: &Context, w: &WorkloadState, patch: Value) -> Result<bool, E
 /// Sets a Deployment's `CustodyHeld` condition (the Deployment controller keeps conditions it
 /// does not own). A StatefulSet's controller rewrites its status, so it has the mark and the
 /// Events only.
-async fn condition(ctx: &Context, w: &WorkloadState, held: bool, reason: &str, message: &str) {
+pub(super) async fn condition(
+    ctx: &Context,
+    w: &WorkloadState,
+    held: bool,
+    reason: &str,
+    message: &str,
+) {
     if w.kind != WorkloadKind::Deployment {
         return;
     }

@@ -149,9 +149,6 @@ async fn act(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
     let followed = follow_analysis(ctx, observed, &governing);
     let progress = followed.as_ref().map(|f| &f.progress);
     let action = decision(ctx, &mut envelopes, observed, &governing, progress, now).await;
-    if let Some(followed) = &followed {
-        analysis::show(ctx, w, followed).await;
-    }
     let step = match &action {
         Action::Revert(_) | Action::Alert(_) => None,
         _ => canary::step(
@@ -160,6 +157,7 @@ async fn act(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
                 canary: governing.canary.as_ref(),
                 analysis: governing.settings.analysis.as_ref(),
                 progress,
+                dry_run: ctx.dry_run || governing.settings.dry_run,
             },
             observed
                 .revisions
@@ -172,6 +170,10 @@ async fn act(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
     let mut requeue = carry_out(ctx, &mut envelopes, observed, action, &governing, now).await?;
     if let Some(step) = step {
         requeue = requeue.sooner(guard::carry_out(ctx, w, step).await?);
+    }
+    // Last: a revert or a hold must not wait for a write only people read.
+    if let Some(followed) = &followed {
+        analysis::show(ctx, w, followed).await;
     }
     // A revision nothing else will look at again still gets announced.
     if announce_again && requeue == Requeue::await_change() {

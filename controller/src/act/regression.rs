@@ -21,6 +21,7 @@ use crate::signed::fetch::Envelopes;
 use super::announce;
 use super::context::{Context, Error, is_conflict};
 use super::events::publish;
+use super::guard;
 use super::marks::mark;
 use super::record;
 use super::revert;
@@ -106,6 +107,15 @@ pub(super) async fn revert(
     create_record(ctx, &record).await?;
     patch_workload(ctx, w, verdict, to, template, attestation, &record_name).await?;
     // The revert is written; what follows is bookkeeping, and a failure there must not undo it.
+    if w.annotations
+        .contains_key(&crate::keys::mark(&ctx.vocabulary, marks::HELD))
+    {
+        let why = format!(
+            "revision {} regressed while held after its first step; reverted ({record_name})",
+            verdict.from.number
+        );
+        guard::condition(ctx, w, false, "Reverted", &why).await;
+    }
     if let Err(error) = mark(
         ctx,
         envelopes,

@@ -347,9 +347,11 @@ impl Progress {
             return AnalysisPhase::Failed;
         }
         let limit = self.failure_limit;
-        if self
-            .gating()
-            .all(|m| m.standing.passed >= limit && m.standing.failing_in_a_row == 0)
+        // Even with dry-run metrics alone, as many checks as would have caught a failure.
+        if self.checks >= limit
+            && self
+                .gating()
+                .all(|m| m.standing.passed >= limit && m.standing.failing_in_a_row == 0)
         {
             return AnalysisPhase::Passed;
         }

@@ -57,6 +57,8 @@ pub struct Guard<'a> {
     pub analysis: Option<&'a AnalysisSpec>,
     /// The current revision's analysis so far.
     pub progress: Option<&'a Progress>,
+    /// Dry run (the controller's or the policy's): record, never write; no new hold.
+    pub dry_run: bool,
 }
 
 /// The step due for `observed`'s rollout, if any; `actor` is the current revision's, as
@@ -73,12 +75,13 @@ pub fn step(
     let held = w.annotations.get(&mark(vocabulary, marks::HELD));
     let on_template = current.fingerprint == w.template_fingerprint;
     let holdable = guard.canary.is_some()
+        && !guard.dry_run
         && on_template
         && actor == Some(Actor::Agent)
         && first_step(observed, current, vocabulary);
     match held {
         Some(name) if *name == current.name && on_template => {
-            Some(while_held(observed, current, guard, now))
+            Some(while_held(observed, current, guard, vocabulary, now))
         }
         Some(_) if holdable => Some(hold(w, current)),
         Some(name) => Some(Step::Release {
@@ -135,7 +138,27 @@ fn first_step(observed: &Observed, current: &Revision, vocabulary: &Vocabulary) 
 
 /// While held: release once the first Pods have stayed Ready for the hold and the analysis has
 /// passed; else look again when the hold may end.
-fn while_held(observed: &Observed, current: &Revision, guard: Guard<'_>, now: Timestamp) -> Step {
+fn while_held(
+    observed: &Observed,
+    current: &Revision,
+    guard: Guard<'_>,
+    vocabulary: &Vocabulary,
+    now: Timestamp,
+) -> Step {
+    if current
+        .annotations
+        .contains_key(&mark(vocabulary, marks::ALERTED))
+    {
+        // A regression reported, not reverted (a person's call, `rollback: alert`, dry run):
+        // the hold keeps it at its first step until a person resumes or rolls back.
+        return Step::Holding {
+            after: Duration::from_secs(300),
+            why: format!(
+                "revision {} regressed and was reported while held; a person resumes it (kubectl custody resume) or rolls it back",
+                current.number
+            ),
+        };
+    }
     let pods: Vec<_> = observed
         .pods
         .iter()

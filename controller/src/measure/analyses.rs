@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use custody_crds::Vocabulary;
 use custody_crds::WorkloadKind;
-use custody_crds::analysis::{AnalysisSpec, CheckResult, MetricSpec, NoData};
+use custody_crds::analysis::{AnalysisSpec, CheckResult, MetricSpec, NoData, placeholders};
 use futures::future::join_all;
 use jiff::Timestamp;
 use tokio::sync::watch;
@@ -281,7 +281,12 @@ async fn run(
     // The first check waits one interval: the window needs data of the new Pods.
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The previous revision's Pods are noted now, while they still serve: a rollout may be
+    // over before the first check.
     let mut seen = SeenPods::default();
+    if let Some(observed) = shared.cache.observe(uid) {
+        seen.note(&observed);
+    }
     loop {
         tick.tick().await;
         if !*shared.leader.borrow() {
@@ -446,7 +451,12 @@ async fn measure(
         Ok(q) => q,
         Err(why) => return unmeasured(format!("the query cannot be filled in: {why}")),
     };
-    let wants_baseline = metric.condition.baseline.is_some() || concurrent;
+    // A query that selects no revision (a Service's, an ingress's) measures both at once: its
+    // baseline would be itself, and a failure "shared with the previous revision" always.
+    let selects_revision = placeholders(&metric.query)
+        .is_ok_and(|used| used.iter().any(|p| *p == "revision" || *p == "pods"));
+    let concurrent = concurrent && selects_revision;
+    let wants_baseline = selects_revision && (metric.condition.baseline.is_some() || concurrent);
     let baseline_query = baseline
         .filter(|_| wants_baseline)
         .and_then(|b| render(&metric.query, &b.subject).ok().map(|q| (q, b.at)));
@@ -530,5 +540,99 @@ fn value_labels(observed: &Observed, metric: &str, series: Series) -> AnalysisVa
         workload: observed.workload.name.clone(),
         metric: metric.to_string(),
         series: Label(series),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use custody_crds::analysis::{Condition, MetricSpec};
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::measure::prometheus::QueryError;
+
+    /// Answers 0.3 to every query, and remembers them.
+    #[derive(Default)]
+    struct Everywhere(Mutex<Vec<String>>);
+
+    impl MetricSource for Everywhere {
+        fn value<'a>(
+            &'a self,
+            query: &'a str,
+            _at: Timestamp,
+        ) -> BoxFuture<'a, Result<crate::decide::analysis::Value, QueryError>> {
+            self.0.lock().unwrap().push(query.to_string());
+            Box::pin(async { Ok(Some(0.3)) })
+        }
+    }
+
+    fn measured<'a>(revision: &'a str, pods: &'a [String]) -> Measured<'a> {
+        Measured {
+            subject: Subject {
+                namespace: "shop",
+                name: "web",
+                kind: "Deployment",
+                revision,
+                pods,
+                window_seconds: 60,
+            },
+            at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn above(query: &str) -> MetricSpec {
+        MetricSpec {
+            name: "errors".into(),
+            query: query.into(),
+            condition: Condition {
+                above: Some(0.05),
+                ..Condition::default()
+            },
+            dry_run: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_wide_query_is_judged_on_its_own() {
+        let (new_pods, old_pods) = (vec!["web-h2-a".to_string()], vec!["web-h1-a".to_string()]);
+        let (new, old) = (measured("h2", &new_pods), measured("h1", &old_pods));
+        // An ingress's error ratio selects no revision: both would read the same 0.3, and the
+        // previous revision "crossing it too" would excuse every failure during a rollout.
+        let source = Everywhere::default();
+        let service = above(r#"sum(rate(ingress_errors{namespace="{{namespace}}"}[{{window}}]))"#);
+        let seen = measure(
+            &source,
+            &service,
+            &new,
+            Some(&old),
+            true,
+            NoData::Inconclusive,
+        )
+        .await;
+        assert!(matches!(seen.check, Check::Fail(_)), "{seen:?}");
+        assert_eq!(seen.baseline_query, None);
+        assert_eq!(source.0.lock().unwrap().len(), 1, "no baseline query sent");
+        // The same threshold on a per-revision query is excused when both revisions cross it.
+        let source = Everywhere::default();
+        let per_revision = above(r#"sum(rate(errors{revision="{{revision}}"}[{{window}}]))"#);
+        let seen = measure(
+            &source,
+            &per_revision,
+            &new,
+            Some(&old),
+            true,
+            NoData::Inconclusive,
+        )
+        .await;
+        assert!(matches!(seen.check, Check::Inconclusive(_)), "{seen:?}");
+        assert_eq!(
+            *source.0.lock().unwrap(),
+            [
+                r#"sum(rate(errors{revision="h2"}[60s]))"#,
+                r#"sum(rate(errors{revision="h1"}[60s]))"#
+            ]
+        );
     }
 }

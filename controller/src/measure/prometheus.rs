@@ -1,4 +1,4 @@
-//! Prometheus's instant-query API (`GET /api/v1/query`), and anything serving it (Thanos,
+//! Prometheus's instant-query API (`POST /api/v1/query`, the query as a form), and anything serving it (Thanos,
 //! Mimir, VictoriaMetrics). Bounded so a thousand rollouts in flight do not flood the server: at
 //! most `concurrency` queries at once, each within a timeout, and an answer reused for the same
 //! query at the same evaluation second. A query must return one number (a scalar, or a vector of
@@ -124,18 +124,16 @@ impl Prometheus {
     }
 
     async fn fetch(&self, query: &str, at: Timestamp) -> Result<Value, QueryError> {
-        let url = format!(
-            "{}/api/v1/query?query={}&time={}",
-            self.base,
-            encode(query),
-            at.as_second()
-        );
-        let mut request = hyper::Request::get(url);
+        // POSTed as a form, as Prometheus's API allows: a `{{pods}}` regex of many Pods would
+        // make a long URL, which proxies in front of a Prometheus limit.
+        let form = format!("query={}&time={}", encode(query), at.as_second());
+        let mut request = hyper::Request::post(format!("{}/api/v1/query", self.base))
+            .header("content-type", "application/x-www-form-urlencoded");
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
         let request = request
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(Bytes::from(form)))
             .map_err(|e| QueryError::Unreachable(e.to_string()))?;
         let _permit = self
             .permits
