@@ -84,7 +84,7 @@ struct World {
     object: Value,
     policies: Vec<CustodyPolicy>,
     records: Vec<RollbackRecord>,
-    replica_sets: Vec<Value>,
+    revisions: Vec<Value>,
     user: &'static str,
 }
 
@@ -94,7 +94,7 @@ impl World {
             object,
             policies: vec![CustodyPolicy::builtin_default()],
             records: Vec::new(),
-            replica_sets: Vec::new(),
+            revisions: Vec::new(),
             user: "kubectl-custody",
         }
     }
@@ -102,6 +102,7 @@ impl World {
     fn explain(&self) -> WhyReport {
         let kind = match self.object["kind"].as_str().unwrap() {
             "ReplicaSet" => WorkloadKind::ReplicaSet,
+            "StatefulSet" => WorkloadKind::StatefulSet,
             _ => WorkloadKind::Deployment,
         };
         let target = ObjectRef {
@@ -120,7 +121,7 @@ impl World {
             namespace_labels: None,
             records: &self.records,
             teams: &[],
-            replica_sets: &self.replica_sets,
+            revisions: &self.revisions,
             user: self.user,
             groups: &[],
             vocabulary: &vocabulary,
@@ -319,7 +320,7 @@ fn why_reports_provenance_quarantine_and_notes() {
 #[test]
 fn deployment_revisions_are_newest_first_with_marks() {
     let world = World {
-        replica_sets: vec![
+        revisions: vec![
             replica_set(
                 "web-aaa",
                 1,
@@ -438,4 +439,299 @@ fn records_are_listed_newest_first_across_namespaces() {
     let json: Value = serde_json::from_str(&format::json(&rows)).unwrap();
     assert_eq!(json[1]["action"], "Reverted");
     assert!(json[0].get("toRevision").is_none());
+}
+
+/// What the controller writes on a revision under analysis.
+fn analysis_json() -> Value {
+    json!({
+        "phase": "Running", "checks": 2,
+        "started": "2026-03-01T10:00:00Z", "updated": "2026-03-01T10:00:30Z",
+        "metrics": [{
+            "name": "error-ratio", "result": "Fail", "failingInARow": 1,
+            "why": "0.03 is more than 2 times the previous revision's 0.01",
+            "condition": "fails when more than 2 times the previous revision's",
+            "new": 0.03, "baseline": 0.01,
+            "query": "sum(rate(errors{pod=~\"web-bbb-.*\"}[120s]))"
+        }]
+    })
+}
+
+#[test]
+fn a_held_deployment_shows_its_hold_the_resume_command_and_the_current_analysis() {
+    let mut held = deployment(complete("agent"), "shop:2");
+    held["metadata"]["annotations"]["custody.dev/held"] = json!("web-bbb");
+    held["spec"]["paused"] = json!(true);
+    let world = World {
+        revisions: vec![
+            replica_set(
+                "web-aaa",
+                1,
+                DEPLOY_UID,
+                "shop:1",
+                json!({"healthy-since": "2026-01-01T00:00:00Z", "analysis": "{\"phase\":\"Passed\",\"checks\":9}"}),
+            ),
+            replica_set(
+                "web-bbb",
+                2,
+                DEPLOY_UID,
+                "shop:2",
+                json!({"analysis": analysis_json().to_string()}),
+            ),
+        ],
+        ..World::new(held)
+    };
+    let report = world.explain();
+    let held = report.held.as_ref().unwrap();
+    assert_eq!((held.revision.as_str(), held.number), ("web-bbb", Some(2)));
+    assert_eq!(held.restores_partition, None);
+    let analysis = report.analysis.as_ref().unwrap();
+    assert_eq!(
+        (analysis.revision.as_str(), analysis.number),
+        ("web-bbb", Some(2)),
+        "the current revision's analysis, not an older one's"
+    );
+    assert_eq!(analysis.report.metrics[0].failing_in_a_row, 1);
+
+    let text = format::why_text(&report);
+    for line in [
+        "  HELD after its first step, on revision 2 (web-bbb): the controller resumes it once that step stays Ready (and its metric analysis passes), or reverts it if it regresses.",
+        "  To release it now: kubectl custody resume deployment/web -n shop",
+        "Analysis of the current revision (revision 2, web-bbb):",
+        "  Running, 2 checks (2026-03-01T10:00:00Z to 2026-03-01T10:00:30Z)",
+        "  METRIC       RESULT  NEW   BASELINE  FAILING IN A ROW",
+        "  error-ratio  Fail    0.03  0.01      1",
+        "  - error-ratio: fails when more than 2 times the previous revision's; last check: 0.03 is more than 2 times the previous revision's 0.01",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+    let json: Value = serde_json::from_str(&format::json(&report)).unwrap();
+    assert_eq!(
+        json["held"]["resume"],
+        "kubectl custody resume deployment/web -n shop"
+    );
+    assert_eq!(json["analysis"]["report"]["phase"], "Running");
+}
+
+#[test]
+fn a_workload_nobody_holds_or_analyses_prints_neither() {
+    let world = World {
+        revisions: vec![replica_set("web-bbb", 2, DEPLOY_UID, "shop:2", json!({}))],
+        ..World::new(deployment(complete("agent"), "shop:2"))
+    };
+    let report = world.explain();
+    assert!(report.held.is_none() && report.analysis.is_none());
+    let text = format::why_text(&report);
+    assert!(
+        !text.contains("HELD") && !text.contains("Analysis"),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&format::json(&report)).unwrap();
+    assert!(json.get("held").is_none() && json.get("analysis").is_none());
+}
+
+#[test]
+fn an_unreadable_analysis_is_a_note_not_a_failure() {
+    let world = World {
+        revisions: vec![replica_set(
+            "web-bbb",
+            2,
+            DEPLOY_UID,
+            "shop:2",
+            json!({"analysis": "{not json"}),
+        )],
+        ..World::new(deployment(complete("agent"), "shop:2"))
+    };
+    let report = world.explain();
+    assert!(report.analysis.is_none());
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("the custody.dev/analysis annotation of web-bbb cannot be read")),
+        "{:?}",
+        report.notes
+    );
+}
+
+const STS_UID: &str = "s-uid-1";
+
+fn controller_revision(name: &str, revision: u64, marks: Value) -> Value {
+    let mut annotations = json!({"custody.dev/actor": "agent"});
+    for (k, v) in marks.as_object().unwrap() {
+        annotations[format!("custody.dev/{k}")] = v.clone();
+    }
+    json!({
+        "apiVersion": "apps/v1", "kind": "ControllerRevision", "revision": revision,
+        "metadata": {"name": name, "namespace": "shop", "annotations": annotations,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": STS_UID, "controller": true}]},
+        "data": {"spec": {"template": {"$patch": "replace"}}}
+    })
+}
+
+#[test]
+fn a_held_statefulset_shows_its_controller_revisions_and_the_partition_it_gets_back() {
+    let mut annotations = complete("agent");
+    annotations["custody.dev/held"] = json!("db-6b8c");
+    annotations["custody.dev/held-partition"] = json!("1");
+    let sts = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "shop", "uid": STS_UID, "annotations": annotations},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "db"}}, "template": template("db:2"),
+            "updateStrategy": {"rollingUpdate": {"partition": 2}}},
+        "status": {"updateRevision": "db-6b8c", "currentRevision": "db-5a7b"}
+    });
+    let mut unowned = controller_revision("db-9z9z", 3, json!({}));
+    unowned["metadata"]["ownerReferences"][0]["uid"] = json!("someone-else");
+    let world = World {
+        revisions: vec![
+            controller_revision(
+                "db-5a7b",
+                1,
+                json!({"healthy-since": "2026-01-01T00:00:00Z"}),
+            ),
+            controller_revision(
+                "db-6b8c",
+                2,
+                json!({"analysis": analysis_json().to_string()}),
+            ),
+            unowned,
+        ],
+        ..World::new(sts)
+    };
+    let report = world.explain();
+    let rows: Vec<(&str, Option<u64>, bool)> = report
+        .revisions
+        .iter()
+        .map(|r| (r.name.as_str(), r.revision, r.current))
+        .collect();
+    assert_eq!(
+        rows,
+        [("db-6b8c", Some(2), true), ("db-5a7b", Some(1), false)],
+        "another StatefulSet's revision is left out; updateRevision is the current one"
+    );
+    let held = report.held.as_ref().unwrap();
+    assert_eq!(held.restores_partition, Some(1));
+    assert_eq!(held.resume, "kubectl custody resume statefulset/db -n shop");
+    assert_eq!(report.analysis.as_ref().unwrap().revision, "db-6b8c");
+
+    let text = format::why_text(&report);
+    for line in [
+        "  REVISION  CONTROLLERREVISION  READY  ACTOR  COMMIT  MARKS",
+        "  2*        db-6b8c             -      agent  -       -",
+        "  (* = the current revision)",
+        "  To release it now (its partition goes back to 1): kubectl custody resume statefulset/db -n shop",
+        "Analysis of the current revision (revision 2, db-6b8c):",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+}
+
+#[test]
+fn a_records_metric_evidence_is_shown_by_why_and_kept_in_json() {
+    let fp = template_fingerprint(&template("shop:2")).to_string();
+    let mut metric = record("web-r2", "Reverted", "2", &fp, "2026-01-02T00:00:00Z");
+    metric.spec.reason = custody_crds::SignalReason::MetricAnalysis;
+    let mut evidence = analysis_json();
+    evidence["phase"] = json!("Failed");
+    evidence["metrics"][0]["failedChecks"] = json!([
+        {"at": "2026-03-01T10:00:30Z", "new": 0.03, "baseline": 0.01, "why": "0.03 is more than 2 times the previous revision's 0.01"}
+    ]);
+    metric.spec.analysis = Some(serde_json::from_value(evidence).unwrap());
+    let plain = record(
+        "web-r1",
+        "Alerted",
+        "1",
+        "sha256:11",
+        "2026-01-01T00:00:00Z",
+    );
+    let world = World {
+        records: vec![metric, plain],
+        ..World::new(deployment(complete("agent"), "shop:3"))
+    };
+    let report = world.explain();
+    let text = format::why_text(&report);
+    for line in [
+        "Evidence of RollbackRecord web-r2: metric analysis Failed, 2 checks (2026-03-01T10:00:00Z to 2026-03-01T10:00:30Z)",
+        "    query:          sum(rate(errors{pod=~\"web-bbb-.*\"}[120s]))",
+        "    last values:    new 0.03, baseline 0.01",
+        "      2026-03-01T10:00:30Z  0.03  0.01      0.03 is more than 2 times the previous revision's 0.01",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+    assert!(
+        !text.contains("Evidence of RollbackRecord web-r1"),
+        "{text}"
+    );
+    assert!(text.contains("MetricAnalysis"), "{text}");
+    let rows = records::rows(&world.records);
+    let json: Value = serde_json::from_str(&format::json(&rows)).unwrap();
+    assert_eq!(
+        json[0]["analysis"]["metrics"][0]["failedChecks"][0]["new"],
+        0.03
+    );
+    assert!(json[1].get("analysis").is_none());
+}
+
+#[test]
+fn a_hold_on_an_alerted_revision_says_a_person_must_end_it() {
+    let mut held = deployment(complete("agent"), "shop:2");
+    held["metadata"]["annotations"]["custody.dev/held"] = json!("web-bbb");
+    let world = World {
+        revisions: vec![replica_set(
+            "web-bbb",
+            2,
+            DEPLOY_UID,
+            "shop:2",
+            json!({"alerted-by": "web-a2"}),
+        )],
+        ..World::new(held)
+    };
+    let text = format::why_text(&world.explain());
+    assert!(
+        text.contains("HELD after its first step, on revision 2 (web-bbb), which the controller alerted about (web-a2) and no longer judges"),
+        "{text}"
+    );
+}
+
+#[test]
+fn resume_says_what_was_released_and_that_the_controller_still_judges_it() {
+    use custody_cli::plugin::resume::ResumeReport;
+    let mut report = ResumeReport {
+        kind: WorkloadKind::Deployment,
+        namespace: "shop".into(),
+        name: "web".into(),
+        revision: "web-7d9f".into(),
+        partition: None,
+        condition: Some("updated".into()),
+        event: Some("created".into()),
+    };
+    assert_eq!(
+        format::resume_text(&report),
+        "Released revision web-7d9f of deployment/web in namespace shop, held after its first step: its rollout now proceeds (spec.paused: false).
+The controller still judges revision web-7d9f and reverts it if it regresses.
+Event RolloutResumed recorded on deployment/web in namespace shop.
+"
+    );
+    report.condition = Some("deployments.apps \"web\" is forbidden".into());
+    report.event = Some("events.events.k8s.io is forbidden".into());
+    let text = format::resume_text(&report);
+    assert!(text.contains("warning: the CustodyHeld condition still says held (deployments.apps \"web\" is forbidden)"), "{text}");
+    assert!(
+        text.contains("warning: no Event recorded (events.events.k8s.io is forbidden)."),
+        "{text}"
+    );
+
+    let sts = ResumeReport {
+        kind: WorkloadKind::StatefulSet,
+        name: "db".into(),
+        revision: "db-6b8c".into(),
+        partition: Some(0),
+        condition: None,
+        ..report
+    };
+    let text = format::resume_text(&sts);
+    assert!(text.starts_with("Released revision db-6b8c of statefulset/db in namespace shop, held after its first step: its rollout now proceeds (partition back to 0).\n"), "{text}");
+    let json: Value = serde_json::from_str(&format::json(&sts)).unwrap();
+    assert_eq!(json["partition"], 0);
+    assert!(json.get("condition").is_none());
 }

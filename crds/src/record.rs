@@ -260,4 +260,6 @@ pub mod marks {
     /// On a workload whose held rollout was resumed (by the controller or a person): the
     /// revision's name, so it is not held again.
     pub const RELEASED: &str = "released";
+    /// The condition a Deployment held after its first step carries (`True` while held).
+    pub const HELD_CONDITION: &str = "CustodyHeld";
 }

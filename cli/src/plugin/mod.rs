@@ -4,13 +4,17 @@
 //! the namespace labels, the RollbackRecords, a Deployment's ReplicaSets) and hands it here as
 //! plain values; [`why::explain`] judges the object with the same [`engine`](crate::engine) the
 //! webhook runs and gathers provenance, revisions and records into a [`why::WhyReport`];
+//! [`revisions`] reads the workload's revisions and the metric analysis on the current one;
 //! [`records::rows`] turns records into rows; [`format`] renders either as text or JSON. Nothing
 //! in this module touches the network or the clock. [`lift::plan`] decides what lifting a
-//! record's quarantine writes; the binary writes it, as the person running it.
+//! record's quarantine writes, and [`resume::plan`] what releasing a held rollout writes; the
+//! binary writes them, as the person running it.
 
 pub mod format;
 pub mod lift;
 pub mod records;
+pub mod resume;
+pub mod revisions;
 pub mod why;
 
 use std::fmt;

@@ -1,11 +1,12 @@
 //! RollbackRecords as rows: what the controller did, to which workload, when, and whose
 //! revision it was.
 
+use custody_crds::analysis::AnalysisReport;
 use custody_crds::{RecordAction, RollbackRecord, SignalReason, WorkloadKind};
 use serde::Serialize;
 
 /// One RollbackRecord, flattened for a table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordRow {
     /// The record's name.
@@ -42,6 +43,9 @@ pub struct RecordRow {
     pub from_fingerprint: String,
     /// Why the action was what it was, in the controller's words.
     pub explanation: String,
+    /// The metric analysis's evidence, when it confirmed the regression.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisReport>,
 }
 
 impl RecordRow {
@@ -68,6 +72,7 @@ impl RecordRow {
                 .map(|l| l.by.clone()),
             from_fingerprint: spec.from.template_fingerprint.clone(),
             explanation: spec.explanation.clone(),
+            analysis: spec.analysis.clone(),
         }
     }
 

@@ -4,26 +4,23 @@
 use std::collections::BTreeMap;
 
 use custody_crds::fingerprint::code_fingerprint;
-use custody_crds::{
-    AnnotationKey, CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary, template_fingerprint,
-};
+use custody_crds::{AnnotationKey, CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::ObjectRef;
 use super::records::{self, RecordRow};
+use super::resume::{self, RESUME_KINDS};
 use custody_engine::{
     AgentActivity, Context, Decision, GroupVersionKind, PolicySet, QuarantineIndex, Request,
     TeamIndex, UserInfo, WorkloadObject, evaluate,
 };
 
-/// The Deployment controller's revision annotation on a ReplicaSet.
-pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
-
 /// The provenance keys shown, in the order Custody reports them: every key but the two that
 /// steer the controller and the quarantine (`rollback`, `quarantine-override`).
 pub const PROVENANCE: &[AnnotationKey] = AnnotationKey::ALL.split_at(8).0;
 
+pub use super::revisions::{CurrentAnalysis, REVISION_ANNOTATION, RevisionRow};
 pub use custody_crds::record::marks;
 
 /// Everything read from the cluster for one `why`.
@@ -43,8 +40,9 @@ pub struct WhyInput<'a> {
     pub records: &'a [RollbackRecord],
     /// The CustodyTeams of the cluster.
     pub teams: &'a [CustodyTeam],
-    /// The ReplicaSets of the namespace (only read for a Deployment).
-    pub replica_sets: &'a [Value],
+    /// The revisions the workload may own: a Deployment's ReplicaSets, a StatefulSet's or
+    /// DaemonSet's ControllerRevisions (none for other kinds).
+    pub revisions: &'a [Value],
     /// The requester the object is judged as.
     pub user: &'a str,
     /// Its groups.
@@ -81,8 +79,14 @@ pub struct WhyReport {
     /// The record that quarantines the current template, if one does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantined_by: Option<RecordRow>,
-    /// A Deployment's ReplicaSets, newest revision first.
+    /// The workload's revisions (ReplicaSets or ControllerRevisions), newest first.
     pub revisions: Vec<RevisionRow>,
+    /// The metric analysis of the current revision, as the controller last wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<CurrentAnalysis>,
+    /// The controller's hold on the rollout after its first step, if it holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldRollout>,
     /// The RollbackRecords naming this workload, newest first.
     pub records: Vec<RecordRow>,
     /// Things an on-call engineer should know to read the above right.
@@ -98,35 +102,20 @@ pub struct ProvenanceEntry {
     pub value: Option<String>,
 }
 
-/// One revision of a Deployment (a ReplicaSet).
+/// A rollout the controller holds after its first step.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RevisionRow {
-    /// The ReplicaSet.
-    pub name: String,
-    /// `deployment.kubernetes.io/revision`.
-    pub revision: Option<u64>,
-    /// Desired replicas.
-    pub replicas: i64,
-    /// Ready replicas.
-    pub ready: i64,
-    /// Whether its template is the Deployment's current one (its `pod-template-hash` matches).
-    pub current: bool,
-    /// `healthy-since` mark.
+pub struct HeldRollout {
+    /// The held revision: a ReplicaSet or a ControllerRevision.
+    pub revision: String,
+    /// Its number, when it is among the revisions read.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub healthy_since: Option<String>,
-    /// `reverted-by` mark.
+    pub number: Option<u64>,
+    /// A StatefulSet's partition before the hold, restored on release.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reverted_by: Option<String>,
-    /// `alerted-by` mark.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alerted_by: Option<String>,
-    /// The revision's declared actor.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub actor: Option<String>,
-    /// The revision's declared source commit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_commit: Option<String>,
+    pub restores_partition: Option<i32>,
+    /// The command that releases it.
+    pub resume: String,
 }
 
 /// Judges the object and gathers the report. Pure: everything comes from `input`.
@@ -174,11 +163,11 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
             .cloned()
     });
 
-    let revisions = if kind == custody_crds::WorkloadKind::Deployment {
-        revisions(input.object, input.replica_sets, input.vocabulary)
-    } else {
-        Vec::new()
-    };
+    let revisions =
+        super::revisions::revisions(kind, input.object, input.revisions, input.vocabulary);
+    let analysis =
+        super::revisions::current_analysis(&revisions, input.revisions, input.vocabulary);
+    let held = held(input, &revisions);
 
     let mut notes = Vec::new();
     if input.policies.is_empty() {
@@ -202,6 +191,10 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
             "the template is quarantined, but no policy selecting this object applies the quarantine to this requester".to_string(),
         );
     }
+    let analysis = analysis.unwrap_or_else(|why| {
+        notes.push(why);
+        None
+    });
 
     WhyReport {
         kind: kind.as_str().to_string(),
@@ -215,6 +208,8 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
         template_fingerprint: fingerprint,
         quarantined_by,
         revisions,
+        analysis,
+        held,
         records,
         notes,
     }
@@ -268,71 +263,19 @@ fn controller_owner(object: &Value) -> Option<String> {
         })
 }
 
-/// The Deployment's ReplicaSets (controller ownerReference to its uid), newest revision first.
-pub fn revisions(
-    deployment: &Value,
-    replica_sets: &[Value],
-    vocabulary: &Vocabulary,
-) -> Vec<RevisionRow> {
-    let str_at = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-    let Some(uid) = str_at(deployment, "/metadata/uid") else {
-        return Vec::new();
-    };
-    // The fingerprint drops `pod-template-hash`, so the ReplicaSet running the Deployment's
-    // template has the Deployment's fingerprint.
-    let current = deployment
-        .pointer("/spec/template")
-        .map(|t| template_fingerprint(t).to_string());
-    let owned = |rs: &&Value| {
-        rs.pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .is_some_and(|refs| {
-                refs.iter().any(|r| {
-                    r.get("uid").and_then(Value::as_str) == Some(uid.as_str())
-                        && r.get("controller").and_then(Value::as_bool) == Some(true)
-                })
-            })
-    };
-    let annotation = |rs: &Value, name: &str| {
-        rs.pointer("/metadata/annotations")
-            .and_then(|a| a.get(name))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let mark = |rs: &Value, m: &str| annotation(rs, &format!("{}{m}", vocabulary.prefix()));
-    let mut rows: Vec<RevisionRow> = replica_sets
-        .iter()
-        .filter(owned)
-        .map(|rs| {
-            let revision = annotation(rs, REVISION_ANNOTATION).and_then(|r| r.parse().ok());
-            RevisionRow {
-                name: str_at(rs, "/metadata/name").unwrap_or_default(),
-                revision,
-                replicas: rs
-                    .pointer("/spec/replicas")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1),
-                ready: rs
-                    .pointer("/status/readyReplicas")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0),
-                current: current.is_some()
-                    && rs
-                        .pointer("/spec/template")
-                        .map(|t| template_fingerprint(t).to_string())
-                        == current,
-                healthy_since: mark(rs, marks::HEALTHY_SINCE),
-                reverted_by: mark(rs, marks::REVERTED),
-                alerted_by: mark(rs, marks::ALERTED),
-                actor: annotation(rs, vocabulary.key(AnnotationKey::Actor)),
-                source_commit: annotation(rs, vocabulary.key(AnnotationKey::SourceCommit)),
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        b.revision
-            .cmp(&a.revision)
-            .then_with(|| a.name.cmp(&b.name))
-    });
-    rows
+/// The controller's hold on the workload's rollout, with the command that releases it.
+fn held(input: &WhyInput<'_>, revisions: &[RevisionRow]) -> Option<HeldRollout> {
+    if !RESUME_KINDS.contains(&input.target.kind) {
+        return None;
+    }
+    let hold = resume::hold(input.target.kind, input.object, input.vocabulary)?;
+    Some(HeldRollout {
+        number: revisions
+            .iter()
+            .find(|r| r.name == hold.revision)
+            .and_then(|r| r.revision),
+        resume: resume::command(input.target, input.namespace, input.vocabulary),
+        revision: hold.revision,
+        restores_partition: hold.restores_partition,
+    })
 }

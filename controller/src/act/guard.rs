@@ -16,15 +16,13 @@ use serde_json::{Value, json};
 
 use crate::cache::observe::WorkloadState;
 use crate::decide::canary::{Step, held_partition};
+use crate::keys::marks::HELD_CONDITION;
 use crate::keys::{mark, marks};
 use crate::metrics::{KindLabels, Label};
 use crate::schedule::Next;
 
 use super::context::{Context, Error, is_conflict};
 use super::events::reference;
-
-/// The condition type a held Deployment carries.
-pub const HELD_CONDITION: &str = "CustodyHeld";
 
 /// Carries out `step` on `w`.
 pub async fn carry_out(ctx: &Context, w: &WorkloadState, step: Step) -> Result<Next, Error> {

@@ -1,13 +1,19 @@
 //! Rendering: text for people on call, JSON for tools. Pure string building.
 
+mod analysis;
+mod table;
+
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use super::lift::LiftReport;
 use super::records::RecordRow;
+use super::resume::ResumeReport;
 use super::why::WhyReport;
+use custody_crds::WorkloadKind;
 use custody_engine::{Decision, Outcome};
+use table::{list_or, plural, table};
 
 /// Pretty JSON of any report, with a trailing newline.
 pub fn json<T: Serialize>(value: &T) -> String {
@@ -23,10 +29,19 @@ pub fn why_text(r: &WhyReport) -> String {
     write_verdict(&mut out, r);
     write_provenance(&mut out, r);
     write_quarantine(&mut out, r);
-    if r.kind == "Deployment" {
+    write_held(&mut out, r);
+    if matches!(r.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet") {
         write_revisions(&mut out, r);
     }
+    if let Some(current) = &r.analysis {
+        analysis::write_standing(&mut out, current);
+    }
     write_records(&mut out, r);
+    for record in &r.records {
+        if let Some(evidence) = &record.analysis {
+            analysis::write_evidence(&mut out, &record.name, evidence);
+        }
+    }
     if !r.notes.is_empty() {
         let _ = writeln!(out, "\nNotes:");
         for n in &r.notes {
@@ -127,11 +142,61 @@ fn write_quarantine(out: &mut String, r: &WhyReport) {
     }
 }
 
-/// A Deployment's ReplicaSets as a table, newest first.
+/// The controller's hold on the rollout after its first step, and how a person releases it.
+fn write_held(out: &mut String, r: &WhyReport) {
+    let Some(held) = &r.held else {
+        return;
+    };
+    let revision = match held.number {
+        Some(n) => format!("revision {n} ({})", held.revision),
+        None => held.revision.clone(),
+    };
+    let alerted = r
+        .revisions
+        .iter()
+        .find(|rv| rv.name == held.revision)
+        .and_then(|rv| rv.alerted_by.as_deref());
+    let _ = writeln!(out, "\nRollout:");
+    match alerted {
+        // An alert ends the controller's judgement of the revision: an analysis never passes
+        // after it, so only a person (or a rollback) ends such a hold.
+        Some(record) => {
+            let _ = writeln!(
+                out,
+                "  HELD after its first step, on {revision}, which the controller alerted about ({record}) and no longer judges: under a metric analysis the hold stays until a person resumes the rollout or rolls it back."
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  HELD after its first step, on {revision}: the controller resumes it once that step stays Ready (and its metric analysis passes), or reverts it if it regresses."
+            );
+        }
+    }
+    let partition = held.restores_partition.map_or(String::new(), |p| {
+        format!(" (its partition goes back to {p})")
+    });
+    let _ = writeln!(out, "  To release it now{partition}: {}", held.resume);
+}
+
+/// A workload's revisions as a table, newest first.
 fn write_revisions(out: &mut String, r: &WhyReport) {
+    let (object, current) = if r.kind == "Deployment" {
+        ("REPLICASET", "the Deployment's current template")
+    } else {
+        ("CONTROLLERREVISION", "the current revision")
+    };
     let _ = writeln!(out, "\nRevisions (newest first):");
     if r.revisions.is_empty() {
-        let _ = writeln!(out, "  no ReplicaSets");
+        let _ = writeln!(
+            out,
+            "  no {}s",
+            if r.kind == "Deployment" {
+                "ReplicaSet"
+            } else {
+                "ControllerRevision"
+            }
+        );
         return;
     }
     let rows = r.revisions.iter().map(|rv| {
@@ -152,7 +217,10 @@ fn write_revisions(out: &mut String, r: &WhyReport) {
                 if rv.current { "*" } else { "" }
             ),
             rv.name.clone(),
-            format!("{}/{}", rv.ready, rv.replicas),
+            match (rv.ready, rv.replicas) {
+                (Some(ready), Some(replicas)) => format!("{ready}/{replicas}"),
+                _ => "-".to_string(),
+            },
             rv.actor.clone().unwrap_or_else(|| "-".to_string()),
             rv.source_commit.clone().unwrap_or_else(|| "-".to_string()),
             list_or(&health, "-"),
@@ -160,17 +228,10 @@ fn write_revisions(out: &mut String, r: &WhyReport) {
     });
     table(
         out,
-        &[
-            "REVISION",
-            "REPLICASET",
-            "READY",
-            "ACTOR",
-            "COMMIT",
-            "MARKS",
-        ],
+        &["REVISION", object, "READY", "ACTOR", "COMMIT", "MARKS"],
         rows,
     );
-    let _ = writeln!(out, "  (* = the Deployment's current template)");
+    let _ = writeln!(out, "  (* = {current})");
 }
 
 fn write_records(out: &mut String, r: &WhyReport) {
@@ -304,45 +365,48 @@ pub fn lift_text(r: &LiftReport) -> String {
     out
 }
 
-/// Left-aligned columns two spaces apart, indented by two; the last column is not padded.
-fn table(out: &mut String, headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
-    let rows: Vec<Vec<String>> = std::iter::once(headers.iter().map(|h| h.to_string()).collect())
-        .chain(rows)
-        .collect();
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in &rows {
-        let mut line = String::from(" ");
-        for (i, cell) in row.iter().enumerate() {
-            line.push(' ');
-            line.push_str(cell);
-            if i + 1 < row.len() {
-                let pad = widths[i].saturating_sub(cell.chars().count()) + 1;
-                line.extend(std::iter::repeat_n(' ', pad));
+/// `resume`'s answer, in words.
+pub fn resume_text(r: &ResumeReport) -> String {
+    let workload = format!(
+        "{}/{} in namespace {}",
+        r.kind.as_str().to_ascii_lowercase(),
+        r.name,
+        r.namespace
+    );
+    let how = match r.partition {
+        Some(p) => format!("partition back to {p}"),
+        None => "spec.paused: false".to_string(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Released revision {} of {workload}, held after its first step: its rollout now proceeds ({how}).",
+        r.revision
+    );
+    let _ = writeln!(
+        out,
+        "The controller still judges revision {} and reverts it if it regresses.",
+        r.revision
+    );
+    if r.kind == WorkloadKind::Deployment {
+        match r.condition.as_deref() {
+            Some("updated") | None => {}
+            Some(why) => {
+                let _ = writeln!(
+                    out,
+                    "warning: the CustodyHeld condition still says held ({why}); the annotations hold the truth."
+                );
             }
         }
-        let _ = writeln!(out, "{}", line.trim_end());
     }
-}
-
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
+    match r.event.as_deref() {
+        Some("created") => {
+            let _ = writeln!(out, "Event RolloutResumed recorded on {workload}.");
+        }
+        Some(why) => {
+            let _ = writeln!(out, "warning: no Event recorded ({why}).");
+        }
+        None => {}
     }
-}
-
-fn list_or(items: &[String], empty: &str) -> String {
-    if items.is_empty() {
-        empty.to_string()
-    } else {
-        items.join(", ")
-    }
+    out
 }

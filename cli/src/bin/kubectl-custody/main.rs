@@ -1,9 +1,14 @@
 //! `kubectl-custody`, run as `kubectl custody`: the on-call view of Custody in a live cluster.
 //! `why` and `records` only read; `lift` writes one thing, a record's `status.lifted` (or
-//! `status.probationLifted`), as the person running it, and an Event. `main` wires; reading and writing are here, judging and
-//! rendering live in `custody_cli::plugin`.
+//! `status.probationLifted`), as the person running it, and an Event; `resume` releases a
+//! rollout the controller holds (the workload's `held` mark, and its pause or partition), and
+//! records an Event. `main` parses and runs each command; `cluster` reads the cluster and
+//! publishes Events, `resume` writes a release; judging and rendering live in
+//! `custody_cli::plugin`.
 
-use std::collections::BTreeMap;
+mod cluster;
+mod resume;
+
 use std::io::Write as _;
 use std::process::ExitCode;
 
@@ -11,23 +16,23 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use custody_cli::plugin::lift::{self, LiftPlan};
 use custody_cli::plugin::{self, ObjectRef, format, why};
-use custody_crds::{CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary, WorkloadKind};
-use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use custody_crds::{CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource};
-use serde_json::Value;
+
+use cluster::{
+    list_custom, namespace_labels, publish, read_workload, revisions, whoami, workload_api,
+};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "kubectl-custody",
     bin_name = "kubectl custody",
     version,
-    about = "Custody for on-call: why a workload is (or would be) denied, its revisions and its RollbackRecords, and lifting a quarantine."
+    about = "Custody for on-call: why a workload is (or would be) denied, its revisions and its RollbackRecords, lifting a quarantine, and resuming a held rollout."
 )]
 struct Args {
     #[command(subcommand)]
@@ -47,6 +52,27 @@ enum Command {
     /// record's agent instead. Written to the record's status (the webhook admits it only from a
     /// person, under their own name) and as an Event on the workload.
     Lift(LiftArgs),
+    /// Release a rollout the controller holds after its first step (a Deployment paused, or a
+    /// StatefulSet's partition at its last ordinal): the rollout proceeds at once, and the
+    /// controller still judges the revision and reverts it if it regresses. Refused for a
+    /// workload Custody does not hold.
+    Resume(ResumeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ResumeArgs {
+    /// The workload: deployment/NAME (deploy) or statefulset/NAME (sts).
+    #[arg(value_name = "KIND/NAME", value_parser = plugin::resume::parse_target)]
+    target: ObjectRef,
+    /// The namespace; the kubeconfig context's by default.
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// The annotation prefix.
+    #[arg(long, env = "CUSTODY_ANNOTATION_PREFIX", default_value = custody_crds::vocabulary::DEFAULT_PREFIX)]
+    annotation_prefix: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,7 +164,20 @@ async fn run(args: Args) -> anyhow::Result<String> {
         Command::Why(a) => why_cmd(client, a).await,
         Command::Records(a) => records_cmd(client, a).await,
         Command::Lift(a) => lift_cmd(client, a).await,
+        Command::Resume(a) => resume_cmd(client, a).await,
     }
+}
+
+async fn resume_cmd(client: Client, args: ResumeArgs) -> anyhow::Result<String> {
+    let namespace = args
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let vocabulary = Vocabulary::with_prefix(&args.annotation_prefix);
+    let report = resume::release(&client, &args.target, &namespace, &vocabulary).await?;
+    Ok(match args.output {
+        Output::Text => format::resume_text(&report),
+        Output::Json => format::json(&report),
+    })
 }
 
 async fn lift_cmd(client: Client, args: LiftArgs) -> anyhow::Result<String> {
@@ -182,24 +221,6 @@ async fn lift_cmd(client: Client, args: LiftArgs) -> anyhow::Result<String> {
     })
 }
 
-/// The authenticated user name, as the apiserver sees this kubeconfig (SelfSubjectReview, GA in
-/// Kubernetes 1.28).
-async fn whoami(client: &Client) -> anyhow::Result<String> {
-    let api: Api<SelfSubjectReview> = Api::all(client.clone());
-    let review = api
-        .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await
-        .context(
-            "cannot ask the apiserver who you are (SelfSubjectReview, authentication.k8s.io/v1)",
-        )?;
-    review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .filter(|u| !u.is_empty())
-        .context("the apiserver did not say who you are")
-}
-
 /// Records the lift as an Event on the workload, naming the record; says what became of it.
 async fn lift_event(
     client: &Client,
@@ -207,13 +228,6 @@ async fn lift_event(
     report: &lift::LiftReport,
     user: &str,
 ) -> String {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "kubectl-custody".into(),
-            instance: Some(user.chars().take(100).collect()),
-        },
-    );
     let workload = ObjectReference {
         api_version: Some(
             format!("{}/v1", report.kind.group())
@@ -233,11 +247,7 @@ async fn lift_event(
         action: "Lift".into(),
         secondary: Some(record.object_ref(&())),
     };
-    match recorder.publish(&event, &workload).await {
-        Ok(()) => "created".into(),
-        Err(kube::Error::Api(status)) => status.message,
-        Err(e) => e.to_string(),
-    }
+    publish(client, Some(user), &event, &workload).await
 }
 
 async fn why_cmd(client: Client, args: WhyArgs) -> anyhow::Result<String> {
@@ -245,17 +255,12 @@ async fn why_cmd(client: Client, args: WhyArgs) -> anyhow::Result<String> {
         .namespace
         .unwrap_or_else(|| client.default_namespace().to_string());
     let kind = args.target.kind;
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(kind.group(), "v1", kind.as_str()),
-        kind.plural(),
-    );
-    let objects: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
-    let object = objects
-        .get_opt(&args.target.name)
-        .await
-        .with_context(|| format!("cannot read {} in namespace {namespace}", args.target))?
-        .with_context(|| format!("{} not found in namespace {namespace}", args.target))?;
-    let object = serde_json::to_value(&object).context("cannot re-encode the object")?;
+    let object = read_workload(
+        &workload_api(&client, &namespace, kind),
+        &args.target,
+        &namespace,
+    )
+    .await?;
 
     let policies = list_custom::<CustodyPolicy>(Api::all(client.clone())).await?;
     let records =
@@ -265,11 +270,7 @@ async fn why_cmd(client: Client, args: WhyArgs) -> anyhow::Result<String> {
         .await
         .unwrap_or_default();
     let namespace_labels = namespace_labels(&client, &namespace).await;
-    let replica_sets = if kind == WorkloadKind::Deployment {
-        replica_sets(&client, &namespace, &object).await?
-    } else {
-        Vec::new()
-    };
+    let revisions = revisions(&client, &namespace, kind, &object).await?;
 
     let vocabulary = Vocabulary::with_prefix(&args.annotation_prefix);
     let report = why::explain(&why::WhyInput {
@@ -280,7 +281,7 @@ async fn why_cmd(client: Client, args: WhyArgs) -> anyhow::Result<String> {
         namespace_labels: namespace_labels.as_ref(),
         records: &records,
         teams: &teams,
-        replica_sets: &replica_sets,
+        revisions: &revisions,
         user: &args.user,
         groups: &args.groups,
         vocabulary: &vocabulary,
@@ -309,68 +310,11 @@ async fn records_cmd(client: Client, args: RecordsArgs) -> anyhow::Result<String
     })
 }
 
-/// Lists a Custody resource, turning "the apiserver has no such resource" into the fix.
-async fn list_custom<K>(api: Api<K>) -> anyhow::Result<Vec<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let plural = K::plural(&());
-    match api.list(&ListParams::default()).await {
-        Ok(list) => Ok(list.items),
-        Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
-            "the {plural}.{} CRD is not installed in this cluster (install Custody, or `custody crds | kubectl apply --server-side -f -`)",
-            custody_crds::GROUP
-        ),
-        Err(e) => Err(e).with_context(|| format!("cannot list {plural}.{}", custody_crds::GROUP)),
-    }
-}
-
-/// The namespace's labels; `None` when they cannot be read (RBAC may allow workloads but not
-/// namespaces), and the report says policies were matched on the name alone.
-async fn namespace_labels(client: &Client, namespace: &str) -> Option<BTreeMap<String, String>> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    match api.get_metadata_opt(namespace).await {
-        Ok(Some(meta)) => Some(meta.metadata.labels.unwrap_or_default()),
-        _ => None,
-    }
-}
-
-/// The ReplicaSets the Deployment's selector matches (ownership is checked by uid later).
-async fn replica_sets(
-    client: &Client,
-    namespace: &str,
-    deployment: &Value,
-) -> anyhow::Result<Vec<Value>> {
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("apps", "v1", "ReplicaSet"),
-        "replicasets",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    let selector = deployment
-        .pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .map(|labels| {
-            labels
-                .iter()
-                .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    let list = api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .context("cannot list the Deployment's ReplicaSets")?;
-    list.items
-        .iter()
-        .map(|rs| serde_json::to_value(rs).context("cannot re-encode a ReplicaSet"))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use custody_crds::WorkloadKind;
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -445,5 +389,41 @@ mod tests {
         }
         assert!(Args::try_parse_from(["kubectl-custody", "lift", "web-r2"]).is_err());
         assert!(Args::try_parse_from(["kubectl-custody", "lift", "--reason", "x"]).is_err());
+    }
+
+    #[test]
+    fn resume_takes_a_deployment_or_a_statefulset() {
+        let args = Args::try_parse_from([
+            "kubectl-custody",
+            "resume",
+            "sts/db",
+            "-n",
+            "shop",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        match args.command {
+            Command::Resume(r) => {
+                assert_eq!(r.target.kind, WorkloadKind::StatefulSet);
+                assert_eq!(r.target.name, "db");
+                assert_eq!(r.namespace.as_deref(), Some("shop"));
+                assert_eq!(r.output, Output::Json);
+            }
+            _ => panic!("parsed the wrong command"),
+        }
+        let args = Args::try_parse_from(["kubectl-custody", "resume", "Deployment/web"]).unwrap();
+        match args.command {
+            Command::Resume(r) => assert_eq!(r.target.kind, WorkloadKind::Deployment),
+            _ => panic!("parsed the wrong command"),
+        }
+        let refused = Args::try_parse_from(["kubectl-custody", "resume", "ds/agent"]).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("Custody holds only Deployments and StatefulSets"),
+            "{refused}"
+        );
+        assert!(Args::try_parse_from(["kubectl-custody", "resume"]).is_err());
     }
 }
