@@ -60,6 +60,8 @@ pub enum ViolationCode {
     RolloutLimit,
     /// The agent shipped as many revisions in the window as its budget allows.
     RevisionLimit,
+    /// An agent's update would release the controller's hold on a rollout's first step.
+    HoldReleaseRefused,
 }
 
 impl ViolationCode {
@@ -105,6 +107,7 @@ impl ViolationCode {
             ViolationCode::OnProbation => "OnProbation",
             ViolationCode::RolloutLimit => "RolloutLimit",
             ViolationCode::RevisionLimit => "RevisionLimit",
+            ViolationCode::HoldReleaseRefused => "HoldReleaseRefused",
         }
     }
 }

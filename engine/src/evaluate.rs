@@ -22,6 +22,7 @@ use crate::attest::{claim_from_template, claim_from_view};
 use crate::change_freeze::{self, FreezeOutcome};
 use crate::context::Context;
 use crate::decision::{Decision, Violation, ViolationCode};
+use crate::hold;
 use crate::identity::identity_matches;
 use crate::limits;
 use crate::object::templates_differ;
@@ -82,6 +83,7 @@ pub fn evaluate(policies: &PolicySet, request: &Request<'_>, ctx: &Context<'_>) 
     found.note_revision(revision.violations, revision.override_note);
     if !ctx.background {
         change_guards(&scope, revision.is_new, &mut found);
+        found.violations.extend(hold_release(&scope));
     }
 
     let names: Vec<&str> = selecting.iter().map(|p| p.name.as_str()).collect();
@@ -311,6 +313,26 @@ fn revision_checks<'a>(scope: &Scope<'_, '_, 'a>) -> Result<Revision<'a>, Decisi
         }
     }
     Ok(revision)
+}
+
+/// An agent's update that would release the controller's hold on a first step.
+fn hold_release(scope: &Scope<'_, '_, '_>) -> Option<Violation> {
+    let old = scope.request.old_object.as_ref()?;
+    if scope.request.operation != Operation::Update {
+        return None;
+    }
+    let heads: Vec<_> = scope.selecting.iter().map(|p| p.head()).collect();
+    hold::judge(
+        &heads,
+        scope.subject,
+        &hold::Update {
+            kind: scope.judged.kind,
+            namespace: &scope.judged.namespace,
+            old,
+            new: scope.judged.object,
+            display: scope.object_name,
+        },
+    )
 }
 
 /// Freezes, budgets and probation, which judge new revisions only.

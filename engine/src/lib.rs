@@ -20,6 +20,7 @@ mod decision;
 mod evaluate;
 pub mod files;
 mod freeze_window;
+mod hold;
 mod identity;
 mod limits;
 mod object;
