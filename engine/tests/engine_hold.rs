@@ -49,6 +49,10 @@ fn held_stateful_set() -> Value {
     s
 }
 
+/// A case: its name, the new and old objects, the requester, whether the policy has
+/// `agents.canary`, and the codes expected.
+type Case<'a> = (&'a str, Value, Value, &'a str, bool, Vec<ViolationCode>);
+
 fn codes(new: &Value, old: &Value, user: &str, canary: bool) -> Vec<ViolationCode> {
     let body = review_of("UPDATE", new, Some(old), user, &[]);
     judge_with(&body, &policy(canary), &QuarantineIndex::default())
@@ -89,7 +93,7 @@ fn only_the_controller_or_a_person_releases_a_hold() {
         s
     };
     let refused = vec![ViolationCode::HoldReleaseRefused];
-    let cases: Vec<(&str, Value, Value, &str, bool, Vec<ViolationCode>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "an agent unpauses",
             unpaused.clone(),
