@@ -141,6 +141,7 @@ pub async fn run(
         sources,
     } = config;
     let analyses = Arc::new(Analyses::new(
+        client.clone(),
         cache.clone(),
         triggers,
         sources,

@@ -184,6 +184,37 @@ fn a_failed_analysis_keeps_its_evidence_for_the_record() {
 }
 
 #[test]
+fn an_analysis_resumes_where_its_mark_left_it() {
+    let spec = spec(vec![metric("errors", ratio(2.0), false)]);
+    for checks in [
+        vec![],
+        vec![pass()],
+        vec![pass(), pass()],
+        vec![fail(), gap()],
+        vec![pass(), fail(), fail()],
+        vec![gap(), gap()],
+    ] {
+        let before = progress_after(checks);
+        let resumed = Progress::resume("web-2", &spec, &before.report());
+        assert_eq!(resumed.report(), before.report());
+        assert_eq!(resumed.phase(), before.phase());
+        assert_eq!(
+            resumed.failed().map(|(_, at)| at),
+            before.failed().map(|(_, at)| at)
+        );
+    }
+    // A metric the policy no longer has is dropped; a new one starts from nothing.
+    let before = progress_after(vec![pass(), pass()]);
+    let changed = AnalysisSpec {
+        metrics: vec![metric("latency", ratio(1.5), false)],
+        ..spec.clone()
+    };
+    let resumed = Progress::resume("web-2", &changed, &before.report());
+    assert_eq!(resumed.metrics[0].standing.passed, 0);
+    assert_eq!(resumed.phase(), AnalysisPhase::Running);
+}
+
+#[test]
 fn a_dry_run_metric_reports_and_never_gates() {
     let spec = spec(vec![
         metric("errors", ratio(2.0), false),

@@ -244,6 +244,42 @@ async fn an_agents_first_step_with_bad_metrics_is_held_then_reverted_with_the_ev
 }
 
 #[tokio::test]
+async fn a_new_leader_resumes_an_analysis_where_the_revision_says_it_stood() {
+    let api = FakeApiServer::start().await.unwrap();
+    seed(&api);
+    // An earlier leader held the first step and saw the analysis pass, then went away.
+    let mut d = deployment(&api);
+    d["spec"]["paused"] = json!(true);
+    d["metadata"]["annotations"]["custody.dev/held"] = json!("web-h2");
+    api.upsert(DEPLOYMENTS, d);
+    let mut rs = api.get(REPLICASETS, "shop", "web-h2").unwrap();
+    rs["metadata"]["annotations"]["custody.dev/analysis"] = json!(json!({
+        "phase": "Passed", "checks": 1, "updated": ago(3),
+        "metrics": [{"name": "error-ratio", "result": "Pass", "passed": 1, "new": 0.004, "baseline": 0.005}]
+    }).to_string());
+    api.upsert(REPLICASETS, rs);
+    let source = Arc::new(StandIn {
+        bad: "none",
+        queries: AtomicUsize::new(0),
+    });
+    let deployment_controller = observe_generations(&api);
+    let controller = start(&api, source.clone());
+    let released = || deployment(&api)["spec"]["paused"] == json!(false);
+    assert!(
+        eventually(Duration::from_secs(15), released).await,
+        "{}",
+        deployment(&api)
+    );
+    assert_eq!(
+        source.queries.load(Ordering::Relaxed),
+        0,
+        "released on the standing it resumed, before a check of its own"
+    );
+    controller.stop().await;
+    deployment_controller.abort();
+}
+
+#[tokio::test]
 async fn an_agents_first_step_with_good_metrics_is_released() {
     let api = FakeApiServer::start().await.unwrap();
     seed(&api);

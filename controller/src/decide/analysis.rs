@@ -279,6 +279,51 @@ impl Progress {
         }
     }
 
+    /// The analysis as `report` (the revision's `analysis` mark, written by an earlier leader)
+    /// left it, so a restart or a change of leader does not start it over. Metrics the spec no
+    /// longer has are dropped; new ones start from nothing.
+    pub fn resume(revision: &str, spec: &AnalysisSpec, report: &AnalysisReport) -> Self {
+        let mut progress = Self::new(revision, spec);
+        let time = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+        progress.checks = report.checks;
+        progress.started = time(&report.started);
+        progress.updated = time(&report.updated);
+        let limit = progress.failure_limit;
+        for metric in &mut progress.metrics {
+            let Some(was) = report.metrics.iter().find(|m| m.name == metric.name) else {
+                continue;
+            };
+            metric.standing = Standing {
+                failing_in_a_row: was.failing_in_a_row,
+                passed: was.passed,
+                inconclusive: was.inconclusive,
+            };
+            metric.failing.clone_from(&was.failed_checks);
+            if metric.standing.failed(limit) {
+                metric.failed_at = metric
+                    .failing
+                    .last()
+                    .and_then(|f| f.at.parse().ok())
+                    .or(progress.updated);
+            }
+            metric.last = Some(Observation {
+                check: match was.result {
+                    CheckResult::Pass => Check::Pass,
+                    CheckResult::Fail => Check::Fail(was.why.clone()),
+                    CheckResult::Inconclusive => Check::Inconclusive(was.why.clone()),
+                },
+                new: was.new,
+                baseline: was.baseline,
+                query: was.query.clone(),
+                baseline_query: was.baseline_query.clone(),
+            });
+        }
+        if report.phase == AnalysisPhase::Inconclusive {
+            progress.inconclusive_since = progress.updated;
+        }
+        progress
+    }
+
     /// Takes in one check of every metric, in the policy's order, run at `at`.
     pub fn record(&mut self, observations: Vec<Observation>, at: Timestamp) {
         self.checks += 1;

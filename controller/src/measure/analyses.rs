@@ -16,9 +16,12 @@ use std::time::Duration;
 
 use custody_crds::Vocabulary;
 use custody_crds::WorkloadKind;
-use custody_crds::analysis::{AnalysisSpec, CheckResult, MetricSpec, NoData, placeholders};
+use custody_crds::analysis::{
+    AnalysisReport, AnalysisSpec, CheckResult, MetricSpec, NoData, placeholders,
+};
 use futures::future::join_all;
 use jiff::Timestamp;
+use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
@@ -26,7 +29,9 @@ use crate::cache::compact::Uid;
 use crate::cache::feed::Triggers;
 use crate::cache::index::Cache;
 use crate::cache::observe::{Observed, Revision};
+use crate::cache::slim::{SlimControllerRevision, SlimReplicaSet};
 use crate::decide::analysis::{self, Check, Observation, Progress, judge};
+use crate::keys::{mark, marks};
 use crate::metrics::{AnalysisValueLabels, CheckLabels, Label, Metrics, Series};
 
 use super::prometheus::MetricSource;
@@ -35,6 +40,7 @@ use super::sources::Sources;
 
 /// What the analyses share.
 struct Shared {
+    client: Client,
     cache: Arc<Cache>,
     triggers: Triggers,
     sources: Sources,
@@ -83,8 +89,9 @@ const INCONCLUSIVE_CHECKS_REPORTED: u32 = 5;
 
 impl Analyses {
     /// No analysis yet. Checks run only while `leader` holds, and each asks `triggers` to look
-    /// at its workload.
+    /// at its workload; `client` reads back where an earlier leader left an analysis.
     pub fn new(
+        client: Client,
         cache: Arc<Cache>,
         triggers: Triggers,
         sources: Sources,
@@ -95,6 +102,7 @@ impl Analyses {
         Self {
             runs: Mutex::default(),
             shared: Arc::new(Shared {
+                client,
                 cache,
                 triggers,
                 sources,
@@ -286,6 +294,11 @@ async fn run(
     let mut seen = SeenPods::default();
     if let Some(observed) = shared.cache.observe(uid) {
         seen.note(&observed);
+        if let Some(report) = earlier(&shared, &observed, &revision).await {
+            *progress.lock().unwrap_or_else(PoisonError::into_inner) =
+                Progress::resume(&revision, &spec, &report);
+            shared.triggers.send(uid);
+        }
     }
     loop {
         tick.tick().await;
@@ -308,6 +321,32 @@ async fn run(
             .record(observations, now);
         shared.triggers.send(uid);
     }
+}
+
+/// Where an earlier leader (or this controller before a restart) left the analysis of
+/// `revision`: its `analysis` mark. A mark that cannot be read is no standing: the analysis
+/// starts over.
+async fn earlier(shared: &Shared, observed: &Observed, revision: &str) -> Option<AnalysisReport> {
+    let w = &observed.workload;
+    let meta = match w.kind {
+        WorkloadKind::Deployment => {
+            Api::<SlimReplicaSet>::namespaced(shared.client.clone(), &w.namespace)
+                .get(revision)
+                .await
+                .map(|o| o.metadata)
+        }
+        _ => Api::<SlimControllerRevision>::namespaced(shared.client.clone(), &w.namespace)
+            .get(revision)
+            .await
+            .map(|o| o.metadata),
+    };
+    let key = mark(&shared.vocabulary, marks::ANALYSIS);
+    let text = meta.ok()?.annotations?.remove(&key)?;
+    serde_json::from_str(&text)
+        .inspect_err(|error| {
+            tracing::debug!(%error, revision, "the revision's analysis mark is unreadable; starting over");
+        })
+        .ok()
 }
 
 /// Every Pod name each revision has had while analysed, by its Pods' revision key.
