@@ -16,9 +16,9 @@ use custody_controller::measure::sources::Sources;
 use custody_controller::run::RunConfig;
 use custody_testkit::fake_apiserver::FakeApiServer;
 use futures::future::BoxFuture;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde_json::{Value, json};
-use support::running::{self, eventually, image};
+use support::running::{self, ago, eventually, image, pod_template};
 
 const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
 const REPLICASETS: &str = "apis/apps/v1/replicasets";
@@ -42,21 +42,6 @@ impl MetricSource for StandIn {
         let bad = query.contains(&format!("revision=\"{}\"", self.bad));
         Box::pin(async move { Ok(Some(if bad { 0.3 } else { 0.005 })) })
     }
-}
-
-fn ago(seconds: i64) -> String {
-    Timestamp::now()
-        .checked_sub(SignedDuration::from_secs(seconds))
-        .unwrap()
-        .to_string()
-}
-
-fn template(image: &str, hash: Option<&str>) -> Value {
-    let mut labels = json!({"app": "web"});
-    if let Some(h) = hash {
-        labels["pod-template-hash"] = json!(h);
-    }
-    json!({"metadata": {"labels": labels}, "spec": {"containers": [{"name": "web", "image": image}]}})
 }
 
 fn provenance(actor: &str, revision: &str) -> Value {
@@ -101,7 +86,7 @@ fn seed(api: &FakeApiServer) {
     api.upsert(DEPLOYMENTS, json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web", "generation": 2, "annotations": provenance("agent", "2")},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:2", None),
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template("web:2", None),
                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}},
         "status": {"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 4}
     }));
@@ -114,7 +99,7 @@ fn seed(api: &FakeApiServer) {
         api.upsert(REPLICASETS, json!({
             "apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"), "annotations": annotations, "ownerReferences": owner},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "template": template(image, Some(hash))}
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template(image, Some(hash))}
         }));
     }
     for i in 0..3 {

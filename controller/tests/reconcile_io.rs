@@ -12,9 +12,8 @@ use custody_controller::metrics::{Label, ReconcileError};
 use custody_controller::run::RunConfig;
 use custody_testkit::fake_apiserver::FakeApiServer;
 use http::{Method, StatusCode};
-use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use support::running::{self, Running, eventually, image};
+use support::running::{self, Running, ago, eventually, image, pod_template};
 
 const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
 const REPLICASETS: &str = "apis/apps/v1/replicasets";
@@ -25,21 +24,6 @@ const STATEFULSETS: &str = "apis/apps/v1/statefulsets";
 const DAEMONSETS: &str = "apis/apps/v1/daemonsets";
 const CONTROLLER_REVISIONS: &str = "apis/apps/v1/controllerrevisions";
 const NODES: &str = "api/v1/nodes";
-
-fn ago(seconds: i64) -> String {
-    Timestamp::now()
-        .checked_sub(SignedDuration::from_secs(seconds))
-        .unwrap()
-        .to_string()
-}
-
-fn template(image: &str, hash: Option<&str>) -> Value {
-    let mut labels = json!({"app": "web"});
-    if let Some(h) = hash {
-        labels["pod-template-hash"] = json!(h);
-    }
-    json!({"metadata": {"labels": labels}, "spec": {"containers": [{"name": "web", "image": image}]}})
-}
 
 fn provenance(actor: &str, commit: &str) -> Value {
     json!({
@@ -59,7 +43,7 @@ fn seed(api: &FakeApiServer, actor: &str) {
     api.upsert(DEPLOYMENTS, json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web", "generation": 2, "annotations": deployment_annotations},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:2", None),
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template("web:2", None),
                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}},
         "status": {"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3}
     }));
@@ -69,7 +53,7 @@ fn seed(api: &FakeApiServer, actor: &str) {
     api.upsert(REPLICASETS, json!({
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {"name": "web-1", "namespace": "shop", "uid": "uid-rs1", "annotations": v1_annotations, "ownerReferences": owner("Deployment", "web", "uid-web")},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:1", Some("h1"))}
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template("web:1", Some("h1"))}
     }));
     let mut v2_annotations = provenance(actor, "bbbbbbb");
     v2_annotations["custody.dev/model"] = json!("claude-sonnet-4");
@@ -77,7 +61,7 @@ fn seed(api: &FakeApiServer, actor: &str) {
     api.upsert(REPLICASETS, json!({
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {"name": "web-2", "namespace": "shop", "uid": "uid-rs2", "annotations": v2_annotations, "ownerReferences": owner("Deployment", "web", "uid-web")},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:2", Some("h2"))}
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template("web:2", Some("h2"))}
     }));
     api.upsert(PODS, json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -182,7 +166,7 @@ async fn an_agent_regression_is_reverted_once_with_record_event_and_marks() {
     assert_eq!(record["spec"]["from"]["agent"], "claude-code/1.0");
     assert_eq!(record["spec"]["from"]["images"], json!(["web:2"]));
     assert_eq!(record["spec"]["signals"][0]["pod"], "web-2-x");
-    let fp = custody_crds::template_fingerprint(&template("web:2", None)).to_string();
+    let fp = custody_crds::template_fingerprint(&pod_template("web:2", None)).to_string();
     assert_eq!(
         record["spec"]["from"]["templateFingerprint"], fp,
         "the webhook's fingerprint of the Deployment template"
@@ -338,14 +322,14 @@ fn seed_revisioned(api: &FakeApiServer, kind: &str) -> &'static str {
         "apiVersion": "apps/v1", "kind": kind,
         "metadata": {"name": "db", "namespace": "shop", "uid": "uid-db", "generation": 2,
                      "annotations": provenance("agent", "bbbbbbb")},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": template("db:2", None)},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template("db:2", None)},
         "status": status
     }));
     let owner = json!([{"apiVersion": "apps/v1", "kind": kind, "name": "db", "uid": "uid-db", "controller": true}]);
     let mut v1 = provenance("human", "aaaaaaa");
     v1["custody.dev/healthy-since"] = json!(ago(3600));
     for (n, image, annotations) in [(1, "db:1", v1), (2, "db:2", json!({}))] {
-        let mut data = template(image, None);
+        let mut data = pod_template(image, None);
         data["$patch"] = json!("replace");
         api.upsert(CONTROLLER_REVISIONS, json!({
             "apiVersion": "apps/v1", "kind": "ControllerRevision",
@@ -418,7 +402,7 @@ async fn stateful_and_daemon_sets_are_reverted_through_their_controller_revision
         assert_eq!(spec["signals"][0]["pod"], "db-2");
         assert_eq!(
             spec["from"]["templateFingerprint"],
-            custody_crds::template_fingerprint(&template("db:2", None)).to_string(),
+            custody_crds::template_fingerprint(&pod_template("db:2", None)).to_string(),
             "{kind}: the webhook's fingerprint of the workload template"
         );
         assert!(

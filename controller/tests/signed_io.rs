@@ -13,9 +13,8 @@ use std::time::Duration;
 use custody_controller::metrics::{KindLabels, Label};
 use custody_testkit::fake_apiserver::FakeApiServer;
 use http::{Method, StatusCode};
-use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use support::running::{self, Running, eventually, image};
+use support::running::{self, Running, ago, eventually, image};
 use support::signing::{Key, stored};
 
 const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
@@ -24,13 +23,6 @@ const PODS: &str = "api/v1/pods";
 const RECORDS: &str = "apis/custody.dev/v1alpha1/rollbackrecords";
 const POLICIES: &str = "apis/custody.dev/v1alpha1/custodypolicies";
 const ATTESTATION: &str = "custody.dev/attestation";
-
-fn ago(seconds: i64) -> String {
-    Timestamp::now()
-        .checked_sub(SignedDuration::from_secs(seconds))
-        .unwrap()
-        .to_string()
-}
 
 fn provenance(actor: &str, commit: &str) -> BTreeMap<String, String> {
     [

@@ -17,9 +17,8 @@ use custody_controller::act::notify::Notifier;
 use custody_controller::metrics::{KindLabels, Label, Metrics};
 use custody_controller::run::RunConfig;
 use custody_testkit::fake_apiserver::FakeApiServer;
-use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use support::running::{self, Running, eventually};
+use support::running::{self, Running, ago, eventually, pod_template};
 
 const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
 const REPLICASETS: &str = "apis/apps/v1/replicasets";
@@ -72,21 +71,6 @@ async fn receiver() -> (String, Received) {
     (url, received)
 }
 
-fn ago(seconds: i64) -> String {
-    Timestamp::now()
-        .checked_sub(SignedDuration::from_secs(seconds))
-        .unwrap()
-        .to_string()
-}
-
-fn template(image: &str, hash: Option<&str>) -> Value {
-    let mut labels = json!({"app": "web"});
-    if let Some(h) = hash {
-        labels["pod-template-hash"] = json!(h);
-    }
-    json!({"metadata": {"labels": labels}, "spec": {"containers": [{"name": "web", "image": image}]}})
-}
-
 fn owner(kind: &str, name: &str, uid: &str) -> Value {
     json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true}])
 }
@@ -103,7 +87,7 @@ fn seed(api: &FakeApiServer, actor: &str, v2: Value, failing: bool) {
     api.upsert(DEPLOYMENTS, json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web", "generation": 2, "annotations": annotations},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:2", None),
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template("web:2", None),
                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}},
         "status": {"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3}
     }));
@@ -111,14 +95,14 @@ fn seed(api: &FakeApiServer, actor: &str, v2: Value, failing: bool) {
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {"name": "web-1", "namespace": "shop", "uid": "uid-rs1", "ownerReferences": owner("Deployment", "web", "uid-web"),
                      "annotations": {"custody.dev/actor": "human", "deployment.kubernetes.io/revision": "1", "custody.dev/healthy-since": ago(3600)}},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:1", Some("h1"))}
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template("web:1", Some("h1"))}
     }));
     let mut rs_annotations = annotations.clone();
     rs_annotations["deployment.kubernetes.io/revision"] = json!("2");
     api.upsert(REPLICASETS, json!({
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {"name": "web-2", "namespace": "shop", "uid": "uid-rs2", "annotations": rs_annotations, "ownerReferences": owner("Deployment", "web", "uid-web")},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": template("web:2", Some("h2"))}
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template("web:2", Some("h2"))}
     }));
     let (ready, since) = if failing {
         ("False", ago(120))

@@ -7,6 +7,8 @@ use custody_controller::metrics::Metrics;
 use custody_controller::run::{self, RunConfig};
 use custody_crds::Vocabulary;
 use custody_testkit::fake_apiserver::FakeApiServer;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// A controller running as the leader.
@@ -107,4 +109,22 @@ pub fn image(api: &FakeApiServer) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// The time `seconds` ago, as the API server writes it.
+pub fn ago(seconds: i64) -> String {
+    Timestamp::now()
+        .checked_sub(SignedDuration::from_secs(seconds))
+        .unwrap()
+        .to_string()
+}
+
+/// A pod template of app `web` running `image`, with the `pod-template-hash` label a
+/// ReplicaSet's copy carries when `hash` is given.
+pub fn pod_template(image: &str, hash: Option<&str>) -> Value {
+    let mut labels = json!({"app": "web"});
+    if let Some(h) = hash {
+        labels["pod-template-hash"] = json!(h);
+    }
+    json!({"metadata": {"labels": labels}, "spec": {"containers": [{"name": "web", "image": image}]}})
 }
