@@ -441,6 +441,26 @@ fn an_agents_first_step_is_held() {
         None,
         "a person's rollout"
     );
+    // The new ReplicaSet is seen before the Deployment's status moves on from the previous,
+    // complete rollout: the Pods, not the status, say where the rollout is.
+    let mut stale = rollout("agent", &[], vec![]);
+    stale.workload.updated_replicas = 3;
+    stale.workload.total_replicas = 3;
+    assert!(matches!(
+        guarded(&stale, Actor::Agent, None, 101),
+        Some(Step::Hold { .. })
+    ));
+    let mut done = rollout(
+        "agent",
+        &[],
+        (1..=3).map(|i| pod("web-2", i, true, 100)).collect(),
+    );
+    done.pods.retain(|p| p.revision == "web-2");
+    assert_eq!(
+        guarded(&done, Actor::Agent, None, 101),
+        None,
+        "past its first step"
+    );
     let mut paused = o.clone();
     paused.workload.paused = true;
     assert_eq!(

@@ -19,6 +19,8 @@
 //!   annotations in `CUSTODY_E2E_BROKEN_ANNOTATIONS`, a JSON object, make the simulator report
 //!   the pod not ready).
 //! - `CUSTODY_E2E_REVERT_WINDOW`: seconds allowed from v2 to its revert (default 120).
+//! - `CUSTODY_E2E_PROMETHEUS`: the `prometheus` binary the metric-analysis scenarios start
+//!   (default: from PATH, else `/usr/bin/prometheus`); without one they are skipped, loudly.
 
 pub mod certs;
 pub mod corpus;

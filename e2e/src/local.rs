@@ -65,7 +65,8 @@ pub struct LocalInstall {
     torn_down: bool,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port free on 127.0.0.1 now (bound, read and released).
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -442,6 +443,24 @@ impl LocalInstall {
             .join("\n")
     }
 
+    /// The lines of every controller replica's log that mention one of `needles` (the last 60
+    /// of each), for an error message about one namespace or workload.
+    pub fn controller_log_lines(&self, needles: &[&str]) -> String {
+        self.controllers
+            .iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|l| needles.iter().any(|n| l.contains(n)))
+                    .collect();
+                let from = lines.len().saturating_sub(60);
+                format!("{}:\n{}", p.name, lines[from..].join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The CA the serving certificates are signed by, PEM.
     pub fn ca_pem(&self) -> String {
         self.certs.ca_pem()
@@ -655,7 +674,7 @@ impl Drop for LocalInstall {
 }
 
 /// SIGTERM, then SIGKILL after 10 s.
-fn terminate(child: &mut Child) -> anyhow::Result<()> {
+pub fn terminate(child: &mut Child) -> anyhow::Result<()> {
     if child.try_wait()?.is_some() {
         return Ok(());
     }

@@ -23,7 +23,7 @@ pub async fn show(ctx: &Context, w: &WorkloadState, followed: &Followed) {
     let progress = &followed.progress;
     if followed.unshown {
         match annotate(ctx, w, &progress.revision, &progress.report()).await {
-            Ok(()) => ctx.analyses.shown(compact::uid(&w.uid), progress.checks),
+            Ok(()) => ctx.analyses.shown(compact::uid(&w.uid), progress),
             Err(error) => {
                 tracing::warn!(%error, revision = %progress.revision, "cannot show the analysis on the revision");
             }

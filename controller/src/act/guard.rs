@@ -3,7 +3,12 @@
 //! write names the held revision on the workload (the `held` mark), so the hold says what it
 //! is to anyone reading the workload, survives a controller restart, and is told apart from a
 //! person's pause; a Deployment also gets a `CustodyHeld` condition, and each step an Event.
-//! Writes are conditioned on the resourceVersion the decision saw, as the revert is.
+//!
+//! Unlike the revert, these writes are not conditioned on the resourceVersion the decision saw:
+//! during a rollout the workload's controller rewrites its status every few milliseconds, and a
+//! hold that waited for a quiet moment would land after the rollout it is meant to stop. Neither
+//! touches the template, and a hold naming a revision the workload has left is released (or
+//! moved) by the next look.
 
 use custody_crds::WorkloadKind;
 use jiff::Timestamp;
@@ -92,7 +97,7 @@ fn hold_patch(ctx: &Context, w: &WorkloadState, revision: &str, partition: i32) 
         _ => json!({"paused": true}),
     };
     json!({
-        "metadata": {"resourceVersion": w.resource_version, "annotations": annotations},
+        "metadata": {"annotations": annotations},
         "spec": spec,
     })
 }
@@ -113,7 +118,7 @@ fn release_patch(ctx: &Context, w: &WorkloadState, revision: &str) -> Value {
         _ => json!({"paused": false}),
     };
     json!({
-        "metadata": {"resourceVersion": w.resource_version, "annotations": annotations},
+        "metadata": {"annotations": annotations},
         "spec": spec,
     })
 }
@@ -129,7 +134,6 @@ async fn not_held(
     let note = format!("cannot hold the rollout of {revision} after its first step: {refused}");
     tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, note, "rollout not held");
     let patch = json!({"metadata": {
-        "resourceVersion": w.resource_version,
         "annotations": {mark(&ctx.vocabulary, marks::RELEASED): revision},
     }});
     if let Err(refused) = write(ctx, w, patch).await? {

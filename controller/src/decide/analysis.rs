@@ -28,6 +28,17 @@ pub enum Check {
     Inconclusive(String),
 }
 
+impl Check {
+    /// The outcome, without the words.
+    pub const fn result(&self) -> CheckResult {
+        match self {
+            Check::Pass => CheckResult::Pass,
+            Check::Fail(_) => CheckResult::Fail,
+            Check::Inconclusive(_) => CheckResult::Inconclusive,
+        }
+    }
+}
+
 /// Judges one check: the new revision's value and, for a baseline condition, the previous
 /// revision's over the same window.
 pub fn check(condition: &Condition, new: Value, baseline: Value, no_data: NoData) -> Check {
@@ -37,12 +48,12 @@ pub fn check(condition: &Condition, new: Value, baseline: Value, no_data: NoData
     if let Some(above) = condition.above
         && new > above
     {
-        return Check::Fail(format!("{new} is above {above}"));
+        return Check::Fail(format!("{} is above {above}", num(new)));
     }
     if let Some(below) = condition.below
         && new < below
     {
-        return Check::Fail(format!("{new} is below {below}"));
+        return Check::Fail(format!("{} is below {below}", num(new)));
     }
     let Some(against) = &condition.baseline else {
         return Check::Pass;
@@ -54,8 +65,10 @@ pub fn check(condition: &Condition, new: Value, baseline: Value, no_data: NoData
         && new - base > limit
     {
         return Check::Fail(format!(
-            "{new} is {} above the previous revision's {base} (limit {limit})",
-            new - base
+            "{} is {} above the previous revision's {} (limit {limit})",
+            num(new),
+            num(new - base),
+            num(base)
         ));
     }
     if let Some(limit) = against.ratio_above {
@@ -63,17 +76,32 @@ pub fn check(condition: &Condition, new: Value, baseline: Value, no_data: NoData
         // given, is what judges such a service.
         if base > 0.0 && new / base > limit {
             return Check::Fail(format!(
-                "{new} is {:.2} times the previous revision's {base} (limit {limit})",
-                new / base
+                "{} is {:.2} times the previous revision's {} (limit {limit})",
+                num(new),
+                new / base,
+                num(base)
             ));
         }
         if base == 0.0 && new > 0.0 && against.difference_above.is_none() {
             return Check::Fail(format!(
-                "{new} against the previous revision's 0 (ratio limit {limit})"
+                "{} against the previous revision's 0 (ratio limit {limit})",
+                num(new)
             ));
         }
     }
     Check::Pass
+}
+
+/// A measured value in words: six decimals at most, so float noise (0.30000000000000004) reads
+/// as the number it is; a value too small for them in scientific notation.
+fn num(v: f64) -> String {
+    let fixed = format!("{v:.6}");
+    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
+    match trimmed {
+        "0" | "-0" if v != 0.0 => format!("{v:.3e}"),
+        "-0" => "0".into(),
+        _ => trimmed.into(),
+    }
 }
 
 fn without_data(no_data: NoData, why: &str) -> Check {
@@ -445,6 +473,32 @@ mod tests {
 
     fn failed(c: &Check) -> bool {
         matches!(c, Check::Fail(_))
+    }
+
+    #[test]
+    fn values_read_as_the_numbers_they_are() {
+        let cases = [
+            (0.300_000_000_000_000_04, "0.3"),
+            (0.295_000_000_000_000_04, "0.295"),
+            (0.005_000_000_000_000_001, "0.005"),
+            (1234.5, "1234.5"),
+            (0.0, "0"),
+            (2.0, "2"),
+            (0.000_000_2, "2.000e-7"),
+        ];
+        for (v, words) in cases {
+            assert_eq!(num(v), words);
+        }
+        let c = check(
+            &baseline(None, Some(0.05)),
+            Some(0.300_000_000_000_000_04),
+            Some(0.005),
+            WAIT,
+        );
+        assert_eq!(
+            c,
+            Check::Fail("0.3 is 0.295 above the previous revision's 0.005 (limit 0.05)".into())
+        );
     }
 
     #[test]

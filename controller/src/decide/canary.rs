@@ -132,7 +132,15 @@ fn first_step(observed: &Observed, current: &Revision, vocabulary: &Vocabulary) 
         .iter()
         .skip(1)
         .any(|r| marked(r, marks::HEALTHY_SINCE));
-    let complete = w.updated_replicas >= w.replicas && w.total_replicas <= w.replicas;
+    // From the Pods, not the workload's status: when the new ReplicaSet appears the status still
+    // describes the previous rollout, complete, and waiting for it to catch up would let the
+    // first step's Pods turn Ready, and the next step start, before the hold.
+    let on_current = observed
+        .pods
+        .iter()
+        .filter(|p| p.revision == current.pod_key && !p.terminating)
+        .count();
+    let complete = i32::try_from(on_current).unwrap_or(i32::MAX) >= w.replicas;
     !judged && !released && replaces_healthy && !complete && w.replicas > 1
 }
 

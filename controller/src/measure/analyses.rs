@@ -17,12 +17,12 @@ use std::time::Duration;
 use custody_crds::Vocabulary;
 use custody_crds::WorkloadKind;
 use custody_crds::analysis::{
-    AnalysisReport, AnalysisSpec, CheckResult, MetricSpec, NoData, placeholders,
+    AnalysisPhase, AnalysisReport, AnalysisSpec, CheckResult, MetricSpec, NoData, placeholders,
 };
 use futures::future::join_all;
 use jiff::Timestamp;
 use kube::{Api, Client};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
 
 use crate::cache::compact::Uid;
@@ -41,6 +41,8 @@ use super::sources::Sources;
 /// What the analyses share.
 struct Shared {
     client: Client,
+    /// Reads of earlier marks in flight, at most.
+    reads: Semaphore,
     cache: Arc<Cache>,
     triggers: Triggers,
     sources: Sources,
@@ -55,8 +57,8 @@ struct Run {
     spec: AnalysisSpec,
     progress: Arc<Mutex<Progress>>,
     task: AbortHandle,
-    /// The checks last shown on the revision.
-    shown: u32,
+    /// What the revision's mark last showed.
+    shown: Shown,
     /// Whether the long inconclusive stretch was reported.
     warned: bool,
     /// The dry-run metrics whose would-be failure was reported.
@@ -70,7 +72,8 @@ struct Run {
 pub struct Followed {
     /// Its checks so far.
     pub progress: Progress,
-    /// Checks ran since its standing was last shown on the revision.
+    /// Its standing changed since it was last shown on the revision (or its values have not
+    /// been shown for a while).
     pub unshown: bool,
     /// Every metric's checks have been inconclusive for long: say so, once.
     pub warn_inconclusive: Option<String>,
@@ -83,6 +86,9 @@ pub struct Analyses {
     runs: Mutex<HashMap<Uid, Run>>,
     shared: Arc<Shared>,
 }
+
+/// Reads of the revisions' marks at once, when analyses start.
+const RESUME_READS: usize = 4;
 
 /// Checks inconclusive in a row before the stretch is reported (and at least a minute).
 const INCONCLUSIVE_CHECKS_REPORTED: u32 = 5;
@@ -103,6 +109,7 @@ impl Analyses {
             runs: Mutex::default(),
             shared: Arc::new(Shared {
                 client,
+                reads: Semaphore::new(RESUME_READS),
                 cache,
                 triggers,
                 sources,
@@ -168,10 +175,12 @@ impl Analyses {
         news(run, progress)
     }
 
-    /// Notes that the standing after `checks` checks is shown on the revision.
-    pub fn shown(&self, uid: Uid, checks: u32) {
-        if let Some(run) = self.runs().get_mut(&uid) {
-            run.shown = run.shown.max(checks);
+    /// Notes that `progress` is what the revision's mark shows.
+    pub fn shown(&self, uid: Uid, progress: &Progress) {
+        if let Some(run) = self.runs().get_mut(&uid)
+            && progress.checks >= run.shown.checks
+        {
+            run.shown = Shown::of(progress);
         }
     }
 
@@ -208,7 +217,7 @@ impl Analyses {
             spec: spec.clone(),
             progress,
             task,
-            shown: 0,
+            shown: Shown::default(),
             warned: false,
             reported: BTreeSet::new(),
             series: Vec::new(),
@@ -229,6 +238,50 @@ impl Drop for Analyses {
         for (_, run) in self.runs().drain() {
             run.task.abort();
         }
+    }
+}
+
+/// What a revision's mark showed: enough to tell whether it is worth writing again. Each write
+/// is a write to etcd and an event to every ReplicaSet watcher, so the mark is rewritten when
+/// the standing changes (the phase, a metric's result or run of failures), and otherwise only
+/// once a minute for the values.
+#[derive(Default)]
+struct Shown {
+    checks: u32,
+    standing: Vec<(CheckResult, u32)>,
+    phase: Option<AnalysisPhase>,
+}
+
+/// Seconds between two writes of a mark whose standing did not change.
+const SHOW_VALUES_EVERY: u32 = 60;
+
+impl Shown {
+    fn of(progress: &Progress) -> Self {
+        Self {
+            checks: progress.checks,
+            standing: progress
+                .metrics
+                .iter()
+                .map(|m| {
+                    let result = m
+                        .last
+                        .as_ref()
+                        .map_or(CheckResult::Inconclusive, |l| l.check.result());
+                    (result, m.standing.failing_in_a_row)
+                })
+                .collect(),
+            phase: Some(progress.phase()),
+        }
+    }
+
+    fn behind(&self, progress: &Progress, interval_seconds: u32) -> bool {
+        if progress.checks <= self.checks {
+            return false;
+        }
+        let now = Self::of(progress);
+        let stale = (progress.checks - self.checks).saturating_mul(interval_seconds.max(1))
+            >= SHOW_VALUES_EVERY;
+        stale || now.phase != self.phase || now.standing != self.standing
     }
 }
 
@@ -270,7 +323,7 @@ fn news(run: &mut Run, progress: Progress) -> Followed {
         .map(|m| m.name.clone())
         .collect();
     Followed {
-        unshown: progress.checks > run.shown,
+        unshown: run.shown.behind(&progress, run.spec.interval_seconds),
         progress,
         warn_inconclusive,
         would_fail,
@@ -286,8 +339,8 @@ async fn run(
     progress: Arc<Mutex<Progress>>,
 ) {
     let every = Duration::from_secs(u64::from(spec.interval_seconds.max(1)));
-    // The first check waits one interval: the window needs data of the new Pods.
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + first_check(uid, every), every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The previous revision's Pods are noted now, while they still serve: a rollout may be
     // over before the first check.
@@ -323,10 +376,23 @@ async fn run(
     }
 }
 
+/// When the first check comes: after half an interval to one, by the workload, so analyses
+/// started together (a controller starting, a release of many rollouts) spread their queries,
+/// reconciles and writes over the interval instead of all at its start; and not sooner, as the
+/// window needs data of the new Pods.
+fn first_check(uid: Uid, every: Duration) -> Duration {
+    let half = every / 2;
+    let spread = u64::try_from(half.as_millis()).unwrap_or(u64::MAX).max(1);
+    let offset = u64::try_from(uid % u128::from(spread)).unwrap_or(0);
+    half + Duration::from_millis(offset)
+}
+
 /// Where an earlier leader (or this controller before a restart) left the analysis of
 /// `revision`: its `analysis` mark. A mark that cannot be read is no standing: the analysis
-/// starts over.
+/// starts over. A few reads at once at most: a thousand analyses starting together would
+/// otherwise open as many connections to the API server, and keep them.
 async fn earlier(shared: &Shared, observed: &Observed, revision: &str) -> Option<AnalysisReport> {
+    let _permit = shared.reads.acquire().await.ok()?;
     let w = &observed.workload;
     let meta = match w.kind {
         WorkloadKind::Deployment => {
@@ -551,11 +617,7 @@ fn count(
     observations: &[Observation],
 ) {
     for (metric, seen) in spec.metrics.iter().zip(observations) {
-        let result = match seen.check {
-            Check::Pass => CheckResult::Pass,
-            Check::Fail(_) => CheckResult::Fail,
-            Check::Inconclusive(_) => CheckResult::Inconclusive,
-        };
+        let result = seen.check.result();
         metrics
             .analysis_checks
             .get_or_create(&CheckLabels {
@@ -631,6 +693,76 @@ mod tests {
             },
             dry_run: false,
         }
+    }
+
+    #[test]
+    fn analyses_started_together_spread_their_first_checks() {
+        let every = Duration::from_secs(10);
+        let firsts: BTreeSet<Duration> = (0..1000u128)
+            .map(|uid| first_check(uid * 7_919 + 13, every))
+            .collect();
+        assert!(firsts.iter().all(|d| *d >= every / 2 && *d < every));
+        assert!(firsts.len() > 900, "spread, not bunched: {}", firsts.len());
+    }
+
+    fn progress(checks: &[Check]) -> Progress {
+        let spec = AnalysisSpec {
+            interval_seconds: 10,
+            window_seconds: 60,
+            failure_limit: 3,
+            no_data: NoData::Inconclusive,
+            provider: custody_crds::analysis::ProviderSpec {
+                prometheus: custody_crds::analysis::PrometheusSpec {
+                    address: "http://p:9090".into(),
+                    ca_from: None,
+                    headers_from: None,
+                    timeout_seconds: 5,
+                },
+            },
+            metrics: vec![above("{{pods}}")],
+        };
+        let mut p = Progress::new("web-2", &spec);
+        for (i, c) in checks.iter().enumerate() {
+            let seen = Observation {
+                check: c.clone(),
+                new: Some(0.01 * f64::from(u32::try_from(i).unwrap())),
+                baseline: None,
+                query: "q".into(),
+                baseline_query: None,
+            };
+            p.record(
+                vec![seen],
+                Timestamp::from_second(i64::try_from(i).unwrap() * 10).unwrap(),
+            );
+        }
+        p
+    }
+
+    #[test]
+    fn the_mark_is_rewritten_when_the_standing_changes_or_a_minute_passed() {
+        let fail = Check::Fail("x".into());
+        let shown = Shown::of(&progress(&[Check::Pass]));
+        assert!(!shown.behind(&progress(&[Check::Pass]), 10), "no new check");
+        assert!(
+            !shown.behind(&progress(&[Check::Pass, Check::Pass]), 10),
+            "values only"
+        );
+        assert!(
+            shown.behind(&progress(&[Check::Pass, fail.clone()]), 10),
+            "a failure"
+        );
+        let gap = Check::Inconclusive("away".into());
+        assert!(
+            shown.behind(&progress(&[Check::Pass, gap]), 10),
+            "inconclusive"
+        );
+        let seven = vec![Check::Pass; 7];
+        assert!(shown.behind(&progress(&seven), 10), "a minute of values");
+        let run = Shown::of(&progress(std::slice::from_ref(&fail)));
+        assert!(
+            run.behind(&progress(&[fail.clone(), fail]), 10),
+            "the run grows"
+        );
     }
 
     #[tokio::test]

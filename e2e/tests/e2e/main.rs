@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admission;
+mod analysis;
 mod audit;
 mod budget;
 mod corpus;
+mod exporter;
 mod faults;
 mod freeze;
 mod helm_install;
@@ -15,10 +17,14 @@ mod lift;
 mod node;
 mod outage;
 mod probation;
+mod prometheus;
 mod rollback;
+mod rollout;
+mod scene;
 mod signatures;
 mod support;
 mod teams;
+mod timeline;
 
 use std::time::{Duration, Instant};
 
@@ -68,6 +74,11 @@ fn local_values() -> ChartValues {
             (
                 "defaultPolicy.excludeNamespaces[0]".into(),
                 format!("{}*", freeze::NAMESPACE_PREFIX),
+            ),
+            // So are the metric-analysis scenarios' namespaces.
+            (
+                "defaultPolicy.excludeNamespaces[1]".into(),
+                format!("{}*", scene::NAMESPACE_PREFIX),
             ),
         ],
     }
@@ -365,6 +376,35 @@ async fn custody_end_to_end() {
         "35 a registered team's on-call stands in for a missing oncall under the default FreeForm policy too",
         freeze::team_oncall_under_every_policy(&ctx)
     );
+    if analysis::NAMES.iter().any(|n| wanted(n)) {
+        let skipped = |why: &str| {
+            for name in analysis::NAMES.iter().filter(|n| wanted(n)) {
+                say(&format!("SKIPPED {name}: {why}"));
+            }
+        };
+        if ctx.local.is_none() {
+            skipped(
+                "the controller must reach a Prometheus on 127.0.0.1; run with CUSTODY_E2E_MODE=local",
+            );
+        } else {
+            match scene::Rig::setup(&ctx).await.transpose() {
+                None => skipped(
+                    "no prometheus (Debian's `prometheus` package; .ci/tools.sh installs it)",
+                ),
+                Some(rig) => {
+                    scenario!(analysis::NAMES[0], analysis::agent_reverted(&ctx, &rig));
+                    scenario!(analysis::NAMES[1], analysis::human_alerted(&ctx, &rig));
+                    scenario!(analysis::NAMES[2], analysis::prometheus_away(&ctx, &rig));
+                    scenario!(analysis::NAMES[3], analysis::canary_released(&ctx, &rig));
+                    scenario!(analysis::NAMES[4], analysis::canary_reverted(&ctx, &rig));
+                    scenario!(
+                        analysis::NAMES[5],
+                        analysis::stateful_set_partition(&ctx, &rig)
+                    );
+                }
+            }
+        }
+    }
     scenario!(
         "6 kube-system untouched",
         admission::kube_system_untouched(&ctx)
