@@ -21,9 +21,10 @@
 //!
 //! MEASURE_SECONDS (default three intervals) is the measured period.
 
+#[path = "analysis/processes.rs"]
+mod processes;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -35,7 +36,11 @@ use custody_testkit::fake_apiserver::FakeApiServer;
 use http::Method;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use processes::{
+    SCRAPE_SECONDS, buckets, cpu_seconds, eventually, http_get, prometheus_binary, rss_mib,
+    sockets, start_controller, start_prometheus, sum,
+};
 
 const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
 const REPLICASETS: &str = "apis/apps/v1/replicasets";
@@ -44,7 +49,6 @@ const POLICIES: &str = "apis/custody.dev/v1alpha1/custodypolicies";
 const GOOD: f64 = 0.005;
 const BAD: f64 = 0.3;
 const WINDOW_SECONDS: u64 = 30;
-const SCRAPE_SECONDS: u64 = 1;
 
 /// The bench's settings, from the environment.
 struct Knobs {
@@ -182,7 +186,8 @@ fn seed(api: &FakeApiServer, knobs: &Knobs, analysis: Option<Value>) {
         let mut v1 = annotations(1);
         v1["custody.dev/healthy-since"] = json!(ago(3600));
         // Rolling out, v1 serves with two Pods beside v2's one.
-        let mut revisions = vec![(previous, v1, "web:1", 3 - updated % 3, ago(3600))];
+        let serving = if analysed { 2 } else { 3 };
+        let mut revisions = vec![(previous, v1, "web:1", serving, ago(3600))];
         if analysed {
             revisions.push((new, annotations(2), "web:2", 1, ago(120)));
         }
@@ -257,201 +262,6 @@ async fn serve_exporter(exporter: Arc<Exporter>) -> SocketAddr {
     addr
 }
 
-fn prometheus_binary() -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join("prometheus"))
-        .find(|p| p.is_file())
-}
-
-/// A child process, stopped with SIGTERM (so a profiler wrapping the controller writes its
-/// output) and killed if it lingers; then its folder goes.
-struct Process {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-}
-
-fn scratch(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "custody-analysis-bench-{what}-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch folder");
-    dir
-}
-
-fn start_prometheus(binary: &PathBuf, exporter: SocketAddr) -> (Process, SocketAddr) {
-    let dir = scratch("prometheus");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(&config, format!(
-        "global: {{scrape_interval: {SCRAPE_SECONDS}s, evaluation_interval: {SCRAPE_SECONDS}s}}\nscrape_configs:\n- job_name: bench\n  static_configs: [{{targets: ['{exporter}']}}]\n"
-    )).expect("prometheus.yml");
-    let addr = free_port();
-    let child = Command::new(binary)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    (Process { child, dir }, addr)
-}
-
-fn start_controller(api: &FakeApiServer) -> (Process, SocketAddr) {
-    let dir = scratch("controller");
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, format!(
-        "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: '{}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: fake, user: u}}}}]\ncurrent-context: c\n",
-        api.url()
-    )).expect("kubeconfig");
-    let admin = free_port();
-    let child = Command::new(
-        std::env::var("CUSTODY_CONTROLLER_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_custody-controller").to_string()),
-    )
-    .args(["--no-leader-election", "--admin-listen", &admin.to_string()])
-    .env("KUBECONFIG", &kubeconfig)
-    .env(
-        "RUST_LOG",
-        std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
-    )
-    .stdout(Stdio::null())
-    .spawn()
-    .expect("start custody-controller");
-    (Process { child, dir }, admin)
-}
-
-/// The body of an HTTP/1.0 GET (so no chunked encoding), if it answered 200 within 10 s.
-async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nhost: {addr}\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let status = head.lines().next()?.split(' ').nth(1)?;
-        (status == "200").then(|| body.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(10), fetch)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Waits for `ready` to hold, up to `limit`; whether it did.
-async fn eventually<F: Future<Output = bool>>(
-    limit: Duration,
-    mut ready: impl FnMut() -> F,
-) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if ready().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
-/// The samples of an exposition, as (name, labels, value).
-fn samples(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-            Some((name, labels, value.parse().ok()?))
-        })
-}
-
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    samples(text)
-        .filter(|(n, l, _)| *n == name && labels.iter().all(|x| l.contains(x)))
-        .map(|(_, _, v)| v)
-        .sum()
-}
-
-/// A histogram's cumulative buckets, as (le, count).
-fn buckets(text: &str, name: &str, labels: &[&str]) -> Vec<(f64, f64)> {
-    let bucket = format!("{name}_bucket");
-    samples(text)
-        .filter(|(n, l, _)| *n == bucket && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|(_, l, v)| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            Some((
-                if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().ok()?
-                },
-                v,
-            ))
-        })
-        .collect()
-}
-
-/// User and system CPU seconds of a process.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / 100.0
-}
-
-fn rss_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn deployment_path(r: &Rollout) -> String {
     format!(
         "/apis/apps/v1/namespaces/{}/deployments/{}",
@@ -462,6 +272,7 @@ fn deployment_path(r: &Rollout) -> String {
 /// What one run of the controller measured.
 struct Phase {
     rss: f64,
+    sockets: usize,
     peak: f64,
     cpu_per_second: f64,
 }
@@ -520,13 +331,15 @@ async fn phase(knobs: &Knobs, analysing: Option<Analysing<'_>>) -> Option<Phase>
     let cpu_per_second = (cpu_seconds(pid) - cpu_before) / measured_from.elapsed().as_secs_f64();
     let result = Phase {
         rss: rss_mib(pid, "VmRSS:"),
+        sockets: sockets(pid),
         peak: rss_mib(pid, "VmHWM:"),
         cpu_per_second,
     };
     println!(
-        "{label}: custody-controller RSS {:.1} MiB (peak {:.1} MiB), CPU {:.1}% of a core over the {} s measured, with {} Deployments ({} rolling out){}",
+        "{label}: custody-controller RSS {:.1} MiB (peak {:.1} MiB), {} sockets open, CPU {:.1}% of a core over the {} s measured, with {} Deployments ({} rolling out){}",
         result.rss,
         result.peak,
+        result.sockets,
         100.0 * cpu_per_second,
         knobs.measure,
         knobs.deployments,
@@ -751,7 +564,7 @@ fn main() {
         let analysing = phase(&knobs, Some(Analysing { exporter: &exporter, prometheus })).await;
         if let (Some(b), Some(a)) = (baseline, analysing) {
             println!(
-                "memory: {:.1} MiB without analysis, {:.1} MiB with {} analyses running (budget 48 MiB at 10,000 Deployments): {:+.1} MiB, {:+.1} KiB per analysis; CPU {:.1}% -> {:.1}% of a core",
+                "memory: {:.1} MiB without analysis, {:.1} MiB with {} analyses running (budget 48 MiB at 10,000 Deployments): {:+.1} MiB, {:+.1} KiB per analysis; CPU {:.1}% -> {:.1}% of a core; sockets {} -> {}",
                 b.rss,
                 a.rss,
                 knobs.analyses,
@@ -759,6 +572,8 @@ fn main() {
                 (a.rss - b.rss) * 1024.0 / knobs.analyses.max(1) as f64,
                 100.0 * b.cpu_per_second,
                 100.0 * a.cpu_per_second,
+                b.sockets,
+                a.sockets,
             );
         }
         drop(prometheus_process);
