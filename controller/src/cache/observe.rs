@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
-use crate::keys::{MARKS, OWNERSHIP, PROVENANCE, VISIBILITY};
+use crate::keys::{MARKS, OWNERSHIP, PROVENANCE, VISIBILITY, mark, marks};
 
 use super::digest::digest;
 use super::node::{NodeId, NodeState};
@@ -155,6 +155,18 @@ impl Revision {
     /// the same one.
     pub fn code(&self) -> &str {
         self.restart_free.as_deref().unwrap_or(&self.fingerprint)
+    }
+
+    /// Whether it carries the controller's mark `name`.
+    pub fn marked(&self, vocabulary: &Vocabulary, name: &str) -> bool {
+        self.annotations.contains_key(&mark(vocabulary, name))
+    }
+
+    /// Whether the controller has concluded about it: marked healthy, reverted or reported.
+    pub fn judged(&self, vocabulary: &Vocabulary) -> bool {
+        [marks::HEALTHY_SINCE, marks::REVERTED, marks::ALERTED]
+            .iter()
+            .any(|m| self.marked(vocabulary, m))
     }
 
     /// A ReplicaSet-style revision (its pods are known by its name) from its template.

@@ -12,7 +12,7 @@ use custody_crds::analysis::{
 use jiff::Timestamp;
 
 use crate::cache::observe::{Observed, Revision};
-use crate::keys::{mark, marks};
+use crate::keys::marks;
 
 /// What one query of a check returned: a number, or nothing (an empty result, NaN).
 pub type Value = Option<f64>;
@@ -149,32 +149,17 @@ impl Standing {
 /// back to: its probes alone judge it.
 pub fn wanted<'o>(observed: &'o Observed, vocabulary: &Vocabulary) -> Option<&'o Revision> {
     let current = observed.revisions.first()?;
-    let marked = |r: &Revision, name: &str| r.annotations.contains_key(&mark(vocabulary, name));
-    let judged = [marks::HEALTHY_SINCE, marks::REVERTED, marks::ALERTED]
-        .iter()
-        .any(|m| marked(current, m));
     let compared = observed
         .revisions
         .iter()
         .skip(1)
-        .any(|r| marked(r, marks::HEALTHY_SINCE));
+        .any(|r| r.marked(vocabulary, marks::HEALTHY_SINCE));
     let started = observed.pods.iter().any(|p| p.revision == current.pod_key);
     (current.fingerprint == observed.workload.template_fingerprint
-        && !judged
+        && !current.judged(vocabulary)
         && compared
         && started)
         .then_some(current)
-}
-
-/// The previous revision a metric's baseline is measured on: the newest earlier one known
-/// healthy that runs other code (the revert target).
-pub fn baseline<'o>(observed: &'o Observed, vocabulary: &Vocabulary) -> Option<&'o Revision> {
-    let current = observed.revisions.first()?;
-    observed.revisions.iter().skip(1).find(|r| {
-        r.annotations
-            .contains_key(&mark(vocabulary, marks::HEALTHY_SINCE))
-            && r.code() != current.code()
-    })
 }
 
 /// Judges one check as [`check`] does, and, for an absolute condition, also what the previous

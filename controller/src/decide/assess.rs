@@ -71,14 +71,8 @@ pub fn assess<'o>(
     if let Some(action) = done_with(current, &observed.workload, vocabulary) {
         return Assessment::Settled(action);
     }
-    let marked = |rev: &Revision, name: &str| rev.annotations.contains_key(&mark(vocabulary, name));
-    // Going back means going to other code: a revision that differs from the current one only
-    // by a restart (`kubectl rollout restart`) runs the same.
-    let target = observed
-        .revisions
-        .iter()
-        .skip(1)
-        .find(|r| marked(r, marks::HEALTHY_SINCE) && r.code() != current.code());
+    let marked = |rev: &Revision, name: &str| rev.marked(vocabulary, name);
+    let target = target(observed, vocabulary);
     let judged = attribution::attribute(
         observed,
         &current.pod_key,
@@ -184,6 +178,19 @@ fn analysis_gate(
         after: Duration::from_secs(u64::from(interval_seconds)),
         why,
     })
+}
+
+/// The revision a regression goes back to, and a metric's baseline is measured on: the newest
+/// earlier one known healthy that runs other code. Going back means going to other code: a
+/// revision that differs from the current one only by a restart (`kubectl rollout restart`)
+/// runs the same.
+pub fn target<'o>(observed: &'o Observed, vocabulary: &Vocabulary) -> Option<&'o Revision> {
+    let current = observed.revisions.first()?;
+    observed
+        .revisions
+        .iter()
+        .skip(1)
+        .find(|r| r.marked(vocabulary, marks::HEALTHY_SINCE) && r.code() != current.code())
 }
 
 /// What to do while the workload's controller has not caught up with its spec. A Deployment a

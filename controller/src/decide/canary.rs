@@ -122,16 +122,12 @@ fn first_step(observed: &Observed, current: &Revision, vocabulary: &Vocabulary) 
     if !matches!(w.kind, WorkloadKind::Deployment | WorkloadKind::StatefulSet) {
         return false;
     }
-    let marked = |r: &Revision, name: &str| r.annotations.contains_key(&mark(vocabulary, name));
-    let judged = [marks::HEALTHY_SINCE, marks::REVERTED, marks::ALERTED]
-        .iter()
-        .any(|m| marked(current, m));
     let released = w.annotations.get(&mark(vocabulary, marks::RELEASED)) == Some(&current.name);
     let replaces_healthy = observed
         .revisions
         .iter()
         .skip(1)
-        .any(|r| marked(r, marks::HEALTHY_SINCE));
+        .any(|r| r.marked(vocabulary, marks::HEALTHY_SINCE));
     // From the Pods, not the workload's status: when the new ReplicaSet appears the status still
     // describes the previous rollout, complete, and waiting for it to catch up would let the
     // first step's Pods turn Ready, and the next step start, before the hold.
@@ -141,7 +137,7 @@ fn first_step(observed: &Observed, current: &Revision, vocabulary: &Vocabulary) 
         .filter(|p| p.revision == current.pod_key && !p.terminating)
         .count();
     let complete = i32::try_from(on_current).unwrap_or(i32::MAX) >= w.replicas;
-    !judged && !released && replaces_healthy && !complete && w.replicas > 1
+    !current.judged(vocabulary) && !released && replaces_healthy && !complete && w.replicas > 1
 }
 
 /// While held: release once the first Pods have stayed Ready for the hold and the analysis has
@@ -153,10 +149,7 @@ fn while_held(
     vocabulary: &Vocabulary,
     now: Timestamp,
 ) -> Step {
-    if current
-        .annotations
-        .contains_key(&mark(vocabulary, marks::ALERTED))
-    {
+    if current.marked(vocabulary, marks::ALERTED) {
         // A regression reported, not reverted (a person's call, `rollback: alert`, dry run):
         // the hold keeps it at its first step until a person resumes or rolls back.
         return Step::Holding {

@@ -30,7 +30,8 @@ use crate::cache::feed::Triggers;
 use crate::cache::index::Cache;
 use crate::cache::observe::{Observed, Revision};
 use crate::cache::slim::{SlimControllerRevision, SlimReplicaSet};
-use crate::decide::analysis::{self, Check, Observation, Progress, judge};
+use crate::decide::analysis::{Check, Observation, Progress, judge};
+use crate::decide::assess;
 use crate::keys::{mark, marks};
 use crate::metrics::{AnalysisValueLabels, CheckLabels, Label, Metrics, Series};
 
@@ -472,7 +473,7 @@ async fn check(
         (label.to_string(), pods.to_vec())
     };
     let (new_label, new_pods) = subject(current, &seen.of(current));
-    let base = analysis::baseline(observed, &shared.vocabulary);
+    let base = assess::target(observed, &shared.vocabulary);
     let base_owned = base.map(|b| subject(b, &seen.of(b)));
     // Beside the new Pods, the previous revision is measured over the same window; alone,
     // over the last window before the new revision was created.
