@@ -38,8 +38,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 use processes::{
-    SCRAPE_SECONDS, buckets, cpu_seconds, eventually, http_get, prometheus_binary, rss_mib,
-    sockets, start_controller, start_prometheus, sum,
+    SCRAPE_SECONDS, buckets, cpu_seconds, eventually, http_get, rss_mib, sockets, start_controller,
+    sum,
 };
 
 const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
@@ -526,7 +526,7 @@ fn main() {
         println!("analysis bench: run with `cargo bench -p custody-controller --bench analysis`");
         return;
     }
-    let Some(binary) = prometheus_binary() else {
+    let Some(binary) = custody_testkit::prometheus::binary() else {
         println!(
             "SKIPPED: analysis bench: no prometheus binary (Debian's `prometheus` package; .ci/tools.sh installs it)"
         );
@@ -540,7 +540,10 @@ fn main() {
             bad: (0..knobs.analyses).map(|_| AtomicBool::new(false)).collect(),
         });
         let target = serve_exporter(exporter.clone()).await;
-        let (prometheus_process, prometheus) = start_prometheus(&binary, target);
+        let prometheus_process =
+            custody_testkit::prometheus::Prometheus::start(&binary, target, SCRAPE_SECONDS, "bench")
+                .expect("start prometheus");
+        let prometheus = prometheus_process.address();
         let series = knobs.analyses * 2;
         let query = "/api/v1/query?query=count%28bench_error_ratio%29";
         let scraped = eventually(Duration::from_secs(60), || async {

@@ -6,8 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -34,76 +32,12 @@ async fn serve(router: Router) -> SocketAddr {
     addr
 }
 
-fn prometheus_binary() -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join("prometheus"))
-        .find(|p| p.is_file())
-}
-
-/// A Prometheus process, killed when dropped; then its folder goes.
-struct Running {
-    child: Child,
-    _dir: tempdir::Dir,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-mod tempdir {
-    /// A folder removed when dropped.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
-}
-
-async fn start_prometheus(binary: &PathBuf, exporter: SocketAddr) -> (Running, String) {
-    let dir = std::env::temp_dir().join(format!("custody-prometheus-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: app\n  static_configs: [{{targets: ['{exporter}']}}]\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let child = Command::new(binary)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    (
-        Running {
-            child,
-            _dir: tempdir::Dir(dir),
-        },
-        format!("http://127.0.0.1:{port}"),
-    )
 }
 
 fn provider(address: &str, timeout: Duration, concurrency: usize) -> Prometheus {
@@ -119,14 +53,16 @@ fn provider(address: &str, timeout: Duration, concurrency: usize) -> Prometheus 
 
 #[tokio::test]
 async fn a_real_prometheus_tells_the_new_revision_from_the_previous_one() {
-    let Some(binary) = prometheus_binary() else {
+    let Some(binary) = custody_testkit::prometheus::binary() else {
         eprintln!(
             "SKIPPED: no prometheus binary (Debian's `prometheus` package; .ci/tools.sh installs it)"
         );
         return;
     };
     let exporter = serve(Router::new().route("/metrics", get(|| async { EXPOSITION }))).await;
-    let (_running, address) = start_prometheus(&binary, exporter).await;
+    let running =
+        custody_testkit::prometheus::Prometheus::start(&binary, exporter, 1, "app").unwrap();
+    let address = running.url();
     let prometheus = provider(&address, Duration::from_secs(5), 4);
     let template = r#"max(app_error_ratio{pod=~"{{pods}}"})"#;
     let new_pods = vec!["web-7f9c-aaaaa".to_string(), "web-7f9c-bbbbb".to_string()];

@@ -4,3 +4,4 @@
 pub mod admission;
 pub mod fake_apiserver;
 pub mod golden;
+pub mod prometheus;

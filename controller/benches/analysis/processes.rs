@@ -12,16 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Seconds between two scrapes of the exporter.
 pub const SCRAPE_SECONDS: u64 = 1;
 
-/// Debian's `prometheus`, on PATH or where the package puts it.
-pub fn prometheus_binary() -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join("prometheus"))
-        .find(|p| p.is_file())
-}
-
 /// A child process, stopped with SIGTERM (so a profiler wrapping the controller writes its
 /// output) and killed if it lingers; then its folder goes.
 pub struct Process {
@@ -62,29 +52,6 @@ fn scratch(what: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).expect("scratch folder");
     dir
-}
-
-/// Prometheus scraping `exporter` every [`SCRAPE_SECONDS`], with a data folder of its own;
-/// where it listens.
-pub fn start_prometheus(binary: &PathBuf, exporter: SocketAddr) -> (Process, SocketAddr) {
-    let dir = scratch("prometheus");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(&config, format!(
-        "global: {{scrape_interval: {SCRAPE_SECONDS}s, evaluation_interval: {SCRAPE_SECONDS}s}}\nscrape_configs:\n- job_name: bench\n  static_configs: [{{targets: ['{exporter}']}}]\n"
-    )).expect("prometheus.yml");
-    let addr = free_port();
-    let child = Command::new(binary)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    (Process { child, dir }, addr)
 }
 
 /// The release `custody-controller` (or CUSTODY_CONTROLLER_BIN) against `api`, without leader

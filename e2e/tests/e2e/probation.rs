@@ -44,7 +44,20 @@ pub async fn probation(
     let ctx = &f.ctx;
     f.set_policy(json!({"agents": {"probation": {"reverts": 3, "window": "1h"}}}))
         .await?;
-    create(&ctx.deployments(), &revision(ctx, "agent", "v1", false)).await?;
+    // This update also ends scenario 25's freeze; each webhook process hears of it by its own
+    // watch, a moment later, and until then refuses the agent's v1 as frozen.
+    wait_for(
+        "the agent's v1 admitted once every webhook process has the policy without its freeze",
+        Duration::from_secs(15),
+        || async {
+            match create(&ctx.deployments(), &revision(ctx, "agent", "v1", false)).await {
+                Ok(_) => Ok(Some(())),
+                Err(e) if format!("{e:#}").contains("change freeze") => Ok(None),
+                Err(e) => Err(e),
+            }
+        },
+    )
+    .await?;
     ctx.wait_healthy_mark(APP).await?;
 
     let started = Instant::now();
