@@ -21,7 +21,7 @@
 //!
 //! MEASURE_SECONDS (default three intervals) is the measured period.
 
-#[path = "analysis/processes.rs"]
+#[path = "support/processes.rs"]
 mod processes;
 
 use std::net::SocketAddr;
@@ -296,7 +296,7 @@ async fn phase(knobs: &Knobs, analysing: Option<Analysing<'_>>) -> Option<Phase>
         .as_ref()
         .map(|a| analysis_spec(knobs, &format!("http://{}", a.prometheus)));
     seed(&api, knobs, spec);
-    let (controller, admin) = start_controller(&api);
+    let (controller, admin) = start_controller(&api, "error");
     let pid = controller.child.id();
     let started = Instant::now();
     if !eventually(Duration::from_secs(120), || async {

@@ -14,11 +14,12 @@
 //!   its ReplicaSet carrying the DSSE attestation `custody stamp --sign` writes (about 2 kB).
 //!   MEMORY_VARIANTS picks `unsigned`, `signed` or both (the default, `unsigned,signed`).
 
+#[path = "support/processes.rs"]
+mod processes;
 #[path = "../tests/support/signing.rs"]
 mod signing;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use custody_controller::metrics::Metrics;
@@ -27,6 +28,7 @@ use custody_crds::Vocabulary;
 use custody_testkit::fake_apiserver::FakeApiServer;
 use http::Method;
 use jiff::{SignedDuration, Timestamp};
+use processes::{http_get, rss_mib, start_controller};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -223,37 +225,6 @@ async fn reaction(samples: usize) {
     );
 }
 
-struct Controller(Child);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        // SIGTERM first, so the controller (or a profiler wrapping it) exits cleanly.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 async fn memory(deployments: usize, signed: bool) {
     let api = FakeApiServer::start().await.expect("fake api");
     seed_node(&api);
@@ -331,44 +302,20 @@ async fn memory(deployments: usize, signed: bool) {
             );
         }
     }
-    let dir = std::env::temp_dir().join(format!("custody-ctrl-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, format!(
-        "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: '{}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: fake, user: u}}}}]\ncurrent-context: c\n",
-        api.url()
-    )).expect("kubeconfig");
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port");
-    let child = Controller(
-        // CUSTODY_CONTROLLER_BIN measures another build (or a profiler wrapping one).
-        Command::new(
-            std::env::var("CUSTODY_CONTROLLER_BIN")
-                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_custody-controller").to_string()),
-        )
-        .args(["--no-leader-election", "--admin-listen", &admin.to_string()])
-        .env("KUBECONFIG", &kubeconfig)
-        .env(
-            "RUST_LOG",
-            std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start custody-controller"),
-    );
-    let pid = child.0.id();
+    // CUSTODY_CONTROLLER_BIN measures another build (or a profiler wrapping one).
+    let (child, admin) = start_controller(&api, "warn");
+    let pid = child.child.id();
     let started = Instant::now();
     // Ready once every cache has synced.
     loop {
-        let ready = tokio::net::TcpStream::connect(admin).await.is_ok() && readyz(admin).await;
+        let ready = http_get(admin, "/readyz").await.is_some();
         if ready || started.elapsed() > Duration::from_secs(120) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let synced = started.elapsed();
-    if !readyz(admin).await {
+    if http_get(admin, "/readyz").await.is_none() {
         println!(
             "memory: custody-controller NOT READY after {:.0} s; no number",
             synced.as_secs_f64()
@@ -386,12 +333,12 @@ async fn memory(deployments: usize, signed: bool) {
     };
     println!(
         "memory: custody-controller RSS {:.1} MiB (peak {:.1} MiB) with {deployments} Deployments, {deployments} ReplicaSets and {} Pods cached{variant} (synced in {:.1} s)",
-        status_kib(pid, "VmRSS:") as f64 / 1024.0,
-        status_kib(pid, "VmHWM:") as f64 / 1024.0,
+        rss_mib(pid, "VmRSS:"),
+        rss_mib(pid, "VmHWM:"),
         deployments * 3,
         synced.as_secs_f64()
     );
-    let metrics = get(admin, "/metrics").await;
+    let metrics = http_get(admin, "/metrics").await.unwrap_or_default();
     let value = |name: &str| -> f64 {
         metrics
             .lines()
@@ -409,41 +356,6 @@ async fn memory(deployments: usize, signed: bool) {
         value("custody_audit_failing_workloads{"),
     );
     drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The body of a plain-HTTP GET on the admin port, empty on any failure.
-async fn get(admin: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else {
-        return String::new();
-    };
-    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-    if s.write_all(request.as_bytes()).await.is_err() {
-        return String::new();
-    }
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    let text = String::from_utf8_lossy(&buf);
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
-async fn readyz(admin: std::net::SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else {
-        return false;
-    };
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    buf.starts_with(b"HTTP/1.1 200")
 }
 
 fn main() {

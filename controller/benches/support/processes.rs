@@ -1,5 +1,8 @@
-//! The analysis bench's processes and what it reads of them: Prometheus and the controller as
-//! child processes, a plain HTTP GET, expositions, and /proc.
+//! The controller benches' processes and what they read of them: the release controller as a
+//! child process against the fake API server, a plain HTTP GET of its admin port, expositions,
+//! and /proc.
+// Shared by both benches; each uses part of it.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,7 +50,7 @@ fn free_port() -> SocketAddr {
 /// A folder of this run's own under the system's temporary folder.
 fn scratch(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
-        "custody-analysis-bench-{what}-{}",
+        "custody-bench-{what}-{}",
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).expect("scratch folder");
@@ -56,7 +59,7 @@ fn scratch(what: &str) -> PathBuf {
 
 /// The release `custody-controller` (or CUSTODY_CONTROLLER_BIN) against `api`, without leader
 /// election; where its admin port listens.
-pub fn start_controller(api: &FakeApiServer) -> (Process, SocketAddr) {
+pub fn start_controller(api: &FakeApiServer, default_log: &str) -> (Process, SocketAddr) {
     let dir = scratch("controller");
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, format!(
@@ -72,7 +75,7 @@ pub fn start_controller(api: &FakeApiServer) -> (Process, SocketAddr) {
     .env("KUBECONFIG", &kubeconfig)
     .env(
         "RUST_LOG",
-        std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "error".into()),
+        std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| default_log.into()),
     )
     .stdout(Stdio::null())
     .spawn()
