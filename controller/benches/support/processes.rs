@@ -49,10 +49,7 @@ fn free_port() -> SocketAddr {
 
 /// A folder of this run's own under the system's temporary folder.
 fn scratch(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "custody-bench-{what}-{}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("custody-bench-{what}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch folder");
     dir
 }
