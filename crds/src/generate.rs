@@ -4,7 +4,7 @@
 use kube::CustomResourceExt;
 
 use crate::report::{ReportFormat, report_crd};
-use crate::{CustodyAgent, CustodyPolicy, CustodyTeam, RollbackRecord};
+use crate::{CustodyAgent, CustodyChange, CustodyPolicy, CustodyTeam, RollbackRecord};
 
 /// The file name and YAML text of every Custody CRD.
 pub fn crd_documents() -> Result<Vec<(&'static str, String)>, GenerateError> {
@@ -13,6 +13,10 @@ pub fn crd_documents() -> Result<Vec<(&'static str, String)>, GenerateError> {
         (
             "custodyagents.custody.dev.yaml",
             format!("{header}{}", to_yaml(&CustodyAgent::crd())?),
+        ),
+        (
+            "custodychanges.custody.dev.yaml",
+            format!("{header}{}", to_yaml(&CustodyChange::crd())?),
         ),
         (
             "custodypolicies.custody.dev.yaml",

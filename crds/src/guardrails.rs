@@ -1,11 +1,15 @@
 //! `spec.agents` of a CustodyPolicy: guardrails that bind agents only. Probation: after
 //! repeated reverts of one agent's revisions, its new revisions are refused for a while.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::WorkloadKind;
+use crate::team::TeamMembers;
+
 /// Guardrails for agents' revisions.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentGuardrails {
     /// Probation after repeated reverts; off when omitted, `{}` for the defaults (3 reverts in
@@ -20,13 +24,75 @@ pub struct AgentGuardrails {
     /// defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
+    /// A person's review: an agent's new revision of a workload in scope is admitted only once
+    /// people approved a CustodyChange with its exact digest; off when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
 }
 
 impl AgentGuardrails {
     /// True when no guardrail is set.
     pub fn is_empty(&self) -> bool {
-        self.probation.is_none() && self.limits.is_empty() && self.canary.is_none()
+        self.probation.is_none()
+            && self.limits.is_empty()
+            && self.canary.is_none()
+            && self.approval.is_none()
     }
+}
+
+/// Which agents' changes need a person's approval, to which of the policy's workloads, from
+/// whom, and for how long an approval holds. Every given criterion must match; the policy's own
+/// `match` still decides which workloads it judges at all.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// The agent ids (`agent` annotation) whose changes need approval, as globs.
+    #[serde(default = "all_agents")]
+    pub agents: Vec<String>,
+    /// Only these kinds; empty means every kind the policy judges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<WorkloadKind>,
+    /// Only workloads whose `owner` annotation matches one of these globs; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teams: Vec<String>,
+    /// Only workloads whose labels match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_selector: Option<LabelSelector>,
+    /// Who may approve or reject, as globs. When empty, the members of the CustodyTeam the
+    /// workload's `owner` names. Never the proposer, a service account, a `system:` user or an
+    /// agent identity of any policy, whatever is listed here.
+    #[serde(default, skip_serializing_if = "TeamMembers::is_empty")]
+    pub approvers: TeamMembers,
+    /// How many different people must approve: 1 or 2.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 2))]
+    pub required: u32,
+    /// How long a request takes approvals after it is proposed, and how long an approval then
+    /// admits the change: `24h`, `30m`, `7d` or ISO 8601.
+    #[serde(default = "default_valid_for")]
+    pub valid_for: String,
+}
+
+impl Default for Approval {
+    fn default() -> Self {
+        Self {
+            agents: all_agents(),
+            kinds: Vec::new(),
+            teams: Vec::new(),
+            object_selector: None,
+            approvers: TeamMembers::default(),
+            required: one(),
+            valid_for: default_valid_for(),
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_valid_for() -> String {
+    "24h".to_string()
 }
 
 /// The guarded first step of an agent's rollout. The controller holds the rollout once the new

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod analysis;
 pub mod attestation;
+pub mod change;
 pub mod fingerprint;
 pub mod freeze;
 pub mod generate;
@@ -24,9 +25,13 @@ pub mod vocabulary;
 pub mod yaml;
 
 pub use agent::{AgentRevision, CustodyAgent, CustodyAgentSpec, CustodyAgentStatus};
+pub use change::{
+    Applied, ChangePhase, ChangeWorkload, CustodyChange, CustodyChangeSpec, CustodyChangeStatus,
+    DiffLine,
+};
 pub use fingerprint::{TemplateFingerprint, template_fingerprint};
 pub use freeze::{FreezeWindow, OwnershipMode};
-pub use guardrails::{AgentGuardrails, AgentLimit, Canary, Probation, ProbationScope};
+pub use guardrails::{AgentGuardrails, AgentLimit, Approval, Canary, Probation, ProbationScope};
 pub use policy::{
     AnnotationRule, CustodyPolicy, CustodyPolicySpec, CustodyPolicyStatus, EnforcementMode,
     FailurePolicy, Identities, IdentitySet, MatchRules, NamespaceMatch, RollbackSettings,

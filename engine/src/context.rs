@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use custody_crds::Vocabulary;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::approval::ChangeIndex;
 use crate::attest::AttestationCache;
 use crate::limits::AgentActivity;
 use crate::quarantine::QuarantineIndex;
@@ -33,4 +34,6 @@ pub struct Context<'a> {
     pub background: bool,
     /// The controller's summaries of agents' rollouts and revisions, for `spec.agents.limits`.
     pub activity: &'a AgentActivity,
+    /// Change requests, for `spec.agents.approval`.
+    pub changes: &'a ChangeIndex,
 }

@@ -62,6 +62,10 @@ pub enum ViolationCode {
     RevisionLimit,
     /// An agent's update would release the controller's hold on a rollout's first step.
     HoldReleaseRefused,
+    /// An agent's change to a protected workload has no approved CustodyChange with its digest.
+    ApprovalRequired,
+    /// A write to a CustodyChange breaks its rules (proposer, digest, a person's decision).
+    ChangeRefused,
 }
 
 impl ViolationCode {
@@ -108,6 +112,8 @@ impl ViolationCode {
             ViolationCode::RolloutLimit => "RolloutLimit",
             ViolationCode::RevisionLimit => "RevisionLimit",
             ViolationCode::HoldReleaseRefused => "HoldReleaseRefused",
+            ViolationCode::ApprovalRequired => "ApprovalRequired",
+            ViolationCode::ChangeRefused => "ChangeRefused",
         }
     }
 }

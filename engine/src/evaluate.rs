@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use custody_crds::{AnnotationKey, EnforcementMode, OwnershipMode};
 use serde_json::value::RawValue;
 
+use crate::approval;
 use crate::attest::{claim_from_template, claim_from_view};
 use crate::change_freeze::{self, FreezeOutcome};
 use crate::context::Context;
@@ -83,6 +84,9 @@ pub fn evaluate(policies: &PolicySet, request: &Request<'_>, ctx: &Context<'_>) 
     found.note_revision(revision.violations, revision.override_note);
     if !ctx.background {
         change_guards(&scope, revision.is_new, &mut found);
+        if revision.is_new {
+            approval_checks(&scope, revision.template, &mut found);
+        }
         found.violations.extend(hold_release(&scope));
     }
 
@@ -313,6 +317,62 @@ fn revision_checks<'a>(scope: &Scope<'_, '_, 'a>) -> Result<Revision<'a>, Decisi
         }
     }
     Ok(revision)
+}
+
+/// Each selecting policy's `spec.agents.approval` that covers an agent's new revision: admitted
+/// by an approved change request with its digest, or denied. The digest is taken only when some
+/// policy's approval covers the request.
+fn approval_checks(
+    scope: &Scope<'_, '_, '_>,
+    template: Option<Option<&RawValue>>,
+    found: &mut Findings,
+) {
+    let Scope {
+        judged,
+        subject,
+        selecting,
+        ctx,
+        ..
+    } = scope;
+    let labels = judged.object.metadata.labels.as_ref();
+    let no_labels = BTreeMap::new();
+    let covering: Vec<_> = selecting
+        .iter()
+        .filter_map(|p| {
+            let approval = p.approval.as_ref()?;
+            let agent = approval::agent_in_scope(p.head(), subject)?;
+            let covered = approval::Scope {
+                agent,
+                kind: judged.kind,
+                team: subject.annotations.get(AnnotationKey::Owner).map(str::trim),
+                labels: labels.unwrap_or(&no_labels),
+            };
+            approval.covers(&covered).then_some((*p, approval, covered))
+        })
+        .collect();
+    if covering.is_empty() {
+        return;
+    }
+    let (kind, object, namespace) = (judged.kind, judged.object, &judged.namespace);
+    let claim = match template {
+        Some(t) => claim_from_template(kind, namespace, object, t, ctx.vocabulary),
+        None => claim_from_view(kind, namespace, object, ctx.vocabulary),
+    }
+    .map_err(|e| e.to_string());
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    let entries = ctx.changes.entries(namespace, kind, name);
+    for (policy, approval, covered) in covering {
+        match approval::judge(policy.head(), approval, &covered, &claim, entries, ctx.now) {
+            approval::Verdict::Admitted { change, approvers } => {
+                let by = approvers.join(", ");
+                found.warnings.push(format!(
+                    "custody: admitted as the change CustodyChange {change:?} approved by {by}"
+                ));
+                found.audit("approved-change", format!("{change}: {by}"));
+            }
+            approval::Verdict::Denied(v) => found.add_distinct(v),
+        }
+    }
 }
 
 /// An agent's update that would release the controller's hold on a first step.

@@ -12,8 +12,10 @@
 //! subject, compiled parts) are imported by the rule modules, the rules by [`evaluate`], and
 //! nothing imports upward.
 
+mod approval;
 pub mod attest;
 mod change_freeze;
+mod change_review;
 mod context;
 mod controllers;
 mod decision;
@@ -38,6 +40,11 @@ mod subject;
 mod teams;
 mod triage;
 
+pub use approval::{
+    ChangeEntry, ChangeIndex, CompiledApproval, Scope as ApprovalScope, Standing, approvers,
+    standing,
+};
+pub use change_review::{ChangeReview, is_agent_identity, may_approve, validate_change};
 pub use context::Context;
 pub use controllers::{BUILTIN_CONTROLLERS, ControllerWrite};
 pub use decision::{Decision, Outcome, Violation, ViolationCode};

@@ -42,6 +42,9 @@ pub struct Metadata<'a> {
     /// Annotations, values raw.
     #[serde(borrow, default)]
     pub annotations: Option<BTreeMap<Cow<'a, str>, &'a RawValue>>,
+    /// When the object was created (absent on CREATE), as written.
+    #[serde(borrow, default)]
+    pub creation_timestamp: Option<Cow<'a, str>>,
     /// Owner references.
     #[serde(borrow, default)]
     pub owner_references: Option<Vec<OwnerReference<'a>>>,

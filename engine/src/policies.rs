@@ -14,6 +14,7 @@ use custody_crds::{AnnotationKey, AnnotationRule, CustodyPolicy, CustodyPolicySp
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use regex::Regex;
 
+use crate::approval::CompiledApproval;
 use crate::controllers::ControllerWrite;
 use crate::freeze_window::CompiledFreeze;
 use crate::identity::identity_matches;
@@ -70,6 +71,8 @@ pub struct CompiledPolicy {
     pub probation: Option<CompiledProbation>,
     /// Its agents' budgets, parsed.
     pub limits: Vec<CompiledLimit>,
+    /// Its approval requirement, parsed.
+    pub approval: Option<CompiledApproval>,
 }
 
 impl CompiledPolicy {
@@ -124,6 +127,12 @@ impl CompiledPolicy {
             .enumerate()
             .filter_map(|(i, l)| CompiledLimit::compile(i, l, &mut problems))
             .collect();
+        let approval = policy
+            .spec
+            .agents
+            .approval
+            .as_ref()
+            .and_then(|a| CompiledApproval::compile(a, &mut problems));
         if problems.is_empty() {
             Ok(Self {
                 name,
@@ -133,6 +142,7 @@ impl CompiledPolicy {
                 freezes,
                 probation,
                 limits,
+                approval,
             })
         } else {
             Err(PolicyError {
@@ -257,7 +267,7 @@ fn check_selectors(spec: &CustodyPolicySpec, problems: &mut Vec<String>) {
     }
 }
 
-fn check_selector(field: &str, selector: &LabelSelector, problems: &mut Vec<String>) {
+pub(crate) fn check_selector(field: &str, selector: &LabelSelector, problems: &mut Vec<String>) {
     for expr in selector.match_expressions.iter().flatten() {
         let has_values = expr.values.as_ref().is_some_and(|v| !v.is_empty());
         match expr.operator.as_str() {

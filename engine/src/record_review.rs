@@ -8,7 +8,7 @@ use custody_crds::{Lift, RecordAction};
 use serde::Deserialize;
 
 use crate::decision::{Decision, Outcome, Violation, ViolationCode};
-use crate::identity::identity_matches;
+use crate::identity::person_problem;
 use crate::object::WorkloadObject;
 use crate::policies::PolicySet;
 use crate::request::{Operation, Request};
@@ -187,26 +187,7 @@ fn not_a_person(
     policies: &PolicySet,
     which: Which,
 ) -> Option<String> {
-    let what = which.what();
-    if user.starts_with("system:serviceaccount:") {
-        return Some(format!(
-            "{user} is a service account; only a person lifts {what}"
-        ));
-    }
-    if user.starts_with("system:") {
-        return Some(format!(
-            "{user} is a system identity; only a person lifts {what}"
-        ));
-    }
-    policies
-        .iter()
-        .find(|p| identity_matches(&p.spec.identities.agents, user, groups))
-        .map(|p| {
-            format!(
-                "{user} is an agent identity of CustodyPolicy {:?}; an agent never lifts {what}",
-                p.name
-            )
-        })
+    person_problem(user, groups, policies, &format!("lifts {}", which.what()))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use custody_crds::selection::glob_matches;
-use custody_crds::{AnnotationKey, CustodyTeam};
+use custody_crds::{AnnotationKey, CustodyTeam, TeamMembers};
 
 /// A team ready to answer "may it own this namespace?".
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub struct Team {
     pub oncall: Vec<String>,
     /// The namespaces it may own, as globs.
     pub namespaces: Vec<String>,
+    /// Its people, who approve its workloads' changes unless a policy names approvers.
+    pub members: TeamMembers,
 }
 
 impl Team {
@@ -141,6 +143,7 @@ pub fn check_team(team: &CustodyTeam) -> Result<Team, TeamError> {
             name,
             oncall: spec.oncall.clone(),
             namespaces: spec.namespaces.clone(),
+            members: spec.members.clone(),
         })
     } else {
         Err(TeamError {

@@ -94,6 +94,7 @@ fn judge(
         teams: &TeamIndex::default(),
         background: false,
         activity,
+        changes: &custody_engine::ChangeIndex::default(),
     };
     evaluate(set, &request, &ctx)
 }

@@ -109,6 +109,7 @@ fn judge(
         teams: &TeamIndex::default(),
         background: false,
         activity: &custody_engine::AgentActivity::default(),
+        changes: &custody_engine::ChangeIndex::default(),
     };
     evaluate(set, &request, &ctx)
 }

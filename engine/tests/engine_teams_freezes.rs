@@ -105,6 +105,7 @@ fn judge_at(
         teams,
         background: false,
         activity: &custody_engine::AgentActivity::default(),
+        changes: &custody_engine::ChangeIndex::default(),
     };
     evaluate(set, &request, &ctx)
 }
@@ -704,6 +705,7 @@ fn freeze_follows_the_policy_mode_and_skips_background_audits() {
         teams: &teams,
         background: true,
         activity: &custody_engine::AgentActivity::default(),
+        changes: &custody_engine::ChangeIndex::default(),
     };
     assert!(
         evaluate(&set, &request, &ctx).allowed,

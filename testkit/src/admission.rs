@@ -43,6 +43,7 @@ pub fn judge_request(
         teams: &custody_engine::TeamIndex::default(),
         background: false,
         activity: &custody_engine::AgentActivity::default(),
+        changes: &custody_engine::ChangeIndex::default(),
     };
     evaluate(policies, request, &ctx)
 }

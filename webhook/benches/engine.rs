@@ -195,6 +195,7 @@ fn guardrails() -> (PolicySet, QuarantineIndex, AgentActivity) {
                 window: "1h".into(),
             }],
             canary: None,
+            approval: None,
         },
         ..CustodyPolicySpec::default()
     };
@@ -252,6 +253,7 @@ fn run_full(
             teams,
             background: false,
             activity,
+            changes: &custody_engine::ChangeIndex::default(),
         };
         let request = review::decode(black_box(body)).expect("decodes");
         let decision = evaluate(policies, &request, &ctx);

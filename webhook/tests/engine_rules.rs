@@ -408,6 +408,7 @@ fn namespace_labels_from_the_context_are_used() {
             teams: &custody_engine::TeamIndex::default(),
             background: false,
             activity: &custody_engine::AgentActivity::default(),
+            changes: &custody_engine::ChangeIndex::default(),
         };
         assert_eq!(!evaluate(&set, &request, &ctx).allowed, judged, "{env}");
     }
@@ -941,6 +942,7 @@ fn failure_policy_for_a_request() {
         teams: &custody_engine::TeamIndex::default(),
         background: false,
         activity: &custody_engine::AgentActivity::default(),
+        changes: &custody_engine::ChangeIndex::default(),
     };
     let deploy = review_of(
         "CREATE",
@@ -1135,6 +1137,7 @@ fn controller_owned_objects_are_judged_unless_a_controller_writes_them() {
         teams: &custody_engine::TeamIndex::default(),
         background: false,
         activity: &custody_engine::AgentActivity::default(),
+        changes: &custody_engine::ChangeIndex::default(),
     };
     let argo_sa = "system:serviceaccount:argo-rollouts:argo-rollouts";
     // (situation, policies, operation, object, old object, user, outcome, failure policy)

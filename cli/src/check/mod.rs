@@ -78,6 +78,7 @@ pub fn run(paths: &[PathBuf], stdin: &mut dyn std::io::Read, options: &CheckOpti
         teams: &teams,
         background: false,
         activity: &AgentActivity::default(),
+        changes: &custody_engine::ChangeIndex::default(),
     };
     let results = loaded
         .objects

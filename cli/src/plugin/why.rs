@@ -134,6 +134,7 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
         teams: &teams,
         background: false,
         activity: &AgentActivity::default(),
+        changes: &custody_engine::ChangeIndex::default(),
     };
     let decision = judge(input, &policies, &ctx);
 

@@ -89,6 +89,7 @@ pub fn audit(
             // Freezes judge changes; the audit judges what runs.
             background: true,
             activity: &AgentActivity::default(),
+            changes: &custody_engine::ChangeIndex::default(),
         };
         judge(&singles, &ctx, workload, &mut findings);
     }

@@ -91,6 +91,7 @@ fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, 
         teams: &teams,
         background: false,
         activity: &activity,
+        changes: &custody_engine::ChangeIndex::default(),
     };
     if !live.is_synced() {
         // Policies may not be known yet; the flag says what the operator wants meanwhile.
