@@ -27,6 +27,7 @@ fn generated_yaml_reads_back_as_the_same_crd() {
     let docs = custody_crds::generate::crd_documents().unwrap();
     let expected = [
         custody_crds::CustodyAgent::crd(),
+        custody_crds::CustodyChange::crd(),
         custody_crds::CustodyPolicy::crd(),
         custody_crds::CustodyTeam::crd(),
         custody_crds::RollbackRecord::crd(),

@@ -95,7 +95,8 @@ fn read_policy(object: &WorkloadObject<'_>) -> Result<CustodyPolicy, serde_json:
     Ok(policy)
 }
 
-/// Whether `new` lowers the mode or the failure policy of `old` without a fresh acknowledgement.
+/// Whether `new` lowers the mode, the failure policy or the approval requirement of `old`
+/// without a fresh acknowledgement.
 fn unacknowledged_weakening(old: &CustodyPolicy, new: &CustodyPolicy) -> Option<String> {
     let mut weakened = Vec::new();
     if new.spec.mode < old.spec.mode {
@@ -107,6 +108,18 @@ fn unacknowledged_weakening(old: &CustodyPolicy, new: &CustodyPolicy) -> Option<
             old.spec.failure_policy.as_str(),
             new.spec.failure_policy.as_str()
         ));
+    }
+    // Dropping the review of agents' changes is as much a weakening as lowering the mode: an
+    // agent identity allowed to edit policies could otherwise wave its own changes through.
+    match (&old.spec.agents.approval, &new.spec.agents.approval) {
+        (Some(_), None) => weakened.push("agents.approval removed".to_string()),
+        (Some(o), Some(n)) if n.required < o.required => {
+            weakened.push(format!(
+                "agents.approval.required {} -> {}",
+                o.required, n.required
+            ));
+        }
+        _ => {}
     }
     if weakened.is_empty() {
         return None;
