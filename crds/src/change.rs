@@ -248,6 +248,20 @@ pub fn change_name(workload: &str, digest: &str) -> String {
     format!("{}-{hex}", stem.trim_end_matches(['-', '.']))
 }
 
+/// The name for a new request for a change: [`change_name`], or, when earlier requests for the
+/// same change hold that name (spent, rejected or expired: they stay as the record), the
+/// first of `-2`, `-3`, ... that `taken` does not hold.
+pub fn next_change_name(workload: &str, digest: &str, taken: impl Fn(&str) -> bool) -> String {
+    let base = change_name(workload, digest);
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|name| !taken(name))
+        .unwrap_or(base)
+}
+
 /// Whether `value` is written as a digest: `sha256:` and 64 lower-case hex digits.
 pub fn is_digest(value: &str) -> bool {
     value.strip_prefix("sha256:").is_some_and(|hex| {
@@ -460,6 +474,23 @@ mod tests {
             base,
             change_digest("Deployment/shop/web", "sha256:aa", &other)
         );
+    }
+
+    #[test]
+    fn a_change_proposed_again_gets_the_next_free_name() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(change_name("web", &digest), "web-ababababab");
+        assert_eq!(
+            next_change_name("web", &digest, |_| false),
+            "web-ababababab"
+        );
+        let taken = ["web-ababababab", "web-ababababab-2"];
+        assert_eq!(
+            next_change_name("web", &digest, |n| taken.contains(&n)),
+            "web-ababababab-3"
+        );
+        let long = "a".repeat(80);
+        assert!(change_name(&long, &digest).len() <= 63);
     }
 
     #[test]

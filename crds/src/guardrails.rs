@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::WorkloadKind;
+use crate::kind::WorkloadKind;
 use crate::team::TeamMembers;
 
 /// Guardrails for agents' revisions.

@@ -14,6 +14,7 @@ pub mod fingerprint;
 pub mod freeze;
 pub mod generate;
 pub mod guardrails;
+pub mod kind;
 pub mod policy;
 pub mod quantity;
 pub mod record;

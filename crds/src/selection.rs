@@ -50,6 +50,28 @@ fn namespace_name_selected(include: &[String], exclude: &[String], namespace: &s
         && !exclude.iter().any(|g| glob_matches(g, namespace))
 }
 
+/// The problems of a label selector a policy names: operators Kubernetes does not know, and
+/// values where the operator takes none (or none where it needs some); each names `field`.
+pub fn check_label_selector(field: &str, selector: &LabelSelector, problems: &mut Vec<String>) {
+    for expr in selector.match_expressions.iter().flatten() {
+        let has_values = expr.values.as_ref().is_some_and(|v| !v.is_empty());
+        match expr.operator.as_str() {
+            "In" | "NotIn" if !has_values => problems.push(format!(
+                "{field}: operator {} on {:?} needs at least one value",
+                expr.operator, expr.key
+            )),
+            "Exists" | "DoesNotExist" if has_values => problems.push(format!(
+                "{field}: operator {} on {:?} takes no values",
+                expr.operator, expr.key
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => problems.push(format!(
+                "{field}: unknown operator {other:?} (use In, NotIn, Exists or DoesNotExist)"
+            )),
+        }
+    }
+}
+
 /// Label-selector semantics as Kubernetes defines them: every `matchLabels` pair and every
 /// expression must hold; an empty selector selects everything. An unknown operator selects
 /// nothing (policy validation rejects it before it gets here).

@@ -36,8 +36,9 @@ pub struct CustodyTeamSpec {
     #[serde(default)]
     pub namespaces: Vec<String>,
 
-    /// Who belongs to the team, for reference and tooling. Membership grants nothing at
-    /// admission: Kubernetes RBAC decides who may write.
+    /// Who belongs to the team. Members approve and reject agents' changes to the team's
+    /// workloads where a policy's `agents.approval` names no approvers; otherwise membership
+    /// grants nothing at admission: Kubernetes RBAC decides who may write.
     #[serde(default, skip_serializing_if = "TeamMembers::is_empty")]
     pub members: TeamMembers,
 }

@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use custody_crds::attestation::{Claim, template_path};
-use custody_crds::change::{change_name, claim_digest};
-use custody_crds::selection::{glob_matches, label_selector_matches};
+use custody_crds::change::{claim_digest, next_change_name};
+use custody_crds::selection::{check_label_selector, glob_matches, label_selector_matches};
 use custody_crds::{Actor, AnnotationKey, Approval, CustodyChange, Lift, WorkloadKind};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -65,11 +65,7 @@ impl CompiledApproval {
             }
         }
         if let Some(selector) = &spec.object_selector {
-            crate::policies::check_selector(
-                "spec.agents.approval.objectSelector",
-                selector,
-                problems,
-            );
+            check_label_selector("spec.agents.approval.objectSelector", selector, problems);
             for expr in selector.match_expressions.iter().flatten() {
                 if matches!(expr.operator.as_str(), "NotIn" | "DoesNotExist") {
                     problems.push(format!(
@@ -340,7 +336,9 @@ pub(crate) fn judge(
         }
     };
     let digest = claim_digest(claim);
-    let name = change_name(&claim.name, &digest);
+    let name = next_change_name(&claim.name, &digest, |n| {
+        entries.iter().any(|e| e.name == n)
+    });
     let mut why = Vec::new();
     for entry in entries.iter().filter(|e| e.digest == digest) {
         match standing(entry, approval, now) {

@@ -16,8 +16,9 @@ use serde::de::DeserializeOwned;
 
 use crate::approval::{CompiledApproval, Scope, Standing, approvers, standing};
 use crate::decision::{Decision, Outcome, Violation, ViolationCode};
-use crate::identity::{identity_matches, person_problem};
+use crate::identity::identity_matches;
 use crate::object::WorkloadObject;
+use crate::person::person_problem;
 use crate::policies::{CompiledPolicy, PolicySet};
 use crate::record_review::MIN_REASON_CHARS;
 use crate::request::{Operation, Request};
@@ -369,6 +370,20 @@ fn judge_decision(
     lift: &Lift,
     review: &ChangeReview<'_>,
 ) -> Result<(), Refusal> {
+    the_deciders_own(request, old, spec, field, lift, review)?;
+    may_decide(request, old_object, old, spec, field, review)
+}
+
+/// A decision is a person's, under their own name, with a reason, dated now, and not the
+/// proposer's or a repeat of their own.
+fn the_deciders_own(
+    request: &Request<'_>,
+    old: &CustodyChangeStatus,
+    spec: &CustodyChangeSpec,
+    field: &'static str,
+    lift: &Lift,
+    review: &ChangeReview<'_>,
+) -> Result<(), Refusal> {
     let user = request.user_info.username.as_ref();
     let groups = &request.user_info.groups;
     let own_name = "run `kubectl custody approve` or `reject` as yourself".to_string();
@@ -428,6 +443,20 @@ fn judge_decision(
             String::new(),
         ));
     }
+    Ok(())
+}
+
+/// Whether the change is in a state to decide, and the requester one who may decide it.
+fn may_decide(
+    request: &Request<'_>,
+    old_object: &WorkloadObject<'_>,
+    old: &CustodyChangeStatus,
+    spec: &CustodyChangeSpec,
+    field: &'static str,
+    review: &ChangeReview<'_>,
+) -> Result<(), Refusal> {
+    let user = request.user_info.username.as_ref();
+    let groups = &request.user_info.groups;
     let namespace = request.namespace.as_deref().unwrap_or_default();
     let policies = protecting(spec, namespace, review);
     if policies.is_empty() {

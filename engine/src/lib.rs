@@ -26,6 +26,7 @@ mod hold;
 mod identity;
 mod limits;
 mod object;
+mod person;
 mod policies;
 mod policy_ref;
 mod policy_review;

@@ -9,9 +9,8 @@ use std::fmt;
 
 use custody_crds::attestation::CompiledKey;
 use custody_crds::policy::BUILTIN_POLICY_NAME;
-use custody_crds::selection::Target;
+use custody_crds::selection::{Target, check_label_selector};
 use custody_crds::{AnnotationKey, AnnotationRule, CustodyPolicy, CustodyPolicySpec, IdentitySet};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use regex::Regex;
 
 use crate::approval::CompiledApproval;
@@ -252,7 +251,7 @@ fn check_selectors(spec: &CustodyPolicySpec, problems: &mut Vec<String>) {
         }
     }
     if let Some(selector) = &rules.namespace_selector {
-        check_selector("spec.match.namespaceSelector", selector, problems);
+        check_label_selector("spec.match.namespaceSelector", selector, problems);
         for expr in selector.match_expressions.iter().flatten() {
             if matches!(expr.operator.as_str(), "NotIn" | "DoesNotExist") {
                 problems.push(format!(
@@ -263,27 +262,7 @@ fn check_selectors(spec: &CustodyPolicySpec, problems: &mut Vec<String>) {
         }
     }
     if let Some(selector) = &rules.object_selector {
-        check_selector("spec.match.objectSelector", selector, problems);
-    }
-}
-
-pub(crate) fn check_selector(field: &str, selector: &LabelSelector, problems: &mut Vec<String>) {
-    for expr in selector.match_expressions.iter().flatten() {
-        let has_values = expr.values.as_ref().is_some_and(|v| !v.is_empty());
-        match expr.operator.as_str() {
-            "In" | "NotIn" if !has_values => problems.push(format!(
-                "{field}: operator {} on {:?} needs at least one value",
-                expr.operator, expr.key
-            )),
-            "Exists" | "DoesNotExist" if has_values => problems.push(format!(
-                "{field}: operator {} on {:?} takes no values",
-                expr.operator, expr.key
-            )),
-            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-            other => problems.push(format!(
-                "{field}: unknown operator {other:?} (use In, NotIn, Exists or DoesNotExist)"
-            )),
-        }
+        check_label_selector("spec.match.objectSelector", selector, problems);
     }
 }
 
@@ -466,7 +445,7 @@ impl PolicySet {
 mod tests {
     use super::*;
     use custody_crds::{IdentitySet, MatchRules};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
     fn policy(spec: CustodyPolicySpec) -> CustodyPolicy {
         CustodyPolicy::new("p", spec)

@@ -8,8 +8,8 @@ use custody_crds::{Lift, RecordAction};
 use serde::Deserialize;
 
 use crate::decision::{Decision, Outcome, Violation, ViolationCode};
-use crate::identity::person_problem;
 use crate::object::WorkloadObject;
+use crate::person::person_problem;
 use crate::policies::PolicySet;
 use crate::request::{Operation, Request};
 

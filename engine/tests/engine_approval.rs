@@ -1099,3 +1099,22 @@ fn removing_the_review_is_a_weakening() {
         }
     }
 }
+
+/// A spent request keeps its name as the record; the denial names the next free one, which
+/// `kubectl custody propose` also picks.
+#[test]
+fn proposing_again_after_a_spent_request_names_the_next_request() {
+    let set = policies(approval(1));
+    let old = web("shop/web:1");
+    let new = web("shop/web:2");
+    let change = proposal(&new, AGENT_SA);
+    let name = change.metadata.name.clone().unwrap();
+    let spent = applied(&approved_by(change, &[ANN]));
+    let d = admit(&set, &[spent], "UPDATE", &new, Some(&old), AGENT_SA);
+    let message = d.message.unwrap_or_default();
+    assert!(message.contains("was spent on revision 4"), "{message}");
+    assert!(
+        message.contains(&format!("creates CustodyChange {name}-2)")),
+        "{message}"
+    );
+}
