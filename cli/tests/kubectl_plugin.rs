@@ -4,7 +4,9 @@
 
 use custody_cli::plugin::why::{WhyInput, WhyReport, explain};
 use custody_cli::plugin::{ObjectRef, format, records};
-use custody_crds::{CustodyPolicy, RollbackRecord, Vocabulary, WorkloadKind, template_fingerprint};
+use custody_crds::{
+    CustodyChange, CustodyPolicy, RollbackRecord, Vocabulary, WorkloadKind, template_fingerprint,
+};
 use custody_engine::{Outcome, ViolationCode};
 use serde_json::{Value, json};
 
@@ -85,6 +87,7 @@ struct World {
     policies: Vec<CustodyPolicy>,
     records: Vec<RollbackRecord>,
     revisions: Vec<Value>,
+    changes: Vec<CustodyChange>,
     user: &'static str,
 }
 
@@ -95,6 +98,7 @@ impl World {
             policies: vec![CustodyPolicy::builtin_default()],
             records: Vec::new(),
             revisions: Vec::new(),
+            changes: Vec::new(),
             user: "kubectl-custody",
         }
     }
@@ -121,6 +125,7 @@ impl World {
             namespace_labels: None,
             records: &self.records,
             teams: &[],
+            changes: &self.changes,
             revisions: &self.revisions,
             user: self.user,
             groups: &[],
@@ -734,4 +739,139 @@ Event RolloutResumed recorded on deployment/web in namespace shop.
     let json: Value = serde_json::from_str(&format::json(&sts)).unwrap();
     assert_eq!(json["partition"], 0);
     assert!(json.get("condition").is_none());
+}
+
+/// The agent's change request for `object`, proposed an hour ago, with `approvals` given half
+/// an hour ago and, if `applied`, spent on revision 3.
+fn change_for(object: &Value, approvals: &[&str], applied: bool) -> CustodyChange {
+    use custody_cli::propose::{Proposer, Workload, build};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let workload = Workload {
+        kind: WorkloadKind::Deployment,
+        name: "web".into(),
+        namespace: "shop".into(),
+        object: object.clone(),
+    };
+    let mut change = build(
+        &workload,
+        Proposer {
+            user: "system:serviceaccount:ci:agent",
+            reason: "bump the image for the CVE fix",
+        },
+        None,
+        &Vocabulary::default(),
+    )
+    .unwrap()
+    .change;
+    change.metadata.creation_timestamp =
+        Some(Time(now - k8s_openapi::jiff::SignedDuration::from_hours(1)));
+    change.status = Some(custody_crds::CustodyChangeStatus {
+        approvals: approvals
+            .iter()
+            .map(|by| custody_crds::Lift {
+                by: by.to_string(),
+                reason: "checked the image bump".into(),
+                at: Time(now - k8s_openapi::jiff::SignedDuration::from_mins(30)),
+            })
+            .collect(),
+        applied: applied.then(|| custody_crds::Applied {
+            revision: "3".into(),
+            generation: Some(3),
+            at: Time(now),
+        }),
+        ..custody_crds::CustodyChangeStatus::default()
+    });
+    change
+}
+
+fn reviewed_policy() -> CustodyPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
+        "metadata": {"name": "reviewed"},
+        "spec": {
+            "identities": {"agents": {"users": ["system:serviceaccount:ci:agent"]}},
+            "agents": {"approval": {"approvers": {"users": ["ann@acme.dev"]}}}
+        }
+    }))
+    .unwrap()
+}
+
+#[test]
+fn why_judges_with_the_namespaces_change_requests_and_lists_the_open_ones() {
+    let live = deployment(complete("agent"), "shop:2");
+    let approved = change_for(&live, &["ann@acme.dev"], false);
+    let pending = change_for(&deployment(complete("agent"), "shop:3"), &[], false);
+    let spent = change_for(
+        &deployment(complete("agent"), "shop:1"),
+        &["ann@acme.dev"],
+        true,
+    );
+    let world = |changes: Vec<CustodyChange>| World {
+        policies: vec![reviewed_policy()],
+        user: "system:serviceaccount:ci:agent",
+        changes,
+        ..World::new(live.clone())
+    };
+
+    let report = world(vec![]).explain();
+    assert_eq!(report.decision.outcome, Outcome::Denied);
+    assert_eq!(
+        codes(&report),
+        [(ViolationCode::ApprovalRequired, "spec.template".to_string())]
+    );
+
+    let report = world(vec![approved.clone(), pending.clone(), spent.clone()]).explain();
+    assert!(report.decision.allowed, "{:?}", report.decision.violations);
+    let name = |c: &CustodyChange| c.metadata.name.clone().unwrap();
+    let shown: Vec<(String, bool)> = report
+        .changes
+        .iter()
+        .map(|c| (c.name.clone(), c.current))
+        .collect();
+    assert_eq!(
+        shown.iter().filter(|(_, current)| *current).count(),
+        1,
+        "{shown:?}"
+    );
+    assert!(shown.contains(&(name(&approved), true)), "{shown:?}");
+    assert!(shown.contains(&(name(&pending), false)), "{shown:?}");
+    assert_eq!(report.closed_changes, 1, "the spent one is left out");
+    let text = format::why_text(&report);
+    assert!(
+        text.contains("  warning: custody: admitted as the change CustodyChange"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("  {}*", name(&approved)))
+                && l.contains("approved by ann@acme.dev: admits its revision until")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("  {} ", name(&pending)))
+                && l.contains("0 of 1 approvals, takes approvals until")),
+        "{text}"
+    );
+    assert!(
+        text.contains("  and 1 other spent, rejected or expired: kubectl custody changes -n shop"),
+        "{text}"
+    );
+
+    // The running revision's own change, spent: re-creating would need a new approval, and
+    // the report says why that is no cause for alarm.
+    let spent_here = change_for(&live, &["ann@acme.dev"], true);
+    let report = world(vec![spent_here]).explain();
+    assert_eq!(report.decision.outcome, Outcome::Denied);
+    assert!(
+        report.notes.iter().any(
+            |n| n.starts_with("the change request that admitted the current revision is spent")
+        ),
+        "{:?}",
+        report.notes
+    );
+    let json: Value = serde_json::from_str(&format::json(&report)).unwrap();
+    assert_eq!(json["changes"][0]["phase"], "Applied");
+    assert_eq!(json["changes"][0]["current"], true);
 }

@@ -14,7 +14,9 @@
 //!   first, so the webhook quarantines the bad template before anything can re-apply it, then
 //!   the guarded revert, the marks, the Event, the metrics ([`metrics`]) and the notification to
 //!   the owning team's targets or the policy's URL; a break-glass revision is announced once;
-//!   the agents' summaries are published for the webhook's budgets.
+//!   the agents' summaries are published for the webhook's budgets; agents' change requests
+//!   (CustodyChanges) get their phase, their Events and notices, and once their workload runs
+//!   the approved change, the revision that spent the approval.
 //!
 //! [`keys`] names the annotation keys and marks everything reads, and imports nothing. Every
 //! replica keeps its cache warm. The same cache feeds the background [`audit`], which judges

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 
 use custody_crds::analysis::CheckResult;
 use custody_crds::report::ResultStatus;
-use custody_crds::{SignalReason, WorkloadKind};
+use custody_crds::{ChangePhase, SignalReason, WorkloadKind};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,6 +42,12 @@ impl Fixed for Excuse {
 }
 
 impl Fixed for ResultStatus {
+    fn label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Fixed for ChangePhase {
     fn label(self) -> &'static str {
         self.as_str()
     }
@@ -203,6 +209,13 @@ pub struct ReportWriteLabels {
     pub outcome: Label<ReportWrite>,
 }
 
+/// Where change requests stand.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeStateLabels {
+    /// Pending, Approved, Rejected, Applied or Expired.
+    pub state: Label<ChangePhase>,
+}
+
 /// A check's outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckLabels {
@@ -273,6 +286,12 @@ pub struct Metrics {
     pub rollouts_held: Family<KindLabels, Counter>,
     /// Held rollouts the controller resumed, by kind.
     pub rollouts_resumed: Family<KindLabels, Counter>,
+    /// Change requests by phase, as the leader last looked at them.
+    pub changes: Family<ChangeStateLabels, Gauge>,
+    /// Seconds from a change request's proposal to the approval that made its quorum.
+    pub change_approval_seconds: Histogram,
+    /// Approved changes seen running (their approval spent).
+    pub changes_applied: Counter,
 }
 
 impl Metrics {
@@ -304,6 +323,12 @@ impl Metrics {
             analysis_dry_run_failures: Counter::default(),
             rollouts_held: Family::default(),
             rollouts_resumed: Family::default(),
+            changes: Family::default(),
+            // 30 s to ~11 days: people answer in minutes to days.
+            change_approval_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(30.0, 2.0, 16),
+            ),
+            changes_applied: Counter::default(),
         };
         registry.register("reverts", "Reverts written, by reason", m.reverts.clone());
         registry.register(
@@ -378,7 +403,27 @@ impl Metrics {
             m.attestation_read_failures.clone(),
         );
         m.register_analysis(registry);
+        m.register_changes(registry);
         m
+    }
+
+    /// Registers the change requests' metrics.
+    fn register_changes(&self, registry: &mut Registry) {
+        registry.register(
+            "changes",
+            "CustodyChange requests by phase (Pending, Approved, Rejected, Applied, Expired), as the leader last looked at them",
+            self.changes.clone(),
+        );
+        registry.register(
+            "change_approval_seconds",
+            "Seconds from a CustodyChange's proposal to the approval that completed its quorum, once per request",
+            self.change_approval_seconds.clone(),
+        );
+        registry.register(
+            "changes_applied",
+            "Approved CustodyChanges seen running, their approval spent",
+            self.changes_applied.clone(),
+        );
     }
 
     /// Registers the metric analysis's and the guarded first step's metrics.
@@ -446,9 +491,17 @@ mod tests {
                 kind: Label(WorkloadKind::DaemonSet),
             })
             .inc();
+        m.changes
+            .get_or_create(&ChangeStateLabels {
+                state: Label(ChangePhase::Approved),
+            })
+            .set(2);
+        m.changes_applied.inc();
         let mut text = String::new();
         encode(&mut text, &registry).expect("encodes");
         for line in [
+            r#"custody_changes{state="Approved"} 2"#,
+            "custody_changes_applied_total 1",
             r#"custody_reverts_total{reason="NotReady"} 1"#,
             r#"custody_reconcile_errors_total{error="AttestationUnreadable"} 1"#,
             r#"custody_regressions_not_attributed_total{kind="StatefulSet",reason="shared_with_previous_revision"} 1"#,

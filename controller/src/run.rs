@@ -1,11 +1,12 @@
 //! The controller's wiring: one watch per resource feeds the [`Cache`]
 //! ([`crate::cache::feed`]); the work queue ([`crate::schedule`]) looks at each workload its
 //! own events, those of the revisions and Pods the cache links to it, and the Nodes those Pods
-//! are bound to going down or up trigger. Policies, teams and namespaces are kept in stores.
+//! are bound to going down or up trigger. Policies, teams, change requests and namespaces are
+//! kept in stores; the change requests have their own loop ([`crate::act::changes`]).
 
 use std::sync::Arc;
 
-use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary};
+use custody_crds::{CustodyChange, CustodyPolicy, CustodyTeam, Vocabulary};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
@@ -19,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::act::agent_status::{self, AgentLedger, Publisher};
+use crate::act::changes;
 use crate::act::notify::Notifier;
 use crate::act::{Context, error_policy, reconcile};
 use crate::audit::{self, AuditConfig, AuditInputs};
@@ -50,32 +52,51 @@ pub struct RunConfig {
 /// rarely, a few writes; more in flight would only hold more futures in memory after a resync.
 const RECONCILE_CONCURRENCY: usize = 16;
 
-/// Keeps the team store. Teams are few and read whole, less their managed fields and
-/// last-applied copy. An install from before teams, without the CustodyTeam CRD, keeps working:
-/// the failure is logged once (and again only after a success), the store stays empty, and
-/// neither readiness nor any decision waits for it.
-async fn watch_teams(api: Api<CustodyTeam>, config: watcher::Config, writer: Writer<CustodyTeam>) {
+/// Keeps the store of a Custody resource the controller can do without: CustodyTeams (an
+/// install from before teams), CustodyChanges (from before approvals). Objects are kept less
+/// their managed fields and last-applied copy. Without the CRD the failure is logged once (and
+/// again only after a success), the store stays empty, and neither readiness nor any decision
+/// waits for it. `changed` is notified on every event.
+async fn watch_optional<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: Writer<K>,
+    what: &'static str,
+    changed: Option<Arc<tokio::sync::Notify>>,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let mut failing = false;
     watcher(api, config)
         .backoff(custody_runtime::watch_backoff())
-        .modify(|team| {
-            team.managed_fields_mut().clear();
-            team.annotations_mut()
+        .modify(|object| {
+            object.managed_fields_mut().clear();
+            object
+                .annotations_mut()
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(writer)
         .for_each(move |event| {
+            if let (Ok(_), Some(changed)) = (&event, &changed) {
+                changed.notify_one();
+            }
             match event {
                 Ok(_) if failing => {
                     failing = false;
-                    tracing::info!("watching CustodyTeams again");
+                    tracing::info!(resource = what, "watching again");
                 }
                 Ok(_) => {}
                 Err(error) if !failing => {
                     failing = true;
-                    tracing::warn!(%error, "cannot watch CustodyTeams (is the CRD installed?); owners' teams are ignored until it can");
+                    tracing::warn!(%error, resource = what, "cannot watch (is the CRD installed?); ignored until it can be");
                 }
-                Err(error) => tracing::debug!(%error, "CustodyTeam watch still failing"),
+                Err(error) => tracing::debug!(%error, resource = what, "watch still failing"),
             }
             futures::future::ready(())
         })
@@ -105,10 +126,16 @@ async fn reconcile_all(triggered: Triggered, ctx: Arc<Context>, shutdown: Cancel
 /// The stores reconciles read besides the cache.
 struct Stores {
     policies: Store<CustodyPolicy>,
-    /// Notified when a policy changes (and after a relist), for the audit.
+    /// Notified when a policy changes (and after a relist) or a change request is applied,
+    /// for the audit.
     policy_changed: Arc<tokio::sync::Notify>,
     teams: Store<CustodyTeam>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// CustodyChanges; empty when the CRD is not installed.
+    changes: Store<CustodyChange>,
+    /// Notified on every event of the changes' and the policies' watches, for
+    /// [`crate::act::changes`].
+    changes_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Watches workloads, their revisions and Pods, policies and namespaces, and reconciles until
@@ -158,7 +185,8 @@ pub async fn run(
                 namespaces: stores.namespaces.clone(),
                 teams: stores.teams.clone(),
                 policy_changed: stores.policy_changed.clone(),
-                synced,
+                changes: stores.changes.clone(),
+                synced: synced.clone(),
                 vocabulary: vocabulary.clone(),
             },
             audit_config,
@@ -201,6 +229,16 @@ pub async fn run(
         ctx.leader.clone(),
         shutdown.clone(),
     ));
+    background.spawn(changes::run(
+        ctx.clone(),
+        changes::Inputs {
+            store: stores.changes,
+            wake: stores.changes_wake,
+            synced,
+            audit: stores.policy_changed.clone(),
+        },
+        shutdown.clone(),
+    ));
     background.spawn(report_ready(
         cache.clone(),
         stores.policies,
@@ -212,12 +250,14 @@ pub async fn run(
     background.shutdown().await;
 }
 
-/// Starts the watches of policies, teams and namespaces into their stores.
+/// Starts the watches of policies, teams, change requests and namespaces into their stores.
 fn watch_stores(background: &mut JoinSet<()>, client: &Client, cfg: &watcher::Config) -> Stores {
     let (policy_reader, policy_writer) = reflector::store::<CustodyPolicy>();
     let policy_changed = Arc::new(tokio::sync::Notify::new());
+    let changes_wake = Arc::new(tokio::sync::Notify::new());
     background.spawn({
         let changed = policy_changed.clone();
+        let changes_wake = changes_wake.clone();
         let mut listed = false;
         watcher(Api::<CustodyPolicy>::all(client.clone()), cfg.clone())
             .backoff(custody_runtime::watch_backoff())
@@ -229,15 +269,26 @@ fn watch_stores(background: &mut JoinSet<()>, client: &Client, cfg: &watcher::Co
                     matches!(event, Ok(Event::InitDone)) && std::mem::replace(&mut listed, true);
                 if relisted || matches!(event, Ok(Event::Apply(_) | Event::Delete(_))) {
                     changed.notify_one();
+                    changes_wake.notify_one();
                 }
                 futures::future::ready(())
             })
     });
     let (team_reader, team_writer) = reflector::store::<CustodyTeam>();
-    background.spawn(watch_teams(
+    background.spawn(watch_optional(
         Api::<CustodyTeam>::all(client.clone()),
         cfg.clone(),
         team_writer,
+        "CustodyTeams",
+        None,
+    ));
+    let (change_reader, change_writer) = reflector::store::<CustodyChange>();
+    background.spawn(watch_optional(
+        Api::<CustodyChange>::all(client.clone()),
+        cfg.clone(),
+        change_writer,
+        "CustodyChanges",
+        Some(changes_wake.clone()),
     ));
     let (ns_reader, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
     background.spawn(
@@ -254,6 +305,8 @@ fn watch_stores(background: &mut JoinSet<()>, client: &Client, cfg: &watcher::Co
         policy_changed,
         teams: team_reader,
         namespaces: ns_reader,
+        changes: change_reader,
+        changes_wake,
     }
 }
 

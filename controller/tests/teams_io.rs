@@ -6,18 +6,14 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::routing::post;
 use custody_controller::act::notify::Notifier;
 use custody_controller::metrics::{KindLabels, Label, Metrics};
 use custody_controller::run::RunConfig;
 use custody_testkit::fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
+use support::receiver::receiver;
 use support::running::{self, Running, ago, eventually, pod_template};
 
 const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
@@ -29,47 +25,6 @@ const POLICIES: &str = "apis/custody.dev/v1alpha1/custodypolicies";
 const SECRETS: &str = "api/v1/secrets";
 const EVENTS: &str = "apis/events.k8s.io/v1/events";
 const OWN_NAMESPACE: &str = "custody-system";
-
-/// What a receiver got: the headers and the JSON body of each POST, by path.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, HeaderMap, Value)>>>);
-
-impl Received {
-    fn at(&self, path: &str) -> Vec<(HeaderMap, Value)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(p, _, _)| p == path)
-            .map(|(_, h, v)| (h.clone(), v.clone()))
-            .collect()
-    }
-}
-
-/// A receiver on 127.0.0.1 accepting POSTs at any `/{path}`.
-async fn receiver() -> (String, Received) {
-    async fn record(
-        Path(path): Path<String>,
-        State(received): State<Received>,
-        headers: HeaderMap,
-        body: axum::body::Bytes,
-    ) {
-        let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        received
-            .0
-            .lock()
-            .unwrap()
-            .push((format!("/{path}"), headers, value));
-    }
-    let received = Received::default();
-    let app = Router::new()
-        .route("/{path}", post(record))
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, received)
-}
 
 fn owner(kind: &str, name: &str, uid: &str) -> Value {
     json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true}])

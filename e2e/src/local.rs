@@ -23,7 +23,9 @@ pub const RELEASE: &str = "custody-e2e";
 pub const NAMESPACE: &str = "custody-e2e-system";
 /// The Lease the controllers compete for.
 pub const LEASE: &str = "custody-e2e-controller";
-/// The webhook configurations the local install registers (the chart's names for `RELEASE`).
+/// The webhook configurations the local install always removes (the chart's names for `RELEASE`
+/// and the second process's); whatever else the chart renders is removed too
+/// (`LocalInstall::configurations`).
 pub const WEBHOOK_CONFIGURATIONS: [&str; 3] = [
     "custody-e2e-workloads",
     "custody-e2e-policies",
@@ -32,6 +34,11 @@ pub const WEBHOOK_CONFIGURATIONS: [&str; 3] = [
 
 /// The configuration that sends workloads to the second webhook process as well.
 const SECOND_WORKLOADS: &str = "custody-e2e-workloads-second";
+
+/// The webhook flags the local processes take from the chart's webhook Deployment, as the chart
+/// sets them (the rest, such as where to listen, are the local install's own): Custody's
+/// controller's identity, the only writer of a CustodyChange's phase.
+const CHART_WEBHOOK_FLAGS: [&str; 1] = ["--controller-user"];
 
 /// How the chart is rendered for the local install.
 #[derive(Clone, Debug)]
@@ -61,6 +68,10 @@ pub struct LocalInstall {
     janitor: Option<Child>,
     certs: ServingCerts,
     values: ChartValues,
+    /// The webhook configurations to remove: the chart's as rendered, and the second process's.
+    configurations: Vec<String>,
+    /// The flags of `CHART_WEBHOOK_FLAGS` as the chart's webhook Deployment passes them.
+    webhook_flags: Vec<String>,
     registered: bool,
     torn_down: bool,
 }
@@ -168,6 +179,40 @@ pub fn tail(path: &Path) -> String {
     format!("{}:\n{}", path.display(), lines[from..].join("\n"))
 }
 
+/// The documents of a rendered manifest stream, as JSON.
+fn documents(rendered: &str) -> impl Iterator<Item = Value> + '_ {
+    rendered
+        .split("\n---")
+        .filter_map(|doc| custody_crds::yaml::from_manifest_yaml::<Value>(doc).ok())
+}
+
+/// The arguments of `args` (a container's) that set one of `CHART_WEBHOOK_FLAGS`, as
+/// `--flag=value` or as `--flag value`.
+fn chart_flags(args: &Value) -> Vec<String> {
+    let args: Vec<&str> = args
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut out = Vec::new();
+    for (i, arg) in args.iter().enumerate() {
+        for flag in CHART_WEBHOOK_FLAGS {
+            if arg
+                .strip_prefix(flag)
+                .is_some_and(|rest| rest.starts_with('='))
+            {
+                out.push(arg.to_string());
+            } else if *arg == flag
+                && let Some(value) = args.get(i + 1)
+            {
+                out.push(format!("{flag}={value}"));
+            }
+        }
+    }
+    out
+}
+
 impl LocalInstall {
     /// Installs Custody: CRDs, namespace, the chart's service accounts and RBAC, the processes
     /// (waited for), then the chart's webhook configurations and default policy.
@@ -189,9 +234,12 @@ impl LocalInstall {
             janitor: None,
             certs,
             values,
+            configurations: WEBHOOK_CONFIGURATIONS.map(String::from).to_vec(),
+            webhook_flags: Vec::new(),
             registered: false,
             torn_down: false,
         };
+        install.read_chart()?;
         install.spawn_janitor()?;
         // A run killed before it could clean up left these behind: remove them first.
         install.unregister()?;
@@ -213,6 +261,7 @@ impl LocalInstall {
                 "wait",
                 "--for=condition=Established",
                 "crd/custodyagents.custody.dev",
+                "crd/custodychanges.custody.dev",
                 "crd/custodypolicies.custody.dev",
                 "crd/custodyteams.custody.dev",
                 "crd/rollbackrecords.custody.dev",
@@ -261,6 +310,31 @@ impl LocalInstall {
         Ok(install)
     }
 
+    /// Reads from the chart what the local install mirrors: the names of the webhook
+    /// configurations it renders (so that each is removed, whatever the chart adds) and the
+    /// webhook flags of `CHART_WEBHOOK_FLAGS`.
+    fn read_chart(&mut self) -> anyhow::Result<()> {
+        let rendered = render(
+            &self.values,
+            &["webhook-configurations.yaml"],
+            &self.external_values(),
+        )?;
+        for doc in documents(&rendered) {
+            if let (Some("ValidatingWebhookConfiguration"), Some(name)) =
+                (doc["kind"].as_str(), doc["metadata"]["name"].as_str())
+                && !self.configurations.iter().any(|c| c == name)
+            {
+                self.configurations.push(name.to_string());
+            }
+        }
+        let webhook = render(&self.values, &["webhook.yaml"], &[])?;
+        self.webhook_flags = documents(&webhook)
+            .filter(|d| d["kind"] == "Deployment")
+            .flat_map(|d| chart_flags(&d["spec"]["template"]["spec"]["containers"][0]["args"]))
+            .collect();
+        Ok(())
+    }
+
     /// The janitor: waits for this process to end, then removes the webhook configurations and
     /// kills whatever this run started. Its own session keeps it out of a Ctrl-C.
     fn spawn_janitor(&mut self) -> anyhow::Result<()> {
@@ -274,7 +348,7 @@ impl LocalInstall {
             me = std::process::id(),
             k = kubectl(),
             cfg = self.kubeconfig.display(),
-            vwcs = WEBHOOK_CONFIGURATIONS.join(" "),
+            vwcs = self.configurations.join(" "),
             pids = pids.display(),
         );
         let child = Command::new("setsid")
@@ -319,7 +393,8 @@ impl LocalInstall {
             .arg(self.certs.cert_path())
             .arg("--tls-key")
             .arg(self.certs.key_path())
-            .args(["--drain-ms", "2000"]);
+            .args(["--drain-ms", "2000"])
+            .args(&self.webhook_flags);
         // Recorded before the wait, so the janitor knows it whatever happens during the wait.
         self.webhook = Some(self.spawn("custody-webhook", "webhook.kubeconfig", command)?);
         self.record_pids();
@@ -534,7 +609,8 @@ impl LocalInstall {
             .arg(self.certs.cert_path())
             .arg("--tls-key")
             .arg(self.certs.key_path())
-            .args(["--drain-ms", "2000"]);
+            .args(["--drain-ms", "2000"])
+            .args(&self.webhook_flags);
         let process = self.spawn("custody-webhook-2", "webhook.kubeconfig", command)?;
         self.second_webhook = Some((process, port));
         self.record_pids();
@@ -548,9 +624,7 @@ impl LocalInstall {
         )?;
         let first = self.webhook_url();
         let second = format!("https://127.0.0.1:{port}");
-        let mut workloads: serde_json::Value = rendered
-            .split("\n---")
-            .filter_map(|doc| custody_crds::yaml::from_manifest_yaml::<serde_json::Value>(doc).ok())
+        let mut workloads: serde_json::Value = documents(&rendered)
             .find(|doc| doc["metadata"]["name"] == "custody-e2e-workloads")
             .ok_or_else(|| {
                 anyhow::anyhow!("the chart rendered no workloads webhook configuration")
@@ -609,7 +683,7 @@ impl LocalInstall {
     /// Removes the webhook configurations (idempotent).
     pub fn unregister(&mut self) -> anyhow::Result<()> {
         let mut args = vec!["delete", "validatingwebhookconfiguration"];
-        args.extend(WEBHOOK_CONFIGURATIONS);
+        args.extend(self.configurations.iter().map(String::as_str));
         args.extend(["--ignore-not-found", "--wait=true"]);
         run(&kubectl(), &args)?;
         self.registered = false;
@@ -701,7 +775,43 @@ pub fn base64(data: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::base64;
+    use super::{base64, chart_flags, documents};
+    use serde_json::json;
+
+    #[test]
+    fn a_rendered_stream_reads_as_its_documents() {
+        let rendered = "---\n# Source: custody/templates/webhook.yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: a\n---\n# Source: custody/templates/webhook.yaml\napiVersion: v1\nkind: Service\nmetadata:\n  name: b\n";
+        let kinds: Vec<String> = documents(rendered)
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d["kind"].as_str().unwrap(),
+                    d["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(kinds, ["Deployment/a", "Service/b"]);
+    }
+
+    #[test]
+    fn the_chart_flags_are_taken_in_either_form_and_nothing_else() {
+        let args = json!([
+            "--listen=0.0.0.0:8443",
+            "--controller-user=system:serviceaccount:custody-e2e-system:custody-e2e-controller",
+            "--log-format=json",
+            "--controller-user",
+            "system:serviceaccount:other:controller"
+        ]);
+        assert_eq!(
+            chart_flags(&args),
+            [
+                "--controller-user=system:serviceaccount:custody-e2e-system:custody-e2e-controller",
+                "--controller-user=system:serviceaccount:other:controller"
+            ]
+        );
+        assert!(chart_flags(&json!(["--controller-users=x", "--listen=:1"])).is_empty());
+        assert!(chart_flags(&json!(null)).is_empty());
+    }
 
     #[test]
     fn base64_pads_like_the_standard() {

@@ -178,29 +178,40 @@ pub struct ChangeIndex {
     by_workload: HashMap<(String, WorkloadKind, String), Vec<ChangeEntry>>,
 }
 
+impl ChangeEntry {
+    /// A CustodyChange as admission reads it.
+    pub fn of(change: &CustodyChange) -> Self {
+        let spec = &change.spec;
+        let status = change.status.clone().unwrap_or_default();
+        Self {
+            name: change.metadata.name.clone().unwrap_or_default(),
+            digest: spec.digest.clone(),
+            template_digest: spec.template_digest.clone(),
+            provenance: spec.provenance.clone(),
+            proposer: spec.proposer.clone(),
+            created: change.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            approvals: status.approvals,
+            rejection: status.rejection,
+            applied: status.applied.map(|a| a.revision),
+        }
+    }
+}
+
 impl ChangeIndex {
     /// Builds the index from the cluster's CustodyChanges.
     pub fn from_changes<'c>(changes: impl IntoIterator<Item = &'c CustodyChange>) -> Self {
         let mut by_workload: HashMap<_, Vec<ChangeEntry>> = HashMap::new();
         for change in changes {
             let spec = &change.spec;
-            let status = change.status.clone().unwrap_or_default();
             let key = (
                 change.metadata.namespace.clone().unwrap_or_default(),
                 spec.workload.kind,
                 spec.workload.name.clone(),
             );
-            by_workload.entry(key).or_default().push(ChangeEntry {
-                name: change.metadata.name.clone().unwrap_or_default(),
-                digest: spec.digest.clone(),
-                template_digest: spec.template_digest.clone(),
-                provenance: spec.provenance.clone(),
-                proposer: spec.proposer.clone(),
-                created: change.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                approvals: status.approvals,
-                rejection: status.rejection,
-                applied: status.applied.map(|a| a.revision),
-            });
+            by_workload
+                .entry(key)
+                .or_default()
+                .push(ChangeEntry::of(change));
         }
         Self { by_workload }
     }
@@ -336,10 +347,8 @@ pub(crate) fn judge(
         }
     };
     let digest = claim_digest(claim);
-    let name = next_change_name(&claim.name, &digest, |n| {
-        entries.iter().any(|e| e.name == n)
-    });
     let mut why = Vec::new();
+    let mut open = None;
     for entry in entries.iter().filter(|e| e.digest == digest) {
         match standing(entry, approval, now) {
             Standing::Admits { approvers, .. } => {
@@ -348,7 +357,12 @@ pub(crate) fn judge(
                     approvers,
                 };
             }
-            other => why.push(explain(entry, &other, approval, scope.team)),
+            other => {
+                if matches!(other, Standing::Pending { .. }) {
+                    open = Some(entry.name.as_str());
+                }
+                why.push(explain(entry, &other, approval, scope.team));
+            }
         }
     }
     for entry in entries.iter().filter(|e| e.digest != digest) {
@@ -371,10 +385,25 @@ pub(crate) fn judge(
     } else {
         why.join("; ")
     };
-    let fix = format!(
-        "propose it: kubectl custody propose -f <manifest> --reason \"<why>\" (creates CustodyChange {name}); wait until a person approves it (kubectl wait -n {} custodychange/{name} --for=jsonpath='{{.status.phase}}'=Approved), then apply the same manifest unchanged",
-        claim.namespace
-    );
+    let ns = &claim.namespace;
+    let wait = |name: &str| {
+        format!(
+            "wait until a person approves it (kubectl wait -n {ns} custodychange/{name} --for=jsonpath='{{.status.phase}}'=Approved), then apply the same manifest unchanged"
+        )
+    };
+    let fix = match open {
+        // A request for this very change is open: proposing again would only add another.
+        Some(name) => wait(name),
+        None => {
+            let name = next_change_name(&claim.name, &digest, |n| {
+                entries.iter().any(|e| e.name == n)
+            });
+            format!(
+                "propose it: kubectl custody propose -f <manifest> --reason \"<why>\" (creates CustodyChange {name}); {}",
+                wait(&name)
+            )
+        }
+    };
     Verdict::Denied(denial(policy, approval, scope, &digest, &found, &fix))
 }
 

@@ -14,7 +14,7 @@ use custody_crds::{CustodyChangeSpec, CustodyChangeStatus, EnforcementMode, Lift
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::de::DeserializeOwned;
 
-use crate::approval::{CompiledApproval, Scope, Standing, approvers, standing};
+use crate::approval::{ChangeEntry, CompiledApproval, Scope, Standing, approvers, standing};
 use crate::decision::{Decision, Outcome, Violation, ViolationCode};
 use crate::identity::identity_matches;
 use crate::object::WorkloadObject;
@@ -110,27 +110,35 @@ fn spec_of(object: &WorkloadObject<'_>) -> Result<CustodyChangeSpec, Refusal> {
     })
 }
 
-/// The policies whose approval covers the change, with their approval.
-fn protecting<'p>(
+/// The policies whose approval covers a change request in `namespace` (whose labels are
+/// `namespace_labels`, when known), with their approval: the policy selects the workload
+/// (namespace, kind, the proposed labels) and its approval covers the agent, kind, declared
+/// owner and labels. The webhook admits a proposal only when some policy protects it; the
+/// controller judges where it stands under the same policies.
+pub fn protecting<'p>(
+    policies: &'p PolicySet,
     spec: &CustodyChangeSpec,
     namespace: &str,
-    review: &ChangeReview<'p>,
+    namespace_labels: Option<&BTreeMap<String, String>>,
 ) -> Vec<(&'p CompiledPolicy, &'p CompiledApproval)> {
     let fallback = BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string())]);
     let target = Target {
         kind: spec.workload.kind,
         namespace,
-        namespace_labels: review.namespace_labels.unwrap_or(&fallback),
+        namespace_labels: namespace_labels.unwrap_or(&fallback),
         labels: &spec.labels,
     };
     let scope = Scope {
         agent: &spec.agent,
         kind: spec.workload.kind,
-        team: spec.provenance.get("owner").map(String::as_str),
+        team: spec
+            .provenance
+            .get("owner")
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty()),
         labels: &spec.labels,
     };
-    review
-        .policies
+    policies
         .iter()
         .filter(|p| p.spec.selects(&target))
         .filter_map(|p| Some((p, p.approval.as_ref()?)))
@@ -212,7 +220,7 @@ fn proposal(
             "cut the diff to the limit and set spec.diffTruncated: true (`custody propose` does); the digest still names the whole change".into(),
         ));
     }
-    if protecting(&spec, namespace, review).is_empty() {
+    if protecting(review.policies, &spec, namespace, review.namespace_labels).is_empty() {
         return Err((
             "spec.workload",
             format!(
@@ -458,7 +466,7 @@ fn may_decide(
     let user = request.user_info.username.as_ref();
     let groups = &request.user_info.groups;
     let namespace = request.namespace.as_deref().unwrap_or_default();
-    let policies = protecting(spec, namespace, review);
+    let policies = protecting(review.policies, spec, namespace, review.namespace_labels);
     if policies.is_empty() {
         return Err((
             field,
@@ -492,7 +500,7 @@ fn may_decide(
         .creation_timestamp
         .as_deref()
         .and_then(|t| t.parse::<Timestamp>().ok());
-    let entry = crate::approval::ChangeEntry {
+    let entry = ChangeEntry {
         name: request.name.as_deref().unwrap_or_default().to_string(),
         digest: spec.digest.clone(),
         template_digest: spec.template_digest.clone(),

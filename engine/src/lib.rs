@@ -45,7 +45,9 @@ pub use approval::{
     ChangeEntry, ChangeIndex, CompiledApproval, Scope as ApprovalScope, Standing, approvers,
     standing,
 };
-pub use change_review::{ChangeReview, is_agent_identity, may_approve, validate_change};
+pub use change_review::{
+    ChangeReview, is_agent_identity, may_approve, protecting, validate_change,
+};
 pub use context::Context;
 pub use controllers::{BUILTIN_CONTROLLERS, ControllerWrite};
 pub use decision::{Decision, Outcome, Violation, ViolationCode};

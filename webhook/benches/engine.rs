@@ -13,8 +13,13 @@ use custody_crds::{
     Vocabulary,
 };
 use custody_engine::attest::AttestationCache;
-use custody_engine::{AgentActivity, Context, PolicySet, QuarantineIndex, TeamIndex, evaluate};
+use custody_engine::{
+    AgentActivity, ChangeIndex, Context, PolicySet, QuarantineIndex, TeamIndex, evaluate,
+};
 use custody_webhook::review;
+
+#[path = "support/approval.rs"]
+mod approval;
 
 #[path = "support/signed.rs"]
 mod signed;
@@ -216,26 +221,38 @@ fn run_with(name: &str, body: &[u8], policies: &PolicySet, cached: bool, teams: 
         body,
         policies,
         cached,
-        teams,
-        &QuarantineIndex::default(),
-        &AgentActivity::default(),
+        &Live {
+            teams: Some(teams),
+            ..Live::default()
+        },
     );
 }
 
-fn run_full(
-    name: &str,
-    body: &[u8],
-    policies: &PolicySet,
-    cached: bool,
-    teams: &TeamIndex,
-    quarantine: &QuarantineIndex,
-    activity: &AgentActivity,
-) {
+/// The live state a review is judged against besides the policies; empty where not given.
+#[derive(Default)]
+struct Live<'a> {
+    teams: Option<&'a TeamIndex>,
+    quarantine: Option<&'a QuarantineIndex>,
+    activity: Option<&'a AgentActivity>,
+    changes: Option<&'a ChangeIndex>,
+}
+
+fn run_full(name: &str, body: &[u8], policies: &PolicySet, cached: bool, live: &Live<'_>) {
     if !selected(name) {
         return;
     }
     let vocabulary = Vocabulary::default();
     let shared = AttestationCache::default();
+    let empty = (
+        TeamIndex::default(),
+        QuarantineIndex::default(),
+        AgentActivity::default(),
+        ChangeIndex::default(),
+    );
+    let teams = live.teams.unwrap_or(&empty.0);
+    let quarantine = live.quarantine.unwrap_or(&empty.1);
+    let activity = live.activity.unwrap_or(&empty.2);
+    let changes = live.changes.unwrap_or(&empty.3);
     let once = || {
         let fresh;
         let attestations = if cached {
@@ -253,7 +270,7 @@ fn run_full(
             teams,
             background: false,
             activity,
-            changes: &custody_engine::ChangeIndex::default(),
+            changes,
         };
         let request = review::decode(black_box(body)).expect("decodes");
         let decision = evaluate(policies, &request, &ctx);
@@ -297,6 +314,53 @@ fn run_full(
 /// `ENGINE_ONLY=<text>` runs only the scenarios whose name contains it (to profile one).
 fn selected(name: &str) -> bool {
     std::env::var("ENGINE_ONLY").map_or(true, |only| name.contains(&only))
+}
+
+/// `spec.agents.approval`: requests outside its scope, each beside the same request under the
+/// same policy without approval (they should cost the same: the digest is taken only in scope);
+/// an agent's protected revision admitted by an approved change among 1,000 change requests;
+/// and one denied for want of its own.
+fn approval_scenarios() {
+    let (plain, reviewed) = (approval::policy(false), approval::policy(true));
+    let person = approval::person_update();
+    let elsewhere = approval::agent_update("lab");
+    let agent = approval::agent_update("shop");
+    for (what, body) in [
+        ("person's update", &person),
+        ("agent, other namespace", &elsewhere),
+    ] {
+        run(
+            &format!("approval: {what}, policy without approval"),
+            body,
+            &plain,
+        );
+        run(
+            &format!("approval: {what}, out of approval's scope"),
+            body,
+            &reviewed,
+        );
+    }
+    run(
+        "approval: agent's update, policy without approval",
+        &agent,
+        &plain,
+    );
+    let (with_own, without_own) = approval::changes();
+    for (label, changes) in [
+        ("approved among 1,000 changes", &with_own),
+        ("no change of its own (denied)", &without_own),
+    ] {
+        run_full(
+            &format!("approval: agent's update, {label}"),
+            &agent,
+            &reviewed,
+            true,
+            &Live {
+                changes: Some(changes),
+                ..Live::default()
+            },
+        );
+    }
 }
 
 fn peak_rss_kib() -> Option<u64> {
@@ -389,10 +453,13 @@ fn main() {
         &fixture("deployment-create-agent-annotated.json"),
         &guarded,
         true,
-        &TeamIndex::default(),
-        &records,
-        &activity,
+        &Live {
+            quarantine: Some(&records),
+            activity: Some(&activity),
+            ..Live::default()
+        },
     );
+    approval_scenarios();
     if let Some(kib) = peak_rss_kib() {
         println!("peak RSS {:.1} MiB", kib as f64 / 1024.0);
     }

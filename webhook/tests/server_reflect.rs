@@ -1,5 +1,6 @@
 //! The webhook's live state fed by real kube-runtime watches against an in-process API server:
-//! readiness after sync, policy changes, namespace labels and RollbackRecords seen live.
+//! readiness after sync, policy changes, namespace labels, RollbackRecords and CustodyChanges
+//! seen live.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod server_support;
@@ -15,6 +16,7 @@ const POLICIES: &str = "apis/custody.dev/v1alpha1/custodypolicies";
 const RECORDS: &str = "apis/custody.dev/v1alpha1/rollbackrecords";
 const NAMESPACES: &str = "api/v1/namespaces";
 const TEAMS: &str = "apis/custody.dev/v1alpha1/custodyteams";
+const CHANGES: &str = "apis/custody.dev/v1alpha1/custodychanges";
 
 fn policy(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy", "metadata": {"name": name}, "spec": spec})
@@ -236,16 +238,18 @@ async fn live_state_follows_the_cluster() {
 }
 
 #[tokio::test]
-async fn a_cluster_without_the_team_crd_still_syncs() {
+async fn a_cluster_without_the_newer_crds_still_syncs() {
     let api = FakeApiServer::start().await.unwrap();
     api.upsert(POLICIES, policy("default", json!({})));
-    // An install from before CustodyTeam: every request for teams is a 404.
-    api.inject(
-        http::Method::GET,
-        "custodyteams",
-        http::StatusCode::NOT_FOUND,
-        usize::MAX,
-    );
+    // An install from before CustodyTeam and CustodyChange: every request for them is a 404.
+    for resource in ["custodyteams", "custodychanges"] {
+        api.inject(
+            http::Method::GET,
+            resource,
+            http::StatusCode::NOT_FOUND,
+            usize::MAX,
+        );
+    }
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = custody_webhook::server::Metrics::register(&mut registry);
@@ -255,14 +259,83 @@ async fn a_cluster_without_the_team_crd_still_syncs() {
         client,
         live.clone(),
         writer,
-        metrics,
+        metrics.clone(),
         shutdown.clone(),
     ));
     assert!(
         eventually(Duration::from_secs(10), || async { live.is_synced() }).await,
-        "a missing CustodyTeam CRD kept the webhook from syncing"
+        "a missing CustodyTeam or CustodyChange CRD kept the webhook from syncing"
     );
     assert!(live.teams().is_empty());
+    assert!(live.changes().is_empty());
+    for cache in ["custodyteams", "custodychanges"] {
+        let errors = metrics
+            .watch_errors
+            .get_or_create(&custody_webhook::server::metrics::CacheLabels { cache })
+            .get();
+        assert_eq!(errors, 0, "{cache}: a missing CRD is not a watch error");
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn change_requests_are_followed() {
+    let api = FakeApiServer::start().await.unwrap();
+    api.upsert(POLICIES, policy("default", json!({})));
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = custody_webhook::server::Metrics::register(&mut registry);
+    let (live, writer) = LiveState::watched(metrics.clone());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(reflect::run(
+        client,
+        live.clone(),
+        writer,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    assert!(
+        eventually(Duration::from_secs(10), || async { live.is_synced() }).await,
+        "caches never synced"
+    );
+    let digest = format!("sha256:{}", "a".repeat(64));
+    api.upsert(
+        CHANGES,
+        json!({
+            "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyChange",
+            "metadata": {"name": "web-aaaaaaaaaa", "namespace": "shop",
+                "creationTimestamp": "2026-12-05T09:00:00Z"},
+            "spec": {
+                "workload": {"kind": "Deployment", "name": "web"},
+                "digest": digest, "templateDigest": digest,
+                "provenance": {"agent": "claude-code/1.0"},
+                "agent": "claude-code/1.0", "proposer": "system:serviceaccount:agents:claude",
+                "reason": "bump the image to fix a CVE"
+            },
+            "status": {"approvals": [{"by": "ann@acme.dev", "reason": "checked the image bump", "at": "2026-12-05T09:30:00Z"}]}
+        }),
+    );
+    let kind = custody_crds::WorkloadKind::Deployment;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            live.changes()
+                .entries("shop", kind, "web")
+                .first()
+                .is_some_and(|e| e.approvals.len() == 1 && e.digest == digest)
+        })
+        .await,
+        "the change request was not seen"
+    );
+    assert_eq!(metrics.change_requests_loaded.get(), 1);
+    api.remove(CHANGES, "shop", "web-aaaaaaaaaa");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            live.changes().is_empty()
+        })
+        .await,
+        "the deleted change request stayed"
+    );
+    assert_eq!(metrics.change_requests_loaded.get(), 0);
     shutdown.cancel();
 }
 

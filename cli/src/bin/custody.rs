@@ -1,5 +1,6 @@
 //! `custody`: Custody's command line. `custody check` judges manifests offline with the same
-//! engine as the admission webhook; `custody vap` writes its ValidatingAdmissionPolicy backstop.
+//! engine as the admission webhook; `custody vap` writes its ValidatingAdmissionPolicy backstop;
+//! `custody propose` writes the CustodyChange an agent's manifest needs approved.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use custody_cli::check::{self, CheckOptions};
+use custody_cli::propose;
 use custody_cli::stamp;
 use custody_cli::vap;
 use custody_crds::Vocabulary;
@@ -53,6 +55,38 @@ enum Command {
     ///
     /// Exit status: 0 when written, 2 when a file cannot be read or a policy is invalid.
     Vap(VapArgs),
+    /// Write the CustodyChange (YAML, on stdout) that asks a person to approve an agent's
+    /// manifest before the webhook admits it, with no cluster: pipe it to `kubectl create -f -`
+    /// as the proposer. Says on stderr how to follow it. (`kubectl custody propose` does the
+    /// same against the cluster, with the diff against what runs.)
+    ///
+    /// Exit status: 0 when written, 2 when the manifest cannot be read or proposed.
+    Propose(ProposeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProposeArgs {
+    /// The workload manifest the agent will apply (YAML or JSON, one or more documents), or -
+    /// for stdin. Documents that are not workloads are left out.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    file: PathBuf,
+    /// What the change does and why, for the reviewer (10 characters at least).
+    #[arg(long)]
+    reason: String,
+    /// The user who will create the request (`kubectl auth whoami`), which the webhook checks,
+    /// e.g. system:serviceaccount:agents:claude.
+    #[arg(long, env = "CUSTODY_PROPOSER", value_name = "USER")]
+    proposer: Option<String>,
+    /// The namespace of workloads that do not name one: the one they will be applied to.
+    #[arg(short, long, env = "CUSTODY_NAMESPACE")]
+    namespace: Option<String>,
+    /// The running workload (its manifest or `kubectl get -o yaml`), for the diff; without it
+    /// the diff lists the whole proposed template.
+    #[arg(long, value_name = "PATH")]
+    against: Option<PathBuf>,
+    /// The annotation prefix.
+    #[arg(long, env = "CUSTODY_ANNOTATION_PREFIX", default_value = custody_crds::vocabulary::DEFAULT_PREFIX)]
+    annotation_prefix: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -234,6 +268,7 @@ fn main() -> ExitCode {
         Command::Stamp(args) => stamp(*args),
         Command::Keygen(args) => keygen(args),
         Command::Verify(args) => verify(args),
+        Command::Propose(args) => propose_cmd(args),
         Command::Crds => match custody_crds::generate::crd_documents() {
             Ok(docs) => {
                 let mut out = std::io::stdout().lock();
@@ -345,6 +380,78 @@ fn stamp(args: StampArgs) -> ExitCode {
                 Err(e) => return fail(format!("{name}: {e}")),
             }
         }
+    }
+    ExitCode::SUCCESS
+}
+
+fn propose_cmd(args: ProposeArgs) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("custody propose: {message}");
+        ExitCode::from(2)
+    };
+    let Some(proposer) = args.proposer.filter(|p| !p.trim().is_empty()) else {
+        return fail(
+            "--proposer is required: the user who will create the request, which the webhook checks (`kubectl auth whoami`); or run `kubectl custody propose`, which asks the apiserver"
+                .to_string(),
+        );
+    };
+    if let Err(e) = propose::check_reason(&args.reason) {
+        return fail(e.to_string());
+    }
+    let manifest = args.file.display().to_string();
+    // The notes say which documents of the manifest were left out; the running file's others
+    // do not matter.
+    let read = |path: &std::path::Path, notes: bool| -> Result<Vec<propose::Workload>, String> {
+        let mut workloads = Vec::new();
+        for (name, text) in read_manifests(path)? {
+            let m = propose::read_workloads(&name, &text, args.namespace.as_deref(), "default")
+                .map_err(|e| e.to_string())?;
+            for note in m.notes.iter().filter(|_| notes) {
+                eprintln!("custody propose: {note}");
+            }
+            workloads.extend(m.workloads);
+        }
+        Ok(workloads)
+    };
+    let manifest_workloads = match read(&args.file, true) {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    let running = match &args.against {
+        Some(path) => match read(path, false) {
+            Ok(w) => w,
+            Err(e) => return fail(format!("--against: {e}")),
+        },
+        None => Vec::new(),
+    };
+    let vocabulary = Vocabulary::with_prefix(&args.annotation_prefix);
+    let who = propose::Proposer {
+        user: proposer.trim(),
+        reason: &args.reason,
+    };
+    let mut proposals = Vec::new();
+    for workload in &manifest_workloads {
+        let against = propose::running_in(&running, workload);
+        if args.against.is_some() && against.is_none() {
+            eprintln!(
+                "custody propose: warning: {} is not in --against; the diff lists its whole template",
+                workload.reference()
+            );
+        }
+        match propose::build(workload, who, against, &vocabulary) {
+            Ok(p) => proposals.push(p),
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    let changes: Vec<_> = proposals.iter().map(|p| p.change.clone()).collect();
+    let yaml = match propose::to_yaml(&changes) {
+        Ok(y) => y,
+        Err(e) => return fail(e.to_string()),
+    };
+    let _ = std::io::stdout().lock().write_all(yaml.as_bytes());
+    let mut err = std::io::stderr().lock();
+    for p in &proposals {
+        let _ = err.write_all(propose::offline_text(p, &manifest).as_bytes());
     }
     ExitCode::SUCCESS
 }
@@ -497,6 +604,36 @@ mod tests {
             }
             _ => panic!("parsed the wrong command"),
         }
+    }
+
+    #[test]
+    fn propose_needs_a_manifest_and_a_reason() {
+        let args = Args::try_parse_from([
+            "custody",
+            "propose",
+            "-f",
+            "web.yaml",
+            "--reason",
+            "bump web to 1.28",
+            "--proposer",
+            "system:serviceaccount:agents:claude",
+            "--against",
+            "running.yaml",
+        ])
+        .unwrap();
+        match args.command {
+            Command::Propose(p) => {
+                assert_eq!(p.file, PathBuf::from("web.yaml"));
+                assert_eq!(p.against, Some(PathBuf::from("running.yaml")));
+                assert_eq!(
+                    p.proposer.as_deref(),
+                    Some("system:serviceaccount:agents:claude")
+                );
+            }
+            _ => panic!("parsed the wrong command"),
+        }
+        assert!(Args::try_parse_from(["custody", "propose", "-f", "web.yaml"]).is_err());
+        assert!(Args::try_parse_from(["custody", "propose", "--reason", "bump web"]).is_err());
     }
 
     #[test]

@@ -7,9 +7,13 @@
 //! [`revisions`] reads the workload's revisions and the metric analysis on the current one;
 //! [`records::rows`] turns records into rows; [`format`] renders either as text or JSON. Nothing
 //! in this module touches the network or the clock. [`lift::plan`] decides what lifting a
-//! record's quarantine writes, and [`resume::plan`] what releasing a held rollout writes; the
-//! binary writes them, as the person running it.
+//! record's quarantine writes, [`resume::plan`] what releasing a held rollout writes, and
+//! [`decide::plan`] what approving or rejecting a CustodyChange writes; the binary writes them,
+//! as the person running it. [`changes`] turns CustodyChanges into rows, and says where one
+//! stands as the webhook judges it (for `why`).
 
+pub mod changes;
+pub mod decide;
 pub mod format;
 pub mod lift;
 pub mod records;

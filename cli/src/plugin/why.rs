@@ -4,16 +4,19 @@
 use std::collections::BTreeMap;
 
 use custody_crds::fingerprint::code_fingerprint;
-use custody_crds::{AnnotationKey, CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary};
+use custody_crds::{
+    AnnotationKey, CustodyChange, CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary,
+};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::ObjectRef;
+use super::changes::{self as change_requests, WorkloadChange};
 use super::records::{self, RecordRow};
 use super::resume::{self, RESUME_KINDS};
 use custody_engine::{
-    AgentActivity, Context, Decision, GroupVersionKind, PolicySet, QuarantineIndex, Request,
-    TeamIndex, UserInfo, WorkloadObject, evaluate,
+    AgentActivity, ChangeIndex, Context, Decision, GroupVersionKind, PolicySet, QuarantineIndex,
+    Request, TeamIndex, UserInfo, ViolationCode, WorkloadObject, evaluate,
 };
 
 /// The provenance keys shown, in the order Custody reports them: every key but the two that
@@ -40,6 +43,8 @@ pub struct WhyInput<'a> {
     pub records: &'a [RollbackRecord],
     /// The CustodyTeams of the cluster.
     pub teams: &'a [CustodyTeam],
+    /// The CustodyChanges of the namespace, which the webhook admits agents' revisions by.
+    pub changes: &'a [CustodyChange],
     /// The revisions the workload may own: a Deployment's ReplicaSets, a StatefulSet's or
     /// DaemonSet's ControllerRevisions (none for other kinds).
     pub revisions: &'a [Value],
@@ -89,6 +94,10 @@ pub struct WhyReport {
     pub held: Option<HeldRollout>,
     /// The RollbackRecords naming this workload, newest first.
     pub records: Vec<RecordRow>,
+    /// Its change requests: the one that admitted its current revision, and those still open.
+    pub changes: Vec<WorkloadChange>,
+    /// How many of its other change requests (spent, rejected, expired) are left out.
+    pub closed_changes: usize,
     /// Things an on-call engineer should know to read the above right.
     pub notes: Vec<String>,
 }
@@ -125,6 +134,7 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
     let quarantine = QuarantineIndex::from_records(input.records);
     let attestations = custody_engine::attest::AttestationCache::with_capacity(1);
     let (teams, _invalid) = TeamIndex::compile(input.teams);
+    let change_index = ChangeIndex::from_changes(input.changes);
     let ctx = Context {
         vocabulary: input.vocabulary,
         namespace_labels: input.namespace_labels,
@@ -134,9 +144,20 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
         teams: &teams,
         background: false,
         activity: &AgentActivity::default(),
-        changes: &custody_engine::ChangeIndex::default(),
+        changes: &change_index,
     };
     let decision = judge(input, &policies, &ctx);
+    let (changes, closed_changes) =
+        change_requests::for_workload(&change_requests::WorkloadInput {
+            kind,
+            namespace: input.namespace,
+            object: input.object,
+            changes: input.changes,
+            policies: &policies,
+            namespace_labels: input.namespace_labels,
+            vocabulary: input.vocabulary,
+            now: input.now,
+        });
 
     let annotation = |v: &Value, name: &str| {
         v.pointer("/metadata/annotations")
@@ -192,6 +213,18 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
             "the template is quarantined, but no policy selecting this object applies the quarantine to this requester".to_string(),
         );
     }
+    if decision
+        .violations
+        .iter()
+        .any(|v| v.code == ViolationCode::ApprovalRequired)
+        && changes
+            .iter()
+            .any(|c| c.current && c.phase == custody_crds::ChangePhase::Applied)
+    {
+        notes.push(
+            "the change request that admitted the current revision is spent: an approval admits one new revision, and the verdict above is for creating the object anew; updates that keep its pod template (scaling, a restart) never need approval".to_string(),
+        );
+    }
     let analysis = analysis.unwrap_or_else(|why| {
         notes.push(why);
         None
@@ -212,6 +245,8 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
         analysis,
         held,
         records,
+        changes,
+        closed_changes,
         notes,
     }
 }

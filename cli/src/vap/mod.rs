@@ -24,7 +24,7 @@ use custody_engine::{CompiledPolicy, PolicySet};
 use objects::{Binding, BindingSpec, Metadata, Policy, PolicySpec};
 
 /// What the backstop leaves to the webhook, in the annotation and the header comment.
-pub const NOT_COVERED: &str = "signatures, registered teams, quarantine, stale provenance, freezes, limits, and the actor cross-check against identities.agents stay with the webhook";
+pub const NOT_COVERED: &str = "signatures, registered teams, quarantine, stale provenance, freezes, limits, probation, approvals, and the actor cross-check against identities.agents stay with the webhook";
 
 /// Annotations on the generated objects.
 pub const POLICY_ANNOTATION: &str = "custody.dev/policy";
@@ -196,8 +196,8 @@ pub fn to_yaml(generated: &Generated) -> Result<String, VapError> {
          # apiserver enforces by itself, so unannotated workloads are refused even while the webhook is\n\
          # down under failurePolicy Ignore. It checks required keys (also by actor), built-in formats,\n\
          # allowed values and patterns. It does NOT cover signatures, registered teams, quarantine,\n\
-         # stale provenance, freezes, limits, or the actor cross-check against identities.agents: those\n\
-         # stay with the webhook.\n",
+         # stale provenance, freezes, limits, probation, approvals, or the actor cross-check against\n\
+         # identities.agents: those stay with the webhook.\n",
     );
     for b in &generated.backstops {
         out.push_str("---\n");

@@ -2,8 +2,9 @@
 //! ([`crate::decide`]), act. This is the only module that carries out decisions, and it writes
 //! only while this replica holds the Lease: the RollbackRecord ([`record`]), the guarded revert
 //! ([`revert`], [`regression`]), the marks ([`marks`]), the Events ([`events`]), the
-//! notifications ([`announce`], [`notify`]) and the agents' summaries ([`agent_activity`],
-//! [`agent_status`]). What all of them need is the [`Context`]. (The policy reports and the
+//! notifications ([`announce`], [`notify`]), the agents' summaries ([`agent_activity`],
+//! [`agent_status`]) and the change requests' status, Events and notices ([`changes`], a loop
+//! of its own beside the workloads' reconciles). What all of them need is the [`Context`]. (The policy reports and the
 //! webhook's certificate are [`crate::audit`]'s and [`crate::certs`]'s to write.)
 //!
 //! Writes are ordered so that a crash at any point converges to exactly one revert: the record
@@ -17,6 +18,7 @@ pub mod agent_activity;
 pub mod agent_status;
 pub mod analysis;
 pub mod announce;
+pub mod changes;
 pub mod context;
 pub mod events;
 pub mod guard;

@@ -39,7 +39,8 @@ pub struct Finding {
     pub severity: Severity,
     /// What is wrong and how to fix it, or why it was not judged.
     pub message: String,
-    /// Actor, agent, source-commit and owner, as declared.
+    /// Actor, agent, source-commit and owner, as declared; for a running revision an approved
+    /// change request admitted, the request and its approvers ([`super::approved`]).
     pub properties: BTreeMap<String, String>,
 }
 

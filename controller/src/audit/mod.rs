@@ -3,12 +3,15 @@
 //! The workloads come from the controller's own cache (no second watch, no full objects): each
 //! is judged by each policy with the admission engine ([`judge`]), at start, when a policy
 //! changes and on a period. The findings go to metrics, and, when the report CRD is served, to
-//! one report per namespace ([`report`]) written by the Lease holder ([`publish`]).
+//! one report per namespace ([`report`]) written by the Lease holder ([`publish`]). A result
+//! about a workload whose running revision came in through an approved change request names the
+//! request and its approvers ([`approved`]).
 //!
 //! Write rate: a report is written only when its results changed (its digest leaves out
 //! timestamps), so a quiet cluster writes nothing; a policy change rewrites at most one report
 //! per namespace it concerns, paced at `writes_per_second`.
 
+pub mod approved;
 pub mod judge;
 pub mod publish;
 pub mod report;
@@ -18,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use custody_crds::report::{ReportFormat, ResultStatus, ResultTimestamp};
-use custody_crds::{CustodyPolicy, CustodyTeam, Vocabulary};
+use custody_crds::{CustodyChange, CustodyPolicy, CustodyTeam, Vocabulary};
 use custody_engine::{PolicySet, TeamIndex};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
@@ -64,6 +67,8 @@ pub struct AuditInputs {
     pub teams: Store<CustodyTeam>,
     /// Notified when a policy changes.
     pub policy_changed: Arc<Notify>,
+    /// The change requests, for the revisions they admitted. Empty without the CRD.
+    pub changes: Store<CustodyChange>,
     /// True once the cache and both stores have synced.
     pub synced: watch::Receiver<bool>,
     /// The annotation keys.
@@ -147,6 +152,7 @@ async fn audit_once(
         .filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.clone()?)))
         .collect();
     let (teams, _invalid) = TeamIndex::compile(inputs.teams.state().iter().map(|t| &**t));
+    let applied = approved::AppliedIndex::from_changes(inputs.changes.state().iter().map(|c| &**c));
     let format = config.format;
     let writing = match (publisher.as_deref_mut(), format) {
         (Some(p), Some(_)) => match p.check().await {
@@ -178,14 +184,16 @@ async fn audit_once(
         for chunk in uids.chunks(JUDGE_CHUNK) {
             let t = Instant::now();
             let workloads = inputs.cache.workload_states(chunk);
-            findings.extend(judge::audit(
+            let mut found = judge::audit(
                 &policies,
                 &inputs.vocabulary,
                 &namespace_labels,
                 &workloads,
                 &teams,
                 now,
-            ));
+            );
+            approved::annotate(&mut found, &workloads, &applied, &inputs.cache);
+            findings.extend(found);
             judging += t.elapsed();
             tokio::task::yield_now().await;
         }

@@ -5,8 +5,9 @@
 //! on a regression, [`choose`](mod@choose) says revert or alert from what the revision
 //! declares. Under `spec.signatures` the caller chooses on the actor a key vouched for, after
 //! assessing once. Beside it, the pure choices the writers need: which policy governs
-//! ([`policy`]), who owns a revision ([`owning_team`]), where notices go ([`route`]) and which
-//! break-glass revision is due ([`breakglass`]).
+//! ([`policy`]), who owns a revision ([`owning_team`]), where notices go ([`route`]), which
+//! break-glass revision is due ([`breakglass`]) and where an agent's change request stands
+//! ([`changes`]).
 
 pub mod action;
 pub mod analysis;
@@ -14,6 +15,7 @@ pub mod assess;
 pub mod attribution;
 pub mod breakglass;
 pub mod canary;
+pub mod changes;
 pub mod choose;
 pub mod health;
 pub mod owning_team;

@@ -2,6 +2,7 @@
 //! three replicas whose revision 1 is healthy and marked, and whose revision 2 rolls out.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod receiver;
 pub mod running;
 pub mod signing;
 

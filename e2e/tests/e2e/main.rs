@@ -5,6 +5,7 @@
 
 mod admission;
 mod analysis;
+mod approval;
 mod audit;
 mod budget;
 mod corpus;
@@ -18,6 +19,7 @@ mod node;
 mod outage;
 mod probation;
 mod prometheus;
+mod proposal;
 mod rollback;
 mod rollout;
 mod scene;
@@ -80,6 +82,11 @@ fn local_values() -> ChartValues {
                 "defaultPolicy.excludeNamespaces[1]".into(),
                 format!("{}*", scene::NAMESPACE_PREFIX),
             ),
+            // And the approval scenario's.
+            (
+                "defaultPolicy.excludeNamespaces[2]".into(),
+                format!("{}*", approval::NAMESPACE_PREFIX),
+            ),
         ],
     }
 }
@@ -114,6 +121,11 @@ async fn install(settings: &Settings, client: &Client) -> anyhow::Result<Option<
                     &format!(
                         "defaultPolicy.excludeNamespaces[0]={}*",
                         freeze::NAMESPACE_PREFIX
+                    ),
+                    "--set",
+                    &format!(
+                        "defaultPolicy.excludeNamespaces[1]={}*",
+                        approval::NAMESPACE_PREFIX
                     ),
                     "--wait",
                     "--timeout",
@@ -405,6 +417,7 @@ async fn custody_end_to_end() {
             }
         }
     }
+    scenario!(approval::NAME, approval::approvals(&ctx));
     scenario!(
         "6 kube-system untouched",
         admission::kube_system_untouched(&ctx)

@@ -270,6 +270,37 @@ pub fn api_error(e: &kube::Error) -> Option<(u16, String)> {
     }
 }
 
+/// A refused request as the apiserver answered it: the code, the message, and the reasons of
+/// `status.details.causes` (Custody's violation codes, which harnesses act on).
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: u16,
+    pub message: String,
+    pub reasons: Vec<String>,
+}
+
+impl Refusal {
+    /// Whether one of the causes is `code`.
+    pub fn has(&self, code: &str) -> bool {
+        self.reasons.iter().any(|r| r == code)
+    }
+}
+
+pub fn refusal(e: &kube::Error) -> Option<Refusal> {
+    match e {
+        kube::Error::Api(s) => Some(Refusal {
+            code: s.code,
+            message: s.message.clone(),
+            reasons: s
+                .details
+                .iter()
+                .flat_map(|d| d.causes.iter().map(|c| c.reason.clone()))
+                .collect(),
+        }),
+        _ => None,
+    }
+}
+
 pub async fn create(api: &Api<Deployment>, object: &Value) -> anyhow::Result<Deployment> {
     Ok(api
         .create(

@@ -56,6 +56,15 @@ struct Args {
     /// How long to let in-flight requests finish after SIGTERM, in milliseconds.
     #[arg(long, env = "CUSTODY_DRAIN_MS", default_value_t = 10_000)]
     drain_ms: u64,
+    /// Custody's controller's user name (system:serviceaccount:<namespace>:<name>), the only
+    /// writer of a CustodyChange's phase and `applied`; repeatable.
+    #[arg(
+        long = "controller-user",
+        value_name = "USER",
+        env = "CUSTODY_CONTROLLER_USERS",
+        value_delimiter = ','
+    )]
+    controller_users: Vec<String>,
     /// Log format.
     #[arg(long, env = "CUSTODY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
@@ -132,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
         failure_before_sync: args.failure_policy_before_sync.into(),
         drain_timeout: Duration::from_millis(args.drain_ms),
         vocabulary: Vocabulary::with_prefix(&args.annotation_prefix),
+        controller_users: args.controller_users,
     };
     let running = server::start(&config, live, metrics, shutdown.clone())
         .await
@@ -202,12 +212,40 @@ mod tests {
         assert_eq!(args.admin_listen.port(), 9090);
         assert_eq!(args.request_timeout_ms, 2000);
         assert_eq!(args.failure_policy_before_sync, BeforeSync::Fail);
+        assert!(args.controller_users.is_empty());
         let args =
             Args::try_parse_from(["custody-webhook", "--failure-policy-before-sync", "Ignore"])
                 .unwrap();
         assert_eq!(
             FailurePolicy::from(args.failure_policy_before_sync),
             FailurePolicy::Ignore
+        );
+    }
+
+    #[test]
+    fn controller_users_repeat_or_come_comma_separated() {
+        let args = Args::try_parse_from([
+            "custody-webhook",
+            "--controller-user=system:serviceaccount:custody-system:custody-controller",
+            "--controller-user",
+            "system:serviceaccount:other:custody-controller",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.controller_users,
+            [
+                "system:serviceaccount:custody-system:custody-controller",
+                "system:serviceaccount:other:custody-controller"
+            ]
+        );
+        let args = Args::try_parse_from([
+            "custody-webhook",
+            "--controller-user=system:serviceaccount:a:b,system:serviceaccount:c:d",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.controller_users,
+            ["system:serviceaccount:a:b", "system:serviceaccount:c:d"]
         );
     }
 }

@@ -14,7 +14,7 @@ use custody_engine::Decision;
 /// Labels of one admission request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `policy` for the CustodyPolicy endpoint, else the workload kind or `other`.
+    /// `policy`, `record` or `change` for those endpoints, else the workload kind or `other`.
     pub kind: &'static str,
     /// CREATE, UPDATE, DELETE, CONNECT, or `unknown` for an undecodable body.
     pub operation: &'static str,
@@ -36,7 +36,8 @@ pub struct ViolationLabels {
 /// Labels of one cache.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    /// `custodypolicies`, `namespaces` or `rollbackrecords`.
+    /// `custodypolicies`, `namespaces`, `rollbackrecords`, `custodyteams`, `custodyagents` or
+    /// `custodychanges`.
     pub cache: &'static str,
 }
 
@@ -67,6 +68,13 @@ pub struct LimitLabels {
     pub limit: &'static str,
 }
 
+/// Labels of an admission counted by workload kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The workload kind (`Deployment`, ...), or `other`.
+    pub kind: &'static str,
+}
+
 /// Every metric the webhook exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -90,6 +98,13 @@ pub struct Metrics {
     pub agent_probation: Family<ProbationLabels, Gauge>,
     /// Requests denied by an agent budget (not dry runs), by agent and budget.
     pub agent_limit_denials: Family<LimitLabels, Counter>,
+    /// Agents' new revisions admitted by an approved change request (not dry runs), by kind.
+    pub approved_changes_admitted: Family<KindLabels, Counter>,
+    /// Agents' new revisions denied for want of an approved change request (not dry runs), by
+    /// kind. The agent is not a label: any agent name can be denied, so it would be unbounded.
+    pub approval_required_denials: Family<KindLabels, Counter>,
+    /// CustodyChanges in the cache.
+    pub change_requests_loaded: Gauge,
     /// Workloads with quarantined templates.
     pub quarantined_workloads: Gauge,
     /// 1 once a cache has synced.
@@ -126,6 +141,9 @@ impl Metrics {
             teams_loaded: Gauge::default(),
             agent_probation: Family::default(),
             agent_limit_denials: Family::default(),
+            approved_changes_admitted: Family::default(),
+            approval_required_denials: Family::default(),
+            change_requests_loaded: Gauge::default(),
             quarantined_workloads: Gauge::default(),
             cache_synced: Family::default(),
             watch_errors: Family::default(),
@@ -181,6 +199,21 @@ impl Metrics {
             "teams_loaded",
             "Valid CustodyTeams registered",
             m.teams_loaded.clone(),
+        );
+        registry.register(
+            "approved_changes_admitted",
+            "Agents' new revisions admitted by an approved CustodyChange, by kind (dry runs not counted)",
+            m.approved_changes_admitted.clone(),
+        );
+        registry.register(
+            "approval_required_denials",
+            "Agents' new revisions denied for want of an approved CustodyChange, by kind (dry runs not counted)",
+            m.approval_required_denials.clone(),
+        );
+        registry.register(
+            "change_requests_loaded",
+            "CustodyChanges (change requests) the webhook knows",
+            m.change_requests_loaded.clone(),
         );
         registry.register(
             "quarantined_workloads",

@@ -1,9 +1,10 @@
 //! The HTTPS admission server.
 //!
 //! TLS (rustls, ring, reloading certificates) terminates in [`tls`]; axum routes `/validate`,
-//! `/validate-policy` and `/validate-record` to [`routes`], behind a body limit, a per-request
-//! deadline and a panic guard; [`reflect`] keeps [`state::LiveState`] current from watches.
-//! Probes and metrics live on the separate admin port (`custody_runtime::admin`).
+//! `/validate-policy`, `/validate-record` and `/validate-change` to [`routes`], behind a body
+//! limit, a per-request deadline and a panic guard; [`reflect`] keeps [`state::LiveState`]
+//! current from watches. Probes and metrics live on the separate admin port
+//! (`custody_runtime::admin`).
 
 pub mod metrics;
 pub mod reflect;
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// The annotation keys.
     pub vocabulary: Vocabulary,
+    /// Custody's controller's user names, the only writers of a CustodyChange's phase.
+    pub controller_users: Vec<String>,
 }
 
 /// Why the server stopped.
@@ -73,6 +76,7 @@ pub fn app(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/validate", post(routes::validate))
         .route("/validate-policy", post(routes::validate_policy_route))
         .route("/validate-record", post(routes::validate_record_route))
+        .route("/validate-change", post(routes::validate_change_route))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TimeoutLayer::with_status_code(
@@ -138,6 +142,7 @@ pub async fn start(
         failure_before_sync: config.failure_before_sync,
         max_body_bytes: config.max_body_bytes,
         attestations: custody_engine::attest::AttestationCache::default(),
+        controller_users: config.controller_users.clone(),
     });
     let handle = axum_server::Handle::new();
     let server = axum_server::bind_rustls(config.listen, tls).handle(handle.clone());

@@ -1,10 +1,10 @@
-//! The watches that keep the live state current: CustodyPolicies, CustodyTeams and
-//! RollbackRecords are compiled into new snapshots on every change; namespaces are kept as
-//! metadata only.
+//! The watches that keep the live state current: CustodyPolicies, CustodyTeams, CustodyAgents,
+//! CustodyChanges and RollbackRecords are compiled into new snapshots on every change;
+//! namespaces are kept as metadata only.
 
 use std::sync::Arc;
 
-use custody_crds::{CustodyAgent, CustodyPolicy, CustodyTeam, RollbackRecord};
+use custody_crds::{CustodyAgent, CustodyChange, CustodyPolicy, CustodyTeam, RollbackRecord};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
@@ -21,7 +21,7 @@ use super::state::{Cache, LiveState};
 /// ends with time.
 const PROBATION_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Runs the five watches, and the probation gauge's timer, until `shutdown`.
+/// Runs the six watches, and the probation gauge's timer, until `shutdown`.
 pub async fn run(
     client: Client,
     state: Arc<LiveState>,
@@ -58,6 +58,13 @@ pub async fn run(
         &metrics,
         LiveState::rebuild_activity,
     );
+    let changes = follow::<CustodyChange>(
+        &client,
+        Cache::Changes,
+        &state,
+        &metrics,
+        LiveState::rebuild_changes,
+    );
     let namespaces = {
         let stream = reflector(
             namespace_writer,
@@ -82,7 +89,7 @@ pub async fn run(
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = probation => {}
-        _ = futures::future::join5(policies, records, teams, agents, namespaces) => {}
+        _ = async { tokio::join!(policies, records, teams, agents, changes, namespaces) } => {}
     }
 }
 
@@ -139,26 +146,43 @@ async fn drive<K, S>(
             }
             Ok(Event::Apply(_) | Event::Delete(_)) => changed(),
             Ok(Event::Init | Event::InitApply(_)) => {}
-            Err(error) if cache == Cache::Teams && is_not_found(&error) => {
-                // An install from before CustodyTeam existed: no team is registered, and only
-                // policies with `ownership: Registered` notice (they deny with "not registered").
-                if !state.is_cache_synced(cache) {
+            Err(error) => match missing_crd(cache).filter(|_| is_not_found(&error)) {
+                // An install from before the CRD existed: the cache is empty, and says so once.
+                Some(consequence) if !state.is_cache_synced(cache) => {
                     tracing::warn!(
-                        "the CustodyTeam CRD is not installed; serving with no registered teams (upgrade the chart's CRDs)"
+                        cache = cache.as_str(),
+                        "the {} CRD is not installed; serving with {consequence} (upgrade the chart's CRDs)",
+                        cache.kind()
                     );
                     state.set_synced(cache, true);
                 }
-            }
-            Err(error) => {
-                metrics
-                    .watch_errors
-                    .get_or_create(&CacheLabels {
-                        cache: cache.as_str(),
-                    })
-                    .inc();
-                tracing::warn!(cache = cache.as_str(), %error, "watch failed; retrying with backoff, serving the last known state");
-            }
+                // Said once already; a missing CRD is not a watch error.
+                Some(_) => {}
+                None => {
+                    metrics
+                        .watch_errors
+                        .get_or_create(&CacheLabels {
+                            cache: cache.as_str(),
+                        })
+                        .inc();
+                    tracing::warn!(cache = cache.as_str(), %error, "watch failed; retrying with backoff, serving the last known state");
+                }
+            },
         }
+    }
+}
+
+/// For a resource added after the first release, what serving without its CRD means; `None`
+/// for the resources the webhook cannot judge without.
+fn missing_crd(cache: Cache) -> Option<&'static str> {
+    match cache {
+        // Only policies with `ownership: Registered` notice (they deny with "not registered").
+        Cache::Teams => Some("no registered teams"),
+        // Nothing is approved: an agent's change under `spec.agents.approval` is refused.
+        Cache::Changes => {
+            Some("no change requests (agents' changes that need approval are refused)")
+        }
+        Cache::Policies | Cache::Namespaces | Cache::Records | Cache::Agents => None,
     }
 }
 

@@ -15,7 +15,8 @@ use super::metrics::Metrics;
 use super::state::LiveState;
 use crate::review::{self, AdmissionRequest};
 use custody_engine::{
-    Context, Decision, ViolationCode, evaluate, validate_policy, validate_record,
+    ChangeReview, Context, Decision, ViolationCode, evaluate, validate_change, validate_policy,
+    validate_record,
 };
 
 /// What the handlers share.
@@ -32,6 +33,9 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Attestations already verified, by envelope digest.
     pub attestations: custody_engine::attest::AttestationCache,
+    /// Custody's controller's user names: the only writers of a CustodyChange's phase and
+    /// `applied` (`--controller-user`).
+    pub controller_users: Vec<String>,
 }
 
 /// `POST /validate`: workloads.
@@ -70,6 +74,67 @@ pub async fn validate_record_route(
     })
 }
 
+/// `POST /validate-change`: CustodyChanges: proposals, and approvals and rejections (their
+/// status) by people.
+pub async fn validate_change_route(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer(&app, body, |request| {
+        (judge_change(&app, request), "change")
+    })
+}
+
+fn judge_change(app: &AppState, request: &AdmissionRequest<'_>) -> Decision {
+    let live = &app.live;
+    if !live.is_synced() {
+        // Which policy protects the change, and who may approve it, depend on the caches.
+        return Decision::unavailable(
+            FailurePolicy::Fail,
+            "Custody's policy caches have not synced yet",
+        );
+    }
+    let policies = live.policies();
+    let teams = live.teams();
+    let namespace = request
+        .namespace
+        .as_deref()
+        .and_then(|ns| live.namespace(ns));
+    let review = ChangeReview {
+        policies: &policies,
+        teams: &teams,
+        namespace_labels: namespace.as_ref().and_then(|n| n.metadata.labels.as_ref()),
+        now: k8s_openapi::jiff::Timestamp::now(),
+        controller: &app.controller_users,
+    };
+    let decision = validate_change(request, &review);
+    log_change_decision(request, &decision);
+    decision
+}
+
+/// An approval or a rejection that was admitted, for the log (denials are logged with the rest).
+fn log_change_decision(request: &AdmissionRequest<'_>, decision: &Decision) {
+    let found = [
+        ("change-approved", "approved"),
+        ("change-rejected", "rejected"),
+    ]
+    .into_iter()
+    .find_map(|(key, verdict)| Some((verdict, decision.audit_annotations.get(key)?)));
+    let Some((verdict, detail)) = found else {
+        return;
+    };
+    tracing::info!(
+        uid = %request.uid,
+        user = %request.user_info.username,
+        namespace = request.namespace.as_deref().unwrap_or_default(),
+        name = request.name.as_deref().unwrap_or_default(),
+        dry_run = request.dry_run,
+        verdict,
+        detail = %detail,
+        "change request decided"
+    );
+}
+
 fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, &'static str) {
     let kind = WorkloadKind::from_group_kind(&request.kind.group, &request.kind.kind)
         .map_or("other", WorkloadKind::as_str);
@@ -78,6 +143,7 @@ fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, 
     let quarantine = live.quarantine();
     let teams = live.teams();
     let activity = live.activity();
+    let changes = live.changes();
     let namespace = request
         .namespace
         .as_deref()
@@ -91,7 +157,7 @@ fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, 
         teams: &teams,
         background: false,
         activity: &activity,
-        changes: &custody_engine::ChangeIndex::default(),
+        changes: &changes,
     };
     if !live.is_synced() {
         // Policies may not be known yet; the flag says what the operator wants meanwhile.
@@ -106,9 +172,35 @@ fn judge_workload(app: &AppState, request: &AdmissionRequest<'_>) -> (Decision, 
     let decision = evaluate(&policies, request, &ctx);
     if !request.dry_run {
         count_limit_denials(app, &decision);
+        count_approvals(app, &decision, kind);
     }
     (decision, kind)
 }
+
+/// Revisions admitted by an approved change (the engine's `approved-change` audit annotation),
+/// and revisions denied for want of one.
+fn count_approvals(app: &AppState, decision: &Decision, kind: &'static str) {
+    let labels = super::metrics::KindLabels { kind };
+    if decision.allowed && decision.audit_annotations.contains_key(APPROVED_CHANGE) {
+        app.metrics
+            .approved_changes_admitted
+            .get_or_create(&labels)
+            .inc();
+    }
+    let required = decision
+        .violations
+        .iter()
+        .any(|v| v.blocks() && v.code == ViolationCode::ApprovalRequired);
+    if !decision.allowed && required {
+        app.metrics
+            .approval_required_denials
+            .get_or_create(&labels)
+            .inc();
+    }
+}
+
+/// The audit annotation the engine sets on a revision an approved change admitted.
+const APPROVED_CHANGE: &str = "approved-change";
 
 fn count_limit_denials(app: &AppState, decision: &Decision) {
     for v in decision.violations.iter().filter(|v| v.blocks()) {

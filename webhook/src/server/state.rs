@@ -1,17 +1,18 @@
-//! The live state the handlers read: compiled policies, registered teams, the quarantine index
-//! and namespace labels, each swapped or updated by its watch and read lock-free per request.
+//! The live state the handlers read: compiled policies, registered teams, the quarantine index,
+//! the agents' summaries, the change requests and namespace labels, each swapped or updated by
+//! its watch and read lock-free per request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
-use custody_crds::{CustodyAgent, CustodyPolicy, CustodyTeam, RollbackRecord};
+use custody_crds::{CustodyAgent, CustodyChange, CustodyPolicy, CustodyTeam, RollbackRecord};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 
 use super::metrics::Metrics;
-use custody_engine::{AgentActivity, PolicySet, QuarantineIndex, TeamIndex};
+use custody_engine::{AgentActivity, ChangeIndex, PolicySet, QuarantineIndex, TeamIndex};
 
 /// What the webhook knows of the cluster.
 pub struct LiveState {
@@ -19,8 +20,9 @@ pub struct LiveState {
     quarantine: ArcSwap<QuarantineIndex>,
     teams: ArcSwap<TeamIndex>,
     activity: ArcSwap<AgentActivity>,
+    changes: ArcSwap<ChangeIndex>,
     namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
-    synced: [AtomicBool; 5],
+    synced: [AtomicBool; CACHES],
     metrics: Metrics,
 }
 
@@ -37,7 +39,12 @@ pub enum Cache {
     Teams = 3,
     /// CustodyAgents, the controller's summaries.
     Agents = 4,
+    /// CustodyChanges, the change requests people approve.
+    Changes = 5,
 }
+
+/// How many caches there are.
+const CACHES: usize = 6;
 
 impl Cache {
     /// The metric label.
@@ -48,6 +55,19 @@ impl Cache {
             Cache::Records => "rollbackrecords",
             Cache::Teams => "custodyteams",
             Cache::Agents => "custodyagents",
+            Cache::Changes => "custodychanges",
+        }
+    }
+
+    /// The kind the cache holds, for messages.
+    pub const fn kind(self) -> &'static str {
+        match self {
+            Cache::Policies => "CustodyPolicy",
+            Cache::Namespaces => "Namespace",
+            Cache::Records => "RollbackRecord",
+            Cache::Teams => "CustodyTeam",
+            Cache::Agents => "CustodyAgent",
+            Cache::Changes => "CustodyChange",
         }
     }
 }
@@ -66,6 +86,7 @@ impl LiveState {
             quarantine: ArcSwap::from_pointee(QuarantineIndex::default()),
             teams: ArcSwap::from_pointee(TeamIndex::default()),
             activity: ArcSwap::from_pointee(AgentActivity::default()),
+            changes: ArcSwap::from_pointee(ChangeIndex::default()),
             namespaces: Some(reader),
             synced: Default::default(),
             metrics,
@@ -80,14 +101,9 @@ impl LiveState {
             quarantine: ArcSwap::from_pointee(QuarantineIndex::default()),
             teams: ArcSwap::from_pointee(TeamIndex::default()),
             activity: ArcSwap::from_pointee(AgentActivity::default()),
+            changes: ArcSwap::from_pointee(ChangeIndex::default()),
             namespaces: None,
-            synced: [
-                AtomicBool::new(true),
-                AtomicBool::new(true),
-                AtomicBool::new(true),
-                AtomicBool::new(true),
-                AtomicBool::new(true),
-            ],
+            synced: std::array::from_fn(|_| AtomicBool::new(true)),
             metrics,
         };
         state.set_policies(policies, 0);
@@ -113,6 +129,24 @@ impl LiveState {
     /// The controller's summaries of agents.
     pub fn activity(&self) -> arc_swap::Guard<Arc<AgentActivity>> {
         self.activity.load()
+    }
+
+    /// The change requests, by workload.
+    pub fn changes(&self) -> arc_swap::Guard<Arc<ChangeIndex>> {
+        self.changes.load()
+    }
+
+    /// Swaps in the change requests (all of them: the index is rebuilt, like the quarantine).
+    pub fn set_changes<'c>(&self, changes: impl IntoIterator<Item = &'c CustodyChange>) {
+        let mut loaded = 0usize;
+        let index = ChangeIndex::from_changes(changes.into_iter().inspect(|_| loaded += 1));
+        self.metrics.change_requests_loaded.set(to_i64(loaded));
+        self.changes.store(Arc::new(index));
+    }
+
+    /// Rebuilds the change requests from a snapshot of the cache.
+    pub fn rebuild_changes(&self, snapshot: Vec<Arc<CustodyChange>>) {
+        self.set_changes(snapshot.iter().map(|c| &**c));
     }
 
     /// Rebuilds the agents' summaries from a snapshot of the cache.

@@ -120,8 +120,12 @@ pub fn config(secret: &SecretDir) -> ServerConfig {
         failure_before_sync: FailurePolicy::Fail,
         drain_timeout: Duration::from_secs(5),
         vocabulary: Vocabulary::default(),
+        controller_users: vec![CONTROLLER.to_string()],
     }
 }
+
+/// Custody's controller in the test servers (`--controller-user`).
+pub const CONTROLLER: &str = "system:serviceaccount:custody-system:custody-controller";
 
 pub async fn start(
     config: ServerConfig,

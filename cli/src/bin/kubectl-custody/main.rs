@@ -1,19 +1,24 @@
 //! `kubectl-custody`, run as `kubectl custody`: the on-call view of Custody in a live cluster.
-//! `why` and `records` only read; `lift` writes one thing, a record's `status.lifted` (or
-//! `status.probationLifted`), as the person running it, and an Event; `resume` releases a
+//! `why`, `records` and `changes` only read; `lift` writes one thing, a record's `status.lifted`
+//! (or `status.probationLifted`), as the person running it, and an Event; `resume` releases a
 //! rollout the controller holds (the workload's `held` mark, and its pause or partition), and
-//! records an Event. `main` parses and runs each command; `cluster` reads the cluster and
-//! publishes Events, `resume` writes a release; judging and rendering live in
-//! `custody_cli::plugin`.
+//! records an Event; `propose` creates an agent's CustodyChange as its proposer, and `approve`
+//! and `reject` write a person's decision into its status. `main` parses and runs each command;
+//! `cluster` reads the cluster and publishes Events, `resume` writes a release, `changes` the
+//! CustodyChanges; judging and rendering live in `custody_cli::plugin` and
+//! `custody_cli::propose`.
 
+mod changes;
 mod cluster;
 mod resume;
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use custody_cli::plugin::decide::Verdict;
 use custody_cli::plugin::lift::{self, LiftPlan};
 use custody_cli::plugin::{self, ObjectRef, format, why};
 use custody_crds::{CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary};
@@ -32,7 +37,7 @@ use cluster::{
     name = "kubectl-custody",
     bin_name = "kubectl custody",
     version,
-    about = "Custody for on-call: why a workload is (or would be) denied, its revisions and its RollbackRecords, lifting a quarantine, and resuming a held rollout."
+    about = "Custody for on-call: why a workload is (or would be) denied, its revisions and its RollbackRecords, lifting a quarantine, resuming a held rollout, and agents' change requests: proposing, approving, rejecting and listing them."
 )]
 struct Args {
     #[command(subcommand)]
@@ -57,6 +62,71 @@ enum Command {
     /// controller still judges the revision and reverts it if it regresses. Refused for a
     /// workload Custody does not hold.
     Resume(ResumeArgs),
+    /// Propose an agent's change to a workload a policy's approval protects: creates a
+    /// CustodyChange per workload of the manifest, as you (the webhook checks you are its
+    /// proposer), with the diff against what runs, and says how to wait for its approval before
+    /// applying the same manifest unchanged.
+    Propose(ProposeArgs),
+    /// Approve a CustodyChange, as yourself, with a reason. Shows the change, then appends your
+    /// approval to its status; the webhook admits it only from a person allowed to approve,
+    /// never its proposer.
+    Approve(DecideArgs),
+    /// Reject a CustodyChange, as yourself, with a reason: the webhook never admits its change.
+    Reject(DecideArgs),
+    /// List CustodyChanges, newest first, or show one in full with its diff.
+    Changes(ChangesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProposeArgs {
+    /// The workload manifest the agent will apply (YAML or JSON, one or more documents), or -
+    /// for stdin. Documents that are not workloads are left out.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    file: PathBuf,
+    /// What the change does and why, for the reviewer (10 characters at least).
+    #[arg(long)]
+    reason: String,
+    /// The namespace of workloads that do not name one; the kubeconfig context's by default.
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// The annotation prefix.
+    #[arg(long, env = "CUSTODY_ANNOTATION_PREFIX", default_value = custody_crds::vocabulary::DEFAULT_PREFIX)]
+    annotation_prefix: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+struct DecideArgs {
+    /// The CustodyChange (`kubectl custody changes` lists them; a denial names it).
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// The namespace; the kubeconfig context's by default.
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// What you reviewed (10 characters at least); kept in the change's status.
+    #[arg(long)]
+    reason: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+struct ChangesArgs {
+    /// One CustodyChange to show in full.
+    #[arg(value_name = "NAME", conflicts_with = "all_namespaces")]
+    name: Option<String>,
+    /// The namespace; the kubeconfig context's by default.
+    #[arg(short, long, conflicts_with = "all_namespaces")]
+    namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -165,7 +235,70 @@ async fn run(args: Args) -> anyhow::Result<String> {
         Command::Records(a) => records_cmd(client, a).await,
         Command::Lift(a) => lift_cmd(client, a).await,
         Command::Resume(a) => resume_cmd(client, a).await,
+        Command::Propose(a) => propose_cmd(client, a).await,
+        Command::Approve(a) => decide_cmd(client, a, Verdict::Approve).await,
+        Command::Reject(a) => decide_cmd(client, a, Verdict::Reject).await,
+        Command::Changes(a) => {
+            let namespace = match (a.all_namespaces, a.namespace) {
+                (true, _) => None,
+                (false, ns) => Some(ns.unwrap_or_else(|| client.default_namespace().to_string())),
+            };
+            changes::show(
+                &client,
+                a.name.as_deref(),
+                namespace.as_deref(),
+                a.output == Output::Json,
+            )
+            .await
+        }
     }
+}
+
+async fn propose_cmd(client: Client, args: ProposeArgs) -> anyhow::Result<String> {
+    let manifest = args.file.display().to_string();
+    let text = if manifest == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+            .context("cannot read the manifest from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {manifest}"))?
+    };
+    let vocabulary = Vocabulary::with_prefix(&args.annotation_prefix);
+    let reports = changes::propose(
+        &client,
+        &changes::ProposeRequest {
+            manifest: &manifest,
+            text: &text,
+            namespace: args.namespace.as_deref(),
+            reason: &args.reason,
+            vocabulary: &vocabulary,
+        },
+    )
+    .await?;
+    Ok(match args.output {
+        Output::Text => format::proposed_text(&reports),
+        Output::Json => format::json(&reports),
+    })
+}
+
+async fn decide_cmd(client: Client, args: DecideArgs, verdict: Verdict) -> anyhow::Result<String> {
+    let namespace = args
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let report = changes::decide(
+        &client,
+        &args.name,
+        &namespace,
+        &args.reason,
+        verdict,
+        args.output == Output::Text,
+    )
+    .await?;
+    Ok(match args.output {
+        Output::Text => format::decided_text(&report),
+        Output::Json => format::json(&report),
+    })
 }
 
 async fn resume_cmd(client: Client, args: ResumeArgs) -> anyhow::Result<String> {
@@ -271,6 +404,7 @@ async fn why_cmd(client: Client, args: WhyArgs) -> anyhow::Result<String> {
         .unwrap_or_default();
     let namespace_labels = namespace_labels(&client, &namespace).await;
     let revisions = revisions(&client, &namespace, kind, &object).await?;
+    let change_requests = changes::for_why(&client, &namespace).await;
 
     let vocabulary = Vocabulary::with_prefix(&args.annotation_prefix);
     let report = why::explain(&why::WhyInput {
@@ -281,6 +415,7 @@ async fn why_cmd(client: Client, args: WhyArgs) -> anyhow::Result<String> {
         namespace_labels: namespace_labels.as_ref(),
         records: &records,
         teams: &teams,
+        changes: &change_requests,
         revisions: &revisions,
         user: &args.user,
         groups: &args.groups,
@@ -389,6 +524,57 @@ mod tests {
         }
         assert!(Args::try_parse_from(["kubectl-custody", "lift", "web-r2"]).is_err());
         assert!(Args::try_parse_from(["kubectl-custody", "lift", "--reason", "x"]).is_err());
+    }
+
+    #[test]
+    fn propose_approve_reject_and_changes_parse_like_kubectl() {
+        let args = Args::try_parse_from([
+            "kubectl-custody",
+            "propose",
+            "-f",
+            "web.yaml",
+            "-n",
+            "shop",
+            "--reason",
+            "bump web to 1.28",
+        ])
+        .unwrap();
+        match args.command {
+            Command::Propose(p) => {
+                assert_eq!(p.file, PathBuf::from("web.yaml"));
+                assert_eq!(p.namespace.as_deref(), Some("shop"));
+                assert_eq!(p.output, Output::Text);
+            }
+            _ => panic!("parsed the wrong command"),
+        }
+        assert!(Args::try_parse_from(["kubectl-custody", "propose", "-f", "-"]).is_err());
+        for verb in ["approve", "reject"] {
+            let args = Args::try_parse_from([
+                "kubectl-custody",
+                verb,
+                "web-1a2b3c4d5e",
+                "--reason",
+                "checked the diff",
+                "-o",
+                "json",
+            ])
+            .unwrap();
+            match args.command {
+                Command::Approve(d) | Command::Reject(d) => {
+                    assert_eq!(d.name, "web-1a2b3c4d5e");
+                    assert_eq!(d.output, Output::Json);
+                }
+                _ => panic!("parsed the wrong command"),
+            }
+            assert!(Args::try_parse_from(["kubectl-custody", verb, "web-1a2b3c4d5e"]).is_err());
+        }
+        let args = Args::try_parse_from(["kubectl-custody", "changes", "-A"]).unwrap();
+        match args.command {
+            Command::Changes(c) => assert!(c.all_namespaces && c.name.is_none()),
+            _ => panic!("parsed the wrong command"),
+        }
+        assert!(Args::try_parse_from(["kubectl-custody", "changes", "web-1", "-A"]).is_err());
+        assert!(Args::try_parse_from(["kubectl-custody", "changes", "-A", "-n", "x"]).is_err());
     }
 
     #[test]

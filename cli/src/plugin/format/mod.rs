@@ -1,6 +1,7 @@
 //! Rendering: text for people on call, JSON for tools. Pure string building.
 
 mod analysis;
+mod changes;
 mod table;
 
 use std::fmt::Write as _;
@@ -14,6 +15,8 @@ use super::why::WhyReport;
 use custody_crds::WorkloadKind;
 use custody_engine::{Decision, Outcome};
 use table::{list_or, plural, table};
+
+pub use changes::{change_text, changes_text, decided_text, proposed_text, write_diff};
 
 /// Pretty JSON of any report, with a trailing newline.
 pub fn json<T: Serialize>(value: &T) -> String {
@@ -29,6 +32,7 @@ pub fn why_text(r: &WhyReport) -> String {
     write_verdict(&mut out, r);
     write_provenance(&mut out, r);
     write_quarantine(&mut out, r);
+    changes::write_workload_changes(&mut out, r);
     write_held(&mut out, r);
     if matches!(r.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet") {
         write_revisions(&mut out, r);
