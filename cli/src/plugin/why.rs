@@ -191,40 +191,7 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
         super::revisions::current_analysis(&revisions, input.revisions, input.vocabulary);
     let held = held(input, &revisions);
 
-    let mut notes = Vec::new();
-    if input.policies.is_empty() {
-        notes
-            .push("no CustodyPolicy exists in the cluster: the webhook judges nothing".to_string());
-    }
-    if input.namespace_labels.is_none() {
-        notes.push(format!(
-            "the labels of namespace {} could not be read: policies were matched on its name alone",
-            input.namespace
-        ));
-    }
-    if let Some(owner) = controller_owner(input.object) {
-        notes.push(format!(
-            "controlled by {owner}: in the cluster its controller writes it and the webhook does not judge that write; the verdict above is for {} creating it",
-            input.user
-        ));
-    }
-    if quarantined_by.is_some() && decision.violations.is_empty() {
-        notes.push(
-            "the template is quarantined, but no policy selecting this object applies the quarantine to this requester".to_string(),
-        );
-    }
-    if decision
-        .violations
-        .iter()
-        .any(|v| v.code == ViolationCode::ApprovalRequired)
-        && changes
-            .iter()
-            .any(|c| c.current && c.phase == custody_crds::ChangePhase::Applied)
-    {
-        notes.push(
-            "the change request that admitted the current revision is spent: an approval admits one new revision, and the verdict above is for creating the object anew; updates that keep its pod template (scaling, a restart) never need approval".to_string(),
-        );
-    }
+    let mut notes = notes(input, &decision, quarantined_by.is_some(), &changes);
     let analysis = analysis.unwrap_or_else(|why| {
         notes.push(why);
         None
@@ -249,6 +216,51 @@ pub fn explain(input: &WhyInput<'_>) -> WhyReport {
         closed_changes,
         notes,
     }
+}
+
+/// What the reader should know besides the verdict: missing inputs, a controller's writes, a
+/// quarantine that does not apply, a spent change request.
+fn notes(
+    input: &WhyInput<'_>,
+    decision: &Decision,
+    quarantined: bool,
+    changes: &[change_requests::WorkloadChange],
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    if input.policies.is_empty() {
+        notes
+            .push("no CustodyPolicy exists in the cluster: the webhook judges nothing".to_string());
+    }
+    if input.namespace_labels.is_none() {
+        notes.push(format!(
+            "the labels of namespace {} could not be read: policies were matched on its name alone",
+            input.namespace
+        ));
+    }
+    if let Some(owner) = controller_owner(input.object) {
+        notes.push(format!(
+            "controlled by {owner}: in the cluster its controller writes it and the webhook does not judge that write; the verdict above is for {} creating it",
+            input.user
+        ));
+    }
+    if quarantined && decision.violations.is_empty() {
+        notes.push(
+            "the template is quarantined, but no policy selecting this object applies the quarantine to this requester".to_string(),
+        );
+    }
+    if decision
+        .violations
+        .iter()
+        .any(|v| v.code == ViolationCode::ApprovalRequired)
+        && changes
+            .iter()
+            .any(|c| c.current && c.phase == custody_crds::ChangePhase::Applied)
+    {
+        notes.push(
+            "the change request that admitted the current revision is spent: an approval admits one new revision, and the verdict above is for creating the object anew; updates that keep its pod template (scaling, a restart) never need approval".to_string(),
+        );
+    }
+    notes
 }
 
 /// Builds the CREATE the webhook would see for the object and runs the engine on it, the way
