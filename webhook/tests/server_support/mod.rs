@@ -54,9 +54,13 @@ pub struct SecretDir {
 
 impl SecretDir {
     pub fn new(cert: &str, key: &str) -> Self {
+        // Tests in one binary run in parallel and may read the clock in the same tick: a
+        // counter keeps their directories apart.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "custody-tls-{}-{}",
+            "custody-tls-{}-{}-{}",
             std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
