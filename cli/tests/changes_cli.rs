@@ -13,10 +13,8 @@ mod support;
 
 use axum::http::{Method, StatusCode};
 use cluster::{CHANGES, Cluster, WEBHOOK};
-use custody_crds::{
-    AgentGuardrails, Approval, CustodyPolicy, CustodyPolicySpec, CustodyTeam, CustodyTeamSpec,
-    IdentitySet, TeamMembers,
-};
+use custody_crds::{Approval, CustodyPolicy, CustodyTeam};
+use custody_testkit::approval::{reviewed_policy, team_web};
 use serde_json::{Value, json};
 
 const AGENT: &str = "system:serviceaccount:agents:claude";
@@ -28,36 +26,14 @@ const REVIEW: &str = "checked the image bump and its limits";
 
 /// Agents under `agents/*` in `shop` need two approvals by members of team-web.
 fn policy() -> CustodyPolicy {
-    let mut spec = CustodyPolicySpec {
-        agents: AgentGuardrails {
-            approval: Some(Approval {
-                required: 2,
-                ..Approval::default()
-            }),
-            ..AgentGuardrails::default()
-        },
-        ..CustodyPolicySpec::default()
-    };
-    spec.match_rules.namespaces.include = vec!["shop".into()];
-    spec.identities.agents = IdentitySet {
-        service_accounts: vec!["agents/*".into()],
-        ..IdentitySet::default()
-    };
-    CustodyPolicy::new("reviewed", spec)
+    reviewed_policy(Some(Approval {
+        required: 2,
+        ..Approval::default()
+    }))
 }
 
 fn team() -> CustodyTeam {
-    CustodyTeam::new(
-        "team-web",
-        CustodyTeamSpec {
-            namespaces: vec!["shop".into()],
-            members: TeamMembers {
-                users: vec![ANN.into(), BOB.into(), CAROL.into()],
-                groups: vec![],
-            },
-            ..CustodyTeamSpec::default()
-        },
-    )
+    team_web(&[ANN, BOB, CAROL], &[])
 }
 
 /// The agent's manifest of `web` in `namespace`.

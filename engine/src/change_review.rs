@@ -9,19 +9,20 @@ use std::collections::BTreeMap;
 
 use custody_crds::attestation::subject_name;
 use custody_crds::change::{MAX_DIFF_BYTES, MAX_DIFF_LINES, change_digest, is_digest, line_bytes};
-use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target, glob_matches};
-use custody_crds::{CustodyChangeSpec, CustodyChangeStatus, EnforcementMode, Lift};
+use custody_crds::selection::glob_matches;
+use custody_crds::{CustodyChangeSpec, CustodyChangeStatus, Lift};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::de::DeserializeOwned;
 
-use crate::approval::{ChangeEntry, CompiledApproval, Scope, Standing, approvers, standing};
-use crate::decision::{Decision, Outcome, Violation, ViolationCode};
+use crate::approval::{ChangeEntry, CompiledApproval, Standing, approvers, standing};
+use crate::decision::{Decision, Outcome, ViolationCode};
 use crate::identity::identity_matches;
 use crate::object::WorkloadObject;
 use crate::person::person_problem;
-use crate::policies::{CompiledPolicy, PolicySet};
+use crate::policies::PolicySet;
 use crate::record_review::MIN_REASON_CHARS;
 use crate::request::{Operation, Request};
+use crate::requests::protecting;
 use crate::teams::TeamIndex;
 
 /// How far an approval's `at` may be from the webhook's clock: it starts the approval's
@@ -108,42 +109,6 @@ fn spec_of(object: &WorkloadObject<'_>) -> Result<CustodyChangeSpec, Refusal> {
             "create it with `kubectl custody propose -f <manifest>`".to_string(),
         )
     })
-}
-
-/// The policies whose approval covers a change request in `namespace` (whose labels are
-/// `namespace_labels`, when known), with their approval: the policy selects the workload
-/// (namespace, kind, the proposed labels) and its approval covers the agent, kind, declared
-/// owner and labels. The webhook admits a proposal only when some policy protects it; the
-/// controller judges where it stands under the same policies.
-pub fn protecting<'p>(
-    policies: &'p PolicySet,
-    spec: &CustodyChangeSpec,
-    namespace: &str,
-    namespace_labels: Option<&BTreeMap<String, String>>,
-) -> Vec<(&'p CompiledPolicy, &'p CompiledApproval)> {
-    let fallback = BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string())]);
-    let target = Target {
-        kind: spec.workload.kind,
-        namespace,
-        namespace_labels: namespace_labels.unwrap_or(&fallback),
-        labels: &spec.labels,
-    };
-    let scope = Scope {
-        agent: &spec.agent,
-        kind: spec.workload.kind,
-        team: spec
-            .provenance
-            .get("owner")
-            .map(|t| t.trim())
-            .filter(|t| !t.is_empty()),
-        labels: &spec.labels,
-    };
-    policies
-        .iter()
-        .filter(|p| p.spec.selects(&target))
-        .filter_map(|p| Some((p, p.approval.as_ref()?)))
-        .filter(|(_, a)| a.covers(&scope))
-        .collect()
 }
 
 /// A new change request.
@@ -584,28 +549,6 @@ pub fn is_agent_identity(policies: &PolicySet, user: &str, groups: &[impl AsRef<
 
 fn refuse(request: &Request<'_>, field: &str, problem: String, fix: &str) -> Decision {
     let name = request.name.as_deref().unwrap_or("<unnamed>");
-    let mut message = format!("Custody refused the write of CustodyChange {name:?}: {problem}");
-    if !fix.is_empty() {
-        message.push_str("\n  fix: ");
-        message.push_str(fix);
-    }
-    Decision {
-        allowed: false,
-        code: 403,
-        message: Some(message),
-        violations: vec![Violation {
-            code: ViolationCode::ChangeRefused,
-            key: None,
-            field: field.to_string(),
-            value: None,
-            policy: String::new(),
-            mode: EnforcementMode::Enforce,
-            message: problem,
-            fix: fix.to_string(),
-        }],
-        warnings: Vec::new(),
-        audit_annotations: Default::default(),
-        outcome: Outcome::Denied,
-        mode: Some(EnforcementMode::Enforce),
-    }
+    let message = format!("Custody refused the write of CustodyChange {name:?}: {problem}");
+    Decision::refused(ViolationCode::ChangeRefused, field, message, problem, fix)
 }

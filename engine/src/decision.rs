@@ -209,6 +209,40 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A write refused for one problem with one field, under no policy (a lift, a change
+    /// request): `message` opens the answer, then the fix when there is one.
+    pub(crate) fn refused(
+        code: ViolationCode,
+        field: &str,
+        mut message: String,
+        problem: String,
+        fix: &str,
+    ) -> Self {
+        if !fix.is_empty() {
+            message.push_str("\n  fix: ");
+            message.push_str(fix);
+        }
+        Self {
+            allowed: false,
+            code: 403,
+            message: Some(message),
+            violations: vec![Violation {
+                code,
+                key: None,
+                field: field.to_string(),
+                value: None,
+                policy: String::new(),
+                mode: EnforcementMode::Enforce,
+                message: problem,
+                fix: fix.to_string(),
+            }],
+            warnings: Vec::new(),
+            audit_annotations: BTreeMap::new(),
+            outcome: Outcome::Denied,
+            mode: Some(EnforcementMode::Enforce),
+        }
+    }
+
     /// Admitted without judgement, with an optional warning.
     pub fn skipped(warning: Option<String>) -> Self {
         Self {

@@ -35,6 +35,7 @@ mod quarantine;
 mod record_review;
 mod registered;
 mod request;
+mod requests;
 mod rules;
 mod signatures;
 mod subject;
@@ -45,9 +46,7 @@ pub use approval::{
     ChangeEntry, ChangeIndex, CompiledApproval, Scope as ApprovalScope, Standing, approvers,
     standing,
 };
-pub use change_review::{
-    ChangeReview, is_agent_identity, may_approve, protecting, validate_change,
-};
+pub use change_review::{ChangeReview, is_agent_identity, may_approve, validate_change};
 pub use context::Context;
 pub use controllers::{BUILTIN_CONTROLLERS, ControllerWrite};
 pub use decision::{Decision, Outcome, Violation, ViolationCode};
@@ -62,5 +61,6 @@ pub use probation::{CompiledProbation, Revert, RevertIndex};
 pub use quarantine::{QuarantineEntry, QuarantineIndex};
 pub use record_review::{MIN_REASON_CHARS, validate_record};
 pub use request::{GroupVersionKind, Operation, Request, UserInfo};
+pub use requests::{JudgedChange, judge_change, protecting};
 pub use rules::example_for;
 pub use teams::{Team, TeamError, TeamIndex, check_team};

@@ -7,7 +7,7 @@
 use custody_crds::{Lift, RecordAction};
 use serde::Deserialize;
 
-use crate::decision::{Decision, Outcome, Violation, ViolationCode};
+use crate::decision::{Decision, Outcome, ViolationCode};
 use crate::object::WorkloadObject;
 use crate::person::person_problem;
 use crate::policies::PolicySet;
@@ -221,30 +221,14 @@ fn refuse(request: &Request<'_>, which: Which, problem: String, fix: &str) -> De
         Which::Quarantine => "the lift",
         Which::Probation => "the probation lift",
     };
-    let mut message = format!("Custody refused {what} of RollbackRecord {name:?}: {problem}");
-    if !fix.is_empty() {
-        message.push_str("\n  fix: ");
-        message.push_str(fix);
-    }
-    Decision {
-        allowed: false,
-        code: 403,
-        message: Some(message),
-        violations: vec![Violation {
-            code: ViolationCode::LiftRefused,
-            key: None,
-            field: which.field().to_string(),
-            value: None,
-            policy: String::new(),
-            mode: custody_crds::EnforcementMode::Enforce,
-            message: problem,
-            fix: fix.to_string(),
-        }],
-        warnings: Vec::new(),
-        audit_annotations: Default::default(),
-        outcome: Outcome::Denied,
-        mode: Some(custody_crds::EnforcementMode::Enforce),
-    }
+    let message = format!("Custody refused {what} of RollbackRecord {name:?}: {problem}");
+    Decision::refused(
+        ViolationCode::LiftRefused,
+        which.field(),
+        message,
+        problem,
+        fix,
+    )
 }
 
 #[cfg(test)]

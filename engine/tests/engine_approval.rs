@@ -8,24 +8,22 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use custody_crds::change::{change_name, claim_digest, review_diff};
 use custody_crds::{
-    AgentGuardrails, Applied, Approval, ChangeWorkload, CustodyChange, CustodyChangeSpec,
-    CustodyChangeStatus, CustodyPolicy, CustodyPolicySpec, CustodyTeam, CustodyTeamSpec,
-    IdentitySet, Lift, TeamMembers, Vocabulary, WorkloadKind,
+    AgentGuardrails, Applied, Approval, CustodyChange, CustodyChangeStatus, CustodyPolicy,
+    CustodyPolicySpec, Lift, TeamMembers, Vocabulary, WorkloadKind,
 };
 use custody_engine::attest::{AttestationCache, claim_from_value};
 use custody_engine::{
     ChangeIndex, ChangeReview, Context, Decision, PolicySet, QuarantineIndex, TeamIndex,
     ViolationCode, evaluate, validate_change,
 };
+use custody_testkit::approval::{AGENT_SA, agent_deployment, reviewed, team_web};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 use support::*;
 
 const NOW: &str = "2026-12-05T10:00:00Z";
-const AGENT_SA: &str = "system:serviceaccount:agents:claude";
 const ANN: &str = "ann@acme.dev";
 const BOB: &str = "bob@acme.dev";
 
@@ -45,86 +43,24 @@ fn approval(required: u32) -> Approval {
 }
 
 fn policies(approval: Approval) -> PolicySet {
-    let mut spec = CustodyPolicySpec {
-        agents: AgentGuardrails {
-            approval: Some(approval),
-            ..AgentGuardrails::default()
-        },
-        ..CustodyPolicySpec::default()
-    };
-    spec.match_rules.namespaces.include = vec!["shop".into()];
-    spec.identities.agents = IdentitySet {
-        service_accounts: vec!["agents/*".into()],
-        ..IdentitySet::default()
-    };
-    let (set, errors) = PolicySet::compile([CustodyPolicy::new("reviewed", spec)]);
-    assert!(errors.is_empty(), "{errors:?}");
-    set
+    reviewed(Some(approval))
 }
 
 fn teams() -> TeamIndex {
-    let team = CustodyTeam::new(
-        "team-web",
-        CustodyTeamSpec {
-            namespaces: vec!["shop".into()],
-            members: TeamMembers {
-                users: vec![ANN.into(), BOB.into(), "claude@acme.dev".into()],
-                groups: vec!["web-leads".into()],
-            },
-            ..CustodyTeamSpec::default()
-        },
-    );
+    let team = team_web(&[ANN, BOB, "claude@acme.dev"], &["web-leads"]);
     let (index, errors) = TeamIndex::compile([&team]);
     assert!(errors.is_empty(), "{errors:?}");
     index
 }
 
-/// The agent's Deployment `web` running `image`, with the provenance of the revision that
-/// built it (a new template always comes with a new commit and run).
+/// The agent's Deployment `web` in `shop` running `image`.
 fn web(image: &str) -> Value {
-    let tag = image.rsplit(':').next().unwrap_or("0");
-    let mut annotations = agent_annotations();
-    annotations["custody.dev/source-commit"] = json!(tag.repeat(7));
-    annotations["custody.dev/pipeline-run"] = json!(format!("run-{tag}"));
-    deployment("web", annotations, image)
+    agent_deployment("web", "shop", image)
 }
 
-/// The change request `custody propose` would make for `object`.
+/// The change request `custody propose` would make for `object`, an hour ago.
 fn proposal(object: &Value, proposer: &str) -> CustodyChange {
-    let annotations: BTreeMap<String, String> =
-        serde_json::from_value(object["metadata"]["annotations"].clone()).unwrap();
-    let claim = claim_from_value(
-        WorkloadKind::Deployment,
-        "shop",
-        object,
-        &annotations,
-        &Vocabulary::default(),
-    );
-    let digest = claim_digest(&claim);
-    let (diff, diff_truncated) = review_diff(None, claim.template.as_ref().unwrap());
-    let provenance = claim.annotation_map();
-    let mut change = CustodyChange::new(
-        &change_name("web", &digest),
-        CustodyChangeSpec {
-            workload: ChangeWorkload {
-                kind: WorkloadKind::Deployment,
-                name: "web".into(),
-            },
-            digest,
-            template_digest: claim.template_digest.to_string(),
-            agent: provenance["agent"].clone(),
-            provenance,
-            labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
-            proposer: proposer.into(),
-            reason: "bump the image to fix CVE-2026-1234".into(),
-            diff,
-            diff_truncated,
-            running_template_digest: None,
-        },
-    );
-    change.metadata.namespace = Some("shop".into());
-    change.metadata.creation_timestamp = Some(Time(hours_ago(1)));
-    change
+    custody_testkit::approval::proposal(object, proposer, hours_ago(1))
 }
 
 fn lift(by: &str, at: Timestamp) -> Lift {

@@ -2,6 +2,7 @@
 //! only, never linked into a binary.
 
 pub mod admission;
+pub mod approval;
 pub mod fake_apiserver;
 pub mod golden;
 pub mod prometheus;

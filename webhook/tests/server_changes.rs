@@ -5,25 +5,18 @@
 
 mod server_support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use custody_crds::change::{change_name, claim_digest, review_diff};
-use custody_crds::{
-    AgentGuardrails, Approval, ChangePhase, ChangeWorkload, CustodyChange, CustodyChangeSpec,
-    CustodyChangeStatus, CustodyPolicy, CustodyPolicySpec, CustodyTeam, CustodyTeamSpec,
-    IdentitySet, Lift, TeamMembers, Vocabulary, WorkloadKind,
-};
-use custody_engine::attest::claim_from_value;
+use custody_crds::{Approval, ChangePhase, CustodyChange, CustodyChangeStatus, Lift};
 use custody_engine::{PolicySet, QuarantineIndex, TeamIndex};
-use custody_testkit::admission::{agent_annotations, deployment, review_of};
+use custody_testkit::admission::review_of;
+use custody_testkit::approval::{AGENT_SA, agent_deployment, reviewed, team_web};
 use custody_webhook::server::{LiveState, Metrics};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 use server_support::*;
 
-const AGENT_SA: &str = "system:serviceaccount:agents:claude";
 /// A person who proposes through the API (a team member, so only the proposer rule stops them).
 const PROPOSING_PERSON: &str = "claude@acme.dev";
 const ANN: &str = "ann@acme.dev";
@@ -32,37 +25,12 @@ const OUTSIDER: &str = "olga@acme.dev";
 /// One policy over namespace `shop` whose approval covers every agent, approvers left to the
 /// owning team; the agents' service accounts are agent identities.
 fn policies() -> PolicySet {
-    let mut spec = CustodyPolicySpec {
-        agents: AgentGuardrails {
-            approval: Some(Approval::default()),
-            ..AgentGuardrails::default()
-        },
-        ..CustodyPolicySpec::default()
-    };
-    spec.match_rules.namespaces.include = vec!["shop".into()];
-    spec.identities.agents = IdentitySet {
-        service_accounts: vec!["agents/*".into()],
-        ..IdentitySet::default()
-    };
-    let (set, errors) = PolicySet::compile([CustodyPolicy::new("reviewed", spec)]);
-    assert!(errors.is_empty(), "{errors:?}");
-    set
+    reviewed(Some(Approval::default()))
 }
 
 /// `team-web` (the owner the agent annotations name), whose members approve.
 fn teams() -> TeamIndex {
-    let team = CustodyTeam::new(
-        "team-web",
-        CustodyTeamSpec {
-            namespaces: vec!["shop".into()],
-            members: TeamMembers {
-                users: vec![ANN.into(), PROPOSING_PERSON.into()],
-                groups: vec![],
-            },
-            ..CustodyTeamSpec::default()
-        },
-    );
-    let (index, errors) = TeamIndex::compile([&team]);
+    let (index, errors) = TeamIndex::compile([&team_web(&[ANN, PROPOSING_PERSON], &[])]);
     assert!(errors.is_empty(), "{errors:?}");
     index
 }
@@ -73,53 +41,18 @@ fn live(metrics: Metrics) -> Arc<LiveState> {
     live
 }
 
-/// The agent's Deployment `web` running `image`, with the provenance of the revision that
-/// built it.
+/// The agent's Deployment `web` in `shop` running `image`.
 fn web(image: &str) -> Value {
-    let tag = image.rsplit(':').next().unwrap_or("0");
-    let mut annotations = agent_annotations();
-    annotations["custody.dev/source-commit"] = json!(tag.repeat(7));
-    annotations["custody.dev/pipeline-run"] = json!(format!("run-{tag}"));
-    deployment("web", annotations, image)
+    agent_deployment("web", "shop", image)
 }
 
 /// The change request `custody propose` makes for `object`, proposed an hour ago.
 fn proposal(object: &Value, proposer: &str) -> CustodyChange {
-    let annotations: BTreeMap<String, String> =
-        serde_json::from_value(object["metadata"]["annotations"].clone()).unwrap();
-    let claim = claim_from_value(
-        WorkloadKind::Deployment,
-        "shop",
+    custody_testkit::approval::proposal(
         object,
-        &annotations,
-        &Vocabulary::default(),
-    );
-    let digest = claim_digest(&claim);
-    let (diff, diff_truncated) = review_diff(None, claim.template.as_ref().unwrap());
-    let provenance = claim.annotation_map();
-    let mut change = CustodyChange::new(
-        &change_name("web", &digest),
-        CustodyChangeSpec {
-            workload: ChangeWorkload {
-                kind: WorkloadKind::Deployment,
-                name: "web".into(),
-            },
-            digest,
-            template_digest: claim.template_digest.to_string(),
-            agent: provenance["agent"].clone(),
-            provenance,
-            labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
-            proposer: proposer.into(),
-            reason: "bump the image to fix CVE-2026-1234".into(),
-            diff,
-            diff_truncated,
-            running_template_digest: None,
-        },
-    );
-    change.metadata.namespace = Some("shop".into());
-    change.metadata.creation_timestamp =
-        Some(Time(Timestamp::now() - SignedDuration::from_hours(1)));
-    change
+        proposer,
+        Timestamp::now() - SignedDuration::from_hours(1),
+    )
 }
 
 fn approved_by(change: &CustodyChange, by: &str) -> CustodyChange {

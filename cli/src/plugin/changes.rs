@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use custody_crds::change::claim_digest;
-use custody_crds::selection::{NAMESPACE_NAME_LABEL, Target};
 use custody_crds::{ChangePhase, CustodyChange, Vocabulary, WorkloadKind};
 use custody_engine::attest::claim_from_value;
-use custody_engine::{ApprovalScope, ChangeIndex, CompiledApproval, PolicySet, Standing, standing};
+use custody_engine::{PolicySet, Standing};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
@@ -96,50 +95,15 @@ pub fn age(since: Timestamp, now: Timestamp) -> String {
     }
 }
 
-/// The first policy whose approval covers `change`, as the webhook finds it.
-pub fn covering<'p>(
-    change: &CustodyChange,
-    policies: &'p PolicySet,
-    namespace_labels: Option<&BTreeMap<String, String>>,
-) -> Option<&'p CompiledApproval> {
-    let spec = &change.spec;
-    let namespace = change.metadata.namespace.as_deref().unwrap_or_default();
-    let fallback = BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string())]);
-    let target = Target {
-        kind: spec.workload.kind,
-        namespace,
-        namespace_labels: namespace_labels.unwrap_or(&fallback),
-        labels: &spec.labels,
-    };
-    let scope = ApprovalScope {
-        agent: &spec.agent,
-        kind: spec.workload.kind,
-        team: spec.provenance.get("owner").map(String::as_str),
-        labels: &spec.labels,
-    };
-    policies
-        .iter()
-        .filter(|p| p.spec.selects(&target))
-        .filter_map(|p| p.approval.as_ref())
-        .find(|a| a.covers(&scope))
-}
-
-/// Where `change` stands at `now` under the first policy whose approval covers it; `None`
-/// when none does (nothing requires approval for it any more).
+/// Where `change` stands at `now` under the strictest policy whose approval covers it, as the
+/// controller phases it; `None` when none does (nothing requires approval for it any more).
 pub fn standing_of(
     change: &CustodyChange,
     policies: &PolicySet,
     namespace_labels: Option<&BTreeMap<String, String>>,
     now: Timestamp,
 ) -> Option<Standing> {
-    let approval = covering(change, policies, namespace_labels)?;
-    let index = ChangeIndex::from_changes([change]);
-    let spec = &change.spec;
-    let namespace = change.metadata.namespace.as_deref().unwrap_or_default();
-    let entry = index
-        .entries(namespace, spec.workload.kind, &spec.workload.name)
-        .first()?;
-    Some(standing(entry, approval, now))
+    custody_engine::judge_change(policies, change, namespace_labels, now).map(|j| j.standing)
 }
 
 /// A standing, in words.

@@ -2,10 +2,7 @@
 
 use super::*;
 use custody_crds::change::is_digest;
-use custody_crds::{
-    AgentGuardrails, Approval, CustodyChangeStatus, CustodyPolicy, CustodyPolicySpec, IdentitySet,
-    Lift, TeamMembers,
-};
+use custody_crds::{Approval, CustodyChangeStatus, Lift, TeamMembers};
 use custody_engine::attest::claim_from_view;
 use custody_engine::{
     ChangeIndex, Context, GroupVersionKind, Outcome, PolicySet, QuarantineIndex, Request,
@@ -413,27 +410,13 @@ fn refusals_say_what_to_do() {
 /// The policy of the engine's approval tests: agents under `agents/*` in `shop` need one
 /// approval by ann.
 fn reviewed() -> PolicySet {
-    let mut spec = CustodyPolicySpec {
-        agents: AgentGuardrails {
-            approval: Some(Approval {
-                approvers: TeamMembers {
-                    users: vec!["ann@acme.dev".into()],
-                    groups: vec![],
-                },
-                ..Approval::default()
-            }),
-            ..AgentGuardrails::default()
+    custody_testkit::approval::reviewed(Some(Approval {
+        approvers: TeamMembers {
+            users: vec!["ann@acme.dev".into()],
+            groups: vec![],
         },
-        ..CustodyPolicySpec::default()
-    };
-    spec.match_rules.namespaces.include = vec!["shop".into()];
-    spec.identities.agents = IdentitySet {
-        service_accounts: vec!["agents/*".into()],
-        ..IdentitySet::default()
-    };
-    let (set, errors) = PolicySet::compile([CustodyPolicy::new("reviewed", spec)]);
-    assert!(errors.is_empty(), "{errors:?}");
-    set
+        ..Approval::default()
+    }))
 }
 
 fn judge(object: &Value, changes: &ChangeIndex, now: Timestamp) -> custody_engine::Decision {

@@ -2,53 +2,23 @@
 //! the agent's Deployment `web` in `shop` moving from one image to the next, by an agent's
 //! service account or by a person.
 
-use std::collections::BTreeMap;
-
-use custody_crds::change::{change_name, claim_digest};
-use custody_crds::{
-    AgentGuardrails, Approval, ChangeWorkload, CustodyChange, CustodyChangeSpec,
-    CustodyChangeStatus, CustodyPolicy, CustodyPolicySpec, IdentitySet, Lift, Vocabulary,
-    WorkloadKind,
-};
-use custody_engine::attest::claim_from_value;
+use custody_crds::{Approval, CustodyChange, CustodyChangeStatus, Lift};
 use custody_engine::{ChangeIndex, PolicySet};
-use custody_testkit::admission::{agent_annotations, deployment, review_of};
+use custody_testkit::admission::review_of;
+use custody_testkit::approval::{AGENT_SA, agent_deployment, proposal, reviewed};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-const AGENT_SA: &str = "system:serviceaccount:agents:claude";
-
 /// One policy over `shop` whose agent identities are the `agents` service accounts, with or
 /// without `spec.agents.approval` (every agent, one approval by the owning team).
 pub fn policy(with_approval: bool) -> PolicySet {
-    let mut spec = CustodyPolicySpec {
-        agents: AgentGuardrails {
-            approval: with_approval.then(Approval::default),
-            ..AgentGuardrails::default()
-        },
-        ..CustodyPolicySpec::default()
-    };
-    spec.match_rules.namespaces.include = vec!["shop".into()];
-    spec.identities.agents = IdentitySet {
-        service_accounts: vec!["agents/*".into()],
-        ..IdentitySet::default()
-    };
-    let (set, errors) = PolicySet::compile([CustodyPolicy::new("reviewed", spec)]);
-    assert!(errors.is_empty(), "{errors:?}");
-    set
+    reviewed(with_approval.then(Approval::default))
 }
 
-/// The agent's Deployment `name` in `namespace` running `image`, with the provenance of the
-/// revision that built it.
+/// The agent's Deployment `name` in `namespace` running `image`.
 fn workload(name: &str, namespace: &str, image: &str) -> Value {
-    let tag = image.rsplit(':').next().unwrap_or("0");
-    let mut annotations = agent_annotations();
-    annotations["custody.dev/source-commit"] = json!(tag.repeat(7));
-    annotations["custody.dev/pipeline-run"] = json!(format!("run-{tag}"));
-    let mut object = deployment(name, annotations, image);
-    object["metadata"]["namespace"] = json!(namespace);
-    object
+    agent_deployment(name, namespace, image)
 }
 
 /// An agent's update of `web` in `namespace` from image 1 to image 2.
@@ -76,40 +46,8 @@ pub fn person_update() -> Vec<u8> {
 /// The change request `custody propose` makes for `object`, proposed an hour ago, approved by a
 /// person a minute ago when `approved`.
 fn request(object: &Value, approved: bool) -> CustodyChange {
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    let annotations: BTreeMap<String, String> =
-        serde_json::from_value(object["metadata"]["annotations"].clone()).unwrap_or_default();
-    let claim = claim_from_value(
-        WorkloadKind::Deployment,
-        "shop",
-        object,
-        &annotations,
-        &Vocabulary::default(),
-    );
-    let digest = claim_digest(&claim);
-    let provenance = claim.annotation_map();
     let now = Timestamp::now();
-    let mut change = CustodyChange::new(
-        &change_name(name, &digest),
-        CustodyChangeSpec {
-            workload: ChangeWorkload {
-                kind: WorkloadKind::Deployment,
-                name: name.into(),
-            },
-            digest,
-            template_digest: claim.template_digest.to_string(),
-            agent: provenance.get("agent").cloned().unwrap_or_default(),
-            provenance,
-            labels: BTreeMap::new(),
-            proposer: AGENT_SA.into(),
-            reason: "bump the image to fix a CVE".into(),
-            diff: Vec::new(),
-            diff_truncated: false,
-            running_template_digest: None,
-        },
-    );
-    change.metadata.namespace = Some("shop".into());
-    change.metadata.creation_timestamp = Some(Time(now - SignedDuration::from_hours(1)));
+    let mut change = proposal(object, AGENT_SA, now - SignedDuration::from_hours(1));
     change.status = approved.then(|| CustodyChangeStatus {
         approvals: vec![Lift {
             by: "ann@acme.dev".into(),

@@ -1,27 +1,13 @@
 //! Which policies' approvals protect a change request, and where it stands under the strictest
-//! of them. The webhook judges an agent's revision under every selecting policy whose approval
-//! covers it, and each must admit; so the request is only as far along as the policy it is
-//! least far along under.
+//! of them, as the engine judges it (`custody_engine::judge_change`), for the controller's
+//! writes.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use custody_crds::CustodyChange;
-use custody_engine::{
-    ChangeEntry, CompiledApproval, CompiledPolicy, PolicySet, Standing, standing,
-};
+pub use custody_engine::JudgedChange as Judged;
+use custody_engine::{ChangeEntry, CompiledApproval, CompiledPolicy, PolicySet};
 use jiff::Timestamp;
-
-/// A change request judged under the approval of the policy it is least far along under.
-#[derive(Clone, Debug)]
-pub struct Judged<'p> {
-    /// The policy.
-    pub policy: &'p CompiledPolicy,
-    /// Its approval.
-    pub approval: &'p CompiledApproval,
-    /// Where the request stands under it.
-    pub standing: Standing,
-}
 
 /// The request as the engine reads it.
 pub fn entry(change: &CustodyChange) -> ChangeEntry {
@@ -57,70 +43,14 @@ pub fn judge<'p>(
     namespace_labels: Option<&BTreeMap<String, String>>,
     now: Timestamp,
 ) -> Option<Judged<'p>> {
-    let entry = entry(change);
-    protecting(policies, change, namespace_labels)
-        .into_iter()
-        .map(|(policy, approval)| Judged {
-            policy,
-            approval,
-            standing: standing(&entry, approval, now),
-        })
-        // Policies come sorted by name: among equals, the first by name stays.
-        .min_by(|a, b| strictness(&a.standing, &b.standing))
-}
-
-/// How far along a standing is: less is stricter. Rejected and applied do not depend on the
-/// policy; then expired (earliest first), pending (most approvals missing, then the earliest
-/// deadline), and admitted (the earliest end).
-fn strictness(a: &Standing, b: &Standing) -> Ordering {
-    fn rank(s: &Standing) -> u8 {
-        match s {
-            Standing::Rejected(_) => 0,
-            Standing::Applied(_) => 1,
-            Standing::Expired(_) => 2,
-            Standing::Pending { .. } => 3,
-            Standing::Admits { .. } => 4,
-        }
-    }
-    let by_rank = rank(a).cmp(&rank(b));
-    if by_rank != Ordering::Equal {
-        return by_rank;
-    }
-    match (a, b) {
-        (Standing::Expired(x), Standing::Expired(y)) => x.cmp(y),
-        (
-            Standing::Pending {
-                have: ha,
-                need: na,
-                until: ua,
-            },
-            Standing::Pending {
-                have: hb,
-                need: nb,
-                until: ub,
-            },
-        ) => (nb.saturating_sub(*hb))
-            .cmp(&na.saturating_sub(*ha))
-            .then_with(|| earliest(*ua, *ub)),
-        (Standing::Admits { until: x, .. }, Standing::Admits { until: y, .. }) => x.cmp(y),
-        _ => Ordering::Equal,
-    }
-}
-
-/// A deadline before none at all.
-fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Ordering {
-    match (a, b) {
-        (Some(a), Some(b)) => a.cmp(&b),
-        (Some(_), None) => Ordering::Less,
-        (None, Some(_)) => Ordering::Greater,
-        (None, None) => Ordering::Equal,
-    }
+    custody_engine::judge_change(policies, change, namespace_labels, now)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::decide::changes::tests::{approved, change, policies, t};
+    use custody_engine::Standing;
 
     #[test]
     fn the_strictest_protecting_policy_is_the_one_judged() {
