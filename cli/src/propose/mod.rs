@@ -15,6 +15,7 @@ mod follow;
 
 use std::collections::BTreeMap;
 
+use custody_crds::attestation::template_path;
 use custody_crds::change::{change_name, claim_digest, review_diff};
 use custody_crds::{
     Actor, AnnotationKey, ChangeWorkload, CustodyChange, CustodyChangeSpec, Vocabulary,
@@ -262,10 +263,15 @@ pub fn build(
             vocabulary,
         )
     });
-    let proposed = diffable(workload.kind, claim.template.as_ref());
+    // Against a running template both sides are normalized, so the apiserver's defaults never
+    // show as changes; a new workload is shown as written, without the defaults it will get.
     let before = running
         .as_ref()
         .map(|r| diffable(workload.kind, r.template.as_ref()));
+    let proposed = match before {
+        Some(_) => diffable(workload.kind, claim.template.as_ref()),
+        None => diffable(workload.kind, as_written(workload.kind, object)),
+    };
     let (diff, diff_truncated) = review_diff(before.as_ref(), &proposed);
     let mut notes = Vec::new();
     if running
@@ -355,6 +361,12 @@ fn declared_agent(
 
 /// A normalized template in the shape the diff reads (`metadata`, `spec`): a bare Pod's
 /// template is its spec.
+/// The pod template of `object` as the manifest writes it.
+fn as_written(kind: WorkloadKind, object: &Value) -> Option<&Value> {
+    let pointer = format!("/{}", template_path(kind).replace('.', "/"));
+    object.pointer(&pointer)
+}
+
 fn diffable(kind: WorkloadKind, template: Option<&Value>) -> Value {
     let template = template.cloned().unwrap_or(Value::Null);
     match kind {

@@ -312,12 +312,25 @@ pub async fn create(api: &Api<Deployment>, object: &Value) -> anyhow::Result<Dep
 
 pub async fn apply(api: &Api<Deployment>, object: &Value) -> Result<Deployment, kube::Error> {
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    api.patch(
-        name,
-        &PatchParams::apply("e2e-gitops").force(),
-        &Patch::Apply(object),
-    )
-    .await
+    let mut conflicts = 0;
+    loop {
+        let result = api
+            .patch(
+                name,
+                &PatchParams::apply("e2e-gitops").force(),
+                &Patch::Apply(object),
+            )
+            .await;
+        // The apiserver retries an apply that races other writers (the Deployment
+        // controller's status, Custody's marks) only five times; a GitOps tool tries again.
+        match result {
+            Err(kube::Error::Api(status)) if status.code == 409 && conflicts < 5 => {
+                conflicts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 pub fn image_version(d: &Deployment) -> String {
