@@ -172,7 +172,21 @@ async fn withdraw_readiness_as_the_node_controller(
             .await?;
         marked.push(name);
     }
-    anyhow::ensure!(!marked.is_empty(), "no ready pod of {app} to mark");
+    if marked.is_empty() {
+        // The node lifecycle controller got there first, as it does when the outage outlasts
+        // its grace: the state this writes is there already.
+        let withdrawn = api
+            .list(&selector)
+            .await?
+            .items
+            .iter()
+            .filter(|p| !pod_ready(p) && !failing(p))
+            .count();
+        anyhow::ensure!(
+            withdrawn > 0,
+            "no ready pod of {app} to mark, and none whose readiness was withdrawn"
+        );
+    }
     Ok(marked)
 }
 
@@ -197,8 +211,13 @@ pub async fn apiserver_killed_mid_rollout(ctx: &Ctx) -> anyhow::Result<String> {
     let withdrawn = withdraw_readiness_as_the_node_controller(ctx, name).await?;
     let marked = secs(applied);
     let (reverted_after, record) = reverted_once(ctx, name, applied).await?;
+    let withdrawn = if withdrawn.is_empty() {
+        "readiness already withdrawn by the node lifecycle controller".to_string()
+    } else {
+        format!("{withdrawn:?} marked not ready as the node controller does")
+    };
     Ok(format!(
-        "apiserver down {down:.1}s after v2, ready again at {back:.1}s; v1's {withdrawn:?} marked not ready as the node controller does at {marked:.1}s, when v2's pod failed; v2 reverted at {reverted_after:.1}s, one record ({record})"
+        "apiserver down {down:.1}s after v2, ready again at {back:.1}s; v1's {withdrawn} at {marked:.1}s, when v2's pod failed; v2 reverted at {reverted_after:.1}s, one record ({record})"
     ))
 }
 
