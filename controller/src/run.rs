@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use custody_crds::{CustodyChange, CustodyPolicy, CustodyTeam, Vocabulary};
+use custody_crds::{CustodyChange, CustodyPolicy, CustodyTeam, RollbackRecord, Vocabulary};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::act::agent_status::{self, AgentLedger, Publisher};
 use crate::act::changes;
 use crate::act::notify::Notifier;
+use crate::act::notify::dispatch::{self, Oncall};
 use crate::act::{Context, error_policy, reconcile};
 use crate::audit::{self, AuditConfig, AuditInputs};
 use crate::cache::feed::{Triggered, Triggers, feed_cache};
@@ -133,6 +134,8 @@ struct Stores {
     namespaces: Store<PartialObjectMeta<Namespace>>,
     /// CustodyChanges; empty when the CRD is not installed.
     changes: Store<CustodyChange>,
+    /// RollbackRecords, for the notification loop.
+    records: Store<RollbackRecord>,
     /// Notified on every event of the changes' and the policies' watches, for
     /// [`crate::act::changes`].
     changes_wake: Arc<tokio::sync::Notify>,
@@ -196,6 +199,17 @@ pub async fn run(
         ));
     }
     let agent_ledger = Arc::new(AgentLedger::default());
+    let oncall = notifier.map(|notifier| dispatch::Inputs {
+        client: client.clone(),
+        notifier,
+        records: stores.records.clone(),
+        teams: stores.teams.clone(),
+        policies: stores.policies.clone(),
+        cache: cache.clone(),
+        vocabulary: vocabulary.clone(),
+        leader: leader.clone(),
+    });
+    let oncall = oncall.map(|inputs| start_oncall(&mut background, inputs, &shutdown));
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -213,7 +227,7 @@ pub async fn run(
         vocabulary,
         dry_run,
         leader,
-        notifier,
+        oncall,
         not_attributed: std::sync::Mutex::default(),
         agents: agent_ledger.clone(),
         analyses,
@@ -248,6 +262,17 @@ pub async fn run(
     ));
     reconcile_all(triggered, ctx, shutdown).await;
     background.shutdown().await;
+}
+
+/// Starts the notification loop; writers hand notices to the queue it returns.
+fn start_oncall(
+    background: &mut JoinSet<()>,
+    inputs: dispatch::Inputs,
+    shutdown: &CancellationToken,
+) -> Oncall {
+    let (oncall, messages) = Oncall::channel();
+    background.spawn(dispatch::run(inputs, messages, shutdown.clone()));
+    oncall
 }
 
 /// Starts the watches of policies, teams, change requests and namespaces into their stores.
@@ -290,6 +315,14 @@ fn watch_stores(background: &mut JoinSet<()>, client: &Client, cfg: &watcher::Co
         "CustodyChanges",
         Some(changes_wake.clone()),
     ));
+    let (record_reader, record_writer) = reflector::store::<RollbackRecord>();
+    background.spawn(watch_optional(
+        Api::<RollbackRecord>::all(client.clone()),
+        cfg.clone(),
+        record_writer,
+        "RollbackRecords",
+        None,
+    ));
     let (ns_reader, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
     background.spawn(
         watcher(
@@ -305,6 +338,7 @@ fn watch_stores(background: &mut JoinSet<()>, client: &Client, cfg: &watcher::Co
         policy_changed,
         teams: team_reader,
         namespaces: ns_reader,
+        records: record_reader,
         changes: change_reader,
         changes_wake,
     }

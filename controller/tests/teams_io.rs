@@ -1,7 +1,9 @@
 //! Teams against the in-process API server and a local HTTP receiver: a revert's record goes to
 //! the owning team's target with the headers of a Secret in the controller's namespace, and
 //! names the team and its on-call; a target whose Secret is missing fails alone; a break-glass
-//! revision is announced once, across a restart.
+//! revision is announced once, across a restart; Alertmanager and PagerDuty targets are sent a
+//! record's resolution once the restored revision is healthy, and nothing twice across a
+//! restart; a probation is an alert until a person lifts it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -9,8 +11,11 @@ mod support;
 use std::time::Duration;
 
 use custody_controller::act::notify::Notifier;
-use custody_controller::metrics::{KindLabels, Label, Metrics};
+use custody_controller::decide::route::{Destination, Via};
+
+use custody_controller::metrics::{KindLabels, Label, Metrics, NotificationLabels, SendResult};
 use custody_controller::run::RunConfig;
+use custody_crds::{NoticeKind, NotifyFormat, NotifyTarget, SecretRef};
 use custody_testkit::fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
 use support::receiver::receiver;
@@ -210,7 +215,7 @@ async fn a_missing_secret_fails_its_target_alone_and_the_policy_url_serves_unreg
         .unwrap()
         .to_string();
     assert!(
-        error.contains("team team-web (127.0.0.1)") && error.contains("\"nowhere\""),
+        error.contains("team team-web json (127.0.0.1)") && error.contains("\"nowhere\""),
         "{error}"
     );
     assert!(
@@ -218,7 +223,29 @@ async fn a_missing_secret_fails_its_target_alone_and_the_policy_url_serves_unreg
         "never sent without its headers"
     );
     assert_eq!(api.list(RECORDS)[0]["spec"]["oncall"], "@me");
-    assert_eq!(controller.metrics.notification_failures.get(), 1);
+    let failed = Destination {
+        target: NotifyTarget {
+            headers_from: Some(SecretRef {
+                name: "nowhere".into(),
+            }),
+            ..NotifyTarget::json(&format!("{base}/team"))
+        },
+        via: Via::Team("team-web".into()),
+    };
+    let failures = controller
+        .metrics
+        .notifications
+        .get_or_create(&NotificationLabels {
+            target: failed.id(),
+            format: Label(NotifyFormat::Json),
+            kind: Label(NoticeKind::Reverted),
+            result: Label(SendResult::Failed),
+        })
+        .get();
+    assert!(
+        failures >= 1,
+        "failures counted by target and format: {failures}"
+    );
     controller.stop().await;
 
     // An owner no CustodyTeam registers: the policy's URL, and no on-call.
@@ -351,5 +378,235 @@ async fn without_the_team_crd_reverts_still_happen() {
         "no revert notified without the team CRD"
     );
     assert_eq!(api.list(RECORDS)[0]["spec"]["team"], "team-web");
+    controller.stop().await;
+}
+
+/// The revision that restores v1 after a revert: revision 3, marked healthy, rolled out.
+fn restored_and_healthy(api: &FakeApiServer) {
+    let mut web = api.get(DEPLOYMENTS, "shop", "web").unwrap();
+    web["metadata"]["generation"] = json!(3);
+    web["status"] = json!({"observedGeneration": 3, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3});
+    api.upsert(DEPLOYMENTS, web);
+    api.upsert(REPLICASETS, json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web-1", "namespace": "shop", "uid": "uid-rs1", "ownerReferences": owner("Deployment", "web", "uid-web"),
+                     "annotations": {"custody.dev/actor": "human", "deployment.kubernetes.io/revision": "3", "custody.dev/healthy-since": ago(3600)}},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template("web:1", Some("h1"))}
+    }));
+}
+
+fn sent(status: &Value, format: &str) -> Vec<Value> {
+    status["notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["format"] == format)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn alertmanager_and_pagerduty_are_resolved_when_the_restored_revision_is_healthy_and_nothing_is_sent_twice()
+ {
+    let api = FakeApiServer::start().await.unwrap();
+    let (base, received) = receiver().await;
+    // A restored revision proves itself after the policy's healthy window since the revert.
+    api.upsert(POLICIES, json!({
+        "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
+        "metadata": {"name": "shop", "uid": "uid-policy"},
+        "spec": {"match": {"namespaces": {"include": ["shop"]}}, "rollback": {"healthyAfterSeconds": 2}}
+    }));
+    // base64 of "R0UT1NGKEY".
+    secret(
+        &api,
+        "pagerduty",
+        json!({"routing-key": "UjBVVDFOR0tFWQ=="}),
+    );
+    team(
+        &api,
+        json!([
+            {"url": format!("{base}/am"), "format": "alertmanager"},
+            {"url": format!("{base}/pd"), "format": "pagerduty", "events": ["reverted"],
+             "routingKeyFrom": {"name": "pagerduty", "key": "routing-key"}},
+            {"url": format!("{base}/slack"), "format": "slack", "events": ["alerted"]}
+        ]),
+    );
+    seed(
+        &api,
+        "agent",
+        json!({"custody.dev/owner": "team-web"}),
+        true,
+    );
+    let controller = start(&api);
+    assert!(
+        eventually(Duration::from_secs(10), || !received.at("/pd").is_empty()
+            && !received.at("/am/api/v2/alerts").is_empty())
+        .await,
+        "pagerduty and alertmanager got nothing: {} {:?} {:?}",
+        record_status(&api),
+        received.at("/pd"),
+        received.at("/am/api/v2/alerts")
+    );
+    let (_, trigger) = &received.at("/pd")[0];
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["routing_key"], "R0UT1NGKEY");
+    let (_, alerts) = &received.at("/am/api/v2/alerts")[0];
+    assert_eq!(alerts[0]["labels"]["alertname"], "CustodyReverted");
+    assert_eq!(alerts[0]["labels"]["team"], "team-web");
+    assert!(received.at("/slack").is_empty(), "slack takes only alerted");
+    assert!(
+        eventually(Duration::from_secs(5), || sent(
+            &record_status(&api),
+            "pagerduty"
+        )
+        .first()
+        .is_some_and(|d| d["sentAt"].is_string()))
+        .await,
+        "status: {}",
+        record_status(&api)
+    );
+    controller.stop().await;
+
+    // A new leader: nothing is sent again; the restored revision turns healthy; both resolve.
+    let controller = start(&api);
+    restored_and_healthy(&api);
+    assert!(
+        eventually(Duration::from_secs(15), || received.at("/pd").len() >= 2).await,
+        "no resolution: {}",
+        record_status(&api)
+    );
+    let pd = received.at("/pd");
+    assert_eq!(pd.len(), 2, "one trigger, one resolve: {pd:?}");
+    assert_eq!(pd[1].1["event_action"], "resolve");
+    assert_eq!(pd[1].1["dedup_key"], trigger["dedup_key"]);
+    assert!(
+        eventually(Duration::from_secs(10), || received
+            .at("/am/api/v2/alerts")
+            .iter()
+            .any(|(_, a)| a[0]["endsAt"].as_str()
+                < Some(jiff::Timestamp::now().to_string().as_str())))
+        .await,
+        "the alert never ended"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let status = record_status(&api);
+            ["alertmanager", "pagerduty"].iter().all(|f| {
+                sent(&status, f)
+                    .first()
+                    .is_some_and(|d| d["resolvedAt"].is_string())
+            })
+        })
+        .await,
+        "status: {}",
+        record_status(&api)
+    );
+    controller.stop().await;
+}
+
+/// A reverted agent revision's record, written `minutes_ago`.
+fn revert_record(api: &FakeApiServer, name: &str, minutes_ago: i64, lifted: bool) {
+    let at = ago(minutes_ago * 60);
+    let mut record = json!({
+        "apiVersion": "custody.dev/v1alpha1", "kind": "RollbackRecord",
+        "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}")},
+        "spec": {
+            "workload": {"kind": "Deployment", "name": "api", "uid": "uid-api"},
+            "action": "Reverted", "reason": "CrashLoop",
+            "from": {"revision": "2", "templateFingerprint": "f", "actor": "agent", "agent": "bot/2"},
+            "policy": "shop", "explanation": "reverted", "team": "team-web",
+            "regressionDetectedAt": at, "actedAt": at
+        },
+        // Notified before: only the probation is new.
+        "status": {"notified": true}
+    });
+    if lifted {
+        record["status"]["probationLifted"] =
+            json!({"by": "alice", "reason": "reviewed the agent's fixes", "at": ago(1)});
+    }
+    api.upsert(RECORDS, record);
+}
+
+#[tokio::test]
+async fn an_agent_put_on_probation_is_an_alert_until_a_person_lifts_it() {
+    let api = FakeApiServer::start().await.unwrap();
+    let (base, received) = receiver().await;
+    api.upsert(
+        POLICIES,
+        json!({
+            "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
+            "metadata": {"name": "shop", "uid": "uid-policy"},
+            "spec": {"match": {"namespaces": {"include": ["shop"]}},
+                     "agents": {"probation": {"reverts": 2, "window": "1h"}}}
+        }),
+    );
+    team(
+        &api,
+        json!([{"url": format!("{base}/am"), "format": "alertmanager", "events": ["probation"]}]),
+    );
+    revert_record(&api, "api-r1", 30, false);
+    revert_record(&api, "api-r2", 10, false);
+    let controller = start(&api);
+    let probation_alerts = || -> Vec<Value> {
+        received
+            .at("/am/api/v2/alerts")
+            .into_iter()
+            .map(|(_, alerts)| alerts[0].clone())
+            .filter(|a| a["labels"]["alertname"] == "CustodyAgentProbation")
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || !probation_alerts().is_empty()).await,
+        "no probation alert: {:?}",
+        received.at("/am/api/v2/alerts")
+    );
+    let alert = &probation_alerts()[0];
+    assert_eq!(alert["labels"]["agent"], "bot/2");
+    assert_eq!(alert["labels"]["namespace"], "shop");
+    assert_eq!(alert["labels"]["notice"], "probation");
+    let ends: jiff::Timestamp = alert["endsAt"].as_str().unwrap().parse().unwrap();
+    let expected = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(30);
+    assert!(
+        (ends.as_second() - expected.as_second()).abs() < 30,
+        "ends when the older revert leaves the window: {ends}"
+    );
+    assert!(
+        alert["annotations"]["commands"]
+            .as_str()
+            .unwrap()
+            .contains("kubectl custody lift api-r2 -n shop --probation"),
+        "{alert}"
+    );
+    let kept = api.get(RECORDS, "shop", "api-r2").unwrap()["status"]["notifications"].clone();
+    assert!(
+        eventually(Duration::from_secs(5), || api
+            .get(RECORDS, "shop", "api-r2")
+            .unwrap()["status"]["notifications"][0]["kind"]
+            == "probation")
+        .await,
+        "kept on the newest record: {kept}"
+    );
+
+    assert_eq!(
+        api.get(RECORDS, "shop", "api-r2").unwrap()["status"]["notified"],
+        true,
+        "the record's own notification status is left alone"
+    );
+
+    // A person lifts it: the alert ends now.
+    revert_record(&api, "api-r2", 10, true);
+    assert!(
+        eventually(Duration::from_secs(15), || probation_alerts().iter().any(
+            |a| {
+                a["endsAt"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    < Some(jiff::Timestamp::now())
+            }
+        ))
+        .await,
+        "the lift did not end the alert: {:?}",
+        probation_alerts()
+    );
     controller.stop().await;
 }

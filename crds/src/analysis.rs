@@ -11,7 +11,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::team::SecretRef;
+use crate::notify::SecretRef;
 
 /// The placeholders a query template may use.
 pub const PLACEHOLDERS: [&str; 6] = ["namespace", "name", "kind", "revision", "pods", "window"];

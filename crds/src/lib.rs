@@ -15,6 +15,7 @@ pub mod freeze;
 pub mod generate;
 pub mod guardrails;
 pub mod kind;
+pub mod notify;
 pub mod policy;
 pub mod quantity;
 pub mod record;
@@ -33,6 +34,9 @@ pub use change::{
 pub use fingerprint::{TemplateFingerprint, template_fingerprint};
 pub use freeze::{FreezeWindow, OwnershipMode};
 pub use guardrails::{AgentGuardrails, AgentLimit, Approval, Canary, Probation, ProbationScope};
+pub use notify::{
+    NoticeKind, NotifyFormat, NotifyTarget, SecretKeyRef, SecretRef, Severity, TargetDelivery,
+};
 pub use policy::{
     AnnotationRule, CustodyPolicy, CustodyPolicySpec, CustodyPolicyStatus, EnforcementMode,
     FailurePolicy, Identities, IdentitySet, MatchRules, NamespaceMatch, RollbackSettings,
@@ -44,7 +48,7 @@ pub use record::{
 };
 pub use selection::Target;
 pub use signatures::{KeyScope, SignatureMode, SignaturePolicy, TrustedKey};
-pub use team::{CustodyTeam, CustodyTeamSpec, NotifyTarget, SecretRef, TeamMembers};
+pub use team::{CustodyTeam, CustodyTeamSpec, TeamMembers};
 pub use vocabulary::{Actor, AnnotationKey, RollbackMode, Vocabulary};
 
 /// The API group of every Custody resource.

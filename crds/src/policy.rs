@@ -366,9 +366,14 @@ pub struct RollbackSettings {
     /// target of later regressions).
     #[serde(default = "default_healthy_after_seconds")]
     pub healthy_after_seconds: u32,
-    /// Where to POST each RollbackRecord as JSON (the owner's on-call route).
+    /// Where to POST each RollbackRecord as JSON (the owner's on-call route): a `json` target,
+    /// sent after `notify`'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_url: Option<String>,
+    /// Where the notices about the policy's workloads go when their owning CustodyTeam lists
+    /// no targets of its own: each target in its format, for the kinds it lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::notify::NotifyTarget>,
     /// Metric analysis: queries checked from a revision's first Pod until it is marked healthy
     /// (which waits for the analysis), whose confirmed failure is a regression like a probe's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -385,6 +390,7 @@ impl Default for RollbackSettings {
             image_pull_seconds: default_image_pull_seconds(),
             healthy_after_seconds: default_healthy_after_seconds(),
             notify_url: None,
+            notify: Vec::new(),
             analysis: None,
         }
     }

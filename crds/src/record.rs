@@ -208,6 +208,10 @@ pub struct RollbackRecordStatus {
     /// The last notification error, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_error: Option<String>,
+    /// What each target was sent, and when it accepted it: the controller sends a notice (and
+    /// its resolution) to a target once, across restarts and leader changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<crate::notify::TargetDelivery>,
     /// A person lifted the quarantine: the reverted template may be applied again. Written by
     /// `kubectl custody lift`; the webhook admits it only under the writer's own name, from a
     /// person (no service account, no agent identity), with a reason, and never rewritten.

@@ -8,6 +8,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::notify::NotifyTarget;
+
 /// A team that owns workloads.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
@@ -28,7 +30,8 @@ pub struct CustodyTeamSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oncall: Vec<String>,
 
-    /// Where the controller POSTs the team's RollbackRecords and break-glass notices.
+    /// Where the controller sends the notices about the team's workloads, each target in its
+    /// format and for the kinds it lists (see `docs/notifications.md`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifyTarget>,
 
@@ -41,26 +44,6 @@ pub struct CustodyTeamSpec {
     /// grants nothing at admission: Kubernetes RBAC decides who may write.
     #[serde(default, skip_serializing_if = "TeamMembers::is_empty")]
     pub members: TeamMembers,
-}
-
-/// One notification endpoint.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct NotifyTarget {
-    /// The `https://` (or `http://`) URL that receives a JSON POST.
-    pub url: String,
-    /// A Secret in Custody's own namespace whose keys become request headers (for example
-    /// `Authorization`), so tokens stay out of the team object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers_from: Option<SecretRef>,
-}
-
-/// A Secret in the namespace Custody runs in.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretRef {
-    /// The Secret's name.
-    pub name: String,
 }
 
 /// The people and groups of a team.

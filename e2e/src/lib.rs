@@ -21,6 +21,10 @@
 //! - `CUSTODY_E2E_REVERT_WINDOW`: seconds allowed from v2 to its revert (default 120).
 //! - `CUSTODY_E2E_PROMETHEUS`: the `prometheus` binary the metric-analysis scenarios start
 //!   (default: from PATH, else `/usr/bin/prometheus`); without one they are skipped, loudly.
+//! - `CUSTODY_E2E_ALERTMANAGER`: the `prometheus-alertmanager` binary the on-call scenario
+//!   starts (default: from PATH, else `/usr/bin/prometheus-alertmanager`); without one it is
+//!   skipped, loudly.
+//! - `CUSTODY_E2E_ONCALL_SAMPLES`: a file the on-call scenario writes one body of each format to.
 
 pub mod certs;
 pub mod corpus;

@@ -351,14 +351,7 @@ impl LocalInstall {
             vwcs = self.configurations.join(" "),
             pids = pids.display(),
         );
-        let child = Command::new("setsid")
-            .args(["bash", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start the cleanup janitor (setsid bash): {e}"))?;
-        self.janitor = Some(child);
+        self.janitor = Some(janitor(&script, "the cleanup janitor")?);
         Ok(())
     }
 
@@ -745,6 +738,18 @@ impl Drop for LocalInstall {
             let _ = j.try_wait();
         }
     }
+}
+
+/// Runs `script` (a janitor, `what` in the error) in a bash of a session of its own, with no
+/// terminal: a Ctrl-C to the test process does not reach it, so it is there to clean up after it.
+pub fn janitor(script: &str, what: &str) -> anyhow::Result<Child> {
+    Command::new("setsid")
+        .args(["bash", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {what} (setsid bash): {e}"))
 }
 
 /// SIGTERM, then SIGKILL after 10 s.

@@ -335,14 +335,15 @@ fn check_rollback(spec: &CustodyPolicySpec, problems: &mut Vec<String>) {
             "spec.rollback.notReadySeconds and imagePullSeconds must be at least 1".to_string(),
         );
     }
-    if let Some(url) = &r.notify_url {
-        let ok = (url.starts_with("https://") || url.starts_with("http://"))
-            && !url.contains(char::is_whitespace);
-        if !ok {
-            problems.push(format!(
-                "spec.rollback.notifyUrl {url:?} must be an http(s) URL"
-            ));
-        }
+    for (i, target) in r.notify.iter().enumerate() {
+        problems.extend(target.problems(&format!("spec.rollback.notify[{i}]")));
+    }
+    if let Some(url) = &r.notify_url
+        && !custody_crds::notify::is_http_url(url)
+    {
+        problems.push(format!(
+            "spec.rollback.notifyUrl {url:?} must be an http(s) URL"
+        ));
     }
     if let Some(analysis) = &r.analysis {
         problems.extend(

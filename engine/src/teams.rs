@@ -120,23 +120,7 @@ pub fn check_team(team: &CustodyTeam) -> Result<Team, TeamError> {
         }
     }
     for (i, target) in spec.notify.iter().enumerate() {
-        let url = target.url.trim();
-        let ok = (url.starts_with("https://") || url.starts_with("http://"))
-            && url
-                .split_once("://")
-                .is_some_and(|(_, rest)| !rest.is_empty())
-            && !url.contains(char::is_whitespace);
-        if !ok {
-            problems.push(format!(
-                "spec.notify[{i}].url {:?} must be an http(s) URL",
-                target.url
-            ));
-        }
-        if let Some(secret) = &target.headers_from
-            && secret.name.trim().is_empty()
-        {
-            problems.push(format!("spec.notify[{i}].headersFrom.name is empty"));
-        }
+        problems.extend(target.problems(&format!("spec.notify[{i}]")));
     }
     if problems.is_empty() {
         Ok(Team {

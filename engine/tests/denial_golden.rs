@@ -173,7 +173,13 @@ fn bad_freezes_and_teams_are_refused_when_applied() {
     let team = json!({
         "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyTeam",
         "metadata": {"name": "Payments Team"},
-        "spec": {"namespaces": ["shop", " "], "oncall": ["payments"], "notify": [{"url": "hooks.example.com"}, {"url": "https://x", "headersFrom": {"name": ""}}]}
+        "spec": {"namespaces": ["shop", " "], "oncall": ["payments"], "notify": [
+            {"url": "hooks.example.com"},
+            {"url": "https://x", "headersFrom": {"name": ""}},
+            {"format": "pagerduty", "events": ["alerted", "alerted"]},
+            {"urlFrom": {"name": "slack", "key": "url"}, "url": "https://hooks.slack.com/x", "format": "slack"},
+            {"format": "alertmanager", "routingKeyFrom": {"name": "pd", "key": "k"}}
+        ]}
     });
     let body = review_of_custody("CustodyTeam", &team);
     let d = custody_engine::validate_policy(&request(body.as_bytes()));
@@ -188,10 +194,31 @@ fn bad_freezes_and_teams_are_refused_when_applied() {
     let good = json!({
         "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyTeam",
         "metadata": {"name": "team-payments"},
-        "spec": {"namespaces": ["shop"], "oncall": ["@pay"], "notify": [{"url": "https://hooks.example.com/p"}]}
+        "spec": {"namespaces": ["shop"], "oncall": ["@pay"], "notify": [
+            {"url": "https://hooks.example.com/p"},
+            {"url": "http://alertmanager:9093", "format": "alertmanager", "events": ["reverted", "alerted", "probation"]},
+            {"urlFrom": {"name": "slack", "key": "url"}, "format": "slack"},
+            {"format": "pagerduty", "routingKeyFrom": {"name": "pd", "key": "routing-key"}},
+            {"url": "https://events.example.com/custody", "format": "cloudevents"}
+        ]}
     });
     let body = review_of_custody("CustodyTeam", &good);
     assert!(custody_engine::validate_policy(&request(body.as_bytes())).allowed);
+    // An unknown format or kind is refused as a malformed team.
+    for bad in [
+        json!({"url": "https://x", "format": "teams"}),
+        json!({"url": "https://x", "events": ["paged"]}),
+    ] {
+        let mut team = good.clone();
+        team["spec"]["notify"] = json!([bad]);
+        let body = review_of_custody("CustodyTeam", &team);
+        let d = custody_engine::validate_policy(&request(body.as_bytes()));
+        assert!(!d.allowed, "{bad}");
+        assert!(
+            d.message.unwrap().contains("not a valid CustodyTeam"),
+            "{bad}"
+        );
+    }
     check_golden("freezes-and-teams-refused.txt", &out);
 }
 

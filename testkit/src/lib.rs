@@ -6,3 +6,4 @@ pub mod approval;
 pub mod fake_apiserver;
 pub mod golden;
 pub mod prometheus;
+pub mod schemas;

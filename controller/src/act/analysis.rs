@@ -2,24 +2,28 @@
 //! report as JSON, for `kubectl custody why` and anyone reading the ReplicaSet or
 //! ControllerRevision), an Event when every metric has been inconclusive for long (the provider
 //! is away: never evidence, but someone should know), and an Event for a dry-run metric that
-//! would have confirmed a regression. All best effort: a failure here never holds a decision.
+//! would have confirmed a regression; the inconclusive stretch is also an on-call notice
+//! (`analysisInconclusive`). All best effort: a failure here never holds a decision.
 
-use custody_crds::WorkloadKind;
+use custody_crds::{NoticeKind, WorkloadKind};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 
 use crate::cache::compact;
-use crate::cache::observe::WorkloadState;
+use crate::cache::observe::{Observed, WorkloadState};
 use crate::cache::slim::{SlimControllerRevision, SlimReplicaSet};
+use crate::decide::policy::Governing;
 use crate::keys::{mark, marks};
 use crate::measure::analyses::Followed;
 
+use super::announce::MomentText;
 use super::context::Context;
 use super::guard::event;
 
 /// Shows what is new in the analysis `followed` of `w`'s revision.
-pub async fn show(ctx: &Context, w: &WorkloadState, followed: &Followed) {
+pub async fn show(ctx: &Context, observed: &Observed, governing: &Governing, followed: &Followed) {
+    let w = &observed.workload;
     let progress = &followed.progress;
     if followed.unshown {
         match annotate(ctx, w, &progress.revision, &progress.report()).await {
@@ -30,6 +34,26 @@ pub async fn show(ctx: &Context, w: &WorkloadState, followed: &Followed) {
         }
     }
     if let Some(why) = &followed.warn_inconclusive {
+        if let Some(revision) = observed
+            .revisions
+            .iter()
+            .find(|r| r.name == progress.revision)
+        {
+            let text = MomentText {
+                kind: NoticeKind::AnalysisInconclusive,
+                reason: "AnalysisInconclusive",
+                summary: format!(
+                    "{} {}/{} revision {}: the metric analysis has been inconclusive for long; nothing is being checked",
+                    w.kind.as_str(),
+                    w.namespace,
+                    w.name,
+                    revision.number
+                ),
+                explanation: why.clone(),
+                evidence: Vec::new(),
+            };
+            super::announce::moment(ctx, observed, revision, governing, text);
+        }
         tracing::warn!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, why, "metric analysis inconclusive");
         event(
             ctx,

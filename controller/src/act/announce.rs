@@ -4,18 +4,18 @@
 //! notice). The decisions are pure ([`crate::decide::owning_team`], [`crate::decide::route`],
 //! [`crate::decide::breakglass`]); this is the I/O around them.
 
-use custody_crds::{RollbackRecord, RollbackSettings, WorkloadKind};
+use custody_crds::{NoticeKind, RollbackRecord, WorkloadKind};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 
-use crate::cache::observe::{Revision, WorkloadState};
+use crate::cache::observe::{Observed, Revision, WorkloadState};
 use crate::decide::breakglass::{self, Sighting};
+use crate::decide::oncall::moment::{self, Moment};
 use crate::decide::owning_team::{self, OwningTeam};
-use crate::decide::route;
+use crate::decide::policy::Governing;
+use crate::decide::route::{self, PolicyTargets};
 use crate::keys::NOTICED;
 use crate::metrics::{KindLabels, Label};
 use crate::signed::fetch::Envelopes;
@@ -34,49 +34,88 @@ pub fn owning_team_of(ctx: &Context, w: &WorkloadState, revision: &Revision) -> 
     )
 }
 
-/// Sends the record to the owning team's targets, or else to the policy's notification URL, in
-/// the background; then writes how that went into the record's status.
-pub fn record(
-    ctx: &Context,
-    settings: &RollbackSettings,
-    owners: &OwningTeam,
-    record: RollbackRecord,
-) {
-    let Some(notifier) = &ctx.notifier else {
-        return;
-    };
-    let destinations =
-        route::destinations(owners.registered.as_deref(), settings.notify_url.as_deref());
-    if destinations.is_empty() {
-        return;
+/// Hands the record to the notification loop, which sends it to the owning team's targets,
+/// or else the policy's, and keeps what each was sent in the record's status.
+pub fn record(ctx: &Context, record: RollbackRecord) {
+    if let Some(oncall) = &ctx.oncall {
+        oncall.record(record);
     }
-    let body = match serde_json::to_vec(&record) {
-        Ok(body) => body,
-        Err(error) => {
-            tracing::warn!(%error, "cannot encode the record for its notification");
-            return;
-        }
+}
+
+/// What a moment's notice says, besides the workload.
+pub struct MomentText {
+    /// Its kind.
+    pub kind: NoticeKind,
+    /// Why, as one word.
+    pub reason: &'static str,
+    /// One line.
+    pub summary: String,
+    /// In prose.
+    pub explanation: String,
+    /// The evidence, one line each.
+    pub evidence: Vec<String>,
+}
+
+/// Queues the notice of a moment in the life of `observed`'s `revision` (an unreadable
+/// attestation, an analysis inconclusive for long) for the owning team's targets, or else the
+/// governing policy's; once per revision and kind while this process runs.
+pub fn moment(
+    ctx: &Context,
+    observed: &Observed,
+    revision: &Revision,
+    governing: &Governing,
+    text: MomentText,
+) {
+    let Some(oncall) = &ctx.oncall else {
+        return;
     };
-    let name = record.metadata.name.clone().unwrap_or_default();
-    let namespace = record.metadata.namespace.clone().unwrap_or_default();
-    let sent = notifier.spawn(
-        format!("RollbackRecord {namespace}/{name}"),
-        destinations,
-        body.into(),
+    let w = &observed.workload;
+    let ownership = owning_team_of(ctx, w, revision);
+    let destinations = route::destinations(
+        ownership.registered.as_deref(),
+        Some(PolicyTargets {
+            name: &governing.name,
+            settings: &governing.settings,
+        }),
     );
-    let api: Api<RollbackRecord> = Api::namespaced(ctx.client.clone(), &namespace);
-    tokio::spawn(async move {
-        let Ok(delivered) = sent.await else {
-            return;
-        };
-        let patch = serde_json::json!({"status": delivered.status()});
-        if let Err(error) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::warn!(record = %name, namespace = %namespace, %error, "cannot write the notification status");
-        }
+    let declared = crate::decide::choose::Declared::of(revision, &ctx.vocabulary);
+    let agent = revision
+        .annotations
+        .get(ctx.vocabulary.key(custody_crds::AnnotationKey::Agent))
+        .cloned();
+    let now = Timestamp::now();
+    let data = serde_json::json!({
+        "kind": text.reason,
+        "workload": {"kind": w.kind, "namespace": w.namespace, "name": w.name, "uid": w.uid},
+        "revision": revision.number.to_string(),
+        "revisionObject": revision.name,
+        "team": ownership.team,
+        "oncall": ownership.oncall,
+        "summary": text.summary,
+        "explanation": text.explanation,
+        "evidence": text.evidence,
+        "at": now.to_string(),
     });
+    let notice = moment::notice(Moment {
+        kind: text.kind,
+        workload_kind: w.kind,
+        namespace: w.namespace.clone(),
+        name: w.name.clone(),
+        revision: Some((revision.number, revision.name.clone())),
+        team: ownership.team.clone(),
+        shipped_by: agent
+            .as_ref()
+            .map(|a| format!("agent {a}"))
+            .or_else(|| declared.actor.map(|a| a.as_str().to_string())),
+        agent,
+        reason: text.reason.into(),
+        summary: text.summary,
+        explanation: text.explanation,
+        evidence: text.evidence,
+        at: now,
+        data,
+    });
+    oncall.once_per_situation(notice, &destinations);
 }
 
 /// Announces a break-glass revision: the mark first, so that nothing is announced twice, then
@@ -86,7 +125,7 @@ pub async fn break_glass(
     envelopes: &mut Envelopes<'_>,
     w: &WorkloadState,
     sighting: &Sighting,
-    policy_url: Option<&str>,
+    policy: Option<PolicyTargets<'_>>,
 ) -> Result<(), Error> {
     let now = Timestamp::now();
     mark(
@@ -132,24 +171,13 @@ pub async fn break_glass(
     if let Err(error) = ctx.recorder.publish(&event, &reference(w)).await {
         tracing::warn!(%error, "cannot publish the break-glass Event");
     }
-    let destinations = route::destinations(ownership.registered.as_deref(), policy_url);
-    if let Some(notifier) = &ctx.notifier
-        && !destinations.is_empty()
-    {
-        let notice = breakglass::notice(w, sighting, &ownership, now);
-        match serde_json::to_vec(&notice) {
-            Ok(body) => {
-                let subject = format!(
-                    "break-glass {} {}/{} revision {}",
-                    w.kind.as_str(),
-                    w.namespace,
-                    w.name,
-                    sighting.revision.number
-                );
-                drop(notifier.spawn(subject, destinations, body.into()));
-            }
-            Err(error) => tracing::warn!(%error, "cannot encode the break-glass notice"),
-        }
+    if let Some(oncall) = &ctx.oncall {
+        let destinations = route::destinations(ownership.registered.as_deref(), policy);
+        let json = breakglass::notice(w, sighting, &ownership, now);
+        oncall.once(
+            breakglass::oncall_notice(w, sighting, &ownership, json, now),
+            &destinations,
+        );
     }
     Ok(())
 }

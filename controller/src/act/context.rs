@@ -16,7 +16,7 @@ use crate::measure::analyses::Analyses;
 use crate::metrics::{Metrics, ReconcileError};
 
 use super::agent_status::AgentLedger;
-use super::notify::Notifier;
+use super::notify::dispatch::Oncall;
 
 /// What reconcile needs.
 pub struct Context {
@@ -41,8 +41,8 @@ pub struct Context {
     pub dry_run: bool,
     /// Whether this replica holds the Lease.
     pub leader: watch::Receiver<bool>,
-    /// Where notifications go.
-    pub notifier: Option<Notifier>,
+    /// Where notices are queued for the notification loop; `None` when notifications are off.
+    pub oncall: Option<Oncall>,
     /// The workloads whose failing revision is not blamed, and why, as last reported.
     pub not_attributed: Mutex<Ledger>,
     /// Each workload's part of the agents' summaries, for the webhook's budgets.

@@ -52,6 +52,7 @@ use crate::metrics::{ErrorLabels, Label, NotAttributedLabels};
 use crate::schedule::Next as Requeue;
 use crate::signed::fetch::Envelopes;
 use crate::signed::vouch;
+use crate::signed::vouch::Attestation;
 
 /// Decides about the workload `uid` and acts on the decision.
 pub async fn reconcile(uid: Uid, ctx: &Context) -> Result<Requeue, Error> {
@@ -131,7 +132,10 @@ async fn act(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
             &mut envelopes,
             w,
             &sighting,
-            governing.settings.notify_url.as_deref(),
+            Some(crate::decide::route::PolicyTargets {
+                name: &governing.name,
+                settings: &governing.settings,
+            }),
         )
         .await
         .inspect_err(|error| {
@@ -175,7 +179,7 @@ async fn act(ctx: &Context, observed: &Observed) -> Result<Requeue, Error> {
     }
     // Last: a revert or a hold must not wait for a write only people read.
     if let Some(followed) = &followed {
-        analysis::show(ctx, w, followed).await;
+        analysis::show(ctx, observed, &governing, followed).await;
     }
     // A revision nothing else will look at again still gets announced.
     if announce_again && requeue == Requeue::await_change() {
@@ -240,6 +244,15 @@ async fn decision(
         required: true,
     } = &vouch
     {
+        if let Attestation::Unreadable(error) = &attestation {
+            announce::moment(
+                ctx,
+                observed,
+                regression.current,
+                governing,
+                unreadable(w, regression.current, error),
+            );
+        }
         tracing::debug!(kind = w.kind.as_str(), namespace = %w.namespace, name = %w.name, why, "current revision's provenance is not vouched for; its declared actor is not believed");
     }
     declared.actor = vouch::believed(declared.actor, &vouch);
@@ -248,6 +261,25 @@ async fn decision(
         v.attested_by = vouch.key_id().map(str::to_string);
     }
     action
+}
+
+/// What the notice of an unreadable attestation says.
+fn unreadable(w: &WorkloadState, revision: &Revision, error: &str) -> announce::MomentText {
+    announce::MomentText {
+        kind: custody_crds::NoticeKind::AttestationUnreadable,
+        reason: "AttestationUnreadable",
+        summary: format!(
+            "{} {}/{} revision {} is signed, but its attestation cannot be read: its provenance is not believed",
+            w.kind.as_str(),
+            w.namespace,
+            w.name,
+            revision.number
+        ),
+        explanation: format!(
+            "The revision regressed, and its signed attestation could not be read ({error}). Its declared actor is not believed: it is treated as a person's revision, reported rather than reverted. Check the attestation annotation and the signing pipeline."
+        ),
+        evidence: vec![error.to_string()],
+    }
 }
 
 /// Acts on the decision.

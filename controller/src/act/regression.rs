@@ -129,7 +129,7 @@ pub(super) async fn revert(
         tracing::warn!(%error, revision = %verdict.from.name, "cannot mark the reverted revision");
     }
     publish(ctx, w, "Reverted", "Revert", &verdict.explanation, &record).await;
-    announce::record(ctx, &policy.settings, &owners, record);
+    announce::record(ctx, record);
     Ok(())
 }
 
@@ -263,6 +263,6 @@ pub(super) async fn alert(
         "Regressed"
     };
     publish(ctx, w, reason, "Alert", &verdict.explanation, &record).await;
-    announce::record(ctx, &policy.settings, &owners, record);
+    announce::record(ctx, record);
     Ok(())
 }

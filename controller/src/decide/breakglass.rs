@@ -119,6 +119,47 @@ pub fn notice(
     }
 }
 
+/// The on-call notice of `sighting`, whose `json` body is `json`.
+pub fn oncall_notice(
+    workload: &WorkloadState,
+    sighting: &Sighting,
+    ownership: &OwningTeam,
+    json: Notice,
+    now: Timestamp,
+) -> super::oncall::Notice {
+    let actor = sighting.actor.as_deref().unwrap_or("an undeclared actor");
+    let reason = if sighting.reason.is_empty() {
+        "(no reason given)"
+    } else {
+        &sighting.reason
+    };
+    super::oncall::moment::notice(super::oncall::moment::Moment {
+        kind: custody_crds::NoticeKind::BreakGlass,
+        workload_kind: workload.kind,
+        namespace: workload.namespace.clone(),
+        name: workload.name.clone(),
+        revision: Some((sighting.revision.number, sighting.revision.name.clone())),
+        team: ownership.team.clone(),
+        agent: None,
+        shipped_by: Some(actor.to_string()),
+        reason: REASON.into(),
+        summary: format!(
+            "{} {}/{} revision {} was shipped with break-glass: {reason}",
+            workload.kind.as_str(),
+            workload.namespace,
+            workload.name,
+            sighting.revision.number
+        ),
+        explanation: format!(
+            "{actor} shipped revision {} ({}) with the break-glass annotation, overriding a change freeze: {reason}. Review the change and the incident it names.",
+            sighting.revision.number, sighting.revision.name
+        ),
+        evidence: Vec::new(),
+        at: now,
+        data: serde_json::to_value(json).unwrap_or_default(),
+    })
+}
+
 /// The Event's note: the reason, the actor and the revision, within the 1 kB an Event allows.
 pub fn note(sighting: &Sighting) -> String {
     let reason = if sighting.reason.is_empty() {

@@ -18,6 +18,7 @@ pub mod canary;
 pub mod changes;
 pub mod choose;
 pub mod health;
+pub mod oncall;
 pub mod owning_team;
 pub mod policy;
 pub mod route;

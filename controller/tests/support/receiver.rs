@@ -43,7 +43,7 @@ pub async fn receiver() -> (String, Received) {
     }
     let received = Received::default();
     let app = Router::new()
-        .route("/{path}", post(record))
+        .route("/{*path}", post(record))
         .with_state(received.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admission;
+mod alertmanager;
 mod analysis;
 mod approval;
 mod audit;
@@ -16,6 +17,7 @@ mod helm_install;
 mod leader;
 mod lift;
 mod node;
+mod oncall;
 mod outage;
 mod probation;
 mod prometheus;
@@ -23,6 +25,7 @@ mod proposal;
 mod rollback;
 mod rollout;
 mod scene;
+mod server;
 mod signatures;
 mod support;
 mod teams;
@@ -86,6 +89,11 @@ fn local_values() -> ChartValues {
             (
                 "defaultPolicy.excludeNamespaces[2]".into(),
                 format!("{}*", approval::NAMESPACE_PREFIX),
+            ),
+            // And the on-call scenario's.
+            (
+                "defaultPolicy.excludeNamespaces[3]".into(),
+                format!("{}*", oncall::NAMESPACE_PREFIX),
             ),
         ],
     }
@@ -282,6 +290,16 @@ async fn custody_end_to_end() {
             "23 break-glass: a person's break-glass revision gets one BreakGlass Warning Event, one count and one notice to the team",
             teams::break_glass_visible(&ctx)
         );
+        if wanted(oncall::NAME) {
+            if alertmanager::Alertmanager::binary().is_some() {
+                scenario!(oncall::NAME, oncall::notifications(&ctx));
+            } else {
+                say(&format!(
+                    "SKIPPED {}: no Alertmanager (Debian's `prometheus-alertmanager` package; .ci/tools.sh installs it; or CUSTODY_E2E_ALERTMANAGER)",
+                    oncall::NAME
+                ));
+            }
+        }
         if ctx.settings.lab.is_some() {
             scenario!(
                 "14 a node dies under an agent revision: nothing reverted or alerted",
@@ -302,7 +320,7 @@ async fn custody_end_to_end() {
         }
     } else {
         say(
-            "SKIPPED scenarios 11-14, 16, 22 and 23 (outage, leader kill, certificate rotation, node death, failure policy by actor, teams' notifications to a receiver on 127.0.0.1): they need local processes; run with CUSTODY_E2E_MODE=local",
+            "SKIPPED scenarios 11-14, 16, 22, 23 and 43 (outage, leader kill, certificate rotation, node death, failure policy by actor, teams' notifications to receivers on 127.0.0.1): they need local processes; run with CUSTODY_E2E_MODE=local",
         );
     }
     if ["17 ", "18 ", "19 ", "27 ", "29 ", "30 "]

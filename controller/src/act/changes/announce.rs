@@ -14,7 +14,7 @@ use crate::act::context::Context;
 use crate::decide::changes::notice;
 use crate::decide::changes::review::{Announcement, Review};
 use crate::decide::changes::standing::Judged;
-use crate::decide::route;
+use crate::decide::route::{self, PolicyTargets};
 
 /// Publishes the Events, counts, and sends the notices of what the accepted write marked.
 pub(super) async fn after_write(
@@ -83,8 +83,9 @@ async fn publish(
     }
 }
 
-/// Sends the notice of a proposal or a decision to the owning team's targets, or else to the
-/// protecting policy's `notifyUrl`, in the background.
+/// Queues the notice of a proposal or a decision for the owning team's targets, or else the
+/// protecting policy's; a decision or an expiry also resolves the proposal's open alert or
+/// incident.
 fn send(
     ctx: &Context,
     change: &CustodyChange,
@@ -92,35 +93,40 @@ fn send(
     judged: Option<&Judged<'_>>,
     now: Timestamp,
 ) {
-    let Some(notifier) = ctx.notifier.as_ref().filter(|_| announcement.notifies()) else {
+    let Some(oncall) = ctx.oncall.as_ref() else {
         return;
     };
     let owners = notice::ownership(change, &ctx.vocabulary, |name| {
         ctx.teams.get(&ObjectRef::new(name))
     });
-    let policy_url = judged.and_then(|j| j.policy.spec.rollback.notify_url.as_deref());
-    let destinations = route::destinations(owners.registered.as_deref(), policy_url);
+    let policy = judged.map(|j| PolicyTargets {
+        name: &j.policy.name,
+        settings: &j.policy.spec.rollback,
+    });
+    let destinations = route::destinations(owners.registered.as_deref(), policy);
     if destinations.is_empty() {
         return;
+    }
+    if matches!(
+        announcement,
+        Announcement::Approved | Announcement::Rejected | Announcement::Expired
+    ) {
+        let resolving: Vec<_> = destinations
+            .iter()
+            .filter(|d| d.target.format.resolves())
+            .cloned()
+            .collect();
+        oncall.once(notice::proposal_resolved(change, &owners, now), &resolving);
     }
     let deadline = judged.and_then(|j| match &j.standing {
         Standing::Admits { until, .. } => Some(*until),
         Standing::Pending { until, .. } => *until,
         _ => None,
     });
-    let Some(body) = notice::notice(change, announcement, judged, &owners, deadline, now) else {
+    let Some(json) = notice::notice(change, announcement, judged, &owners, deadline, now) else {
         return;
     };
-    match serde_json::to_vec(&body) {
-        Ok(body) => {
-            let subject = format!(
-                "{} CustodyChange {}/{}",
-                announcement.reason(),
-                change.metadata.namespace.as_deref().unwrap_or_default(),
-                change.metadata.name.as_deref().unwrap_or_default()
-            );
-            drop(notifier.spawn(subject, destinations, body.into()));
-        }
-        Err(error) => tracing::warn!(%error, "cannot encode the change notice"),
+    if let Some(n) = notice::oncall_notice(change, announcement, &owners, &json, deadline, now) {
+        oncall.once(n, &destinations);
     }
 }

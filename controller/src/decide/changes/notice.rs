@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use custody_crds::{
-    AnnotationKey, Applied, CustodyChange, CustodyTeam, DiffLine, Lift, Vocabulary, WorkloadKind,
+    AnnotationKey, Applied, CustodyChange, CustodyTeam, DiffLine, Lift, NoticeKind, Vocabulary,
+    WorkloadKind,
 };
 use custody_engine::approvers;
 use jiff::Timestamp;
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use super::review::{Announcement, stamp};
 use super::standing::{Judged, team};
+use crate::decide::oncall;
 use crate::decide::owning_team::{self, OwningTeam};
 
 /// The owning team of a request and whom to page: its signed `owner` and `oncall`
@@ -188,6 +190,160 @@ pub fn notice(
         _ => notice.rejection = status.rejection,
     }
     Some(notice)
+}
+
+/// The on-call notice of `announcement` about `change`, whose `json` body is `json`: a
+/// proposal stays open until `deadline` (or its decision resolves it), a decision is a moment.
+pub fn oncall_notice(
+    change: &CustodyChange,
+    announcement: Announcement,
+    ownership: &OwningTeam,
+    json: &Notice,
+    deadline: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<oncall::Notice> {
+    let kind = match announcement {
+        Announcement::Proposed => NoticeKind::ChangeProposed,
+        Announcement::Approved => NoticeKind::ChangeApproved,
+        Announcement::Rejected => NoticeKind::ChangeRejected,
+        Announcement::Applied | Announcement::Expired => return None,
+    };
+    let mut notice = base(change, kind, ownership, now);
+    let spec = &change.spec;
+    let (approve, reject) = commands(change);
+    let w = format!("{} {}", spec.workload.kind, spec.workload.name);
+    match announcement {
+        Announcement::Proposed => {
+            notice.state = oncall::State::Firing { ends_at: deadline };
+            notice.summary = format!(
+                "agent {} proposes a change to {w} in {}: it waits for a person's approval",
+                spec.agent, notice.namespace
+            );
+            notice.evidence = spec
+                .diff
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}: {} -> {}",
+                        d.field,
+                        d.before.as_deref().unwrap_or("(none)"),
+                        d.after.as_deref().unwrap_or("(none)")
+                    )
+                })
+                .collect();
+            notice.commands.push(oncall::Command {
+                label: "Approve".into(),
+                command: approve,
+            });
+            notice.commands.push(oncall::Command {
+                label: "Reject".into(),
+                command: reject,
+            });
+        }
+        _ => {
+            let by: Vec<String> = json.approvals.iter().map(|a| a.by.clone()).collect();
+            let by = json
+                .rejection
+                .as_ref()
+                .map_or(by.join(", "), |r| r.by.clone());
+            notice.summary = format!(
+                "{by} {} agent {}'s change to {w} in {}",
+                if kind == NoticeKind::ChangeApproved {
+                    "approved"
+                } else {
+                    "rejected"
+                },
+                spec.agent,
+                notice.namespace
+            );
+        }
+    }
+    notice.data = serde_json::to_value(json).unwrap_or_default();
+    Some(notice)
+}
+
+/// The proposal's notice, resolved at `now`: sent to targets that keep situations open when
+/// the request is decided or expires.
+pub fn proposal_resolved(
+    change: &CustodyChange,
+    ownership: &OwningTeam,
+    now: Timestamp,
+) -> oncall::Notice {
+    let mut notice = base(change, NoticeKind::ChangeProposed, ownership, now);
+    notice.summary = format!(
+        "the change request {} is no longer waiting",
+        names(change).0
+    );
+    notice.resolved(now)
+}
+
+/// What every notice of a request says: the labels a resolution must repeat.
+fn base(
+    change: &CustodyChange,
+    kind: NoticeKind,
+    ownership: &OwningTeam,
+    now: Timestamp,
+) -> oncall::Notice {
+    let spec = &change.spec;
+    let (name, namespace) = names(change);
+    let workload = format!("{}/{}", spec.workload.kind.as_str(), spec.workload.name);
+    let created = change
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(now, |t| t.0);
+    let started_at = if kind == NoticeKind::ChangeProposed {
+        created
+    } else {
+        now
+    };
+    oncall::Notice {
+        kind,
+        severity: kind.severity(),
+        situation: format!("custody/{namespace}/CustodyChange/{name}/{kind}"),
+        id: format!(
+            "{}/{kind}",
+            change
+                .metadata
+                .uid
+                .clone()
+                .unwrap_or_else(|| format!("{namespace}/{name}"))
+        ),
+        state: oncall::State::Firing {
+            ends_at: Some(now + oncall::MOMENT),
+        },
+        started_at,
+        namespace: namespace.clone(),
+        workload: Some(workload.clone()),
+        team: ownership.team.clone(),
+        agent: Some(spec.agent.clone()),
+        reason: match kind {
+            NoticeKind::ChangeProposed => "AwaitingApproval",
+            NoticeKind::ChangeApproved => "Approved",
+            _ => "Rejected",
+        }
+        .into(),
+        summary: String::new(),
+        explanation: format!(
+            "agent {} (as {}): {}",
+            spec.agent,
+            spec.proposer,
+            spec.reason.trim()
+        ),
+        revision: None,
+        shipped_by: Some(format!("agent {}", spec.agent)),
+        evidence: Vec::new(),
+        commands: vec![oncall::Command {
+            label: "Inspect".into(),
+            command: format!(
+                "kubectl custody why {} -n {namespace}",
+                workload.to_ascii_lowercase()
+            ),
+        }],
+        source: format!("/apis/custody.dev/v1alpha1/namespaces/{namespace}/custodychanges/{name}"),
+        subject: workload,
+        data: serde_json::Value::Null,
+    }
 }
 
 /// The note of the Event of `announcement` on the request, within the 1 kB an Event allows.
