@@ -69,7 +69,7 @@ pub(super) fn open_situations(
 
 fn situation_of(record: &RollbackRecord) -> String {
     let workload = &record.spec.workload;
-    record::situation(
+    crate::decide::oncall::situation(
         record.metadata.namespace.as_deref().unwrap_or_default(),
         &format!("{}/{}", workload.kind.as_str(), workload.name),
         record::kind(record),

@@ -333,13 +333,7 @@ fn base(
         revision: None,
         shipped_by: Some(format!("agent {}", spec.agent)),
         evidence: Vec::new(),
-        commands: vec![oncall::Command {
-            label: "Inspect".into(),
-            command: format!(
-                "kubectl custody why {} -n {namespace}",
-                workload.to_ascii_lowercase()
-            ),
-        }],
+        commands: vec![oncall::why(&namespace, &workload)],
         source: format!("/apis/custody.dev/v1alpha1/namespaces/{namespace}/custodychanges/{name}"),
         subject: workload,
         data: serde_json::Value::Null,

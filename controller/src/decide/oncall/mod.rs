@@ -124,6 +124,22 @@ impl Notice {
     }
 }
 
+/// The situation of a workload and kind: PagerDuty's `dedup_key`.
+pub fn situation(namespace: &str, workload: &str, kind: NoticeKind) -> String {
+    format!("custody/{namespace}/{workload}/{kind}")
+}
+
+/// The `kubectl custody why` command of a workload (`Deployment/web`).
+pub fn why(namespace: &str, workload: &str) -> Command {
+    Command {
+        label: "Inspect".into(),
+        command: format!(
+            "kubectl custody why {} -n {namespace}",
+            workload.to_ascii_lowercase()
+        ),
+    }
+}
+
 /// Why a body could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {

@@ -7,8 +7,8 @@ use custody_crds::{NoticeKind, WorkloadKind};
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::record::{situation, why};
 use super::{MOMENT, Notice, State};
+use super::{situation, why};
 
 /// A workload's moment.
 #[derive(Clone, Debug)]

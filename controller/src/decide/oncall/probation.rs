@@ -13,7 +13,8 @@ use custody_crds::{CustodyPolicy, NoticeKind, ProbationScope, RollbackRecord};
 use custody_engine::{CompiledProbation, RevertIndex};
 use jiff::Timestamp;
 
-use super::record::{shipped_by, why};
+use super::record::shipped_by;
+use super::why;
 use super::{Command, Notice, State};
 
 /// An agent on probation in one place.

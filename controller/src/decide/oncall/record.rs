@@ -10,29 +10,13 @@ use jiff::{SignedDuration, Timestamp};
 use crate::cache::observe::{Revision, WorkloadState};
 use crate::keys::mark;
 
-use super::{Command, Notice, State};
+use super::{Command, Notice, State, situation, why};
 
 /// The kind of notice a record is.
 pub fn kind(record: &RollbackRecord) -> NoticeKind {
     match record.spec.action {
         RecordAction::Reverted => NoticeKind::Reverted,
         RecordAction::Alerted | RecordAction::DryRun => NoticeKind::Alerted,
-    }
-}
-
-/// The situation of a workload and kind: PagerDuty's `dedup_key`.
-pub fn situation(namespace: &str, workload: &str, kind: NoticeKind) -> String {
-    format!("custody/{namespace}/{workload}/{kind}")
-}
-
-/// The `kubectl custody why` command of a workload (`Deployment/web`).
-pub fn why(namespace: &str, workload: &str) -> Command {
-    Command {
-        label: "Inspect".into(),
-        command: format!(
-            "kubectl custody why {} -n {namespace}",
-            workload.to_ascii_lowercase()
-        ),
     }
 }
 
