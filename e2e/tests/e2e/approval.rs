@@ -13,17 +13,17 @@
 use std::time::{Duration, Instant};
 
 use custody_crds::{ChangePhase, CustodyChange};
-use custody_e2e::{client_as, deployment, kubectl, provenance, run, wait_for};
+use custody_e2e::{client_as, deployment, provenance, wait_for};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
+use crate::desk::Desk;
 use crate::proposal::{digest, proposal};
-use crate::support::{Ctx, Refusal, create, policies_api, refusal, secs, teams_api};
+use crate::support::{Ctx, Refusal, create, refusal, secs};
 
 /// The scenario, as the suite names it.
 pub const NAME: &str = "42 approvals: an agent's change waits for a person's approval of its CustodyChange, which admits that exact manifest once and does not exempt it from the revert";
@@ -54,86 +54,34 @@ const OUTSIDER: &str = "bob@e2e.dev";
 const REASON: &str = "e2e: ship v2 of the app (new command) for the checkout fix";
 const REVIEW: &str = "e2e: read the diff; the new command is the expected one";
 
-/// The scenario's namespace, team and policy, deleted however the scenario ends.
-struct Desk {
-    ctx: Ctx,
-    team: String,
-    policy: String,
+/// The scenario's desk: its namespace, a team whose member approves, and a policy that asks
+/// for approval of the agent's changes.
+async fn open_desk(main: &Ctx) -> anyhow::Result<Desk> {
+    let desk = Desk::open(main, NAMESPACE_PREFIX, "approval").await?;
+    desk.team(json!({"oncall": ["@e2e-approval-pager"], "members": {"users": [APPROVER]}}))
+        .await?;
+    let ns = &desk.ctx.ns;
+    desk.policy(json!({
+        "mode": "Enforce",
+        "identities": {"agents": {"serviceAccounts": [format!("{ns}/{AGENT_SA}")]}},
+        "rollback": {"notReadySeconds": 15, "healthyAfterSeconds": 5},
+        "agents": {"approval": {"agents": ["*"], "validFor": "1h"}}
+    }))
+    .await?;
+    Ok(desk)
 }
 
-impl Drop for Desk {
-    fn drop(&mut self) {
-        // kubectl, not the async client: this runs on a panic too. The policy first, so nothing
-        // is judged under it while the rest goes.
-        for (kind, name) in [
-            ("custodypolicy", &self.policy),
-            ("custodyteam", &self.team),
-            ("namespace", &self.ctx.ns),
-        ] {
-            if let Err(e) = run(
-                &kubectl(),
-                &["delete", kind, name, "--ignore-not-found", "--wait=false"],
-            ) {
-                eprintln!("e2e cleanup: deleting {kind} {name} failed: {e:#}");
-            }
-        }
-    }
+/// What this scenario does with its desk.
+trait ApprovalDesk {
+    /// The agent's service account.
+    fn agent(&self) -> String;
+    /// A client acting as the agent's service account.
+    async fn agent_client(&self) -> anyhow::Result<Client>;
+    /// `APP` at `version` by `actor`, owned by the team; `broken` never becomes ready.
+    fn revision(&self, actor: &str, version: &str, broken: bool) -> Value;
 }
 
-impl Desk {
-    async fn open(ctx: &Ctx) -> anyhow::Result<Self> {
-        let id = std::process::id();
-        let ns = format!("{NAMESPACE_PREFIX}{id}");
-        let desk = Self {
-            ctx: Ctx {
-                client: ctx.client.clone(),
-                settings: ctx.settings.clone(),
-                ns: ns.clone(),
-                local: None,
-            },
-            team: format!("team-e2e-approval-{id}"),
-            policy: format!("e2e-approval-{id}"),
-        };
-        let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-            )
-            .await?;
-        let ssa = PatchParams::apply("e2e").force();
-        teams_api(ctx)
-            .patch(
-                &desk.team,
-                &ssa,
-                &Patch::Apply(json!({
-                    "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyTeam",
-                    "metadata": {"name": desk.team},
-                    "spec": {"namespaces": [ns], "oncall": ["@e2e-approval-pager"],
-                             "members": {"users": [APPROVER]}}
-                })),
-            )
-            .await?;
-        policies_api(&ctx.client)
-            .patch(
-                &desk.policy,
-                &ssa,
-                &Patch::Apply(json!({
-                    "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
-                    "metadata": {"name": desk.policy},
-                    "spec": {
-                        "mode": "Enforce",
-                        "match": {"namespaces": {"include": [ns]}},
-                        "identities": {"agents": {"serviceAccounts": [format!("{ns}/{AGENT_SA}")]}},
-                        "rollback": {"notReadySeconds": 15, "healthyAfterSeconds": 5},
-                        "agents": {"approval": {"agents": ["*"], "validFor": "1h"}}
-                    }
-                })),
-            )
-            .await?;
-        Ok(desk)
-    }
-
+impl ApprovalDesk for Desk {
     fn agent(&self) -> String {
         format!("system:serviceaccount:{}:{AGENT_SA}", self.ctx.ns)
     }
@@ -316,7 +264,7 @@ async fn revision_of(ctx: &Ctx, version: &str) -> anyhow::Result<String> {
 }
 
 pub async fn approvals(main: &Ctx) -> anyhow::Result<String> {
-    let desk = Desk::open(main).await?;
+    let desk = open_desk(main).await?;
     let ctx = &desk.ctx;
     change_webhook_registered(&ctx.client).await?;
     // v1 is a person's: no approval; it becomes the revision to revert to.

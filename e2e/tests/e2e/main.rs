@@ -10,6 +10,7 @@ mod approval;
 mod audit;
 mod budget;
 mod corpus;
+mod desk;
 mod exporter;
 mod faults;
 mod freeze;

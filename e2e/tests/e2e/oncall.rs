@@ -18,15 +18,12 @@
 mod receiver;
 mod situation;
 
-use custody_e2e::local::NAMESPACE as CUSTODY_NAMESPACE;
-use custody_e2e::{deployment, kubectl, provenance, run, wait_for};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use custody_e2e::{deployment, provenance, wait_for};
 use serde_json::{Value, json};
 
 use crate::alertmanager::Alertmanager;
-use crate::support::{Ctx, apply, create, policies_api, teams_api};
+use crate::desk::Desk;
+use crate::support::{Ctx, apply, create};
 use receiver::Receiver;
 use situation::{ALERTED, REVERTED, Situation};
 
@@ -41,115 +38,41 @@ const HUMAN_APP: &str = "oncall-human-app";
 /// An integration key of PagerDuty's shape (32 characters).
 const ROUTING_KEY: &str = "e2e43oncallroutingkey00000000043";
 
-/// The scenario's namespace, team, policy and Secrets, deleted however the scenario ends.
-struct Desk {
-    ctx: Ctx,
-    team: String,
-    policy: String,
-    secrets: [String; 2],
+/// The scenario's desk: its namespace, a team with the four targets (the Slack URL and the
+/// PagerDuty routing key in Secrets of Custody's namespace), and a policy of its own.
+async fn open_desk(main: &Ctx, alertmanager: &str, receiver: &str) -> anyhow::Result<Desk> {
+    let mut desk = Desk::open(main, NAMESPACE_PREFIX, "oncall").await?;
+    let id = std::process::id();
+    let (slack, pagerduty) = (
+        format!("e2e-oncall-slack-{id}"),
+        format!("e2e-oncall-pagerduty-{id}"),
+    );
+    desk.secret(slack.clone(), json!({"url": format!("{receiver}/slack")}))
+        .await?;
+    desk.secret(pagerduty.clone(), json!({"routing-key": ROUTING_KEY}))
+        .await?;
+    let notify = json!([
+        {"url": alertmanager, "format": "alertmanager"},
+        {"urlFrom": {"name": slack, "key": "url"}, "format": "slack"},
+        {"url": format!("{receiver}/pd"), "format": "pagerduty",
+         "routingKeyFrom": {"name": pagerduty, "key": "routing-key"},
+         "events": ["alerted", "reverted"]},
+        {"url": format!("{receiver}/ce"), "format": "cloudevents"}
+    ]);
+    desk.team(json!({"oncall": ["@e2e-oncall-pager"], "notify": notify}))
+        .await?;
+    desk.policy(json!({"rollback": {"notReadySeconds": 15, "healthyAfterSeconds": 5}}))
+        .await?;
+    Ok(desk)
 }
 
-impl Drop for Desk {
-    fn drop(&mut self) {
-        // kubectl, not the async client: this runs on a panic too. The policy first, so nothing
-        // is judged under it while the rest goes.
-        let mut doomed = vec![
-            vec!["custodypolicy", &self.policy],
-            vec!["custodyteam", &self.team],
-            vec!["namespace", &self.ctx.ns],
-        ];
-        for secret in &self.secrets {
-            doomed.push(vec!["secret", secret, "-n", CUSTODY_NAMESPACE]);
-        }
-        for what in doomed {
-            let mut args = vec!["delete"];
-            args.extend(&what);
-            args.extend(["--ignore-not-found", "--wait=false"]);
-            if let Err(e) = run(&kubectl(), &args) {
-                eprintln!("e2e cleanup: deleting {} failed: {e:#}", what.join(" "));
-            }
-        }
-    }
-}
-
-impl Desk {
-    async fn open(main: &Ctx, alertmanager: &str, receiver: &str) -> anyhow::Result<Self> {
-        let id = std::process::id();
-        let ns = format!("{NAMESPACE_PREFIX}{id}");
-        let desk = Self {
-            ctx: Ctx {
-                client: main.client.clone(),
-                settings: main.settings.clone(),
-                ns: ns.clone(),
-                local: None,
-            },
-            team: format!("team-e2e-oncall-{id}"),
-            policy: format!("e2e-oncall-{id}"),
-            secrets: [
-                format!("e2e-oncall-slack-{id}"),
-                format!("e2e-oncall-pagerduty-{id}"),
-            ],
-        };
-        let namespaces: Api<Namespace> = Api::all(main.client.clone());
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-            )
-            .await?;
-        let secrets: Api<Secret> = Api::namespaced(main.client.clone(), CUSTODY_NAMESPACE);
-        for (name, data) in desk.secrets.iter().zip([
-            json!({"url": format!("{receiver}/slack")}),
-            json!({"routing-key": ROUTING_KEY}),
-        ]) {
-            let _ = secrets.delete(name, &DeleteParams::default()).await;
-            secrets
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(
-                        json!({"metadata": {"name": name}, "stringData": data}),
-                    )?,
-                )
-                .await?;
-        }
-        let ssa = PatchParams::apply("e2e").force();
-        let notify = json!([
-            {"url": alertmanager, "format": "alertmanager"},
-            {"urlFrom": {"name": desk.secrets[0], "key": "url"}, "format": "slack"},
-            {"url": format!("{receiver}/pd"), "format": "pagerduty",
-             "routingKeyFrom": {"name": desk.secrets[1], "key": "routing-key"},
-             "events": ["alerted", "reverted"]},
-            {"url": format!("{receiver}/ce"), "format": "cloudevents"}
-        ]);
-        teams_api(main)
-            .patch(
-                &desk.team,
-                &ssa,
-                &Patch::Apply(json!({
-                    "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyTeam",
-                    "metadata": {"name": desk.team},
-                    "spec": {"namespaces": [ns], "oncall": ["@e2e-oncall-pager"], "notify": notify}
-                })),
-            )
-            .await?;
-        policies_api(&main.client)
-            .patch(
-                &desk.policy,
-                &ssa,
-                &Patch::Apply(json!({
-                    "apiVersion": "custody.dev/v1alpha1", "kind": "CustodyPolicy",
-                    "metadata": {"name": desk.policy},
-                    "spec": {
-                        "match": {"namespaces": {"include": [ns]}},
-                        "rollback": {"notReadySeconds": 15, "healthyAfterSeconds": 5}
-                    }
-                })),
-            )
-            .await?;
-        Ok(desk)
-    }
-
+/// What this scenario does with its desk.
+trait OncallDesk {
     /// `app` at `version` by `actor`, owned by the team; `broken` never becomes ready.
+    fn revision(&self, app: &str, actor: &str, version: &str, broken: bool) -> Value;
+}
+
+impl OncallDesk for Desk {
     fn revision(&self, app: &str, actor: &str, version: &str, broken: bool) -> Value {
         let tag = if actor == "agent" { 'a' } else { 'b' };
         let commit = format!("43{tag}{:0>4}", version.trim_start_matches('v'));
@@ -229,7 +152,7 @@ pub async fn notifications(main: &Ctx) -> anyhow::Result<String> {
     })?;
     let receiver = Receiver::start().await?;
     let alertmanager = Alertmanager::launch(binary, &format!("{}/am", receiver.base)).await?;
-    let desk = Desk::open(main, &alertmanager.address(), &receiver.base).await?;
+    let desk = open_desk(main, &alertmanager.address(), &receiver.base).await?;
     let inbox = &receiver.inbox;
     let situation = |app, expected| Situation {
         desk: &desk,

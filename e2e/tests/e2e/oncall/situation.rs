@@ -10,9 +10,10 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
 
+use super::ROUTING_KEY;
 use super::receiver::Inbox;
-use super::{Desk, ROUTING_KEY};
 use crate::alertmanager::Alertmanager;
+use crate::desk::Desk;
 use crate::support::Ctx;
 
 /// The formats of the team's targets.
