@@ -26,6 +26,29 @@ fn namespace(name: &str, labels: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
 }
 
+/// The webhook's live state, fed by the watches of `api` until the token is cancelled.
+fn reflecting(
+    api: &FakeApiServer,
+) -> (
+    std::sync::Arc<LiveState>,
+    custody_webhook::server::Metrics,
+    tokio_util::sync::CancellationToken,
+) {
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = custody_webhook::server::Metrics::register(&mut registry);
+    let (live, writer) = LiveState::watched(metrics.clone());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(reflect::run(
+        client,
+        live.clone(),
+        writer,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    (live, metrics, shutdown)
+}
+
 fn allowed(text: &str) -> bool {
     serde_json::from_str::<Value>(text).unwrap()["response"]["allowed"]
         .as_bool()
@@ -250,18 +273,7 @@ async fn a_cluster_without_the_newer_crds_still_syncs() {
             usize::MAX,
         );
     }
-    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = custody_webhook::server::Metrics::register(&mut registry);
-    let (live, writer) = LiveState::watched(metrics.clone());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(reflect::run(
-        client,
-        live.clone(),
-        writer,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let (live, metrics, shutdown) = reflecting(&api);
     assert!(
         eventually(Duration::from_secs(10), || async { live.is_synced() }).await,
         "a missing CustodyTeam or CustodyChange CRD kept the webhook from syncing"
@@ -282,18 +294,7 @@ async fn a_cluster_without_the_newer_crds_still_syncs() {
 async fn change_requests_are_followed() {
     let api = FakeApiServer::start().await.unwrap();
     api.upsert(POLICIES, policy("default", json!({})));
-    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = custody_webhook::server::Metrics::register(&mut registry);
-    let (live, writer) = LiveState::watched(metrics.clone());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(reflect::run(
-        client,
-        live.clone(),
-        writer,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let (live, metrics, shutdown) = reflecting(&api);
     assert!(
         eventually(Duration::from_secs(10), || async { live.is_synced() }).await,
         "caches never synced"
@@ -350,18 +351,7 @@ async fn a_failing_watch_keeps_the_last_state_and_is_counted() {
         http::StatusCode::INTERNAL_SERVER_ERROR,
         1,
     );
-    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = custody_webhook::server::Metrics::register(&mut registry);
-    let (live, writer) = LiveState::watched(metrics.clone());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(reflect::run(
-        client,
-        live.clone(),
-        writer,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let (live, metrics, shutdown) = reflecting(&api);
     assert!(
         eventually(Duration::from_secs(15), || async { live.is_synced() }).await,
         "never synced after the error"

@@ -13,9 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::cache::compact;
+use crate::decide::oncall::Notice;
 use crate::decide::oncall::probation::{self, OnProbation};
 use crate::decide::oncall::record::{self, Owed};
-use crate::decide::oncall::{Notice, State};
 use crate::decide::owning_team;
 use crate::decide::route::{self, Destination, PolicyTargets};
 
@@ -139,7 +139,7 @@ impl Owing<'_> {
                     let at = resolved.unwrap_or(self.now);
                     jobs.push(self.job(destination, notice().resolved(at), Step::Resolve));
                 }
-                Owed::Supersede => supersede(memory, self.key, &id, kind, self.now),
+                Owed::Supersede => supersede(memory, self.key, self.sent, &id, kind, self.now),
                 Owed::Nothing => {
                     if resolved.is_none() && self.refresh_due(memory, &destination, kind) {
                         jobs.push(self.job(destination, notice(), Step::Refresh));
@@ -229,9 +229,8 @@ impl Owing<'_> {
 
     /// Whether a firing Alertmanager alert is due to be sent again.
     fn refresh_due(&self, memory: &Memory, destination: &Destination, kind: NoticeKind) -> bool {
-        if !destination.target.format.resolves()
-            || destination.target.format == custody_crds::NotifyFormat::Pagerduty
-        {
+        // Only Alertmanager forgets an alert that is not sent again; PagerDuty keeps it open.
+        if destination.target.format != custody_crds::NotifyFormat::Alertmanager {
             return false;
         }
         let sent = self.sent.iter().any(|d| {
@@ -257,29 +256,30 @@ fn ended_probation(record: &RollbackRecord, agent: &str, place: &str, now: Times
         records: vec![key_of(record).1],
         ends: now,
     };
-    let mut notice = probation::notice(&p, record);
-    notice.state = State::Resolved { at: now };
-    notice.id = format!("{}/resolved", notice.id);
-    notice
+    probation::notice(&p, record).resolved(now)
 }
 
-fn supersede(memory: &mut Memory, key: &RecordKey, id: &str, kind: NoticeKind, now: Timestamp) {
-    let entries = memory.overlay.entry(key.clone()).or_default();
-    if let Some(entry) = entries.get_mut(&(id.to_string(), kind)) {
-        entry.resolved_at = Some(Time(now));
-    } else {
-        // The sent entry is the store's: copy what it needs into the overlay.
-        entries.insert(
-            (id.to_string(), kind),
-            TargetDelivery {
-                target: id.to_string(),
-                kind,
-                format: custody_crds::NotifyFormat::Json,
-                sent_at: None,
-                resolved_at: Some(Time(now)),
-                error: None,
-            },
-        );
-    }
+/// Writes `id`'s resolution of `kind` as done without sending it: the entry the record shows as
+/// sent, resolved at `now`.
+fn supersede(
+    memory: &mut Memory,
+    key: &RecordKey,
+    sent: &[TargetDelivery],
+    id: &str,
+    kind: NoticeKind,
+    now: Timestamp,
+) {
+    let Some(entry) = sent.iter().find(|d| d.target == id && d.kind == kind) else {
+        return;
+    };
+    let resolved = TargetDelivery {
+        resolved_at: Some(Time(now)),
+        ..entry.clone()
+    };
+    memory
+        .overlay
+        .entry(key.clone())
+        .or_default()
+        .insert((id.to_string(), kind), resolved);
     memory.dirty.insert(key.clone());
 }
